@@ -1,0 +1,53 @@
+//! The shape every record follows: a state folded from its stream's events
+//! (`evolve`) and a pure decision that turns a command into new events or a
+//! rejection (`decide`). Neither does I/O or reads a clock.
+
+use crate::{DomainError, Event, Pipeline};
+
+/// Rules that are configuration rather than data, handed to `decide`.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub pipeline: Pipeline,
+}
+
+pub trait Aggregate: Default + Clone + std::fmt::Debug {
+    type Command;
+
+    /// The events this command causes, or why it is refused. An empty list
+    /// means the command changes nothing (a no-op patch).
+    fn decide(&self, command: &Self::Command, rules: &Rules) -> Result<Vec<Event>, DomainError>;
+
+    /// The state after `event`. Events come from the log and have already been
+    /// accepted: evolve never refuses one. Events of other record kinds are
+    /// ignored.
+    fn evolve(&mut self, event: &Event);
+
+    /// How many events have been folded into this state.
+    fn version(&self) -> u64;
+
+    /// Folds a stream's events, oldest first, into a state.
+    fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut state = Self::default();
+        for event in events {
+            state.evolve(event);
+        }
+        state
+    }
+}
+
+/// The id and fields of a record that exists and is not archived: the state
+/// every change to an existing record requires.
+pub(crate) fn live<'a, F>(
+    id: Option<uuid::Uuid>,
+    fields: &'a Option<F>,
+    archived: bool,
+    kind: &'static str,
+) -> Result<(uuid::Uuid, &'a F), DomainError> {
+    let (Some(id), Some(fields)) = (id, fields) else {
+        return Err(DomainError::NotFound { kind });
+    };
+    if archived {
+        return Err(DomainError::Archived { kind });
+    }
+    Ok((id, fields))
+}

@@ -1,0 +1,150 @@
+//! Contacts: the people a company sells to.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::aggregate::live;
+use crate::fields::record_fields;
+use crate::input::{Tag, merge_custom};
+use crate::values::{CustomFields, EmailAddress, ExternalId, Name, PhoneNumber, Text};
+use crate::{Aggregate, DomainError, Event, FromInput, Rules};
+
+/// Where a contact stands in the customer lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleStage {
+    Lead,
+    Prospect,
+    Customer,
+    Churned,
+}
+
+impl FromInput for LifecycleStage {
+    fn from_input(value: &serde_json::Value) -> Result<Self, String> {
+        serde_json::from_value(value.clone())
+            .map_err(|_| "must be one of lead, prospect, customer, churned".into())
+    }
+}
+
+record_fields! {
+    /// A contact's current fields.
+    fields ContactFields;
+    /// The fields one `ContactUpdated` event changed, with their new values.
+    changes ContactChanges;
+    required { name: Name }
+    optional {
+        email: EmailAddress,
+        phone: PhoneNumber,
+        title: Text,
+        account_id: Uuid,
+        owner_id: Uuid,
+        lifecycle_stage: LifecycleStage,
+        external_id: ExternalId,
+    }
+    lists { tags: Vec<Tag>, custom: CustomFields }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactCreated {
+    pub contact_id: Uuid,
+    pub fields: ContactFields,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactUpdated {
+    pub contact_id: Uuid,
+    pub changes: ContactChanges,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactArchived {
+    pub contact_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContactCommand {
+    CreateContact {
+        contact_id: Uuid,
+        changes: ContactChanges,
+    },
+    /// `changes.custom` is a merge patch: keys set to `null` are removed.
+    UpdateContact {
+        changes: ContactChanges,
+    },
+    ArchiveContact,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Contact {
+    pub id: Option<Uuid>,
+    pub fields: Option<ContactFields>,
+    pub archived: bool,
+    pub version: u64,
+}
+
+const KIND: &str = "contact";
+
+impl Aggregate for Contact {
+    type Command = ContactCommand;
+
+    fn decide(&self, command: &ContactCommand, _rules: &Rules) -> Result<Vec<Event>, DomainError> {
+        match command {
+            ContactCommand::CreateContact {
+                contact_id,
+                changes,
+            } => {
+                if self.fields.is_some() {
+                    return Err(DomainError::AlreadyExists { kind: KIND });
+                }
+                let mut changes = changes.clone();
+                merge_custom(&mut changes.custom, &CustomFields::new());
+                let fields = changes.into_fields()?;
+                Ok(vec![Event::ContactCreated(ContactCreated {
+                    contact_id: *contact_id,
+                    fields,
+                })])
+            }
+            ContactCommand::UpdateContact { changes } => {
+                let (contact_id, current) = live(self.id, &self.fields, self.archived, KIND)?;
+                let mut proposed = changes.clone();
+                merge_custom(&mut proposed.custom, &current.custom);
+                let changes = proposed.diff(current);
+                if changes.is_empty() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![Event::ContactUpdated(ContactUpdated {
+                    contact_id,
+                    changes,
+                })])
+            }
+            ContactCommand::ArchiveContact => {
+                if self.archived {
+                    return Ok(vec![]);
+                }
+                let (contact_id, _) = live(self.id, &self.fields, self.archived, KIND)?;
+                Ok(vec![Event::ContactArchived(ContactArchived { contact_id })])
+            }
+        }
+    }
+
+    fn evolve(&mut self, event: &Event) {
+        match event {
+            Event::ContactCreated(created) => {
+                self.id = Some(created.contact_id);
+                self.fields = Some(created.fields.clone());
+            }
+            Event::ContactUpdated(updated) => {
+                if let Some(fields) = &mut self.fields {
+                    updated.changes.apply_to(fields);
+                }
+            }
+            Event::ContactArchived(_) => self.archived = true,
+            _ => return,
+        }
+        self.version += 1;
+    }
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+}

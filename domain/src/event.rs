@@ -1,0 +1,236 @@
+//! Every event the system records, and its stable JSON form.
+//!
+//! An event is stored as three parts: its `type` (the variant name, never
+//! renamed), its `schema_version`, and its `data` (the variant's fields as a
+//! JSON object). Stored events are never rewritten. When a type's shape has
+//! to change, its schema version goes up and `upcast` learns to turn the old
+//! shape into the new one while reading, so the oldest event in a log stays
+//! readable by the newest code.
+//!
+//! Schema history:
+//! - `DealCreated` 1: the amount as two flat fields `amount_minor` and
+//!   `currency` inside `fields`. 2 (current): one `amount` object
+//!   `{value_minor, currency}`, as everywhere else.
+//! - Every other type: 1.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::RecordKind;
+use crate::account::{AccountArchived, AccountCreated, AccountUpdated};
+use crate::contact::{ContactArchived, ContactCreated, ContactUpdated};
+use crate::deal::{DealArchived, DealClosed, DealCreated, DealStageChanged, DealUpdated};
+use crate::interaction::InteractionLogged;
+use crate::user::UserRegistered;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    UserRegistered(UserRegistered),
+    AccountCreated(AccountCreated),
+    AccountUpdated(AccountUpdated),
+    AccountArchived(AccountArchived),
+    ContactCreated(ContactCreated),
+    ContactUpdated(ContactUpdated),
+    ContactArchived(ContactArchived),
+    DealCreated(DealCreated),
+    DealUpdated(DealUpdated),
+    DealStageChanged(DealStageChanged),
+    DealClosed(DealClosed),
+    DealArchived(DealArchived),
+    InteractionLogged(InteractionLogged),
+}
+
+/// An event in its stored form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    pub event_type: &'static str,
+    pub schema_version: u32,
+    /// The variant's fields as compact JSON: these exact bytes are stored and hashed.
+    pub data: String,
+}
+
+/// Why stored bytes could not be read as an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The log holds a type this code does not know: it was written by newer
+    /// software. Upgrade before reading this log.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// The event's schema is newer than this code understands. Upgrade.
+    #[error("{event_type} schema version {schema_version} is newer than this code knows ({known})")]
+    NewerSchema {
+        event_type: String,
+        schema_version: u32,
+        known: u32,
+    },
+    /// The stored data does not match its declared type and schema: the log
+    /// was written wrongly or altered. Run `crm verify`.
+    #[error("{event_type} v{schema_version} data is malformed: {reason}")]
+    Malformed {
+        event_type: String,
+        schema_version: u32,
+        reason: String,
+    },
+}
+
+impl Event {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::UserRegistered(_) => "UserRegistered",
+            Self::AccountCreated(_) => "AccountCreated",
+            Self::AccountUpdated(_) => "AccountUpdated",
+            Self::AccountArchived(_) => "AccountArchived",
+            Self::ContactCreated(_) => "ContactCreated",
+            Self::ContactUpdated(_) => "ContactUpdated",
+            Self::ContactArchived(_) => "ContactArchived",
+            Self::DealCreated(_) => "DealCreated",
+            Self::DealUpdated(_) => "DealUpdated",
+            Self::DealStageChanged(_) => "DealStageChanged",
+            Self::DealClosed(_) => "DealClosed",
+            Self::DealArchived(_) => "DealArchived",
+            Self::InteractionLogged(_) => "InteractionLogged",
+        }
+    }
+
+    /// The record this event belongs to; its stream is `kind.stream_id(id)`.
+    pub fn record(&self) -> (RecordKind, Uuid) {
+        match self {
+            Self::UserRegistered(e) => (RecordKind::User, e.user_id),
+            Self::AccountCreated(e) => (RecordKind::Account, e.account_id),
+            Self::AccountUpdated(e) => (RecordKind::Account, e.account_id),
+            Self::AccountArchived(e) => (RecordKind::Account, e.account_id),
+            Self::ContactCreated(e) => (RecordKind::Contact, e.contact_id),
+            Self::ContactUpdated(e) => (RecordKind::Contact, e.contact_id),
+            Self::ContactArchived(e) => (RecordKind::Contact, e.contact_id),
+            Self::DealCreated(e) => (RecordKind::Deal, e.deal_id),
+            Self::DealUpdated(e) => (RecordKind::Deal, e.deal_id),
+            Self::DealStageChanged(e) => (RecordKind::Deal, e.deal_id),
+            Self::DealClosed(e) => (RecordKind::Deal, e.deal_id),
+            Self::DealArchived(e) => (RecordKind::Deal, e.deal_id),
+            Self::InteractionLogged(e) => (RecordKind::Interaction, e.interaction_id),
+        }
+    }
+
+    /// The schema version this code writes for `event_type`.
+    pub fn current_schema_version(event_type: &str) -> Option<u32> {
+        match event_type {
+            "DealCreated" => Some(2),
+            "UserRegistered" | "AccountCreated" | "AccountUpdated" | "AccountArchived"
+            | "ContactCreated" | "ContactUpdated" | "ContactArchived" | "DealUpdated"
+            | "DealStageChanged" | "DealClosed" | "DealArchived" | "InteractionLogged" => Some(1),
+            _ => None,
+        }
+    }
+
+    pub fn encode(&self) -> EncodedEvent {
+        let event_type = self.event_type();
+        let tagged = serde_json::to_value(self).expect("events serialise: all keys are strings");
+        let data = tagged.get("data").cloned().unwrap_or_else(|| json!({}));
+        EncodedEvent {
+            event_type,
+            schema_version: Self::current_schema_version(event_type)
+                .expect("every variant has a schema"),
+            data: data.to_string(),
+        }
+    }
+
+    /// Reads a stored event, upcasting older schema versions first.
+    pub fn decode(event_type: &str, schema_version: u32, data: &str) -> Result<Self, DecodeError> {
+        let malformed = |reason: String| DecodeError::Malformed {
+            event_type: event_type.to_owned(),
+            schema_version,
+            reason,
+        };
+        let known = Self::current_schema_version(event_type)
+            .ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
+        if schema_version > known {
+            return Err(DecodeError::NewerSchema {
+                event_type: event_type.to_owned(),
+                schema_version,
+                known,
+            });
+        }
+        let data: Value = serde_json::from_str(data).map_err(|e| malformed(e.to_string()))?;
+        let data = upcast(event_type, schema_version, data).map_err(malformed)?;
+        serde_json::from_value(json!({ "type": event_type, "data": data }))
+            .map_err(|e| malformed(e.to_string()))
+    }
+}
+
+/// Brings `data` from `schema_version` up to the current schema of its type,
+/// one version step at a time.
+fn upcast(event_type: &str, schema_version: u32, mut data: Value) -> Result<Value, String> {
+    if event_type == "DealCreated" && schema_version < 2 {
+        data = deal_created_v1_to_v2(data)?;
+    }
+    Ok(data)
+}
+
+fn deal_created_v1_to_v2(mut data: Value) -> Result<Value, String> {
+    let fields = data
+        .get_mut("fields")
+        .and_then(Value::as_object_mut)
+        .ok_or("DealCreated v1 has no fields object")?;
+    let value_minor = fields.remove("amount_minor");
+    let currency = fields.remove("currency");
+    let amount = match (value_minor, currency) {
+        (Some(value_minor), Some(currency)) if !value_minor.is_null() => {
+            json!({ "value_minor": value_minor, "currency": currency })
+        }
+        _ => Value::Null,
+    };
+    fields.insert("amount".into(), amount);
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_deal_created_is_read_as_the_current_shape() {
+        let v1 = r#"{"deal_id":"0190a000-0000-7000-8000-000000000001",
+            "fields":{"title":"Fleet renewal","account_id":"0190a000-0000-7000-8000-000000000002",
+                      "amount_minor":125000,"currency":"EUR"},
+            "stage":"proposal"}"#;
+        let event = Event::decode("DealCreated", 1, v1).expect("v1 is upcast");
+        let Event::DealCreated(created) = event else {
+            panic!("wrong variant")
+        };
+        let amount = created.fields.amount.expect("amount survives the upcast");
+        assert_eq!(
+            (amount.value_minor(), amount.currency().code()),
+            (125000, "EUR")
+        );
+        assert_eq!(created.stage.as_str(), "proposal");
+    }
+
+    #[test]
+    fn a_version_1_deal_without_amount_has_none() {
+        let v1 = r#"{"deal_id":"0190a000-0000-7000-8000-000000000001",
+            "fields":{"title":"Pilot","account_id":"0190a000-0000-7000-8000-000000000002"},
+            "stage":"lead"}"#;
+        let Ok(Event::DealCreated(created)) = Event::decode("DealCreated", 1, v1) else {
+            panic!("v1 without an amount is readable")
+        };
+        assert_eq!(created.fields.amount, None);
+    }
+
+    #[test]
+    fn unknown_types_and_newer_schemas_are_named_not_guessed() {
+        assert_eq!(
+            Event::decode("ContactMerged", 1, "{}"),
+            Err(DecodeError::UnknownType("ContactMerged".into()))
+        );
+        assert!(matches!(
+            Event::decode("ContactCreated", 2, "{}"),
+            Err(DecodeError::NewerSchema { .. })
+        ));
+        assert!(matches!(
+            Event::decode("ContactCreated", 1, "{\"x\":1}"),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+}

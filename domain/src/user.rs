@@ -1,0 +1,100 @@
+//! Users: the people who act. Every event names the user who caused it, and
+//! reports name the user's department, so a manager sees which team keeps its
+//! records and which does not.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::values::Name;
+use crate::{Aggregate, DomainError, Event, Rules};
+
+/// What a user may do: `admin` everything, `member` read and write records,
+/// `viewer` read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl Role {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.trim() {
+            "admin" => Ok(Self::Admin),
+            "member" => Ok(Self::Member),
+            "viewer" => Ok(Self::Viewer),
+            _ => Err("must be one of admin, member, viewer".into()),
+        }
+    }
+
+    pub fn can_write(self) -> bool {
+        matches!(self, Self::Admin | Self::Member)
+    }
+
+    pub fn is_admin(self) -> bool {
+        self == Self::Admin
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: Uuid,
+    pub name: Name,
+    pub department: Name,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    RegisterUser {
+        user_id: Uuid,
+        name: String,
+        department: String,
+        role: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct User {
+    pub registered: Option<UserRegistered>,
+    pub version: u64,
+}
+
+impl Aggregate for User {
+    type Command = UserCommand;
+
+    fn decide(&self, command: &UserCommand, _rules: &Rules) -> Result<Vec<Event>, DomainError> {
+        let UserCommand::RegisterUser {
+            user_id,
+            name,
+            department,
+            role,
+        } = command;
+        if self.registered.is_some() {
+            return Err(DomainError::AlreadyExists { kind: "user" });
+        }
+        let mut validator = crate::Validator::default();
+        let name = validator.check("name", Name::parse(name));
+        let department = validator.check("department", Name::parse(department));
+        let role = validator.check("role", Role::parse(role));
+        let registered = validator.finish(|| UserRegistered {
+            user_id: *user_id,
+            name: name.expect("checked"),
+            department: department.expect("checked"),
+            role: role.expect("checked"),
+        })?;
+        Ok(vec![Event::UserRegistered(registered)])
+    }
+
+    fn evolve(&mut self, event: &Event) {
+        if let Event::UserRegistered(registered) = event {
+            self.registered = Some(registered.clone());
+            self.version += 1;
+        }
+    }
+
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
