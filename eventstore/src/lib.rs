@@ -1,1 +1,35 @@
-//! placeholder
+//! The append-only event log: the only source of truth of the system.
+//!
+//! Owns the log's envelope (position, stream, version, type, schema version,
+//! actor, times, correlation, hash), its schema migrations, optimistic
+//! concurrency per stream, gapless global positions, the hash chain, group
+//! commit and idempotent appends, over SQLite (embedded default) and
+//! PostgreSQL behind one `Backend` trait.
+//!
+//! It must not: update or delete an event (the databases refuse it too),
+//! know any read model, or know HTTP. Event payloads are opaque JSON here;
+//! the `domain` crate gives them meaning.
+
+mod backend;
+mod error;
+mod hash;
+mod model;
+mod plan;
+mod postgres;
+mod sqlite;
+mod store;
+mod writer;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use backend::{Backend, BatchOutcome};
+pub use error::StoreError;
+pub use hash::{GENESIS_HASH, event_hash};
+pub use model::{
+    APPEND_EVENTS_MAX, AppendRequest, AppendResult, EVENT_DATA_BYTES_MAX, ExpectedVersion,
+    IDENTIFIER_BYTES_MAX, NewEvent, READ_BATCH_MAX, RecordedEvent, VerifyReport,
+    to_stored_precision,
+};
+pub use store::{Store, StoreOptions, redact};
+pub use writer::{GROUP_COMMIT_EVENTS_MAX, GROUP_COMMIT_REQUESTS_MAX, WRITER_QUEUE_MAX};

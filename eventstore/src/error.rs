@@ -1,0 +1,71 @@
+//! The store's errors, in three tiers: the caller's request is wrong, it lost
+//! a race, or the infrastructure failed.
+
+use crate::{AppendRequest, ExpectedVersion};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream is not at the expected version: someone else appended
+    /// first. Reload the stream, decide again, and retry (HTTP 409 or 412).
+    #[error("stream {stream_id} was expected at {expected} but is at {}", describe_version(.actual))]
+    Conflict {
+        stream_id: String,
+        expected: ExpectedVersion,
+        /// The stream's version when the append was refused, when known.
+        actual: Option<u64>,
+    },
+    /// The idempotency key was first used for another stream. A client bug:
+    /// use a fresh key for a different request (HTTP 422).
+    #[error("idempotency key {key:?} was already used for another stream")]
+    IdempotencyKeyReused { key: String },
+    /// The append breaks a limit or is malformed; nothing was written. Fix the
+    /// request; retrying it unchanged fails the same way.
+    #[error("invalid append: {0}")]
+    InvalidAppend(String),
+    /// A stored row could not be read back: the database was changed outside
+    /// the store. Run `verify` and restore from a backup.
+    #[error("stored event at position {position} is unreadable: {reason}")]
+    Corrupt { position: u64, reason: String },
+    /// The store is shutting down and takes no more appends.
+    #[error("the event store is closed")]
+    Closed,
+    /// The database failed or is unreachable. Retry later; nothing was
+    /// acknowledged, so nothing was lost.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database URL or options are not usable.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+fn describe_version(actual: &Option<u64>) -> String {
+    match actual {
+        Some(version) => format!("version {version}"),
+        None => "another version".into(),
+    }
+}
+
+impl StoreError {
+    /// Maps a failed insert of `requests`. The unique keys on (stream,
+    /// version) and on idempotency keys are a backstop behind the writer lock:
+    /// they fire only if someone wrote to the log without taking it. For a
+    /// lone request that is its conflict; for a batch, the writer retries each
+    /// request alone to find the one. Detected with sqlx's backend-neutral
+    /// check, never a hard-coded error code.
+    pub(crate) fn from_insert(error: sqlx::Error, requests: &[AppendRequest]) -> Self {
+        let unique_violation = error
+            .as_database_error()
+            .is_some_and(|e| e.is_unique_violation());
+        match requests {
+            [request] if unique_violation => Self::Conflict {
+                stream_id: request.stream_id.clone(),
+                expected: request.expected,
+                actual: None,
+            },
+            _ => Self::Database(error),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! What goes into the log and what comes out of it.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use uuid::Uuid;
+
+/// Most events one append may carry.
+pub const APPEND_EVENTS_MAX: usize = 1_000;
+/// Largest `data` of one event, in bytes.
+pub const EVENT_DATA_BYTES_MAX: usize = 1 << 20;
+/// Longest stream id, idempotency key, actor or event type, in bytes.
+pub const IDENTIFIER_BYTES_MAX: usize = 200;
+/// Most events one `read_all` call returns.
+pub const READ_BATCH_MAX: usize = 10_000;
+
+/// What the writer expects the stream's version to be before this append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream holds.
+    Any,
+    /// The stream must not exist yet (creating a record).
+    NoStream,
+    /// The stream must be at exactly this version (its number of events).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    pub fn admits(self, current: u64) -> bool {
+        match self {
+            Self::Any => true,
+            Self::NoStream => current == 0,
+            Self::Exact(expected) => current == expected,
+        }
+    }
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Any => f.write_str("any version"),
+            Self::NoStream => f.write_str("no stream"),
+            Self::Exact(version) => write!(f, "version {version}"),
+        }
+    }
+}
+
+/// One event to append, already encoded by its producer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub schema_version: u32,
+    /// A JSON document, stored and hashed byte for byte as given.
+    pub data: String,
+    /// Business time: when it happened. May lie before the recording.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A batch of events for one stream, appended atomically: all or none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    /// Who caused these events: an authenticated user's id, or `system`.
+    pub actor: String,
+    /// Ties together everything one request or job caused.
+    pub correlation_id: Option<Uuid>,
+    /// The request or event that directly caused this append.
+    pub causation_id: Option<Uuid>,
+    /// A retry with a key already stored returns the first result and writes nothing.
+    pub idempotency_key: Option<String>,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    pub stream_id: String,
+    pub first_position: u64,
+    pub last_position: u64,
+    /// The stream's version after the append: its number of events.
+    pub stream_version: u64,
+    /// True when this was a retry answered from an earlier append.
+    pub deduplicated: bool,
+}
+
+/// An event as stored in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// Global, gapless, strictly increasing in commit order; starts at 1.
+    pub position: u64,
+    pub stream_id: String,
+    /// 1-based position within its stream.
+    pub version: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub data: String,
+    pub actor: String,
+    pub occurred_at: DateTime<Utc>,
+    /// System time of the commit; never decreases along the log.
+    pub recorded_at: DateTime<Utc>,
+    pub correlation_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    /// SHA-256, hex, over this event and the hash of the event before it.
+    pub hash: String,
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub ok: bool,
+    /// How many events were checked.
+    pub events: u64,
+    /// The first position whose hash or place in the chain is wrong.
+    pub first_bad_position: Option<u64>,
+    /// The hash of the last good event: record it elsewhere to detect a
+    /// rewrite of the whole chain or a cut-off tail later.
+    pub head_hash: String,
+}
+
+/// Timestamps are kept to the microsecond, the precision both databases
+/// store, so that what is hashed is exactly what is read back.
+pub fn to_stored_precision(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.trunc_subsecs(6)
+}

@@ -1,0 +1,296 @@
+//! Deciding a group commit without touching the database: given the log's
+//! tail, the current versions of the streams involved and the idempotency
+//! keys already stored, which requests succeed, which conflict or are
+//! retries, and which rows to insert. Both backends load the same context,
+//! call `plan`, and insert what it says, inside one transaction.
+
+use std::collections::{BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use crate::hash::{GENESIS_HASH, event_hash};
+use crate::model::to_stored_precision;
+use crate::{AppendRequest, AppendResult, RecordedEvent, StoreError};
+
+/// The last event of the log, or the genesis values for an empty log.
+#[derive(Debug, Clone)]
+pub(crate) struct Tail {
+    pub position: u64,
+    pub hash: String,
+    pub recorded_at: Option<DateTime<Utc>>,
+}
+
+impl Tail {
+    pub fn empty() -> Self {
+        Self {
+            position: 0,
+            hash: GENESIS_HASH.to_owned(),
+            recorded_at: None,
+        }
+    }
+}
+
+/// What one stored idempotency key points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredKey {
+    pub key: String,
+    pub stream_id: String,
+    pub first_position: u64,
+    pub last_position: u64,
+    pub stream_version: u64,
+}
+
+impl StoredKey {
+    pub fn result(&self, deduplicated: bool) -> AppendResult {
+        AppendResult {
+            stream_id: self.stream_id.clone(),
+            first_position: self.first_position,
+            last_position: self.last_position,
+            stream_version: self.stream_version,
+            deduplicated,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct BatchContext {
+    pub stream_versions: HashMap<String, u64>,
+    pub keys: HashMap<String, StoredKey>,
+}
+
+/// The streams and idempotency keys a batch touches, each once.
+pub(crate) fn touched(requests: &[AppendRequest]) -> (Vec<String>, Vec<String>) {
+    let streams: BTreeSet<&String> = requests.iter().map(|r| &r.stream_id).collect();
+    let keys: BTreeSet<&String> = requests
+        .iter()
+        .filter_map(|r| r.idempotency_key.as_ref())
+        .collect();
+    (
+        streams.into_iter().cloned().collect(),
+        keys.into_iter().cloned().collect(),
+    )
+}
+
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub events: Vec<RecordedEvent>,
+    pub keys: Vec<StoredKey>,
+    /// One outcome per request, in request order.
+    pub outcomes: Vec<Result<AppendResult, StoreError>>,
+}
+
+pub(crate) fn plan(
+    mut tail: Tail,
+    mut context: BatchContext,
+    requests: &[AppendRequest],
+    now: DateTime<Utc>,
+) -> Plan {
+    // recorded_at never decreases along the log, even if the clock steps back.
+    let recorded_at = to_stored_precision(tail.recorded_at.map_or(now, |last| last.max(now)));
+    let mut plan = Plan {
+        events: Vec::new(),
+        keys: Vec::new(),
+        outcomes: Vec::with_capacity(requests.len()),
+    };
+    for request in requests {
+        let outcome = plan_one(&mut tail, &mut context, &mut plan, request, recorded_at);
+        plan.outcomes.push(outcome);
+    }
+    plan
+}
+
+fn plan_one(
+    tail: &mut Tail,
+    context: &mut BatchContext,
+    plan: &mut Plan,
+    request: &AppendRequest,
+    recorded_at: DateTime<Utc>,
+) -> Result<AppendResult, StoreError> {
+    if let Some(key) = &request.idempotency_key
+        && let Some(stored) = context.keys.get(key)
+    {
+        if stored.stream_id != request.stream_id {
+            return Err(StoreError::IdempotencyKeyReused { key: key.clone() });
+        }
+        return Ok(stored.result(true));
+    }
+    let current = context
+        .stream_versions
+        .get(&request.stream_id)
+        .copied()
+        .unwrap_or(0);
+    if !request.expected.admits(current) {
+        return Err(StoreError::Conflict {
+            stream_id: request.stream_id.clone(),
+            expected: request.expected,
+            actual: Some(current),
+        });
+    }
+    let first_position = tail.position + 1;
+    for (offset, new) in request.events.iter().enumerate() {
+        let mut event = RecordedEvent {
+            position: tail.position + 1,
+            stream_id: request.stream_id.clone(),
+            version: current + 1 + offset as u64,
+            event_type: new.event_type.clone(),
+            schema_version: new.schema_version,
+            data: new.data.clone(),
+            actor: request.actor.clone(),
+            occurred_at: to_stored_precision(new.occurred_at),
+            recorded_at,
+            correlation_id: request.correlation_id,
+            causation_id: request.causation_id,
+            hash: String::new(),
+        };
+        event.hash = event_hash(&tail.hash, &event);
+        *tail = Tail {
+            position: event.position,
+            hash: event.hash.clone(),
+            recorded_at: Some(recorded_at),
+        };
+        plan.events.push(event);
+    }
+    let stream_version = current + request.events.len() as u64;
+    context
+        .stream_versions
+        .insert(request.stream_id.clone(), stream_version);
+    let stored = StoredKey {
+        key: request.idempotency_key.clone().unwrap_or_default(),
+        stream_id: request.stream_id.clone(),
+        first_position,
+        last_position: tail.position,
+        stream_version,
+    };
+    if let Some(key) = &request.idempotency_key {
+        context.keys.insert(key.clone(), stored.clone());
+        plan.keys.push(stored.clone());
+    }
+    Ok(stored.result(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ExpectedVersion, NewEvent};
+
+    fn request(
+        stream: &str,
+        expected: ExpectedVersion,
+        n: usize,
+        key: Option<&str>,
+    ) -> AppendRequest {
+        AppendRequest {
+            stream_id: stream.into(),
+            expected,
+            events: (0..n)
+                .map(|i| NewEvent {
+                    event_type: "E".into(),
+                    schema_version: 1,
+                    data: format!("{{\"i\":{i}}}"),
+                    occurred_at: Utc::now(),
+                })
+                .collect(),
+            actor: "system".into(),
+            correlation_id: None,
+            causation_id: None,
+            idempotency_key: key.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_batch_assigns_consecutive_positions_and_chains_hashes_across_requests() {
+        let requests = [
+            request("a", ExpectedVersion::NoStream, 2, None),
+            request("b", ExpectedVersion::Any, 1, None),
+            request("a", ExpectedVersion::Exact(2), 1, None),
+        ];
+        let plan = plan(
+            Tail::empty(),
+            BatchContext::default(),
+            &requests,
+            Utc::now(),
+        );
+        let positions: Vec<u64> = plan.events.iter().map(|e| e.position).collect();
+        assert_eq!(positions, [1, 2, 3, 4]);
+        let versions: Vec<(&str, u64)> = plan
+            .events
+            .iter()
+            .map(|e| (e.stream_id.as_str(), e.version))
+            .collect();
+        assert_eq!(versions, [("a", 1), ("a", 2), ("b", 1), ("a", 3)]);
+        let mut previous = GENESIS_HASH.to_owned();
+        for event in &plan.events {
+            assert_eq!(event.hash, event_hash(&previous, event));
+            previous = event.hash.clone();
+        }
+    }
+
+    #[test]
+    fn a_conflict_fails_only_its_own_request() {
+        let requests = [
+            request("a", ExpectedVersion::NoStream, 1, None),
+            request("a", ExpectedVersion::NoStream, 1, None),
+            request("b", ExpectedVersion::NoStream, 1, None),
+        ];
+        let plan = plan(
+            Tail::empty(),
+            BatchContext::default(),
+            &requests,
+            Utc::now(),
+        );
+        assert!(plan.outcomes[0].is_ok());
+        assert!(matches!(
+            plan.outcomes[1],
+            Err(StoreError::Conflict {
+                actual: Some(1),
+                ..
+            })
+        ));
+        assert_eq!(
+            plan.outcomes[2].as_ref().map(|r| r.first_position).ok(),
+            Some(2)
+        );
+        assert_eq!(plan.events.len(), 2);
+    }
+
+    #[test]
+    fn a_repeated_key_in_one_batch_is_answered_from_the_first() {
+        let requests = [
+            request("a", ExpectedVersion::Any, 1, Some("k")),
+            request("a", ExpectedVersion::Any, 1, Some("k")),
+            request("b", ExpectedVersion::Any, 1, Some("k")),
+        ];
+        let plan = plan(
+            Tail::empty(),
+            BatchContext::default(),
+            &requests,
+            Utc::now(),
+        );
+        assert_eq!(plan.events.len(), 1);
+        let second = plan.outcomes[1].as_ref().expect("a retry succeeds");
+        assert!(second.deduplicated);
+        assert_eq!(second.first_position, 1);
+        assert!(matches!(
+            plan.outcomes[2],
+            Err(StoreError::IdempotencyKeyReused { .. })
+        ));
+    }
+
+    #[test]
+    fn recorded_at_never_goes_back_in_time() {
+        let later = Utc::now() + chrono::Duration::hours(1);
+        let tail = Tail {
+            position: 7,
+            hash: GENESIS_HASH.into(),
+            recorded_at: Some(later),
+        };
+        let plan = plan(
+            tail,
+            BatchContext::default(),
+            &[request("a", ExpectedVersion::Any, 1, None)],
+            Utc::now(),
+        );
+        assert_eq!(plan.events[0].recorded_at, to_stored_precision(later));
+        assert_eq!(plan.events[0].position, 8);
+    }
+}

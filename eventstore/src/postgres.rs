@@ -1,0 +1,289 @@
+//! PostgreSQL, for scale and for several server processes on one log.
+//!
+//! Why positions stay gapless and in commit order under concurrent writers:
+//! a `bigserial` is handed out at INSERT but transactions commit in another
+//! order, so a reader could see position 11 before 10 commits and skip 10
+//! forever. Here every append transaction first takes
+//! `LOCK TABLE events IN EXCLUSIVE MODE`. That lock admits readers (plain
+//! SELECTs take ACCESS SHARE) but only one writer at a time, across all
+//! processes. Holding it, the writer reads the tail and assigns
+//! `tail + 1, tail + 2, ...` itself, so no position is ever skipped, and no
+//! later position can commit before an earlier one. Group commit pays for the
+//! serialisation: one lock, one round trip per step and one commit for a
+//! whole batch of callers.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use uuid::Uuid;
+
+use crate::backend::{Backend, BatchOutcome};
+use crate::plan::{self, BatchContext, StoredKey, Tail};
+use crate::{AppendRequest, AppendResult, RecordedEvent, StoreError, StoreOptions};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub(crate) struct PostgresBackend {
+    writer: PgPool,
+    readers: PgPool,
+}
+
+/// A schema name we can put in SQL without quoting surprises.
+fn check_schema(schema: &str) -> Result<(), StoreError> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !schema.starts_with(|c: char| c.is_ascii_digit());
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Config(format!(
+            "schema {schema:?} must be lower case letters, digits and _"
+        )))
+    }
+}
+
+impl PostgresBackend {
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let mut connect = PgConnectOptions::from_str(url)?;
+        if let Some(schema) = &options.schema {
+            check_schema(schema)?;
+            let mut conn = PgConnection::connect_with(&connect).await?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .execute(&mut conn)
+                .await?;
+            conn.close().await?;
+            connect = connect.options([("search_path", schema.as_str())]);
+        }
+        let writer = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let readers = PgPoolOptions::new()
+            .max_connections(options.read_connections_max.max(1))
+            .connect_with(connect)
+            .await?;
+        Ok(Self { writer, readers })
+    }
+}
+
+const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, schema_version, data, actor, \
+     occurred_at, recorded_at, correlation_id, causation_id, hash";
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).expect("positions and versions are checked positive by the schema")
+}
+
+fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let position = to_u64(row.try_get("position")?);
+    let schema_version: i32 = row.try_get("schema_version")?;
+    Ok(RecordedEvent {
+        position,
+        stream_id: row.try_get("stream_id")?,
+        version: to_u64(row.try_get("version")?),
+        event_type: row.try_get("event_type")?,
+        schema_version: u32::try_from(schema_version).map_err(|_| StoreError::Corrupt {
+            position,
+            reason: format!("schema version {schema_version}"),
+        })?,
+        data: row.try_get("data")?,
+        actor: row.try_get("actor")?,
+        occurred_at: row.try_get("occurred_at")?,
+        recorded_at: row.try_get("recorded_at")?,
+        correlation_id: row.try_get("correlation_id")?,
+        causation_id: row.try_get("causation_id")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
+    Ok(StoredKey {
+        key: row.try_get("idempotency_key")?,
+        stream_id: row.try_get("stream_id")?,
+        first_position: to_u64(row.try_get("first_position")?),
+        last_position: to_u64(row.try_get("last_position")?),
+        stream_version: to_u64(row.try_get("stream_version")?),
+    })
+}
+
+async fn load_context(
+    conn: &mut PgConnection,
+    requests: &[AppendRequest],
+) -> Result<(Tail, BatchContext), StoreError> {
+    let tail = sqlx::query(
+        "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let tail = match tail {
+        Some(row) => Tail {
+            position: to_u64(row.try_get("position")?),
+            hash: row.try_get("hash")?,
+            recorded_at: Some(row.try_get("recorded_at")?),
+        },
+        None => Tail::empty(),
+    };
+    let (streams, keys) = plan::touched(requests);
+    let mut context = BatchContext::default();
+    let rows = sqlx::query("SELECT stream_id, MAX(version) AS version FROM events WHERE stream_id = ANY($1) GROUP BY stream_id")
+        .bind(&streams)
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in rows {
+        context
+            .stream_versions
+            .insert(row.try_get("stream_id")?, to_u64(row.try_get("version")?));
+    }
+    if !keys.is_empty() {
+        let rows = sqlx::query("SELECT * FROM idempotency_keys WHERE idempotency_key = ANY($1)")
+            .bind(&keys)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            let stored = key_from_row(&row)?;
+            context.keys.insert(stored.key.clone(), stored);
+        }
+    }
+    Ok((tail, context))
+}
+
+async fn insert(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent],
+    keys: &[StoredKey],
+) -> Result<(), sqlx::Error> {
+    if !events.is_empty() {
+        sqlx::query(
+            "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
+             occurred_at, recorded_at, correlation_id, causation_id, hash) \
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::text[], \
+             $7::text[], $8::timestamptz[], $9::timestamptz[], $10::uuid[], $11::uuid[], $12::text[])",
+        )
+        .bind(events.iter().map(|e| e.position as i64).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.version as i64).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.schema_version as i32).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.data.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.occurred_at).collect::<Vec<DateTime<Utc>>>())
+        .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<DateTime<Utc>>>())
+        .bind(events.iter().map(|e| e.correlation_id).collect::<Vec<Option<Uuid>>>())
+        .bind(events.iter().map(|e| e.causation_id).collect::<Vec<Option<Uuid>>>())
+        .bind(events.iter().map(|e| e.hash.as_str()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !keys.is_empty() {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (idempotency_key, stream_id, first_position, last_position, stream_version) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])",
+        )
+        .bind(keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.stream_id.as_str()).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.first_position as i64).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.last_position as i64).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.stream_version as i64).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Backend for PostgresBackend {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn commit<'a>(
+        &'a self,
+        requests: &'a [AppendRequest],
+    ) -> BoxFuture<'a, Result<BatchOutcome, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.writer.begin().await?;
+            sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+            let (tail, context) = load_context(&mut tx, requests).await?;
+            let plan = plan::plan(tail, context, requests, Utc::now());
+            if let Err(error) = insert(&mut tx, &plan.events, &plan.keys).await {
+                return Err(StoreError::from_insert(error, requests));
+            }
+            tx.commit().await?;
+            Ok(plan.outcomes)
+        })
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream_id: &'a str,
+        from_version: u64,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(stream_id)
+                .bind(from_version as i64)
+                .fetch_all(&self.readers)
+                .await?;
+            rows.iter().map(event_from_row).collect()
+        })
+    }
+
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(after as i64)
+                .bind(limit as i64)
+                .fetch_all(&self.readers)
+                .await?;
+            rows.iter().map(event_from_row).collect()
+        })
+    }
+
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let head: i64 =
+                sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::bigint FROM events")
+                    .fetch_one(&self.readers)
+                    .await?;
+            Ok(to_u64(head))
+        })
+    }
+
+    fn find_idempotent<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AppendResult>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM idempotency_keys WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&self.readers)
+                .await?;
+            row.map(|row| key_from_row(&row).map(|k| k.result(true)))
+                .transpose()
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.writer.close().await;
+            self.readers.close().await;
+        })
+    }
+}

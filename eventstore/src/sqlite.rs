@@ -1,0 +1,280 @@
+//! The embedded default: one SQLite file in WAL mode.
+//!
+//! SQLite allows one writer at a time. All appends of this process go through
+//! one connection (the group-commit writer), in `BEGIN IMMEDIATE`
+//! transactions that take the write lock before reading the tail, so another
+//! process appending to the same file waits (busy timeout) rather than
+//! interleaving. `synchronous = FULL` syncs the WAL at every commit: an
+//! acknowledged append survives a power cut, not only a killed process, and
+//! group commit shares that one sync among all callers of a batch.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection, SqlitePool};
+
+use crate::backend::{Backend, BatchOutcome};
+use crate::plan::{self, BatchContext, StoredKey, Tail};
+use crate::{AppendRequest, AppendResult, RecordedEvent, StoreError, StoreOptions};
+
+/// How long a connection waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub(crate) struct SqliteBackend {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteBackend {
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await?;
+        MIGRATOR.run(&writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(options.read_connections_max.max(1))
+            .connect_with(connect.read_only(true))
+            .await?;
+        Ok(Self { writer, readers })
+    }
+}
+
+const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, schema_version, data, actor, \
+     occurred_at, recorded_at, correlation_id, causation_id, hash";
+
+fn format_time(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_time(position: u64, raw: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt {
+            position,
+            reason: format!("timestamp {raw:?}: {e}"),
+        })
+}
+
+fn parse_uuid(position: u64, raw: Option<String>) -> Result<Option<uuid::Uuid>, StoreError> {
+    raw.map(|raw| {
+        uuid::Uuid::parse_str(&raw).map_err(|e| StoreError::Corrupt {
+            position,
+            reason: format!("uuid {raw:?}: {e}"),
+        })
+    })
+    .transpose()
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).expect("positions and versions are checked positive by the schema")
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+    let position = to_u64(row.try_get("position")?);
+    Ok(RecordedEvent {
+        position,
+        stream_id: row.try_get("stream_id")?,
+        version: to_u64(row.try_get("version")?),
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        data: row.try_get("data")?,
+        actor: row.try_get("actor")?,
+        occurred_at: parse_time(position, row.try_get("occurred_at")?)?,
+        recorded_at: parse_time(position, row.try_get("recorded_at")?)?,
+        correlation_id: parse_uuid(position, row.try_get("correlation_id")?)?,
+        causation_id: parse_uuid(position, row.try_get("causation_id")?)?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
+    Ok(StoredKey {
+        key: row.try_get("idempotency_key")?,
+        stream_id: row.try_get("stream_id")?,
+        first_position: to_u64(row.try_get("first_position")?),
+        last_position: to_u64(row.try_get("last_position")?),
+        stream_version: to_u64(row.try_get("stream_version")?),
+    })
+}
+
+async fn load_context(
+    conn: &mut SqliteConnection,
+    requests: &[AppendRequest],
+) -> Result<(Tail, BatchContext), StoreError> {
+    let tail = sqlx::query(
+        "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let tail = match tail {
+        Some(row) => {
+            let position = to_u64(row.try_get("position")?);
+            Tail {
+                position,
+                hash: row.try_get("hash")?,
+                recorded_at: Some(parse_time(position, row.try_get("recorded_at")?)?),
+            }
+        }
+        None => Tail::empty(),
+    };
+    let (streams, keys) = plan::touched(requests);
+    let mut context = BatchContext::default();
+    for stream_id in streams {
+        let version: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?")
+                .bind(&stream_id)
+                .fetch_one(&mut *conn)
+                .await?;
+        context.stream_versions.insert(stream_id, to_u64(version));
+    }
+    for key in keys {
+        let row = sqlx::query("SELECT * FROM idempotency_keys WHERE idempotency_key = ?")
+            .bind(&key)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = row {
+            context.keys.insert(key, key_from_row(&row)?);
+        }
+    }
+    Ok((tail, context))
+}
+
+async fn insert(
+    conn: &mut SqliteConnection,
+    events: &[RecordedEvent],
+    keys: &[StoredKey],
+) -> Result<(), sqlx::Error> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
+             occurred_at, recorded_at, correlation_id, causation_id, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.position as i64)
+        .bind(&e.stream_id)
+        .bind(e.version as i64)
+        .bind(&e.event_type)
+        .bind(e.schema_version)
+        .bind(&e.data)
+        .bind(&e.actor)
+        .bind(format_time(e.occurred_at))
+        .bind(format_time(e.recorded_at))
+        .bind(e.correlation_id.map(|id| id.to_string()))
+        .bind(e.causation_id.map(|id| id.to_string()))
+        .bind(&e.hash)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for k in keys {
+        sqlx::query("INSERT INTO idempotency_keys (idempotency_key, stream_id, first_position, last_position, stream_version) VALUES (?, ?, ?, ?, ?)")
+            .bind(&k.key)
+            .bind(&k.stream_id)
+            .bind(k.first_position as i64)
+            .bind(k.last_position as i64)
+            .bind(k.stream_version as i64)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn commit<'a>(
+        &'a self,
+        requests: &'a [AppendRequest],
+    ) -> BoxFuture<'a, Result<BatchOutcome, StoreError>> {
+        Box::pin(async move {
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let (tail, context) = load_context(&mut tx, requests).await?;
+            let plan = plan::plan(tail, context, requests, Utc::now());
+            if let Err(error) = insert(&mut tx, &plan.events, &plan.keys).await {
+                return Err(StoreError::from_insert(error, requests));
+            }
+            tx.commit().await?;
+            Ok(plan.outcomes)
+        })
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream_id: &'a str,
+        from_version: u64,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? ORDER BY version"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(stream_id)
+                .bind(from_version as i64)
+                .fetch_all(&self.readers)
+                .await?;
+            rows.iter().map(event_from_row).collect()
+        })
+    }
+
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(async move {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(after as i64)
+                .bind(limit as i64)
+                .fetch_all(&self.readers)
+                .await?;
+            rows.iter().map(event_from_row).collect()
+        })
+    }
+
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+                .fetch_one(&self.readers)
+                .await?;
+            Ok(to_u64(head))
+        })
+    }
+
+    fn find_idempotent<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<AppendResult>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM idempotency_keys WHERE idempotency_key = ?")
+                .bind(key)
+                .fetch_optional(&self.readers)
+                .await?;
+            row.map(|row| key_from_row(&row).map(|k| k.result(true)))
+                .transpose()
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.writer.close().await;
+            self.readers.close().await;
+        })
+    }
+}

@@ -1,0 +1,284 @@
+//! `Store`: the event log as the rest of the system sees it. It checks every
+//! append against the limits, hands it to the group-commit writer, and reads
+//! through the backend chosen by the database URL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, oneshot, watch};
+
+use crate::backend::Backend;
+use crate::hash::{GENESIS_HASH, event_hash};
+use crate::model::{APPEND_EVENTS_MAX, EVENT_DATA_BYTES_MAX, IDENTIFIER_BYTES_MAX, READ_BATCH_MAX};
+use crate::writer::{self, Pending};
+use crate::{AppendRequest, AppendResult, RecordedEvent, StoreError, VerifyReport};
+
+/// How to open a store, beyond its URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// PostgreSQL only: the schema that holds the log (created if missing).
+    /// `None` uses the connection's default search path.
+    pub schema: Option<String>,
+    /// Connections kept for reads, besides the writer's own.
+    pub read_connections_max: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            read_connections_max: 8,
+        }
+    }
+}
+
+/// A handle to the log; cheap to clone, shared by every task.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Arc<dyn Backend>,
+    writer: Mutex<Option<tokio::sync::mpsc::Sender<Pending>>>,
+    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    head: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the log at `url`: `sqlite://path` or
+    /// `postgres://...`, and brings its schema up to date.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let backend: Arc<dyn Backend> = if url.starts_with("sqlite:") {
+            Arc::new(crate::sqlite::SqliteBackend::open(url, options).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(crate::postgres::PostgresBackend::open(url, options).await?)
+        } else {
+            return Err(StoreError::Config(format!(
+                "unsupported database URL {:?}: use sqlite://PATH or postgres://...",
+                redact(url)
+            )));
+        };
+        Self::with_backend(backend).await
+    }
+
+    async fn with_backend(backend: Arc<dyn Backend>) -> Result<Self, StoreError> {
+        let head_position = backend.head().await?;
+        let (head_sender, head) = watch::channel(head_position);
+        let (sender, task) = writer::spawn(backend.clone(), head_sender);
+        let inner = Inner {
+            backend,
+            writer: Mutex::new(Some(sender)),
+            writer_task: Mutex::new(Some(task)),
+            head,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    /// Appends a batch of events to one stream, atomically, once its
+    /// transaction has committed.
+    pub async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        validate(&request)?;
+        let (reply, answer) = oneshot::channel();
+        let sender = self
+            .inner
+            .writer
+            .lock()
+            .await
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        sender
+            .send(Pending { request, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// A stream's events from `from_version` (1-based) on, oldest first.
+    pub async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner
+            .backend
+            .read_stream(stream_id, from_version.max(1))
+            .await
+    }
+
+    /// Up to `limit` (at most `READ_BATCH_MAX`) events after position `after`.
+    /// Positions are gapless and commit-ordered, so paging by the last
+    /// position seen never skips an event, however many writers there are.
+    pub async fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner
+            .backend
+            .read_all(after, limit.clamp(1, READ_BATCH_MAX))
+            .await
+    }
+
+    /// The position of the last committed event, 0 for an empty log.
+    pub async fn head(&self) -> Result<u64, StoreError> {
+        self.inner.backend.head().await
+    }
+
+    /// Waits until the log holds an event after `after`, or `timeout` has
+    /// passed, and returns the head position. Appends through this store wake
+    /// waiters at once; appends by other processes are seen when the wait
+    /// times out and the head is read again, so `timeout` is their poll interval.
+    pub async fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, StoreError> {
+        let mut head = self.inner.head.clone();
+        let seen = *head.borrow_and_update();
+        if seen > after {
+            return Ok(seen);
+        }
+        let _ = tokio::time::timeout(timeout, head.wait_for(|position| *position > after)).await;
+        let local = *head.borrow();
+        if local > after {
+            return Ok(local);
+        }
+        self.head().await
+    }
+
+    /// The result of the append that stored this idempotency key, if any.
+    pub async fn find_idempotent(&self, key: &str) -> Result<Option<AppendResult>, StoreError> {
+        self.inner.backend.find_idempotent(key).await
+    }
+
+    /// Walks the whole log, recomputing the hash chain, and names the first
+    /// position whose event was altered, removed or reordered.
+    pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        let mut previous_hash = GENESIS_HASH.to_owned();
+        let mut expected_position = 1;
+        loop {
+            let batch = self.read_all(expected_position - 1, READ_BATCH_MAX).await?;
+            let Some(last) = batch.last().map(|e| e.position) else {
+                break;
+            };
+            for event in &batch {
+                if event.position != expected_position
+                    || event_hash(&previous_hash, event) != event.hash
+                {
+                    return Ok(VerifyReport {
+                        ok: false,
+                        events: expected_position - 1,
+                        first_bad_position: Some(expected_position.min(event.position)),
+                        head_hash: previous_hash,
+                    });
+                }
+                previous_hash.clone_from(&event.hash);
+                expected_position += 1;
+            }
+            debug_assert_eq!(last + 1, expected_position);
+        }
+        Ok(VerifyReport {
+            ok: true,
+            events: expected_position - 1,
+            first_bad_position: None,
+            head_hash: previous_hash,
+        })
+    }
+
+    /// Stops taking appends, lets the writer finish what it has queued (each
+    /// waiting caller gets its answer), and closes the connections.
+    pub async fn close(&self) {
+        self.inner.writer.lock().await.take();
+        if let Some(task) = self.inner.writer_task.lock().await.take() {
+            let _ = task.await;
+        }
+        self.inner.backend.close().await;
+    }
+}
+
+fn validate(request: &AppendRequest) -> Result<(), StoreError> {
+    let invalid = |message: String| Err(StoreError::InvalidAppend(message));
+    if request.events.is_empty() || request.events.len() > APPEND_EVENTS_MAX {
+        return invalid(format!(
+            "an append carries 1 to {APPEND_EVENTS_MAX} events, not {}",
+            request.events.len()
+        ));
+    }
+    for (name, value) in [
+        ("stream id", Some(&request.stream_id)),
+        ("actor", Some(&request.actor)),
+        ("idempotency key", request.idempotency_key.as_ref()),
+    ] {
+        if let Some(value) = value
+            && (value.is_empty() || value.len() > IDENTIFIER_BYTES_MAX)
+        {
+            return invalid(format!(
+                "the {name} must be 1 to {IDENTIFIER_BYTES_MAX} bytes"
+            ));
+        }
+    }
+    for event in &request.events {
+        if event.event_type.is_empty() || event.event_type.len() > IDENTIFIER_BYTES_MAX {
+            return invalid(format!(
+                "an event type must be 1 to {IDENTIFIER_BYTES_MAX} bytes"
+            ));
+        }
+        if event.data.len() > EVENT_DATA_BYTES_MAX {
+            return invalid(format!(
+                "event data is {} bytes; the limit is {EVENT_DATA_BYTES_MAX}",
+                event.data.len()
+            ));
+        }
+        if serde_json::from_str::<serde::de::IgnoredAny>(&event.data).is_err() {
+            return invalid(format!(
+                "the data of a {} event is not JSON",
+                event.event_type
+            ));
+        }
+        // Years outside 1..=9999 have no RFC 3339 form and would not sort.
+        if !(1..=9999).contains(&chrono::Datelike::year(&event.occurred_at)) {
+            return invalid("occurred_at must lie between the years 1 and 9999".into());
+        }
+    }
+    Ok(())
+}
+
+/// A database URL with any password replaced, fit for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://crm:s3cret@db:5432/crm"),
+            "postgres://crm:***@db:5432/crm"
+        );
+        assert_eq!(redact("postgres://crm@db/crm"), "postgres://crm@db/crm");
+        assert_eq!(redact("sqlite://crm.db"), "sqlite://crm.db");
+    }
+}

@@ -1,0 +1,167 @@
+//! Test fixtures: a fresh, private database per test, on either backend.
+//!
+//! PostgreSQL tests find the server through `CRM_TEST_POSTGRES_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`) and each get a schema
+//! of their own, dropped afterwards. Where no server answers, they say so and
+//! skip, except under `CI=true`, where they fail: CI always tests both backends.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Connection;
+
+use crate::{Store, StoreOptions};
+
+pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug)]
+pub struct TestDatabase {
+    pub kind: BackendKind,
+    /// The database URL, as `crm --database` would take it.
+    pub url: String,
+    pub options: StoreOptions,
+    sqlite_dir: Option<PathBuf>,
+}
+
+impl TestDatabase {
+    /// A fresh SQLite file in a directory of its own, removed on drop.
+    pub fn sqlite() -> Self {
+        let dir = std::env::temp_dir().join(format!("crm-test-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).expect("the temporary directory is writable");
+        Self {
+            kind: BackendKind::Sqlite,
+            url: format!("sqlite://{}", dir.join("crm.db").display()),
+            options: StoreOptions::default(),
+            sqlite_dir: Some(dir),
+        }
+    }
+
+    /// A fresh schema on the test PostgreSQL server, or `None` (after saying
+    /// why) when no server is reachable outside CI.
+    pub async fn postgres() -> Option<Self> {
+        let url = std::env::var("CRM_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.into());
+        let reachable = match sqlx::postgres::PgConnectOptions::from_str(&url) {
+            Ok(options) => tokio::time::timeout(
+                Duration::from_secs(5),
+                sqlx::PgConnection::connect_with(&options),
+            )
+            .await
+            .map_err(|_| "timed out".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string())),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(reason) = reachable {
+            let message = format!(
+                "PostgreSQL at {} is not reachable ({reason})",
+                crate::redact(&url)
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{message}; CI=true requires both backends");
+            }
+            eprintln!("SKIPPED: {message}; set CRM_TEST_POSTGRES_URL to run the PostgreSQL tests");
+            return None;
+        }
+        let schema = format!("crm_test_{}", uuid::Uuid::now_v7().simple());
+        let options = StoreOptions {
+            schema: Some(schema),
+            ..StoreOptions::default()
+        };
+        Some(Self {
+            kind: BackendKind::Postgres,
+            url,
+            options,
+            sqlite_dir: None,
+        })
+    }
+
+    /// Both backends, PostgreSQL only where reachable.
+    pub async fn each() -> Vec<Self> {
+        let mut databases = vec![Self::sqlite()];
+        databases.extend(Self::postgres().await);
+        databases
+    }
+
+    pub async fn open(&self) -> Store {
+        Store::open(&self.url, &self.options)
+            .await
+            .expect("the test database opens")
+    }
+
+    /// Runs SQL straight on the database, bypassing the store: for tests that
+    /// play someone with database access.
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), sqlx::Error> {
+        match self.kind {
+            BackendKind::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
+                sqlx::raw_sql(sql).execute(&mut conn).await?;
+                conn.close().await
+            }
+            BackendKind::Postgres => {
+                let mut options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?;
+                if let Some(schema) = &self.options.schema {
+                    options = options.options([("search_path", schema.as_str())]);
+                }
+                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                sqlx::raw_sql(sql).execute(&mut conn).await?;
+                conn.close().await
+            }
+        }
+    }
+
+    /// The SQL that alters an event's data behind the store's back, with the
+    /// immutability triggers switched off as only a database owner could.
+    pub fn tamper_sql(&self, position: u64, data: &str) -> String {
+        let update = format!("UPDATE events SET data = '{data}' WHERE position = {position};");
+        match self.kind {
+            BackendKind::Sqlite => format!("DROP TRIGGER events_refuse_update; {update}"),
+            BackendKind::Postgres => format!(
+                "ALTER TABLE events DISABLE TRIGGER USER; {update} ALTER TABLE events ENABLE TRIGGER USER;"
+            ),
+        }
+    }
+
+    /// The SQL that removes an event behind the store's back.
+    pub fn removal_sql(&self, position: u64) -> String {
+        let delete = format!("DELETE FROM events WHERE position = {position};");
+        match self.kind {
+            BackendKind::Sqlite => format!("DROP TRIGGER events_refuse_delete; {delete}"),
+            BackendKind::Postgres => format!(
+                "ALTER TABLE events DISABLE TRIGGER USER; {delete} ALTER TABLE events ENABLE TRIGGER USER;"
+            ),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.sqlite_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let (BackendKind::Postgres, Some(schema)) = (self.kind, self.options.schema.clone()) {
+            let url = self.url.clone();
+            // Drop runs inside the test's runtime; clean up on a thread of its own.
+            let cleanup = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                runtime.block_on(async {
+                    let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+                    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut conn)
+                        .await
+                        .ok()
+                })
+            });
+            let _ = cleanup.join();
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Group commit. Every append goes through one writer task, which takes all
+//! requests waiting in its queue (up to a limit) and commits them in a single
+//! transaction, so many concurrent clients share one commit and one fsync.
+//! A caller is answered only after its transaction has committed: nothing
+//! acknowledged can be lost, even if the process is killed right after.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::backend::Backend;
+use crate::{AppendRequest, AppendResult, StoreError};
+
+/// Most requests committed in one transaction.
+pub const GROUP_COMMIT_REQUESTS_MAX: usize = 512;
+/// Most events committed in one transaction (a batch stops growing once past it).
+pub const GROUP_COMMIT_EVENTS_MAX: usize = 10_000;
+/// Most appends waiting for the writer; further callers wait for room.
+pub const WRITER_QUEUE_MAX: usize = 4_096;
+
+pub(crate) struct Pending {
+    pub request: AppendRequest,
+    pub reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+pub(crate) fn spawn(
+    backend: Arc<dyn Backend>,
+    head: watch::Sender<u64>,
+) -> (mpsc::Sender<Pending>, tokio::task::JoinHandle<()>) {
+    let (sender, receiver) = mpsc::channel(WRITER_QUEUE_MAX);
+    let task = tokio::spawn(run(backend, receiver, head));
+    (sender, task)
+}
+
+async fn run(
+    backend: Arc<dyn Backend>,
+    mut queue: mpsc::Receiver<Pending>,
+    head: watch::Sender<u64>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut n_events = first.request.events.len();
+        let mut batch = vec![first];
+        while batch.len() < GROUP_COMMIT_REQUESTS_MAX && n_events < GROUP_COMMIT_EVENTS_MAX {
+            let Ok(next) = queue.try_recv() else { break };
+            n_events += next.request.events.len();
+            batch.push(next);
+        }
+        commit(backend.as_ref(), batch, &head).await;
+    }
+}
+
+async fn commit(backend: &dyn Backend, batch: Vec<Pending>, head: &watch::Sender<u64>) {
+    let (requests, replies): (Vec<AppendRequest>, Vec<_>) =
+        batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    match backend.commit(&requests).await {
+        Ok(outcomes) => answer(outcomes, replies, head),
+        Err(error) if requests.len() == 1 => answer(vec![Err(error)], replies, head),
+        Err(_) => {
+            // Something in the batch failed the whole transaction. Commit each
+            // request alone so one bad request cannot sink the others.
+            for (request, reply) in requests.into_iter().zip(replies) {
+                let outcome = match backend.commit(std::slice::from_ref(&request)).await {
+                    Ok(mut outcomes) => outcomes
+                        .pop()
+                        .expect("a backend answers every request of a batch"),
+                    Err(error) => Err(error),
+                };
+                answer(vec![outcome], vec![reply], head);
+            }
+        }
+    }
+}
+
+fn answer(
+    outcomes: Vec<Result<AppendResult, StoreError>>,
+    replies: Vec<oneshot::Sender<Result<AppendResult, StoreError>>>,
+    head: &watch::Sender<u64>,
+) {
+    debug_assert_eq!(outcomes.len(), replies.len(), "one outcome per request");
+    let committed = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .map(|r| r.last_position)
+        .max();
+    if let Some(last) = committed {
+        head.send_if_modified(|current| {
+            let advanced = last > *current;
+            *current = (*current).max(last);
+            advanced
+        });
+    }
+    for (outcome, reply) in outcomes.into_iter().zip(replies) {
+        // A caller that gave up waiting is not an error: its append stands.
+        let _ = reply.send(outcome);
+    }
+}

@@ -1,0 +1,524 @@
+//! The conformance suite: every behaviour the log promises, written once and
+//! run against SQLite and PostgreSQL alike.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use eventstore::testing::{BackendKind, TestDatabase};
+use eventstore::{AppendRequest, ExpectedVersion, NewEvent, RecordedEvent, Store, StoreError};
+use uuid::Uuid;
+
+/// Generates one `#[tokio::test]` per case and backend.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(&eventstore::testing::TestDatabase::sqlite()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(database) = eventstore::testing::TestDatabase::postgres().await else { return };
+                    super::$case(&database).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    appended_events_read_back_exactly,
+    a_wrong_expected_version_is_a_conflict_and_stores_nothing,
+    racing_writers_on_one_stream_exactly_one_wins,
+    concurrent_writers_on_different_streams_get_gapless_positions,
+    a_reader_paging_during_appends_sees_every_event_once_in_order,
+    the_database_refuses_update_and_delete,
+    verify_names_the_position_of_an_altered_event,
+    verify_names_the_position_of_a_removed_event,
+    an_idempotent_retry_returns_the_first_result_and_writes_nothing,
+    reopening_the_store_keeps_everything,
+    invalid_appends_are_refused_and_change_nothing,
+    a_waiting_reader_wakes_on_a_new_append,
+);
+
+fn stream() -> String {
+    format!("contact-{}", Uuid::now_v7())
+}
+
+fn event(n: usize) -> NewEvent {
+    NewEvent {
+        event_type: "ContactUpdated".into(),
+        schema_version: 1,
+        data: format!(r#"{{"n":{n},"note":"naïve café ✓"}}"#),
+        occurred_at: Utc
+            .with_ymd_and_hms(2025, 3, 14, 15, 9, 26)
+            .single()
+            .expect("valid")
+            + chrono::Duration::microseconds(535_897),
+    }
+}
+
+fn append(stream_id: &str, expected: ExpectedVersion, n_events: usize) -> AppendRequest {
+    AppendRequest {
+        stream_id: stream_id.into(),
+        expected,
+        events: (0..n_events).map(event).collect(),
+        actor: "user-7".into(),
+        correlation_id: Some(Uuid::now_v7()),
+        causation_id: None,
+        idempotency_key: None,
+    }
+}
+
+async fn whole_log(store: &Store) -> Vec<RecordedEvent> {
+    let mut events = Vec::new();
+    loop {
+        let batch = store
+            .read_all(
+                events.last().map_or(0, |e: &RecordedEvent| e.position),
+                1000,
+            )
+            .await
+            .expect("read");
+        if batch.is_empty() {
+            return events;
+        }
+        events.extend(batch);
+    }
+}
+
+async fn assert_verifies(store: &Store, n_events: u64) {
+    let report = store.verify().await.expect("verify runs");
+    assert!(report.ok, "chain must verify: {report:?}");
+    assert_eq!(report.events, n_events);
+}
+
+async fn appended_events_read_back_exactly(database: &TestDatabase) {
+    let store = database.open().await;
+    let (a, b) = (stream(), stream());
+    let request = append(&a, ExpectedVersion::NoStream, 3);
+    let first = store
+        .append(request.clone())
+        .await
+        .expect("append to a new stream");
+    assert_eq!(
+        (
+            first.first_position,
+            first.last_position,
+            first.stream_version
+        ),
+        (1, 3, 3)
+    );
+    store
+        .append(append(&b, ExpectedVersion::Any, 1))
+        .await
+        .expect("append to another stream");
+
+    let events = store.read_stream(&a, 1).await.expect("read stream");
+    assert_eq!(events.len(), 3);
+    for (index, stored) in events.iter().enumerate() {
+        assert_eq!(stored.version, index as u64 + 1);
+        assert_eq!(stored.position, index as u64 + 1);
+        assert_eq!(
+            stored.data, request.events[index].data,
+            "data is stored byte for byte"
+        );
+        assert_eq!(
+            stored.occurred_at, request.events[index].occurred_at,
+            "occurred_at keeps its microseconds"
+        );
+        assert_eq!(stored.actor, "user-7");
+        assert_eq!(stored.correlation_id, request.correlation_id);
+        assert!(stored.recorded_at >= stored.occurred_at);
+    }
+    assert_eq!(
+        store
+            .read_stream(&a, 3)
+            .await
+            .expect("read from version 3")
+            .len(),
+        1
+    );
+    let positions: Vec<u64> = whole_log(&store).await.iter().map(|e| e.position).collect();
+    assert_eq!(positions, [1, 2, 3, 4]);
+    assert_eq!(store.head().await.expect("head"), 4);
+    assert_verifies(&store, 4).await;
+}
+
+async fn a_wrong_expected_version_is_a_conflict_and_stores_nothing(database: &TestDatabase) {
+    let store = database.open().await;
+    let id = stream();
+    store
+        .append(append(&id, ExpectedVersion::NoStream, 2))
+        .await
+        .expect("create");
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(1),
+        ExpectedVersion::Exact(3),
+    ] {
+        match store.append(append(&id, expected, 1)).await {
+            Err(StoreError::Conflict {
+                stream_id, actual, ..
+            }) => {
+                assert_eq!((stream_id.as_str(), actual), (id.as_str(), Some(2)));
+            }
+            other => panic!("expected a conflict for {expected}, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.head().await.expect("head"),
+        2,
+        "a refused append stores nothing"
+    );
+    let result = store
+        .append(append(&id, ExpectedVersion::Exact(2), 1))
+        .await
+        .expect("the right version wins");
+    assert_eq!(result.stream_version, 3);
+    store
+        .append(append(&id, ExpectedVersion::Any, 1))
+        .await
+        .expect("any version");
+    assert_verifies(&store, 4).await;
+}
+
+async fn racing_writers_on_one_stream_exactly_one_wins(database: &TestDatabase) {
+    let store = database.open().await;
+    let id = stream();
+    store
+        .append(append(&id, ExpectedVersion::NoStream, 1))
+        .await
+        .expect("create");
+    let racers: Vec<_> = (0..32)
+        .map(|_| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                store
+                    .append(append(&id, ExpectedVersion::Exact(1), 3))
+                    .await
+            })
+        })
+        .collect();
+    let mut n_won = 0;
+    for racer in racers {
+        match racer.await.expect("task") {
+            Ok(result) => {
+                n_won += 1;
+                assert_eq!((result.first_position, result.last_position), (2, 4));
+            }
+            Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, Some(4)),
+            Err(other) => panic!("a racer failed with {other:?}"),
+        }
+    }
+    assert_eq!(n_won, 1, "exactly one writer wins");
+    let versions: Vec<u64> = store
+        .read_stream(&id, 1)
+        .await
+        .expect("read")
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, [1, 2, 3, 4], "nothing partial is stored");
+    assert_verifies(&store, 4).await;
+}
+
+async fn concurrent_writers_on_different_streams_get_gapless_positions(database: &TestDatabase) {
+    let store = database.open().await;
+    let (n_writers, n_appends, n_events) = (32, 10, 2);
+    let writers: Vec<_> = (0..n_writers)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = stream();
+                for version in 0..n_appends {
+                    store
+                        .append(append(
+                            &id,
+                            ExpectedVersion::Exact(version * n_events),
+                            n_events as usize,
+                        ))
+                        .await
+                        .expect("every writer succeeds");
+                }
+                id
+            })
+        })
+        .collect();
+    let mut streams = Vec::new();
+    for writer in writers {
+        streams.push(writer.await.expect("task"));
+    }
+    let total = n_writers * n_appends * n_events;
+    let log = whole_log(&store).await;
+    let positions: Vec<u64> = log.iter().map(|e| e.position).collect();
+    assert_eq!(
+        positions,
+        (1..=total).collect::<Vec<_>>(),
+        "positions 1..n with no gap"
+    );
+    let mut per_stream: HashMap<&str, Vec<u64>> = HashMap::new();
+    for stored in &log {
+        per_stream
+            .entry(&stored.stream_id)
+            .or_default()
+            .push(stored.version);
+    }
+    for id in &streams {
+        assert_eq!(
+            per_stream[id.as_str()],
+            (1..=n_appends * n_events).collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        log.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at),
+        "recorded_at never decreases"
+    );
+    assert_verifies(&store, total).await;
+}
+
+async fn a_reader_paging_during_appends_sees_every_event_once_in_order(database: &TestDatabase) {
+    let store = database.open().await;
+    let (n_writers, n_appends) = (8, 50);
+    let writers: Vec<_> = (0..n_writers)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = stream();
+                for _ in 0..n_appends {
+                    store
+                        .append(append(&id, ExpectedVersion::Any, 1))
+                        .await
+                        .expect("append");
+                }
+            })
+        })
+        .collect();
+    let total = n_writers * n_appends;
+    let mut seen = 0;
+    while seen < total {
+        let batch = store.read_all(seen, 7).await.expect("read a page");
+        for stored in &batch {
+            seen += 1;
+            assert_eq!(
+                stored.position, seen,
+                "the reader never skips or repeats a position"
+            );
+        }
+        if batch.is_empty() {
+            store
+                .wait_for(seen, Duration::from_millis(200))
+                .await
+                .expect("wait");
+        }
+    }
+    for writer in writers {
+        writer.await.expect("task");
+    }
+    assert!(store.read_all(seen, 7).await.expect("read").is_empty());
+}
+
+async fn the_database_refuses_update_and_delete(database: &TestDatabase) {
+    let store = database.open().await;
+    let mut request = append(&stream(), ExpectedVersion::NoStream, 2);
+    request.idempotency_key = Some("key-1".into());
+    store.append(request).await.expect("append");
+    let mut refused = vec![
+        "UPDATE events SET data = '{}' WHERE position = 1",
+        "UPDATE events SET actor = 'someone-else'",
+        "DELETE FROM events WHERE position = 2",
+        "DELETE FROM events",
+        "UPDATE idempotency_keys SET stream_id = 'x'",
+        "DELETE FROM idempotency_keys",
+    ];
+    if database.kind == BackendKind::Postgres {
+        refused.extend(["TRUNCATE events", "TRUNCATE idempotency_keys"]);
+    }
+    for sql in refused {
+        let outcome = database.execute_raw(sql).await;
+        let message = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("append-only"),
+            "{sql:?} must be refused, got {message:?}"
+        );
+    }
+    assert_eq!(whole_log(&store).await.len(), 2);
+    assert_verifies(&store, 2).await;
+}
+
+async fn verify_names_the_position_of_an_altered_event(database: &TestDatabase) {
+    let store = database.open().await;
+    let id = stream();
+    store
+        .append(append(&id, ExpectedVersion::NoStream, 5))
+        .await
+        .expect("append");
+    assert_verifies(&store, 5).await;
+    database
+        .execute_raw(&database.tamper_sql(3, r#"{"n":2,"note":"naive cafe"}"#))
+        .await
+        .expect("tamper behind the store's back");
+    let report = store.verify().await.expect("verify runs");
+    assert!(!report.ok);
+    assert_eq!(report.first_bad_position, Some(3));
+    assert_eq!(
+        report.events, 2,
+        "the events before the altered one are good"
+    );
+}
+
+async fn verify_names_the_position_of_a_removed_event(database: &TestDatabase) {
+    let store = database.open().await;
+    store
+        .append(append(&stream(), ExpectedVersion::NoStream, 5))
+        .await
+        .expect("append");
+    database
+        .execute_raw(&database.removal_sql(4))
+        .await
+        .expect("remove behind the store's back");
+    let report = store.verify().await.expect("verify runs");
+    assert_eq!((report.ok, report.first_bad_position), (false, Some(4)));
+}
+
+async fn an_idempotent_retry_returns_the_first_result_and_writes_nothing(database: &TestDatabase) {
+    let store = database.open().await;
+    let id = stream();
+    let mut request = append(&id, ExpectedVersion::NoStream, 2);
+    request.idempotency_key = Some("create-ada-1".into());
+    let first = store.append(request.clone()).await.expect("first append");
+    assert!(!first.deduplicated);
+    let retry = store
+        .append(request.clone())
+        .await
+        .expect("a retry is not a conflict");
+    assert!(retry.deduplicated);
+    assert_eq!(
+        (
+            retry.first_position,
+            retry.last_position,
+            retry.stream_version
+        ),
+        (first.first_position, first.last_position, 2)
+    );
+    assert_eq!(
+        store.head().await.expect("head"),
+        2,
+        "the retry wrote nothing"
+    );
+    assert_eq!(
+        store.find_idempotent("create-ada-1").await.expect("lookup"),
+        Some(retry)
+    );
+    assert_eq!(
+        store.find_idempotent("never-used").await.expect("lookup"),
+        None
+    );
+
+    let mut elsewhere = append(&stream(), ExpectedVersion::Any, 1);
+    elsewhere.idempotency_key = request.idempotency_key.clone();
+    assert!(matches!(
+        store.append(elsewhere).await,
+        Err(StoreError::IdempotencyKeyReused { .. })
+    ));
+
+    // Concurrent retries of one request: one append, every caller the same answer.
+    let mut concurrent = append(&stream(), ExpectedVersion::NoStream, 1);
+    concurrent.idempotency_key = Some("burst".into());
+    let retries: Vec<_> = (0..16)
+        .map(|_| {
+            let (s, r) = (store.clone(), concurrent.clone());
+            tokio::spawn(async move { s.append(r).await })
+        })
+        .collect();
+    for retry in retries {
+        assert_eq!(
+            retry
+                .await
+                .expect("task")
+                .expect("every retry succeeds")
+                .first_position,
+            3
+        );
+    }
+    assert_eq!(store.head().await.expect("head"), 3);
+    assert_verifies(&store, 3).await;
+}
+
+async fn reopening_the_store_keeps_everything(database: &TestDatabase) {
+    let id = stream();
+    let before = {
+        let store = database.open().await;
+        store
+            .append(append(&id, ExpectedVersion::NoStream, 3))
+            .await
+            .expect("append");
+        let log = whole_log(&store).await;
+        store.close().await;
+        log
+    };
+    let store = database.open().await;
+    assert_eq!(whole_log(&store).await, before);
+    let next = store
+        .append(append(&id, ExpectedVersion::Exact(3), 1))
+        .await
+        .expect("append after reopening");
+    assert_eq!((next.first_position, next.stream_version), (4, 4));
+    assert_verifies(&store, 4).await;
+}
+
+async fn invalid_appends_are_refused_and_change_nothing(database: &TestDatabase) {
+    let store = database.open().await;
+    let id = stream();
+    let mut cases = Vec::new();
+    cases.push(append(&id, ExpectedVersion::Any, 0));
+    let mut not_json = append(&id, ExpectedVersion::Any, 1);
+    not_json.events[0].data = "{not json".into();
+    cases.push(not_json);
+    let mut too_big = append(&id, ExpectedVersion::Any, 1);
+    too_big.events[0].data = format!("\"{}\"", "x".repeat(eventstore::EVENT_DATA_BYTES_MAX));
+    cases.push(too_big);
+    cases.push(append("", ExpectedVersion::Any, 1));
+    let mut no_actor = append(&id, ExpectedVersion::Any, 1);
+    no_actor.actor.clear();
+    cases.push(no_actor);
+    for request in cases {
+        assert!(matches!(
+            store.append(request).await,
+            Err(StoreError::InvalidAppend(_))
+        ));
+    }
+    assert_eq!(store.head().await.expect("head"), 0);
+}
+
+async fn a_waiting_reader_wakes_on_a_new_append(database: &TestDatabase) {
+    let store = database.open().await;
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let head = store
+                .wait_for(0, Duration::from_secs(10))
+                .await
+                .expect("wait");
+            (head, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store
+        .append(append(&stream(), ExpectedVersion::Any, 1))
+        .await
+        .expect("append");
+    let (head, waited) = waiter.await.expect("task");
+    assert_eq!(head, 1);
+    assert!(
+        waited < Duration::from_secs(5),
+        "woken by the append, not the timeout ({waited:?})"
+    );
+}
