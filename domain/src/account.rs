@@ -71,10 +71,7 @@ impl Aggregate for Account {
 
     fn decide(&self, command: &AccountCommand, _rules: &Rules) -> Result<Vec<Event>, DomainError> {
         match command {
-            AccountCommand::CreateAccount {
-                account_id,
-                changes,
-            } => {
+            AccountCommand::CreateAccount { account_id, changes } => {
                 if self.fields.is_some() {
                     return Err(DomainError::AlreadyExists { kind: KIND });
                 }
@@ -94,10 +91,7 @@ impl Aggregate for Account {
                 if changes.is_empty() {
                     return Ok(vec![]);
                 }
-                Ok(vec![Event::AccountUpdated(AccountUpdated {
-                    account_id,
-                    changes,
-                })])
+                Ok(vec![Event::AccountUpdated(AccountUpdated { account_id, changes })])
             }
             AccountCommand::ArchiveAccount => {
                 if self.archived {

@@ -21,8 +21,7 @@ pub enum LifecycleStage {
 
 impl FromInput for LifecycleStage {
     fn from_input(value: &serde_json::Value) -> Result<Self, String> {
-        serde_json::from_value(value.clone())
-            .map_err(|_| "must be one of lead, prospect, customer, churned".into())
+        serde_json::from_value(value.clone()).map_err(|_| "must be one of lead, prospect, customer, churned".into())
     }
 }
 
@@ -89,10 +88,7 @@ impl Aggregate for Contact {
 
     fn decide(&self, command: &ContactCommand, _rules: &Rules) -> Result<Vec<Event>, DomainError> {
         match command {
-            ContactCommand::CreateContact {
-                contact_id,
-                changes,
-            } => {
+            ContactCommand::CreateContact { contact_id, changes } => {
                 if self.fields.is_some() {
                     return Err(DomainError::AlreadyExists { kind: KIND });
                 }
@@ -112,10 +108,7 @@ impl Aggregate for Contact {
                 if changes.is_empty() {
                     return Ok(vec![]);
                 }
-                Ok(vec![Event::ContactUpdated(ContactUpdated {
-                    contact_id,
-                    changes,
-                })])
+                Ok(vec![Event::ContactUpdated(ContactUpdated { contact_id, changes })])
             }
             ContactCommand::ArchiveContact => {
                 if self.archived {

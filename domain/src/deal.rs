@@ -116,12 +116,7 @@ const KIND: &str = "deal";
 
 impl Deal {
     /// The event that moves the deal to `raw`, none if it is there already.
-    fn move_to(
-        &self,
-        deal_id: Uuid,
-        raw: &str,
-        rules: &Rules,
-    ) -> Result<Option<Event>, DomainError> {
+    fn move_to(&self, deal_id: Uuid, raw: &str, rules: &Rules) -> Result<Option<Event>, DomainError> {
         let to = rules
             .pipeline
             .stage(raw)
@@ -131,18 +126,11 @@ impl Deal {
                 "a closed deal cannot move between stages".into(),
             ));
         }
-        let from = self
-            .stage
-            .clone()
-            .unwrap_or_else(|| rules.pipeline.first_stage());
+        let from = self.stage.clone().unwrap_or_else(|| rules.pipeline.first_stage());
         if from == to {
             return Ok(None);
         }
-        Ok(Some(Event::DealStageChanged(DealStageChanged {
-            deal_id,
-            from,
-            to,
-        })))
+        Ok(Some(Event::DealStageChanged(DealStageChanged { deal_id, from, to })))
     }
 
     fn create(
@@ -167,19 +155,10 @@ impl Deal {
             (Ok(fields), Ok(stage)) => (fields, stage),
             (fields, stage) => return Err(merge_errors(fields.err(), stage.err())),
         };
-        Ok(vec![Event::DealCreated(DealCreated {
-            deal_id,
-            fields,
-            stage,
-        })])
+        Ok(vec![Event::DealCreated(DealCreated { deal_id, fields, stage })])
     }
 
-    fn update(
-        &self,
-        changes: &DealChanges,
-        stage: &Option<String>,
-        rules: &Rules,
-    ) -> Result<Vec<Event>, DomainError> {
+    fn update(&self, changes: &DealChanges, stage: &Option<String>, rules: &Rules) -> Result<Vec<Event>, DomainError> {
         let (deal_id, current) = live(self.id, &self.fields, self.archived, KIND)?;
         let mut events = Vec::new();
         let changes = changes.diff(current);
@@ -223,9 +202,7 @@ impl Aggregate for Deal {
             DealCommand::CloseDeal { outcome, reason } => {
                 let (deal_id, _) = live(self.id, &self.fields, self.archived, KIND)?;
                 if self.status != Some(DealStatus::Open) {
-                    return Err(DomainError::InvalidState(
-                        "the deal is already closed".into(),
-                    ));
+                    return Err(DomainError::InvalidState("the deal is already closed".into()));
                 }
                 Ok(vec![Event::DealClosed(DealClosed {
                     deal_id,
@@ -276,15 +253,10 @@ impl Aggregate for Deal {
 
 /// Parses a deal's create or update input into its field changes and the
 /// stage to move to. `status` changes only by closing the deal.
-pub fn parse_deal_input(
-    input: &crate::Input,
-) -> Result<(DealChanges, Option<String>), DomainError> {
+pub fn parse_deal_input(input: &crate::Input) -> Result<(DealChanges, Option<String>), DomainError> {
     let mut validator = crate::Validator::default();
     if input.contains_key("status") {
-        validator.push(
-            "status",
-            "changes only by closing the deal (POST /v1/deals/{id}/close)",
-        );
+        validator.push("status", "changes only by closing the deal (POST /v1/deals/{id}/close)");
     }
     let stage = match input.get("stage") {
         None => None,

@@ -117,9 +117,9 @@ impl Event {
     pub fn current_schema_version(event_type: &str) -> Option<u32> {
         match event_type {
             "DealCreated" => Some(2),
-            "UserRegistered" | "AccountCreated" | "AccountUpdated" | "AccountArchived"
-            | "ContactCreated" | "ContactUpdated" | "ContactArchived" | "DealUpdated"
-            | "DealStageChanged" | "DealClosed" | "DealArchived" | "InteractionLogged" => Some(1),
+            "UserRegistered" | "AccountCreated" | "AccountUpdated" | "AccountArchived" | "ContactCreated"
+            | "ContactUpdated" | "ContactArchived" | "DealUpdated" | "DealStageChanged" | "DealClosed"
+            | "DealArchived" | "InteractionLogged" => Some(1),
             _ => None,
         }
     }
@@ -130,8 +130,7 @@ impl Event {
         let data = tagged.get("data").cloned().unwrap_or_else(|| json!({}));
         EncodedEvent {
             event_type,
-            schema_version: Self::current_schema_version(event_type)
-                .expect("every variant has a schema"),
+            schema_version: Self::current_schema_version(event_type).expect("every variant has a schema"),
             data: data.to_string(),
         }
     }
@@ -143,8 +142,8 @@ impl Event {
             schema_version,
             reason,
         };
-        let known = Self::current_schema_version(event_type)
-            .ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
+        let known =
+            Self::current_schema_version(event_type).ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
         if schema_version > known {
             return Err(DecodeError::NewerSchema {
                 event_type: event_type.to_owned(),
@@ -154,8 +153,7 @@ impl Event {
         }
         let data: Value = serde_json::from_str(data).map_err(|e| malformed(e.to_string()))?;
         let data = upcast(event_type, schema_version, data).map_err(malformed)?;
-        serde_json::from_value(json!({ "type": event_type, "data": data }))
-            .map_err(|e| malformed(e.to_string()))
+        serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|e| malformed(e.to_string()))
     }
 }
 
@@ -200,10 +198,7 @@ mod tests {
             panic!("wrong variant")
         };
         let amount = created.fields.amount.expect("amount survives the upcast");
-        assert_eq!(
-            (amount.value_minor(), amount.currency().code()),
-            (125000, "EUR")
-        );
+        assert_eq!((amount.value_minor(), amount.currency().code()), (125000, "EUR"));
         assert_eq!(created.stage.as_str(), "proposal");
     }
 

@@ -7,8 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::values::{
-    CUSTOM_KEYS_MAX, CurrencyCode, CustomFields, EmailAddress, ExternalId, Money, Name,
-    PhoneNumber, TAGS_MAX, Text,
+    CUSTOM_KEYS_MAX, CurrencyCode, CustomFields, EmailAddress, ExternalId, Money, Name, PhoneNumber, TAGS_MAX, Text,
 };
 
 /// Raw input for a record: field name to JSON value, `null` to clear.
@@ -46,14 +45,7 @@ macro_rules! from_str_input {
     )*};
 }
 
-from_str_input!(
-    Name,
-    Text,
-    ExternalId,
-    EmailAddress,
-    PhoneNumber,
-    DomainName
-);
+from_str_input!(Name, Text, ExternalId, EmailAddress, PhoneNumber, DomainName);
 
 impl FromInput for Uuid {
     fn from_input(value: &Value) -> Result<Self, String> {
@@ -75,18 +67,14 @@ impl FromInput for Money {
         let object = value
             .as_object()
             .ok_or("must be an object like {\"value_minor\": 100000, \"currency\": \"EUR\"}")?;
-        if let Some(unknown) = object
-            .keys()
-            .find(|k| *k != "value_minor" && *k != "currency")
-        {
+        if let Some(unknown) = object.keys().find(|k| *k != "value_minor" && *k != "currency") {
             return Err(format!("unknown key {unknown:?}"));
         }
         let value_minor = object
             .get("value_minor")
             .and_then(Value::as_i64)
             .ok_or("value_minor must be a whole number of minor units (cents)")?;
-        let currency =
-            CurrencyCode::parse(as_str(object.get("currency").unwrap_or(&Value::Null))?)?;
+        let currency = CurrencyCode::parse(as_str(object.get("currency").unwrap_or(&Value::Null))?)?;
         Money::new(value_minor, currency)
     }
 }

@@ -27,8 +27,7 @@ macro_rules! enum_input {
     ($type:ty, $expected:literal) => {
         impl FromInput for $type {
             fn from_input(value: &serde_json::Value) -> Result<Self, String> {
-                serde_json::from_value(value.clone())
-                    .map_err(|_| concat!("must be one of ", $expected).into())
+                serde_json::from_value(value.clone()).map_err(|_| concat!("must be one of ", $expected).into())
             }
         }
     };
@@ -83,10 +82,7 @@ impl InteractionLogged {
         let direction = optional::<Direction>(&mut validator, input, "direction");
         let external_id = optional::<ExternalId>(&mut validator, input, "external_id");
         if contact_id.is_none() && account_id.is_none() && deal_id.is_none() {
-            validator.push(
-                "contact_id",
-                "an interaction needs a contact_id, account_id or deal_id",
-            );
+            validator.push("contact_id", "an interaction needs a contact_id, account_id or deal_id");
         }
         validator.finish(|| Self {
             interaction_id,
@@ -132,16 +128,10 @@ pub struct Interaction {
 impl Aggregate for Interaction {
     type Command = InteractionCommand;
 
-    fn decide(
-        &self,
-        command: &InteractionCommand,
-        _rules: &Rules,
-    ) -> Result<Vec<Event>, DomainError> {
+    fn decide(&self, command: &InteractionCommand, _rules: &Rules) -> Result<Vec<Event>, DomainError> {
         let InteractionCommand::LogInteraction(logged) = command;
         if self.logged.is_some() {
-            return Err(DomainError::AlreadyExists {
-                kind: "interaction",
-            });
+            return Err(DomainError::AlreadyExists { kind: "interaction" });
         }
         if logged.contact_id.is_none() && logged.account_id.is_none() && logged.deal_id.is_none() {
             return Err(DomainError::field(

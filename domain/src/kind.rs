@@ -14,13 +14,7 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 5] = [
-        Self::Contact,
-        Self::Account,
-        Self::Deal,
-        Self::Interaction,
-        Self::User,
-    ];
+    pub const ALL: [RecordKind; 5] = [Self::Contact, Self::Account, Self::Deal, Self::Interaction, Self::User];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,10 +66,7 @@ mod tests {
     fn stream_ids_round_trip() {
         let id = Uuid::now_v7();
         for kind in RecordKind::ALL {
-            assert_eq!(
-                RecordKind::parse_stream_id(&kind.stream_id(id)),
-                Some((kind, id))
-            );
+            assert_eq!(RecordKind::parse_stream_id(&kind.stream_id(id)), Some((kind, id)));
         }
         assert_eq!(RecordKind::parse_stream_id("lead-123"), None);
         assert_eq!("contacts".parse(), Ok(RecordKind::Contact));

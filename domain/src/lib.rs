@@ -21,24 +21,21 @@ mod user;
 pub mod values;
 
 pub use account::{
-    Account, AccountArchived, AccountChanges, AccountCommand, AccountCreated, AccountFields,
-    AccountUpdated,
+    Account, AccountArchived, AccountChanges, AccountCommand, AccountCreated, AccountFields, AccountUpdated,
 };
 pub use aggregate::{Aggregate, Rules};
 pub use contact::{
-    Contact, ContactArchived, ContactChanges, ContactCommand, ContactCreated, ContactFields,
-    ContactUpdated, LifecycleStage,
+    Contact, ContactArchived, ContactChanges, ContactCommand, ContactCreated, ContactFields, ContactUpdated,
+    LifecycleStage,
 };
 pub use deal::{
-    Deal, DealArchived, DealChanges, DealClosed, DealCommand, DealCreated, DealFields, DealOutcome,
-    DealStageChanged, DealStatus, DealUpdated, parse_deal_input,
+    Deal, DealArchived, DealChanges, DealClosed, DealCommand, DealCreated, DealFields, DealOutcome, DealStageChanged,
+    DealStatus, DealUpdated, parse_deal_input,
 };
 pub use error::{DomainError, FieldError, Validator};
 pub use event::{DecodeError, EncodedEvent, Event};
 pub use input::{DomainName, FromInput, Input, TAG_CHARS_MAX, Tag};
-pub use interaction::{
-    Direction, Interaction, InteractionCommand, InteractionKind, InteractionLogged,
-};
+pub use interaction::{Direction, Interaction, InteractionCommand, InteractionKind, InteractionLogged};
 pub use kind::RecordKind;
 pub use user::{Role, User, UserCommand, UserRegistered};
 pub use values::{Pipeline, StageDefinition, StageName};

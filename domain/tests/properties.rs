@@ -120,10 +120,7 @@ fn account_input() -> BoxedStrategy<Input> {
             "domain",
             value_of(&["acme.com", "https://www.initech.com/"], "bad domain").boxed(),
         ),
-        (
-            "industry",
-            value_of(&["Manufacturing", "Software"], "\u{7}").boxed(),
-        ),
+        ("industry", value_of(&["Manufacturing", "Software"], "\u{7}").boxed()),
     ])
 }
 
@@ -139,11 +136,7 @@ fn deal_input() -> BoxedStrategy<Input> {
 
 fn step() -> impl Strategy<Value = Step> {
     let n = 0..N_IDS;
-    let kind = proptest::sample::select(vec![
-        RecordKind::Contact,
-        RecordKind::Account,
-        RecordKind::Deal,
-    ]);
+    let kind = proptest::sample::select(vec![RecordKind::Contact, RecordKind::Account, RecordKind::Deal]);
     prop_oneof![
         3 => (n.clone(), contact_input()).prop_map(|(n, i)| Step::Create(RecordKind::Contact, n, i)),
         3 => (n.clone(), contact_input()).prop_map(|(n, i)| Step::Update(RecordKind::Contact, n, i)),
@@ -173,74 +166,49 @@ fn decide(world: &World, step: &Step, rules: &Rules) -> (String, Result<Vec<Even
     };
     let record_id = id(kind_code(kind), n);
     let stream = kind.stream_id(record_id);
-    let state = world
-        .get(&stream)
-        .cloned()
-        .unwrap_or_else(|| State::empty(kind));
+    let state = world.get(&stream).cloned().unwrap_or_else(|| State::empty(kind));
     let result = match (state, step) {
-        (State::Contact(s), Step::Create(_, _, input)) => ContactChanges::parse(input, &[])
-            .and_then(|changes| {
-                s.decide(
-                    &ContactCommand::CreateContact {
-                        contact_id: record_id,
-                        changes,
-                    },
-                    rules,
-                )
-            }),
-        (State::Contact(s), Step::Update(_, _, input)) => ContactChanges::parse(input, &[])
-            .and_then(|changes| s.decide(&ContactCommand::UpdateContact { changes }, rules)),
-        (State::Contact(s), Step::Archive(..)) => s.decide(&ContactCommand::ArchiveContact, rules),
-        (State::Account(s), Step::Create(_, _, input)) => AccountChanges::parse(input, &[])
-            .and_then(|changes| {
-                s.decide(
-                    &AccountCommand::CreateAccount {
-                        account_id: record_id,
-                        changes,
-                    },
-                    rules,
-                )
-            }),
-        (State::Account(s), Step::Update(_, _, input)) => AccountChanges::parse(input, &[])
-            .and_then(|changes| s.decide(&AccountCommand::UpdateAccount { changes }, rules)),
-        (State::Account(s), Step::Archive(..)) => s.decide(&AccountCommand::ArchiveAccount, rules),
-        (State::Deal(s), Step::Create(_, _, input)) => {
-            parse_deal_input(input).and_then(|(changes, stage)| {
-                s.decide(
-                    &DealCommand::CreateDeal {
-                        deal_id: record_id,
-                        changes,
-                        stage,
-                    },
-                    rules,
-                )
-            })
-        }
-        (State::Deal(s), Step::Update(_, _, input)) => {
-            parse_deal_input(input).and_then(|(changes, stage)| {
-                s.decide(&DealCommand::UpdateDeal { changes, stage }, rules)
-            })
-        }
-        (State::Deal(s), Step::Archive(..)) => s.decide(&DealCommand::ArchiveDeal, rules),
-        (State::Deal(s), Step::Move(_, stage)) => s.decide(
-            &DealCommand::MoveDealStage {
-                stage: stage.clone(),
-            },
-            rules,
-        ),
-        (State::Deal(s), Step::Close(_, won)) => {
-            let outcome = if *won {
-                DealOutcome::Won
-            } else {
-                DealOutcome::Lost
-            };
+        (State::Contact(s), Step::Create(_, _, input)) => ContactChanges::parse(input, &[]).and_then(|changes| {
             s.decide(
-                &DealCommand::CloseDeal {
-                    outcome,
-                    reason: None,
+                &ContactCommand::CreateContact {
+                    contact_id: record_id,
+                    changes,
                 },
                 rules,
             )
+        }),
+        (State::Contact(s), Step::Update(_, _, input)) => ContactChanges::parse(input, &[])
+            .and_then(|changes| s.decide(&ContactCommand::UpdateContact { changes }, rules)),
+        (State::Contact(s), Step::Archive(..)) => s.decide(&ContactCommand::ArchiveContact, rules),
+        (State::Account(s), Step::Create(_, _, input)) => AccountChanges::parse(input, &[]).and_then(|changes| {
+            s.decide(
+                &AccountCommand::CreateAccount {
+                    account_id: record_id,
+                    changes,
+                },
+                rules,
+            )
+        }),
+        (State::Account(s), Step::Update(_, _, input)) => AccountChanges::parse(input, &[])
+            .and_then(|changes| s.decide(&AccountCommand::UpdateAccount { changes }, rules)),
+        (State::Account(s), Step::Archive(..)) => s.decide(&AccountCommand::ArchiveAccount, rules),
+        (State::Deal(s), Step::Create(_, _, input)) => parse_deal_input(input).and_then(|(changes, stage)| {
+            s.decide(
+                &DealCommand::CreateDeal {
+                    deal_id: record_id,
+                    changes,
+                    stage,
+                },
+                rules,
+            )
+        }),
+        (State::Deal(s), Step::Update(_, _, input)) => parse_deal_input(input)
+            .and_then(|(changes, stage)| s.decide(&DealCommand::UpdateDeal { changes, stage }, rules)),
+        (State::Deal(s), Step::Archive(..)) => s.decide(&DealCommand::ArchiveDeal, rules),
+        (State::Deal(s), Step::Move(_, stage)) => s.decide(&DealCommand::MoveDealStage { stage: stage.clone() }, rules),
+        (State::Deal(s), Step::Close(_, won)) => {
+            let outcome = if *won { DealOutcome::Won } else { DealOutcome::Lost };
+            s.decide(&DealCommand::CloseDeal { outcome, reason: None }, rules)
         }
         (state, step) => panic!("test generator mismatch: {state:?} / {step:?}"),
     };

@@ -53,11 +53,10 @@ const ACCOUNT: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002)
 const DEAL: Uuid = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0003);
 
 fn ada_created() -> Event {
-    let fields = contact_changes(
-        json!({"name": "Ada Lovelace", "email": "ada@example.com", "custom": {"tier": "gold"}}),
-    )
-    .into_fields()
-    .expect("has a name");
+    let fields =
+        contact_changes(json!({"name": "Ada Lovelace", "email": "ada@example.com", "custom": {"tier": "gold"}}))
+            .into_fields()
+            .expect("has a name");
     Event::ContactCreated(ContactCreated {
         contact_id: CONTACT,
         fields,
@@ -76,17 +75,12 @@ fn creating_a_contact_requires_a_name() {
 #[test]
 fn input_reports_every_bad_field_at_once() {
     let parsed = ContactChanges::parse(
-        &input(
-            json!({"name": " ", "email": "nope", "phone": "call me", "lifecycle_stage": "vip", "colour": "red"}),
-        ),
+        &input(json!({"name": " ", "email": "nope", "phone": "call me", "lifecycle_stage": "vip", "colour": "red"})),
         &[],
     );
     let mut fields = parsed.map_err(field_names).expect_err("five bad fields");
     fields.sort();
-    assert_eq!(
-        fields,
-        ["colour", "email", "lifecycle_stage", "name", "phone"]
-    );
+    assert_eq!(fields, ["colour", "email", "lifecycle_stage", "name", "phone"]);
 }
 
 #[test]
@@ -104,14 +98,10 @@ fn creating_a_contact_twice_is_refused() {
 #[test]
 fn an_update_records_exactly_the_fields_that_changed() {
     let events = given::<Contact>(&[ada_created()]).when(ContactCommand::UpdateContact {
-        changes: contact_changes(
-            json!({"name": "Ada Lovelace", "email": "ADA@example.com", "title": "Countess"}),
-        ),
+        changes: contact_changes(json!({"name": "Ada Lovelace", "email": "ADA@example.com", "title": "Countess"})),
     });
     let expected = ContactChanges {
-        email: Some(Some(
-            values::EmailAddress::parse("ADA@example.com").expect("valid"),
-        )),
+        email: Some(Some(values::EmailAddress::parse("ADA@example.com").expect("valid"))),
         title: Some(Some(values::Text::parse("Countess").expect("valid"))),
         ..ContactChanges::default()
     };
@@ -127,7 +117,9 @@ fn an_update_records_exactly_the_fields_that_changed() {
 #[test]
 fn a_patch_that_changes_nothing_yields_no_event() {
     let events = given::<Contact>(&[ada_created()]).when(ContactCommand::UpdateContact {
-        changes: contact_changes(json!({"name": " Ada Lovelace ", "email": "ada@EXAMPLE.com", "custom": {"tier": "gold"}})),
+        changes: contact_changes(
+            json!({"name": " Ada Lovelace ", "email": "ada@EXAMPLE.com", "custom": {"tier": "gold"}}),
+        ),
     });
     assert_eq!(events, Ok(vec![]));
 }
@@ -136,9 +128,7 @@ fn a_patch_that_changes_nothing_yields_no_event() {
 fn null_clears_a_field_and_custom_fields_merge() {
     let events = given::<Contact>(&[ada_created()])
         .when(ContactCommand::UpdateContact {
-            changes: contact_changes(
-                json!({"email": null, "custom": {"tier": null, "region": "north"}}),
-            ),
+            changes: contact_changes(json!({"email": null, "custom": {"tier": null, "region": "north"}})),
         })
         .expect("a valid patch");
     let [Event::ContactUpdated(updated)] = events.as_slice() else {
@@ -159,17 +149,12 @@ fn a_required_field_cannot_be_cleared() {
 
 #[test]
 fn archived_contact_refuses_updates_and_archiving_again_changes_nothing() {
-    let archived = Event::ContactArchived(ContactArchived {
-        contact_id: CONTACT,
-    });
+    let archived = Event::ContactArchived(ContactArchived { contact_id: CONTACT });
     let scenario = given::<Contact>(&[ada_created(), archived]);
     let update = ContactCommand::UpdateContact {
         changes: contact_changes(json!({"title": "CEO"})),
     };
-    assert_eq!(
-        scenario.when(update),
-        Err(DomainError::Archived { kind: "contact" })
-    );
+    assert_eq!(scenario.when(update), Err(DomainError::Archived { kind: "contact" }));
     assert_eq!(scenario.when(ContactCommand::ArchiveContact), Ok(vec![]));
 }
 
@@ -204,9 +189,7 @@ fn open_deal() -> Vec<Event> {
 
 #[test]
 fn a_deal_needs_an_account_and_a_known_stage() {
-    let refused = given::<Deal>(&[]).when(deal_command(
-        json!({"title": "Fleet renewal", "stage": "dreaming"}),
-    ));
+    let refused = given::<Deal>(&[]).when(deal_command(json!({"title": "Fleet renewal", "stage": "dreaming"})));
     let mut fields = refused.map_err(field_names).expect_err("two bad fields");
     fields.sort();
     assert_eq!(fields, ["account_id", "stage"]);
@@ -222,18 +205,13 @@ fn a_new_deal_starts_open_in_the_first_stage() {
 #[test]
 fn status_changes_only_by_closing() {
     let refused = parse_deal_input(&input(json!({"status": "won"})));
-    assert_eq!(
-        refused.map_err(field_names),
-        Err(vec!["status".to_string()])
-    );
+    assert_eq!(refused.map_err(field_names), Err(vec!["status".to_string()]));
 }
 
 #[test]
 fn a_patch_with_a_stage_moves_the_deal_and_records_both_stages() {
-    let (changes, stage) = parse_deal_input(&input(
-        json!({"stage": "proposal", "title": "Fleet renewal 2027"}),
-    ))
-    .expect("valid patch");
+    let (changes, stage) =
+        parse_deal_input(&input(json!({"stage": "proposal", "title": "Fleet renewal 2027"}))).expect("valid patch");
     let events = given::<Deal>(&open_deal())
         .when(DealCommand::UpdateDeal { changes, stage })
         .expect("valid");
@@ -242,17 +220,12 @@ fn a_patch_with_a_stage_moves_the_deal_and_records_both_stages() {
     let Event::DealStageChanged(moved) = &events[1] else {
         panic!("stage change expected")
     };
-    assert_eq!(
-        (moved.from.as_str(), moved.to.as_str()),
-        ("lead", "proposal")
-    );
+    assert_eq!((moved.from.as_str(), moved.to.as_str()), ("lead", "proposal"));
 }
 
 #[test]
 fn moving_a_deal_to_its_own_stage_yields_no_event() {
-    let events = given::<Deal>(&open_deal()).when(DealCommand::MoveDealStage {
-        stage: "lead".into(),
-    });
+    let events = given::<Deal>(&open_deal()).when(DealCommand::MoveDealStage { stage: "lead".into() });
     assert_eq!(events, Ok(vec![]));
 }
 
@@ -275,17 +248,12 @@ fn a_closed_deal_cannot_move_or_close_again() {
         outcome: DealOutcome::Lost,
         reason: None,
     };
-    assert!(matches!(
-        scenario.when(close_again),
-        Err(DomainError::InvalidState(_))
-    ));
+    assert!(matches!(scenario.when(close_again), Err(DomainError::InvalidState(_))));
 }
 
 #[test]
 fn an_unknown_stage_is_refused_on_move() {
-    let refused = given::<Deal>(&open_deal()).when(DealCommand::MoveDealStage {
-        stage: "won".into(),
-    });
+    let refused = given::<Deal>(&open_deal()).when(DealCommand::MoveDealStage { stage: "won".into() });
     assert_eq!(refused.map_err(field_names), Err(vec!["stage".to_string()]));
 }
 

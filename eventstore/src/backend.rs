@@ -15,10 +15,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Appends a batch of requests in one transaction that holds the log's
     /// single-writer lock. A request that conflicts fails alone; an `Err` for
     /// the whole batch means nothing was written.
-    fn commit<'a>(
-        &'a self,
-        requests: &'a [AppendRequest],
-    ) -> BoxFuture<'a, Result<BatchOutcome, StoreError>>;
+    fn commit<'a>(&'a self, requests: &'a [AppendRequest]) -> BoxFuture<'a, Result<BatchOutcome, StoreError>>;
 
     /// A stream's events from `from_version` (1-based) on, oldest first.
     fn read_stream<'a>(
@@ -28,20 +25,13 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>>;
 
     /// Up to `limit` events with a position above `after`, in position order.
-    fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
+    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
 
     /// The position of the last committed event, 0 for an empty log.
     fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// The result of the append that stored this idempotency key, if any.
-    fn find_idempotent<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<AppendResult>, StoreError>>;
+    fn find_idempotent<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<AppendResult>, StoreError>>;
 
     /// Closes the connections after in-flight work.
     fn close(&self) -> BoxFuture<'_, ()>;

@@ -56,9 +56,7 @@ impl StoreError {
     /// request alone to find the one. Detected with sqlx's backend-neutral
     /// check, never a hard-coded error code.
     pub(crate) fn from_insert(error: sqlx::Error, requests: &[AppendRequest]) -> Self {
-        let unique_violation = error
-            .as_database_error()
-            .is_some_and(|e| e.is_unique_violation());
+        let unique_violation = error.as_database_error().is_some_and(|e| e.is_unique_violation());
         match requests {
             [request] if unique_violation => Self::Conflict {
                 stream_id: request.stream_id.clone(),

@@ -44,10 +44,7 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     fn event() -> RecordedEvent {
-        let time = Utc
-            .with_ymd_and_hms(2026, 1, 2, 3, 4, 5)
-            .single()
-            .expect("valid time");
+        let time = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).single().expect("valid time");
         RecordedEvent {
             position: 1,
             stream_id: "contact-1".into(),
@@ -73,7 +70,8 @@ mod tests {
             base,
             "the previous hash is part of the input"
         );
-        let changes: Vec<Box<dyn Fn(&mut RecordedEvent)>> = vec![
+        type Change = Box<dyn Fn(&mut RecordedEvent)>;
+        let changes: Vec<Change> = vec![
             Box::new(|e| e.position = 2),
             Box::new(|e| e.stream_id.push('x')),
             Box::new(|e| e.version = 2),

@@ -61,10 +61,7 @@ pub(crate) struct BatchContext {
 /// The streams and idempotency keys a batch touches, each once.
 pub(crate) fn touched(requests: &[AppendRequest]) -> (Vec<String>, Vec<String>) {
     let streams: BTreeSet<&String> = requests.iter().map(|r| &r.stream_id).collect();
-    let keys: BTreeSet<&String> = requests
-        .iter()
-        .filter_map(|r| r.idempotency_key.as_ref())
-        .collect();
+    let keys: BTreeSet<&String> = requests.iter().filter_map(|r| r.idempotency_key.as_ref()).collect();
     (
         streams.into_iter().cloned().collect(),
         keys.into_iter().cloned().collect(),
@@ -79,12 +76,7 @@ pub(crate) struct Plan {
     pub outcomes: Vec<Result<AppendResult, StoreError>>,
 }
 
-pub(crate) fn plan(
-    mut tail: Tail,
-    mut context: BatchContext,
-    requests: &[AppendRequest],
-    now: DateTime<Utc>,
-) -> Plan {
+pub(crate) fn plan(mut tail: Tail, mut context: BatchContext, requests: &[AppendRequest], now: DateTime<Utc>) -> Plan {
     // recorded_at never decreases along the log, even if the clock steps back.
     let recorded_at = to_stored_precision(tail.recorded_at.map_or(now, |last| last.max(now)));
     let mut plan = Plan {
@@ -114,11 +106,7 @@ fn plan_one(
         }
         return Ok(stored.result(true));
     }
-    let current = context
-        .stream_versions
-        .get(&request.stream_id)
-        .copied()
-        .unwrap_or(0);
+    let current = context.stream_versions.get(&request.stream_id).copied().unwrap_or(0);
     if !request.expected.admits(current) {
         return Err(StoreError::Conflict {
             stream_id: request.stream_id.clone(),
@@ -173,12 +161,7 @@ mod tests {
     use super::*;
     use crate::{ExpectedVersion, NewEvent};
 
-    fn request(
-        stream: &str,
-        expected: ExpectedVersion,
-        n: usize,
-        key: Option<&str>,
-    ) -> AppendRequest {
+    fn request(stream: &str, expected: ExpectedVersion, n: usize, key: Option<&str>) -> AppendRequest {
         AppendRequest {
             stream_id: stream.into(),
             expected,
@@ -204,19 +187,10 @@ mod tests {
             request("b", ExpectedVersion::Any, 1, None),
             request("a", ExpectedVersion::Exact(2), 1, None),
         ];
-        let plan = plan(
-            Tail::empty(),
-            BatchContext::default(),
-            &requests,
-            Utc::now(),
-        );
+        let plan = plan(Tail::empty(), BatchContext::default(), &requests, Utc::now());
         let positions: Vec<u64> = plan.events.iter().map(|e| e.position).collect();
         assert_eq!(positions, [1, 2, 3, 4]);
-        let versions: Vec<(&str, u64)> = plan
-            .events
-            .iter()
-            .map(|e| (e.stream_id.as_str(), e.version))
-            .collect();
+        let versions: Vec<(&str, u64)> = plan.events.iter().map(|e| (e.stream_id.as_str(), e.version)).collect();
         assert_eq!(versions, [("a", 1), ("a", 2), ("b", 1), ("a", 3)]);
         let mut previous = GENESIS_HASH.to_owned();
         for event in &plan.events {
@@ -232,24 +206,13 @@ mod tests {
             request("a", ExpectedVersion::NoStream, 1, None),
             request("b", ExpectedVersion::NoStream, 1, None),
         ];
-        let plan = plan(
-            Tail::empty(),
-            BatchContext::default(),
-            &requests,
-            Utc::now(),
-        );
+        let plan = plan(Tail::empty(), BatchContext::default(), &requests, Utc::now());
         assert!(plan.outcomes[0].is_ok());
         assert!(matches!(
             plan.outcomes[1],
-            Err(StoreError::Conflict {
-                actual: Some(1),
-                ..
-            })
+            Err(StoreError::Conflict { actual: Some(1), .. })
         ));
-        assert_eq!(
-            plan.outcomes[2].as_ref().map(|r| r.first_position).ok(),
-            Some(2)
-        );
+        assert_eq!(plan.outcomes[2].as_ref().map(|r| r.first_position).ok(), Some(2));
         assert_eq!(plan.events.len(), 2);
     }
 
@@ -260,20 +223,12 @@ mod tests {
             request("a", ExpectedVersion::Any, 1, Some("k")),
             request("b", ExpectedVersion::Any, 1, Some("k")),
         ];
-        let plan = plan(
-            Tail::empty(),
-            BatchContext::default(),
-            &requests,
-            Utc::now(),
-        );
+        let plan = plan(Tail::empty(), BatchContext::default(), &requests, Utc::now());
         assert_eq!(plan.events.len(), 1);
         let second = plan.outcomes[1].as_ref().expect("a retry succeeds");
         assert!(second.deduplicated);
         assert_eq!(second.first_position, 1);
-        assert!(matches!(
-            plan.outcomes[2],
-            Err(StoreError::IdempotencyKeyReused { .. })
-        ));
+        assert!(matches!(plan.outcomes[2], Err(StoreError::IdempotencyKeyReused { .. })));
     }
 
     #[test]

@@ -13,10 +13,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::backend::{Backend, BatchOutcome};
 use crate::plan::{self, BatchContext, StoredKey, Tail};
@@ -115,11 +113,9 @@ async fn load_context(
     conn: &mut SqliteConnection,
     requests: &[AppendRequest],
 ) -> Result<(Tail, BatchContext), StoreError> {
-    let tail = sqlx::query(
-        "SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1",
-    )
-    .fetch_optional(&mut *conn)
-    .await?;
+    let tail = sqlx::query("SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
     let tail = match tail {
         Some(row) => {
             let position = to_u64(row.try_get("position")?);
@@ -131,62 +127,75 @@ async fn load_context(
         }
         None => Tail::empty(),
     };
+    // One statement each for all streams and all keys of the batch: every
+    // sqlx-sqlite statement is a round trip to the connection's thread.
     let (streams, keys) = plan::touched(requests);
     let mut context = BatchContext::default();
-    for stream_id in streams {
-        let version: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?")
-                .bind(&stream_id)
-                .fetch_one(&mut *conn)
-                .await?;
-        context.stream_versions.insert(stream_id, to_u64(version));
+    let versions = sqlx::query(
+        "SELECT j.value AS stream_id, \
+         COALESCE((SELECT MAX(version) FROM events WHERE stream_id = j.value), 0) AS version \
+         FROM json_each(?) AS j",
+    )
+    .bind(serde_json::to_string(&streams).expect("strings serialise"))
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in versions {
+        context
+            .stream_versions
+            .insert(row.try_get("stream_id")?, to_u64(row.try_get("version")?));
     }
-    for key in keys {
-        let row = sqlx::query("SELECT * FROM idempotency_keys WHERE idempotency_key = ?")
-            .bind(&key)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(row) = row {
-            context.keys.insert(key, key_from_row(&row)?);
+    if !keys.is_empty() {
+        let rows =
+            sqlx::query("SELECT * FROM idempotency_keys WHERE idempotency_key IN (SELECT value FROM json_each(?))")
+                .bind(serde_json::to_string(&keys).expect("strings serialise"))
+                .fetch_all(&mut *conn)
+                .await?;
+        for row in rows {
+            let stored = key_from_row(&row)?;
+            context.keys.insert(stored.key.clone(), stored);
         }
     }
     Ok((tail, context))
 }
 
-async fn insert(
-    conn: &mut SqliteConnection,
-    events: &[RecordedEvent],
-    keys: &[StoredKey],
-) -> Result<(), sqlx::Error> {
-    for e in events {
-        sqlx::query(
+/// Rows per multi-row INSERT: 12 columns each stays well under SQLite's
+/// limit of 32,766 bound parameters.
+const INSERT_ROWS_MAX: usize = 1_000;
+
+async fn insert(conn: &mut SqliteConnection, events: &[RecordedEvent], keys: &[StoredKey]) -> Result<(), sqlx::Error> {
+    for chunk in events.chunks(INSERT_ROWS_MAX) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
-             occurred_at, recorded_at, correlation_id, causation_id, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(e.position as i64)
-        .bind(&e.stream_id)
-        .bind(e.version as i64)
-        .bind(&e.event_type)
-        .bind(e.schema_version)
-        .bind(&e.data)
-        .bind(&e.actor)
-        .bind(format_time(e.occurred_at))
-        .bind(format_time(e.recorded_at))
-        .bind(e.correlation_id.map(|id| id.to_string()))
-        .bind(e.causation_id.map(|id| id.to_string()))
-        .bind(&e.hash)
-        .execute(&mut *conn)
-        .await?;
+             occurred_at, recorded_at, correlation_id, causation_id, hash) ",
+        );
+        insert.push_values(chunk, |mut row, e| {
+            row.push_bind(e.position as i64)
+                .push_bind(e.stream_id.clone())
+                .push_bind(e.version as i64)
+                .push_bind(e.event_type.clone())
+                .push_bind(e.schema_version)
+                .push_bind(e.data.clone())
+                .push_bind(e.actor.clone())
+                .push_bind(format_time(e.occurred_at))
+                .push_bind(format_time(e.recorded_at))
+                .push_bind(e.correlation_id.map(|id| id.to_string()))
+                .push_bind(e.causation_id.map(|id| id.to_string()))
+                .push_bind(e.hash.clone());
+        });
+        insert.build().execute(&mut *conn).await?;
     }
-    for k in keys {
-        sqlx::query("INSERT INTO idempotency_keys (idempotency_key, stream_id, first_position, last_position, stream_version) VALUES (?, ?, ?, ?, ?)")
-            .bind(&k.key)
-            .bind(&k.stream_id)
-            .bind(k.first_position as i64)
-            .bind(k.last_position as i64)
-            .bind(k.stream_version as i64)
-            .execute(&mut *conn)
-            .await?;
+    for chunk in keys.chunks(INSERT_ROWS_MAX) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO idempotency_keys (idempotency_key, stream_id, first_position, last_position, stream_version) ",
+        );
+        insert.push_values(chunk, |mut row, k| {
+            row.push_bind(k.key.clone())
+                .push_bind(k.stream_id.clone())
+                .push_bind(k.first_position as i64)
+                .push_bind(k.last_position as i64)
+                .push_bind(k.stream_version as i64);
+        });
+        insert.build().execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -196,10 +205,7 @@ impl Backend for SqliteBackend {
         "sqlite"
     }
 
-    fn commit<'a>(
-        &'a self,
-        requests: &'a [AppendRequest],
-    ) -> BoxFuture<'a, Result<BatchOutcome, StoreError>> {
+    fn commit<'a>(&'a self, requests: &'a [AppendRequest]) -> BoxFuture<'a, Result<BatchOutcome, StoreError>> {
         Box::pin(async move {
             let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let (tail, context) = load_context(&mut tx, requests).await?;
@@ -218,9 +224,8 @@ impl Backend for SqliteBackend {
         from_version: u64,
     ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>> {
         Box::pin(async move {
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? ORDER BY version"
-            );
+            let sql =
+                format!("SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND version >= ? ORDER BY version");
             let rows = sqlx::query(&sql)
                 .bind(stream_id)
                 .bind(from_version as i64)
@@ -230,15 +235,9 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+    fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
         Box::pin(async move {
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
-            );
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?");
             let rows = sqlx::query(&sql)
                 .bind(after as i64)
                 .bind(limit as i64)
@@ -257,17 +256,13 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn find_idempotent<'a>(
-        &'a self,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<Option<AppendResult>, StoreError>> {
+    fn find_idempotent<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<AppendResult>, StoreError>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT * FROM idempotency_keys WHERE idempotency_key = ?")
                 .bind(key)
                 .fetch_optional(&self.readers)
                 .await?;
-            row.map(|row| key_from_row(&row).map(|k| k.result(true)))
-                .transpose()
+            row.map(|row| key_from_row(&row).map(|k| k.result(true))).transpose()
         })
     }
 

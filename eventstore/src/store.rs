@@ -80,9 +80,7 @@ impl Store {
             writer_task: Mutex::new(Some(task)),
             head,
         };
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -94,13 +92,7 @@ impl Store {
     pub async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         validate(&request)?;
         let (reply, answer) = oneshot::channel();
-        let sender = self
-            .inner
-            .writer
-            .lock()
-            .await
-            .clone()
-            .ok_or(StoreError::Closed)?;
+        let sender = self.inner.writer.lock().await.clone().ok_or(StoreError::Closed)?;
         sender
             .send(Pending { request, reply })
             .await
@@ -109,29 +101,15 @@ impl Store {
     }
 
     /// A stream's events from `from_version` (1-based) on, oldest first.
-    pub async fn read_stream(
-        &self,
-        stream_id: &str,
-        from_version: u64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner
-            .backend
-            .read_stream(stream_id, from_version.max(1))
-            .await
+    pub async fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.backend.read_stream(stream_id, from_version.max(1)).await
     }
 
     /// Up to `limit` (at most `READ_BATCH_MAX`) events after position `after`.
     /// Positions are gapless and commit-ordered, so paging by the last
     /// position seen never skips an event, however many writers there are.
-    pub async fn read_all(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner
-            .backend
-            .read_all(after, limit.clamp(1, READ_BATCH_MAX))
-            .await
+    pub async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.backend.read_all(after, limit.clamp(1, READ_BATCH_MAX)).await
     }
 
     /// The position of the last committed event, 0 for an empty log.
@@ -173,9 +151,7 @@ impl Store {
                 break;
             };
             for event in &batch {
-                if event.position != expected_position
-                    || event_hash(&previous_hash, event) != event.hash
-                {
+                if event.position != expected_position || event_hash(&previous_hash, event) != event.hash {
                     return Ok(VerifyReport {
                         ok: false,
                         events: expected_position - 1,
@@ -223,16 +199,12 @@ fn validate(request: &AppendRequest) -> Result<(), StoreError> {
         if let Some(value) = value
             && (value.is_empty() || value.len() > IDENTIFIER_BYTES_MAX)
         {
-            return invalid(format!(
-                "the {name} must be 1 to {IDENTIFIER_BYTES_MAX} bytes"
-            ));
+            return invalid(format!("the {name} must be 1 to {IDENTIFIER_BYTES_MAX} bytes"));
         }
     }
     for event in &request.events {
         if event.event_type.is_empty() || event.event_type.len() > IDENTIFIER_BYTES_MAX {
-            return invalid(format!(
-                "an event type must be 1 to {IDENTIFIER_BYTES_MAX} bytes"
-            ));
+            return invalid(format!("an event type must be 1 to {IDENTIFIER_BYTES_MAX} bytes"));
         }
         if event.data.len() > EVENT_DATA_BYTES_MAX {
             return invalid(format!(
@@ -241,10 +213,7 @@ fn validate(request: &AppendRequest) -> Result<(), StoreError> {
             ));
         }
         if serde_json::from_str::<serde::de::IgnoredAny>(&event.data).is_err() {
-            return invalid(format!(
-                "the data of a {} event is not JSON",
-                event.event_type
-            ));
+            return invalid(format!("the data of a {} event is not JSON", event.event_type));
         }
         // Years outside 1..=9999 have no RFC 3339 form and would not sort.
         if !(1..=9999).contains(&chrono::Datelike::year(&event.occurred_at)) {

@@ -46,23 +46,16 @@ impl TestDatabase {
     /// A fresh schema on the test PostgreSQL server, or `None` (after saying
     /// why) when no server is reachable outside CI.
     pub async fn postgres() -> Option<Self> {
-        let url = std::env::var("CRM_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.into());
+        let url = std::env::var("CRM_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.into());
         let reachable = match sqlx::postgres::PgConnectOptions::from_str(&url) {
-            Ok(options) => tokio::time::timeout(
-                Duration::from_secs(5),
-                sqlx::PgConnection::connect_with(&options),
-            )
-            .await
-            .map_err(|_| "timed out".to_string())
-            .and_then(|r| r.map_err(|e| e.to_string())),
+            Ok(options) => tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect_with(&options))
+                .await
+                .map_err(|_| "timed out".to_string())
+                .and_then(|r| r.map_err(|e| e.to_string())),
             Err(e) => Err(e.to_string()),
         };
         if let Err(reason) = reachable {
-            let message = format!(
-                "PostgreSQL at {} is not reachable ({reason})",
-                crate::redact(&url)
-            );
+            let message = format!("PostgreSQL at {} is not reachable ({reason})", crate::redact(&url));
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{message}; CI=true requires both backends");
             }
@@ -122,9 +115,9 @@ impl TestDatabase {
         let update = format!("UPDATE events SET data = '{data}' WHERE position = {position};");
         match self.kind {
             BackendKind::Sqlite => format!("DROP TRIGGER events_refuse_update; {update}"),
-            BackendKind::Postgres => format!(
-                "ALTER TABLE events DISABLE TRIGGER USER; {update} ALTER TABLE events ENABLE TRIGGER USER;"
-            ),
+            BackendKind::Postgres => {
+                format!("ALTER TABLE events DISABLE TRIGGER USER; {update} ALTER TABLE events ENABLE TRIGGER USER;")
+            }
         }
     }
 
@@ -133,9 +126,9 @@ impl TestDatabase {
         let delete = format!("DELETE FROM events WHERE position = {position};");
         match self.kind {
             BackendKind::Sqlite => format!("DROP TRIGGER events_refuse_delete; {delete}"),
-            BackendKind::Postgres => format!(
-                "ALTER TABLE events DISABLE TRIGGER USER; {delete} ALTER TABLE events ENABLE TRIGGER USER;"
-            ),
+            BackendKind::Postgres => {
+                format!("ALTER TABLE events DISABLE TRIGGER USER; {delete} ALTER TABLE events ENABLE TRIGGER USER;")
+            }
         }
     }
 }

@@ -32,12 +32,13 @@ pub(crate) fn spawn(
     (sender, task)
 }
 
-async fn run(
-    backend: Arc<dyn Backend>,
-    mut queue: mpsc::Receiver<Pending>,
-    head: watch::Sender<u64>,
-) {
+async fn run(backend: Arc<dyn Backend>, mut queue: mpsc::Receiver<Pending>, head: watch::Sender<u64>) {
     while let Some(first) = queue.recv().await {
+        // Callers answered by the last commit are waking up to send their
+        // next append. Let them run once before draining the queue, or the
+        // first to arrive is committed alone while the rest wait for the
+        // next round.
+        tokio::task::yield_now().await;
         let mut n_events = first.request.events.len();
         let mut batch = vec![first];
         while batch.len() < GROUP_COMMIT_REQUESTS_MAX && n_events < GROUP_COMMIT_EVENTS_MAX {
@@ -50,8 +51,7 @@ async fn run(
 }
 
 async fn commit(backend: &dyn Backend, batch: Vec<Pending>, head: &watch::Sender<u64>) {
-    let (requests, replies): (Vec<AppendRequest>, Vec<_>) =
-        batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let (requests, replies): (Vec<AppendRequest>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
     match backend.commit(&requests).await {
         Ok(outcomes) => answer(outcomes, replies, head),
         Err(error) if requests.len() == 1 => answer(vec![Err(error)], replies, head),
@@ -60,9 +60,7 @@ async fn commit(backend: &dyn Backend, batch: Vec<Pending>, head: &watch::Sender
             // request alone so one bad request cannot sink the others.
             for (request, reply) in requests.into_iter().zip(replies) {
                 let outcome = match backend.commit(std::slice::from_ref(&request)).await {
-                    Ok(mut outcomes) => outcomes
-                        .pop()
-                        .expect("a backend answers every request of a batch"),
+                    Ok(mut outcomes) => outcomes.pop().expect("a backend answers every request of a batch"),
                     Err(error) => Err(error),
                 };
                 answer(vec![outcome], vec![reply], head);

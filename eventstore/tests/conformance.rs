@@ -56,10 +56,7 @@ fn event(n: usize) -> NewEvent {
         event_type: "ContactUpdated".into(),
         schema_version: 1,
         data: format!(r#"{{"n":{n},"note":"naïve café ✓"}}"#),
-        occurred_at: Utc
-            .with_ymd_and_hms(2025, 3, 14, 15, 9, 26)
-            .single()
-            .expect("valid")
+        occurred_at: Utc.with_ymd_and_hms(2025, 3, 14, 15, 9, 26).single().expect("valid")
             + chrono::Duration::microseconds(535_897),
     }
 }
@@ -80,10 +77,7 @@ async fn whole_log(store: &Store) -> Vec<RecordedEvent> {
     let mut events = Vec::new();
     loop {
         let batch = store
-            .read_all(
-                events.last().map_or(0, |e: &RecordedEvent| e.position),
-                1000,
-            )
+            .read_all(events.last().map_or(0, |e: &RecordedEvent| e.position), 1000)
             .await
             .expect("read");
         if batch.is_empty() {
@@ -103,16 +97,9 @@ async fn appended_events_read_back_exactly(database: &TestDatabase) {
     let store = database.open().await;
     let (a, b) = (stream(), stream());
     let request = append(&a, ExpectedVersion::NoStream, 3);
-    let first = store
-        .append(request.clone())
-        .await
-        .expect("append to a new stream");
+    let first = store.append(request.clone()).await.expect("append to a new stream");
     assert_eq!(
-        (
-            first.first_position,
-            first.last_position,
-            first.stream_version
-        ),
+        (first.first_position, first.last_position, first.stream_version),
         (1, 3, 3)
     );
     store
@@ -125,10 +112,7 @@ async fn appended_events_read_back_exactly(database: &TestDatabase) {
     for (index, stored) in events.iter().enumerate() {
         assert_eq!(stored.version, index as u64 + 1);
         assert_eq!(stored.position, index as u64 + 1);
-        assert_eq!(
-            stored.data, request.events[index].data,
-            "data is stored byte for byte"
-        );
+        assert_eq!(stored.data, request.events[index].data, "data is stored byte for byte");
         assert_eq!(
             stored.occurred_at, request.events[index].occurred_at,
             "occurred_at keeps its microseconds"
@@ -137,14 +121,7 @@ async fn appended_events_read_back_exactly(database: &TestDatabase) {
         assert_eq!(stored.correlation_id, request.correlation_id);
         assert!(stored.recorded_at >= stored.occurred_at);
     }
-    assert_eq!(
-        store
-            .read_stream(&a, 3)
-            .await
-            .expect("read from version 3")
-            .len(),
-        1
-    );
+    assert_eq!(store.read_stream(&a, 3).await.expect("read from version 3").len(), 1);
     let positions: Vec<u64> = whole_log(&store).await.iter().map(|e| e.position).collect();
     assert_eq!(positions, [1, 2, 3, 4]);
     assert_eq!(store.head().await.expect("head"), 4);
@@ -164,19 +141,13 @@ async fn a_wrong_expected_version_is_a_conflict_and_stores_nothing(database: &Te
         ExpectedVersion::Exact(3),
     ] {
         match store.append(append(&id, expected, 1)).await {
-            Err(StoreError::Conflict {
-                stream_id, actual, ..
-            }) => {
+            Err(StoreError::Conflict { stream_id, actual, .. }) => {
                 assert_eq!((stream_id.as_str(), actual), (id.as_str(), Some(2)));
             }
             other => panic!("expected a conflict for {expected}, got {other:?}"),
         }
     }
-    assert_eq!(
-        store.head().await.expect("head"),
-        2,
-        "a refused append stores nothing"
-    );
+    assert_eq!(store.head().await.expect("head"), 2, "a refused append stores nothing");
     let result = store
         .append(append(&id, ExpectedVersion::Exact(2), 1))
         .await
@@ -199,11 +170,7 @@ async fn racing_writers_on_one_stream_exactly_one_wins(database: &TestDatabase) 
     let racers: Vec<_> = (0..32)
         .map(|_| {
             let (store, id) = (store.clone(), id.clone());
-            tokio::spawn(async move {
-                store
-                    .append(append(&id, ExpectedVersion::Exact(1), 3))
-                    .await
-            })
+            tokio::spawn(async move { store.append(append(&id, ExpectedVersion::Exact(1), 3)).await })
         })
         .collect();
     let mut n_won = 0;
@@ -258,23 +225,13 @@ async fn concurrent_writers_on_different_streams_get_gapless_positions(database:
     let total = n_writers * n_appends * n_events;
     let log = whole_log(&store).await;
     let positions: Vec<u64> = log.iter().map(|e| e.position).collect();
-    assert_eq!(
-        positions,
-        (1..=total).collect::<Vec<_>>(),
-        "positions 1..n with no gap"
-    );
+    assert_eq!(positions, (1..=total).collect::<Vec<_>>(), "positions 1..n with no gap");
     let mut per_stream: HashMap<&str, Vec<u64>> = HashMap::new();
     for stored in &log {
-        per_stream
-            .entry(&stored.stream_id)
-            .or_default()
-            .push(stored.version);
+        per_stream.entry(&stored.stream_id).or_default().push(stored.version);
     }
     for id in &streams {
-        assert_eq!(
-            per_stream[id.as_str()],
-            (1..=n_appends * n_events).collect::<Vec<_>>()
-        );
+        assert_eq!(per_stream[id.as_str()], (1..=n_appends * n_events).collect::<Vec<_>>());
     }
     assert!(
         log.windows(2).all(|w| w[0].recorded_at <= w[1].recorded_at),
@@ -306,16 +263,10 @@ async fn a_reader_paging_during_appends_sees_every_event_once_in_order(database:
         let batch = store.read_all(seen, 7).await.expect("read a page");
         for stored in &batch {
             seen += 1;
-            assert_eq!(
-                stored.position, seen,
-                "the reader never skips or repeats a position"
-            );
+            assert_eq!(stored.position, seen, "the reader never skips or repeats a position");
         }
         if batch.is_empty() {
-            store
-                .wait_for(seen, Duration::from_millis(200))
-                .await
-                .expect("wait");
+            store.wait_for(seen, Duration::from_millis(200)).await.expect("wait");
         }
     }
     for writer in writers {
@@ -367,10 +318,7 @@ async fn verify_names_the_position_of_an_altered_event(database: &TestDatabase) 
     let report = store.verify().await.expect("verify runs");
     assert!(!report.ok);
     assert_eq!(report.first_bad_position, Some(3));
-    assert_eq!(
-        report.events, 2,
-        "the events before the altered one are good"
-    );
+    assert_eq!(report.events, 2, "the events before the altered one are good");
 }
 
 async fn verify_names_the_position_of_a_removed_event(database: &TestDatabase) {
@@ -394,32 +342,18 @@ async fn an_idempotent_retry_returns_the_first_result_and_writes_nothing(databas
     request.idempotency_key = Some("create-ada-1".into());
     let first = store.append(request.clone()).await.expect("first append");
     assert!(!first.deduplicated);
-    let retry = store
-        .append(request.clone())
-        .await
-        .expect("a retry is not a conflict");
+    let retry = store.append(request.clone()).await.expect("a retry is not a conflict");
     assert!(retry.deduplicated);
     assert_eq!(
-        (
-            retry.first_position,
-            retry.last_position,
-            retry.stream_version
-        ),
+        (retry.first_position, retry.last_position, retry.stream_version),
         (first.first_position, first.last_position, 2)
     );
-    assert_eq!(
-        store.head().await.expect("head"),
-        2,
-        "the retry wrote nothing"
-    );
+    assert_eq!(store.head().await.expect("head"), 2, "the retry wrote nothing");
     assert_eq!(
         store.find_idempotent("create-ada-1").await.expect("lookup"),
         Some(retry)
     );
-    assert_eq!(
-        store.find_idempotent("never-used").await.expect("lookup"),
-        None
-    );
+    assert_eq!(store.find_idempotent("never-used").await.expect("lookup"), None);
 
     let mut elsewhere = append(&stream(), ExpectedVersion::Any, 1);
     elsewhere.idempotency_key = request.idempotency_key.clone();
@@ -439,11 +373,7 @@ async fn an_idempotent_retry_returns_the_first_result_and_writes_nothing(databas
         .collect();
     for retry in retries {
         assert_eq!(
-            retry
-                .await
-                .expect("task")
-                .expect("every retry succeeds")
-                .first_position,
+            retry.await.expect("task").expect("every retry succeeds").first_position,
             3
         );
     }
@@ -489,10 +419,7 @@ async fn invalid_appends_are_refused_and_change_nothing(database: &TestDatabase)
     no_actor.actor.clear();
     cases.push(no_actor);
     for request in cases {
-        assert!(matches!(
-            store.append(request).await,
-            Err(StoreError::InvalidAppend(_))
-        ));
+        assert!(matches!(store.append(request).await, Err(StoreError::InvalidAppend(_))));
     }
     assert_eq!(store.head().await.expect("head"), 0);
 }
@@ -503,10 +430,7 @@ async fn a_waiting_reader_wakes_on_a_new_append(database: &TestDatabase) {
         let store = store.clone();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let head = store
-                .wait_for(0, Duration::from_secs(10))
-                .await
-                .expect("wait");
+            let head = store.wait_for(0, Duration::from_secs(10)).await.expect("wait");
             (head, started.elapsed())
         })
     };

@@ -1,1 +1,1 @@
-
+//! Read models folded from the event log (see issue: projections).

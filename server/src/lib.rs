@@ -1,1 +1,9 @@
+//! The `crm` binary's library: the command line, the application layer that
+//! turns requests into commands, and configuration. Only this crate reads the
+//! environment, the wall clock for business time, or makes ids.
 
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod wire;

@@ -70,9 +70,7 @@ fn check_domain(domain: &str) -> Result<(), String> {
             || label.starts_with('-')
             || label.ends_with('-')
         {
-            return Err(format!(
-                "the domain part {label:?} is not a valid host name"
-            ));
+            return Err(format!("the domain part {label:?} is not a valid host name"));
         }
     }
     let top_level = labels[labels.len() - 1];

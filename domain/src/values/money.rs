@@ -36,10 +36,7 @@ impl Money {
         if value_minor < 0 {
             return Err("value_minor must not be negative".into());
         }
-        Ok(Self {
-            value_minor,
-            currency,
-        })
+        Ok(Self { value_minor, currency })
     }
 
     pub fn value_minor(&self) -> i64 {

@@ -49,9 +49,7 @@ impl PhoneNumber {
             return Ok(Self(format!("+{digits}")));
         }
         if !(NATIONAL_DIGITS_MIN..=E164_DIGITS_MAX).contains(&digits.len()) {
-            return Err(format!(
-                "must have {NATIONAL_DIGITS_MIN} to {E164_DIGITS_MAX} digits"
-            ));
+            return Err(format!("must have {NATIONAL_DIGITS_MIN} to {E164_DIGITS_MAX} digits"));
         }
         Ok(Self(digits))
     }

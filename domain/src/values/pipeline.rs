@@ -53,15 +53,9 @@ impl Pipeline {
                 ));
             }
             if stage.probability_percent > 100 {
-                return Err(format!(
-                    "stage {:?} has a probability over 100%",
-                    stage.name
-                ));
+                return Err(format!("stage {:?} has a probability over 100%", stage.name));
             }
-            if stages[..index]
-                .iter()
-                .any(|earlier| earlier.name == stage.name)
-            {
+            if stages[..index].iter().any(|earlier| earlier.name == stage.name) {
                 return Err(format!("stage {:?} is defined twice", stage.name));
             }
         }
@@ -83,10 +77,7 @@ impl Pipeline {
             Some(stage) => Ok(StageName(stage.name.clone())),
             None => {
                 let known: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
-                Err(format!(
-                    "unknown stage {name:?}; the pipeline has {}",
-                    known.join(", ")
-                ))
+                Err(format!("unknown stage {name:?}; the pipeline has {}", known.join(", ")))
             }
         }
     }
@@ -122,10 +113,7 @@ mod tests {
     fn default_pipeline_knows_its_stages_in_order() {
         let pipeline = Pipeline::default();
         assert_eq!(pipeline.first_stage().as_str(), "lead");
-        assert_eq!(
-            pipeline.stage(" proposal ").map(|s| s.0),
-            Ok("proposal".into())
-        );
+        assert_eq!(pipeline.stage(" proposal ").map(|s| s.0), Ok("proposal".into()));
         assert!(pipeline.stage("won").is_err());
     }
 

@@ -18,10 +18,7 @@ fn bounded(raw: &str, limit: usize) -> Result<String, String> {
     if trimmed.chars().count() > limit {
         return Err(format!("must be at most {limit} characters"));
     }
-    if trimmed
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
+    if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err("must not contain control characters".into());
     }
     Ok(trimmed.to_owned())
@@ -77,10 +74,7 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_must_not_be_blank() {
-        assert_eq!(
-            Name::parse("  Ada Lovelace ").map(|n| n.0),
-            Ok("Ada Lovelace".into())
-        );
+        assert_eq!(Name::parse("  Ada Lovelace ").map(|n| n.0), Ok("Ada Lovelace".into()));
         assert!(Name::parse("   ").is_err());
         assert!(Name::parse(&"x".repeat(NAME_CHARS_MAX + 1)).is_err());
         assert!(Name::parse("bell\u{7}").is_err());

@@ -1,0 +1,399 @@
+//! The application layer: load a record's stream, let the domain decide the
+//! command, append what it decided. It also checks what one stream cannot
+//! know alone: that a deal's account exists, that an owner is a user.
+
+use chrono::{DateTime, Utc};
+use domain::{
+    Account, AccountChanges, AccountCommand, Aggregate, Contact, ContactChanges, ContactCommand, Deal, DealCommand,
+    DealOutcome, DomainError, Event, Input, Interaction, InteractionCommand, InteractionLogged, RecordKind, Rules,
+    User, UserCommand,
+};
+use eventstore::{AppendRequest, AppendResult, ExpectedVersion, NewEvent, Store, StoreError};
+use uuid::Uuid;
+
+/// How often a command is decided again after losing a race for its stream,
+/// when the caller did not pin a version.
+const CONFLICT_RETRIES_MAX: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The domain refused the command: a 4xx for the caller.
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    /// The caller's `If-Match` / expected version is stale.
+    #[error("the record is at version {actual}, not {expected}")]
+    VersionMismatch { expected: u64, actual: u64 },
+    /// Lost the race for the stream too often, or the store refused the append.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be read: the log is damaged or newer than this code.
+    #[error("the log holds an unreadable event at position {position}: {reason}")]
+    Unreadable { position: u64, reason: String },
+}
+
+/// Who is acting, and what ties their request together.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// A user id, or `system` for the machine itself.
+    pub id: String,
+    pub correlation_id: Option<Uuid>,
+    pub idempotency_key: Option<String>,
+}
+
+impl Actor {
+    pub fn system() -> Self {
+        Self {
+            id: "system".into(),
+            correlation_id: Some(Uuid::now_v7()),
+            idempotency_key: None,
+        }
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub kind: RecordKind,
+    pub id: Uuid,
+    /// The record's version after the command.
+    pub version: u64,
+    /// `None` when the command changed nothing.
+    pub appended: Option<AppendResult>,
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub store: Store,
+    pub rules: Rules,
+}
+
+impl App {
+    pub fn new(store: Store, rules: Rules) -> Self {
+        Self { store, rules }
+    }
+
+    /// A record's state folded from its stream.
+    pub async fn load<A: Aggregate>(&self, kind: RecordKind, id: Uuid) -> Result<A, AppError> {
+        let stored = self.store.read_stream(&kind.stream_id(id), 1).await?;
+        let mut state = A::default();
+        for event in &stored {
+            let decoded = Event::decode(&event.event_type, event.schema_version, &event.data).map_err(|e| {
+                AppError::Unreadable {
+                    position: event.position,
+                    reason: e.to_string(),
+                }
+            })?;
+            state.evolve(&decoded);
+        }
+        Ok(state)
+    }
+
+    /// Decides `command` against the record's current state and appends the
+    /// result. With `expected` set, a different current version fails with
+    /// `VersionMismatch`; without, a lost race is decided again.
+    pub async fn execute<A: Aggregate>(
+        &self,
+        kind: RecordKind,
+        id: Uuid,
+        command: &A::Command,
+        expected: Option<u64>,
+        actor: &Actor,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        for _ in 0..CONFLICT_RETRIES_MAX {
+            let state: A = self.load(kind, id).await?;
+            if let Some(expected) = expected
+                && expected != state.version()
+            {
+                return Err(AppError::VersionMismatch {
+                    expected,
+                    actual: state.version(),
+                });
+            }
+            let events = state.decide(command, &self.rules)?;
+            if events.is_empty() {
+                return Ok(Outcome {
+                    kind,
+                    id,
+                    version: state.version(),
+                    appended: None,
+                });
+            }
+            let request = AppendRequest {
+                stream_id: kind.stream_id(id),
+                expected: if state.version() == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(state.version())
+                },
+                events: events.iter().map(|e| encode(e, occurred_at)).collect(),
+                actor: actor.id.clone(),
+                correlation_id: actor.correlation_id,
+                causation_id: None,
+                idempotency_key: actor.idempotency_key.clone(),
+            };
+            match self.store.append(request).await {
+                Ok(result) => {
+                    return Ok(Outcome {
+                        kind,
+                        id,
+                        version: result.stream_version,
+                        appended: Some(result),
+                    });
+                }
+                Err(StoreError::Conflict { actual, .. }) if expected.is_some() => {
+                    return Err(AppError::VersionMismatch {
+                        expected: expected.unwrap_or_default(),
+                        actual: actual.unwrap_or_default(),
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(AppError::Store(StoreError::Conflict {
+            stream_id: kind.stream_id(id),
+            expected: ExpectedVersion::Any,
+            actual: None,
+        }))
+    }
+
+    pub async fn register_user(
+        &self,
+        name: &str,
+        department: &str,
+        role: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        let user_id = Uuid::now_v7();
+        let command = UserCommand::RegisterUser {
+            user_id,
+            name: name.into(),
+            department: department.into(),
+            role: role.into(),
+        };
+        self.execute::<User>(RecordKind::User, user_id, &command, None, actor, now)
+            .await
+    }
+
+    /// Creates a contact, account or deal from untrusted input.
+    pub async fn create(
+        &self,
+        kind: RecordKind,
+        input: &Input,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        let id = Uuid::now_v7();
+        match kind {
+            RecordKind::Contact => {
+                let changes = ContactChanges::parse(input, &[])?;
+                self.check_references(changes.account_id.flatten(), changes.owner_id.flatten(), &[])
+                    .await?;
+                let command = ContactCommand::CreateContact {
+                    contact_id: id,
+                    changes,
+                };
+                self.execute::<Contact>(kind, id, &command, None, actor, now).await
+            }
+            RecordKind::Account => {
+                let changes = AccountChanges::parse(input, &[])?;
+                self.check_references(None, changes.owner_id.flatten(), &[]).await?;
+                let command = AccountCommand::CreateAccount {
+                    account_id: id,
+                    changes,
+                };
+                self.execute::<Account>(kind, id, &command, None, actor, now).await
+            }
+            RecordKind::Deal => {
+                let (changes, stage) = domain::parse_deal_input(input)?;
+                let contacts = changes.contact_ids.clone().unwrap_or_default();
+                self.check_references(changes.account_id, changes.owner_id.flatten(), &contacts)
+                    .await?;
+                let command = DealCommand::CreateDeal {
+                    deal_id: id,
+                    changes,
+                    stage,
+                };
+                self.execute::<Deal>(kind, id, &command, None, actor, now).await
+            }
+            RecordKind::Interaction | RecordKind::User => Err(not_a_record(kind)),
+        }
+    }
+
+    /// Applies a partial update from untrusted input.
+    pub async fn update(
+        &self,
+        kind: RecordKind,
+        id: Uuid,
+        input: &Input,
+        expected: Option<u64>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        match kind {
+            RecordKind::Contact => {
+                let changes = ContactChanges::parse(input, &[])?;
+                self.check_references(changes.account_id.flatten(), changes.owner_id.flatten(), &[])
+                    .await?;
+                self.execute::<Contact>(
+                    kind,
+                    id,
+                    &ContactCommand::UpdateContact { changes },
+                    expected,
+                    actor,
+                    now,
+                )
+                .await
+            }
+            RecordKind::Account => {
+                let changes = AccountChanges::parse(input, &[])?;
+                self.check_references(None, changes.owner_id.flatten(), &[]).await?;
+                self.execute::<Account>(
+                    kind,
+                    id,
+                    &AccountCommand::UpdateAccount { changes },
+                    expected,
+                    actor,
+                    now,
+                )
+                .await
+            }
+            RecordKind::Deal => {
+                let (changes, stage) = domain::parse_deal_input(input)?;
+                let contacts = changes.contact_ids.clone().unwrap_or_default();
+                self.check_references(changes.account_id, changes.owner_id.flatten(), &contacts)
+                    .await?;
+                self.execute::<Deal>(
+                    kind,
+                    id,
+                    &DealCommand::UpdateDeal { changes, stage },
+                    expected,
+                    actor,
+                    now,
+                )
+                .await
+            }
+            RecordKind::Interaction | RecordKind::User => Err(not_a_record(kind)),
+        }
+    }
+
+    pub async fn archive(
+        &self,
+        kind: RecordKind,
+        id: Uuid,
+        expected: Option<u64>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        match kind {
+            RecordKind::Contact => {
+                self.execute::<Contact>(kind, id, &ContactCommand::ArchiveContact, expected, actor, now)
+                    .await
+            }
+            RecordKind::Account => {
+                self.execute::<Account>(kind, id, &AccountCommand::ArchiveAccount, expected, actor, now)
+                    .await
+            }
+            RecordKind::Deal => {
+                self.execute::<Deal>(kind, id, &DealCommand::ArchiveDeal, expected, actor, now)
+                    .await
+            }
+            RecordKind::Interaction | RecordKind::User => Err(not_a_record(kind)),
+        }
+    }
+
+    pub async fn move_deal(
+        &self,
+        id: Uuid,
+        stage: &str,
+        expected: Option<u64>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        let command = DealCommand::MoveDealStage { stage: stage.into() };
+        self.execute::<Deal>(RecordKind::Deal, id, &command, expected, actor, now)
+            .await
+    }
+
+    pub async fn close_deal(
+        &self,
+        id: Uuid,
+        outcome: &str,
+        reason: Option<&str>,
+        expected: Option<u64>,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        let mut validator = domain::Validator::default();
+        let outcome = validator.check("outcome", DealOutcome::parse(outcome));
+        let reason = reason.and_then(|r| validator.check("reason", domain::values::Text::parse(r)));
+        let outcome = validator.finish(|| outcome.expect("checked"))?;
+        let command = DealCommand::CloseDeal { outcome, reason };
+        self.execute::<Deal>(RecordKind::Deal, id, &command, expected, actor, now)
+            .await
+    }
+
+    /// Logs an interaction; every record it names must exist.
+    pub async fn log_interaction(
+        &self,
+        input: &Input,
+        actor: &Actor,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        let id = Uuid::now_v7();
+        let logged = InteractionLogged::parse(id, input)?;
+        self.require(RecordKind::Contact, logged.contact_id, "contact_id")
+            .await?;
+        self.require(RecordKind::Account, logged.account_id, "account_id")
+            .await?;
+        self.require(RecordKind::Deal, logged.deal_id, "deal_id").await?;
+        let command = InteractionCommand::LogInteraction(logged);
+        self.execute::<Interaction>(RecordKind::Interaction, id, &command, None, actor, occurred_at)
+            .await
+    }
+
+    async fn check_references(
+        &self,
+        account_id: Option<Uuid>,
+        owner_id: Option<Uuid>,
+        contact_ids: &[Uuid],
+    ) -> Result<(), AppError> {
+        if let Some(account_id) = account_id {
+            let account: Account = self.load(RecordKind::Account, account_id).await?;
+            if !account.is_live() {
+                return Err(DomainError::field("account_id", "no such account, or it is archived").into());
+            }
+        }
+        self.require(RecordKind::User, owner_id, "owner_id").await?;
+        for contact_id in contact_ids {
+            self.require(RecordKind::Contact, Some(*contact_id), "contact_ids")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Fails with a field error when `id` names no record of `kind`.
+    async fn require(&self, kind: RecordKind, id: Option<Uuid>, field: &str) -> Result<(), AppError> {
+        let Some(id) = id else { return Ok(()) };
+        if self.store.read_stream(&kind.stream_id(id), 1).await?.is_empty() {
+            return Err(DomainError::field(field, format!("no {kind} has the id {id}")).into());
+        }
+        Ok(())
+    }
+}
+
+fn not_a_record(kind: RecordKind) -> AppError {
+    DomainError::InvalidState(format!("{kind} records are not created or changed this way")).into()
+}
+
+fn encode(event: &Event, occurred_at: DateTime<Utc>) -> NewEvent {
+    let encoded = event.encode();
+    NewEvent {
+        event_type: encoded.event_type.into(),
+        schema_version: encoded.schema_version,
+        data: encoded.data,
+        occurred_at,
+    }
+}

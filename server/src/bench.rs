@@ -1,0 +1,93 @@
+//! `crm bench`: append throughput from many concurrent clients, the figure
+//! the README reports. Kept out of `cargo test`.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use eventstore::{AppendRequest, ExpectedVersion, NewEvent, Store};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub backend: &'static str,
+    pub clients: usize,
+    pub events: usize,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub latency_p50_micros: u128,
+    pub latency_p99_micros: u128,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} clients appended {} events in {:.2}s: {:.0} events/s (append latency p50 {}µs, p99 {}µs)",
+            self.backend,
+            self.clients,
+            self.events,
+            self.seconds,
+            self.events_per_second,
+            self.latency_p50_micros,
+            self.latency_p99_micros
+        )
+    }
+}
+
+/// A contact-sized event (~600 bytes, like the figures in EVENT-STORE-NOTES).
+fn event(n: usize) -> NewEvent {
+    let data = serde_json::json!({
+        "contact_id": Uuid::now_v7(),
+        "changes": {"title": format!("Head of Procurement {n}"), "custom": {"notes": "x".repeat(480)}}
+    });
+    NewEvent {
+        event_type: "ContactUpdated".into(),
+        schema_version: 1,
+        data: data.to_string(),
+        occurred_at: Utc::now(),
+    }
+}
+
+pub async fn append_throughput(store: &Store, clients: usize, appends: usize) -> Result<BenchReport, String> {
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..clients.max(1))
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(appends);
+                for n in 0..appends {
+                    let request = AppendRequest {
+                        stream_id: format!("bench-{}", Uuid::now_v7()),
+                        expected: ExpectedVersion::NoStream,
+                        events: vec![event(n)],
+                        actor: "bench".into(),
+                        correlation_id: None,
+                        causation_id: None,
+                        idempotency_key: None,
+                    };
+                    let sent = std::time::Instant::now();
+                    store.append(request).await.map_err(|e| e.to_string())?;
+                    latencies.push(sent.elapsed());
+                }
+                Ok::<Vec<Duration>, String>(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(clients * appends);
+    for task in tasks {
+        latencies.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let percentile = |p: usize| latencies.get(latencies.len() * p / 100).map_or(0, Duration::as_micros);
+    Ok(BenchReport {
+        backend: store.backend_name(),
+        clients,
+        events: latencies.len(),
+        seconds,
+        events_per_second: latencies.len() as f64 / seconds,
+        latency_p50_micros: percentile(50),
+        latency_p99_micros: percentile(99),
+    })
+}

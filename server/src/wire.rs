@@ -1,0 +1,24 @@
+//! The JSON form of what the outside sees, shared by the command line and
+//! the HTTP API.
+
+use eventstore::RecordedEvent;
+use serde_json::{Value, json};
+
+/// An event as integrations read it: the envelope, and `data` as stored.
+pub fn event_json(event: &RecordedEvent) -> Value {
+    let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+    json!({
+        "position": event.position,
+        "stream_id": event.stream_id,
+        "version": event.version,
+        "type": event.event_type,
+        "schema_version": event.schema_version,
+        "data": data,
+        "actor": event.actor,
+        "occurred_at": event.occurred_at,
+        "recorded_at": event.recorded_at,
+        "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
+        "hash": event.hash,
+    })
+}
