@@ -3,7 +3,7 @@
 
 use futures_util::future::BoxFuture;
 
-use crate::{AppendRequest, AppendResult, RecordedEvent, StoreError};
+use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError};
 
 /// One outcome per request of a committed batch, in request order.
 pub type BatchOutcome = Vec<Result<AppendResult, StoreError>>;
@@ -26,6 +26,20 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Up to `limit` events with a position above `after`, in position order.
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
+
+    /// Up to `limit` events after `after` that match `filter`, in position order.
+    fn read_filtered<'a>(
+        &'a self,
+        filter: &'a LogFilter,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>>;
+
+    /// Stores a read model's state with the position it reflects, replacing
+    /// the previous one in a single statement.
+    fn save_snapshot<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    fn load_snapshot<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
 
     /// The position of the last committed event, 0 for an empty log.
     fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>>;

@@ -121,3 +121,22 @@ pub struct VerifyReport {
 pub fn to_stored_precision(time: DateTime<Utc>) -> DateTime<Utc> {
     time.trunc_subsecs(6)
 }
+
+/// Which events an audit reads: one actor's, within a span of recording time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    pub actor: Option<String>,
+    /// Recorded at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Recorded at or before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A read model's saved state and the last log position folded into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub name: String,
+    pub position: u64,
+    pub data: String,
+    pub saved_at: DateTime<Utc>,
+}

@@ -17,12 +17,12 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::{Connection, PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::backend::{Backend, BatchOutcome};
 use crate::plan::{self, BatchContext, StoredKey, Tail};
-use crate::{AppendRequest, AppendResult, RecordedEvent, StoreError, StoreOptions};
+use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -241,6 +241,63 @@ impl Backend for PostgresBackend {
                 .fetch_all(&self.readers)
                 .await?;
             rows.iter().map(event_from_row).collect()
+        })
+    }
+
+    fn read_filtered<'a>(
+        &'a self,
+        filter: &'a LogFilter,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(async move {
+            let mut query =
+                QueryBuilder::<Postgres>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > "));
+            query.push_bind(after as i64);
+            if let Some(actor) = &filter.actor {
+                query.push(" AND actor = ").push_bind(actor.clone());
+            }
+            if let Some(since) = filter.since {
+                query.push(" AND recorded_at >= ").push_bind(since);
+            }
+            if let Some(until) = filter.until {
+                query.push(" AND recorded_at <= ").push_bind(until);
+            }
+            query.push(" ORDER BY position LIMIT ").push_bind(limit as i64);
+            let rows = query.build().fetch_all(&self.readers).await?;
+            rows.iter().map(event_from_row).collect()
+        })
+    }
+
+    fn save_snapshot<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO snapshots (name, position, data, saved_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, data = excluded.data, saved_at = excluded.saved_at",
+            )
+            .bind(&snapshot.name)
+            .bind(snapshot.position as i64)
+            .bind(&snapshot.data)
+            .bind(snapshot.saved_at)
+            .execute(&self.readers)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn load_snapshot<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT name, position, data, saved_at FROM snapshots WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.readers)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            Ok(Some(Snapshot {
+                name: row.try_get("name")?,
+                position: to_u64(row.try_get("position")?),
+                data: row.try_get("data")?,
+                saved_at: row.try_get("saved_at")?,
+            }))
         })
     }
 

@@ -18,7 +18,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::backend::{Backend, BatchOutcome};
 use crate::plan::{self, BatchContext, StoredKey, Tail};
-use crate::{AppendRequest, AppendResult, RecordedEvent, StoreError, StoreOptions};
+use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions};
 
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -244,6 +244,64 @@ impl Backend for SqliteBackend {
                 .fetch_all(&self.readers)
                 .await?;
             rows.iter().map(event_from_row).collect()
+        })
+    }
+
+    fn read_filtered<'a>(
+        &'a self,
+        filter: &'a LogFilter,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(async move {
+            let mut query =
+                QueryBuilder::<Sqlite>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > "));
+            query.push_bind(after as i64);
+            if let Some(actor) = &filter.actor {
+                query.push(" AND actor = ").push_bind(actor.clone());
+            }
+            if let Some(since) = filter.since {
+                query.push(" AND recorded_at >= ").push_bind(format_time(since));
+            }
+            if let Some(until) = filter.until {
+                query.push(" AND recorded_at <= ").push_bind(format_time(until));
+            }
+            query.push(" ORDER BY position LIMIT ").push_bind(limit as i64);
+            let rows = query.build().fetch_all(&self.readers).await?;
+            rows.iter().map(event_from_row).collect()
+        })
+    }
+
+    fn save_snapshot<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO snapshots (name, position, data, saved_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position, data = excluded.data, saved_at = excluded.saved_at",
+            )
+            .bind(&snapshot.name)
+            .bind(snapshot.position as i64)
+            .bind(&snapshot.data)
+            .bind(format_time(snapshot.saved_at))
+            .execute(&self.writer)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn load_snapshot<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT name, position, data, saved_at FROM snapshots WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.readers)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let position = to_u64(row.try_get("position")?);
+            Ok(Some(Snapshot {
+                name: row.try_get("name")?,
+                position,
+                data: row.try_get("data")?,
+                saved_at: parse_time(position, row.try_get("saved_at")?)?,
+            }))
         })
     }
 

@@ -11,7 +11,7 @@ use crate::backend::Backend;
 use crate::hash::{GENESIS_HASH, event_hash};
 use crate::model::{APPEND_EVENTS_MAX, EVENT_DATA_BYTES_MAX, IDENTIFIER_BYTES_MAX, READ_BATCH_MAX};
 use crate::writer::{self, Pending};
-use crate::{AppendRequest, AppendResult, RecordedEvent, StoreError, VerifyReport};
+use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, VerifyReport};
 
 /// How to open a store, beyond its URL.
 #[derive(Debug, Clone)]
@@ -110,6 +110,28 @@ impl Store {
     /// position seen never skips an event, however many writers there are.
     pub async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.backend.read_all(after, limit.clamp(1, READ_BATCH_MAX)).await
+    }
+
+    /// Up to `limit` events after position `after` that match `filter`.
+    pub async fn read_filtered(
+        &self,
+        filter: &LogFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner
+            .backend
+            .read_filtered(filter, after, limit.clamp(1, READ_BATCH_MAX))
+            .await
+    }
+
+    /// Saves a read model's state with the position it reflects, atomically.
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.inner.backend.save_snapshot(snapshot).await
+    }
+
+    pub async fn load_snapshot(&self, name: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.backend.load_snapshot(name).await
     }
 
     /// The position of the last committed event, 0 for an empty log.

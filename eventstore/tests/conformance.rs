@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use eventstore::testing::{BackendKind, TestDatabase};
-use eventstore::{AppendRequest, ExpectedVersion, NewEvent, RecordedEvent, Store, StoreError};
+use eventstore::{AppendRequest, ExpectedVersion, LogFilter, NewEvent, RecordedEvent, Snapshot, Store, StoreError};
 use uuid::Uuid;
 
 /// Generates one `#[tokio::test]` per case and backend.
@@ -45,6 +45,8 @@ conformance!(
     reopening_the_store_keeps_everything,
     invalid_appends_are_refused_and_change_nothing,
     a_waiting_reader_wakes_on_a_new_append,
+    an_audit_reads_one_actors_events_within_a_time_span,
+    a_snapshot_keeps_its_state_and_position_together,
 );
 
 fn stream() -> String {
@@ -445,4 +447,73 @@ async fn a_waiting_reader_wakes_on_a_new_append(database: &TestDatabase) {
         waited < Duration::from_secs(5),
         "woken by the append, not the timeout ({waited:?})"
     );
+}
+
+async fn an_audit_reads_one_actors_events_within_a_time_span(database: &TestDatabase) {
+    let store = database.open().await;
+    for actor in ["ann", "bob", "ann", "bob", "ann"] {
+        let mut request = append(&stream(), ExpectedVersion::NoStream, 1);
+        request.actor = actor.into();
+        store.append(request).await.expect("append");
+    }
+    let by_ann = LogFilter {
+        actor: Some("ann".into()),
+        ..LogFilter::default()
+    };
+    let positions: Vec<u64> = store
+        .read_filtered(&by_ann, 0, 100)
+        .await
+        .expect("audit")
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(positions, [1, 3, 5]);
+    let paged: Vec<u64> = store
+        .read_filtered(&by_ann, 1, 1)
+        .await
+        .expect("audit page")
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(paged, [3], "pages continue after a cursor position");
+    let log = whole_log(&store).await;
+    let span = LogFilter {
+        actor: None,
+        since: Some(log[1].recorded_at),
+        until: Some(log[3].recorded_at),
+    };
+    let in_span = store.read_filtered(&span, 0, 100).await.expect("audit by time");
+    assert!(
+        in_span
+            .iter()
+            .all(|e| e.recorded_at >= log[1].recorded_at && e.recorded_at <= log[3].recorded_at)
+    );
+    assert!(in_span.iter().any(|e| e.position == 2) && in_span.iter().any(|e| e.position == 4));
+    let future = LogFilter {
+        since: Some(Utc::now() + chrono::Duration::days(1)),
+        ..LogFilter::default()
+    };
+    assert!(store.read_filtered(&future, 0, 100).await.expect("audit").is_empty());
+}
+
+async fn a_snapshot_keeps_its_state_and_position_together(database: &TestDatabase) {
+    let store = database.open().await;
+    assert_eq!(store.load_snapshot("contacts").await.expect("load"), None);
+    let saved_at = eventstore::to_stored_precision(Utc::now());
+    let first = Snapshot {
+        name: "contacts".into(),
+        position: 7,
+        data: r#"{"n":7}"#.into(),
+        saved_at,
+    };
+    store.save_snapshot(&first).await.expect("save");
+    let second = Snapshot {
+        position: 9,
+        data: r#"{"n":9}"#.into(),
+        ..first.clone()
+    };
+    store.save_snapshot(&second).await.expect("replace");
+    store.close().await;
+    let reopened = database.open().await;
+    assert_eq!(reopened.load_snapshot("contacts").await.expect("load"), Some(second));
 }
