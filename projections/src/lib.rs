@@ -1,1 +1,35 @@
-//! Read models folded from the event log (see issue: projections).
+//! Read models folded from the event log: record views, field-level history
+//! and timelines, the pipeline, data quality, neglected accounts and owner
+//! figures. One fold (`CrmModel::apply`) serves live updates, rebuilds and
+//! reports as of any date.
+//!
+//! This crate reads events and never appends them. Every read model can be
+//! thrown away and rebuilt from the log.
+
+mod history;
+mod model;
+mod projector;
+pub mod reports;
+mod views;
+
+pub use history::{ActorRef, FieldChange, HistoryEntry, TimelineItem, history, timeline};
+pub use model::{
+    AccountView, ContactView, CrmModel, DealClosing, DealView, EventRef, InteractionRef, InteractionView,
+    MODEL_VERSION, RecordMeta, UserView,
+};
+pub use projector::{
+    FOLD_BATCH_EVENTS, LIVE_POLL, Projector, RebuildReport, SNAPSHOT_EVERY_EVENTS, SNAPSHOT_NAME, fold,
+};
+pub use views::{record_fields, record_view};
+
+/// Why a read model could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The log could not be read; retry later.
+    #[error(transparent)]
+    Store(#[from] eventstore::StoreError),
+    /// A stored event does not decode: the log was altered or written by
+    /// newer software. Run `crm verify`; upgrade if it passes.
+    #[error("the log holds an unreadable event at position {position}: {reason}")]
+    Unreadable { position: u64, reason: String },
+}

@@ -1,0 +1,64 @@
+//! The JSON views of records that the API and the command line show: the
+//! record's fields, flattened, with its version, times, interaction count,
+//! owner and archived flag.
+
+use domain::RecordKind;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::model::{CrmModel, RecordMeta};
+
+fn with_meta(id: Uuid, kind: RecordKind, fields: Value, meta: &RecordMeta) -> Value {
+    let mut view = Map::new();
+    view.insert("id".into(), json!(id));
+    view.insert("kind".into(), json!(kind));
+    if let Value::Object(fields) = fields {
+        view.extend(fields);
+    }
+    view.insert("version".into(), json!(meta.version));
+    view.insert("created_at".into(), json!(meta.created_at));
+    view.insert("updated_at".into(), json!(meta.updated_at));
+    view.insert("last_touched_at".into(), json!(meta.last_touched_at));
+    view.insert("interaction_count".into(), json!(meta.interaction_count));
+    view.insert("archived".into(), json!(meta.archived));
+    Value::Object(view)
+}
+
+/// The fields of a record as history compares them: its own fields, plus
+/// stage and status for deals and the archived flag. `None` if unknown.
+pub fn record_fields(model: &CrmModel, kind: RecordKind, id: Uuid) -> Option<Map<String, Value>> {
+    let (fields, archived) = match kind {
+        RecordKind::Contact => model.contacts.get(&id).map(|r| (json!(r.fields), r.meta.archived))?,
+        RecordKind::Account => model.accounts.get(&id).map(|r| (json!(r.fields), r.meta.archived))?,
+        RecordKind::Deal => {
+            let deal = model.deals.get(&id)?;
+            let mut fields = json!(deal.fields);
+            fields["stage"] = json!(deal.stage);
+            fields["status"] = json!(deal.status);
+            if let Some(closed) = &deal.closed {
+                fields["close_reason"] = json!(closed.reason);
+            }
+            (fields, deal.meta.archived)
+        }
+        RecordKind::Interaction => model.interactions.get(&id).map(|r| (json!(r.logged), false))?,
+        RecordKind::User => model.users.get(&id).map(|u| {
+            (
+                json!({"name": u.name, "department": u.department, "role": u.role}),
+                false,
+            )
+        })?,
+    };
+    let Value::Object(mut fields) = fields else { return None };
+    if matches!(kind, RecordKind::Contact | RecordKind::Account | RecordKind::Deal) {
+        fields.insert("archived".into(), json!(archived));
+    }
+    Some(fields)
+}
+
+/// The view of one contact, account or deal; `None` if there is no such record.
+pub fn record_view(model: &CrmModel, kind: RecordKind, id: Uuid) -> Option<Value> {
+    let meta = model.meta(kind, id)?;
+    let mut fields = record_fields(model, kind, id)?;
+    fields.remove("archived");
+    Some(with_meta(id, kind, Value::Object(fields), meta))
+}

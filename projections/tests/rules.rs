@@ -1,0 +1,409 @@
+//! Each report rule with a fixed clock, including its edges.
+
+mod support;
+
+use domain::{Pipeline, RecordKind};
+use projections::reports::{self, QualityThresholds};
+use serde_json::json;
+use support::{History, day0, days_ago};
+use uuid::Uuid;
+
+fn thresholds() -> QualityThresholds {
+    QualityThresholds {
+        stale_days: 90,
+        never_updated_days: 30,
+    }
+}
+
+fn ids<T>(entries: &[T], id: impl Fn(&T) -> Uuid) -> Vec<Uuid> {
+    entries.iter().map(id).collect()
+}
+
+fn quality(history: &History) -> reports::DataQualityReport {
+    reports::data_quality(&history.model(), &Pipeline::default(), day0(), thresholds())
+}
+
+#[test]
+fn a_record_exactly_stale_days_old_is_not_stale_one_second_more_is() {
+    let mut history = History::default();
+    let exact = history.contact(json!({"name": "Exactly Ninety"}), "system", days_ago(90));
+    let older = history.contact(
+        json!({"name": "Ninety And A Bit"}),
+        "system",
+        days_ago(90) - chrono::Duration::seconds(1),
+    );
+    let stale = ids(&quality(&history).stale, |e| e.id);
+    assert_eq!(stale, [older], "{exact} is exactly 90 days old and not stale yet");
+}
+
+#[test]
+fn an_interaction_alone_resets_the_clock_and_is_named_as_the_reason() {
+    let mut history = History::default();
+    let touched = history.contact(json!({"name": "Called Lately"}), "system", days_ago(200));
+    let untouched = history.contact(json!({"name": "Never Called"}), "system", days_ago(200));
+    let call = history.interaction(json!({"contact_id": touched.to_string()}), "system", days_ago(10));
+    let report = quality(&history);
+    assert_eq!(ids(&report.stale, |e| e.id), [untouched]);
+    let model = history.model();
+    let contact = &model.contacts[&touched];
+    assert_eq!((contact.meta.version, contact.meta.interaction_count), (1, 1));
+    assert_eq!(contact.meta.last_touched_at, days_ago(10));
+    assert_eq!(contact.meta.last_touch.event_type, "InteractionLogged");
+    assert_eq!(model.interactions[&call].at.position, contact.meta.last_touch.position);
+    let stale = &report.stale[0];
+    assert_eq!(
+        (stale.days_since_touch, stale.clock_reset_by.event_type.as_str()),
+        (200, "ContactCreated")
+    );
+    assert!(stale.reason.contains("200 days"), "{}", stale.reason);
+}
+
+#[test]
+fn a_backfilled_interaction_does_not_move_the_clock_back() {
+    let mut history = History::default();
+    let contact = history.contact(json!({"name": "Imported"}), "system", days_ago(5));
+    history.interaction(json!({"contact_id": contact.to_string()}), "system", days_ago(400));
+    let model = history.model();
+    assert_eq!(model.contacts[&contact].meta.last_touched_at, days_ago(5));
+    assert_eq!(model.contacts[&contact].meta.last_touch.event_type, "ContactCreated");
+}
+
+#[test]
+fn never_updated_means_no_change_and_no_interaction_since_creation() {
+    let mut history = History::default();
+    let idle = history.contact(json!({"name": "Idle"}), "system", days_ago(31));
+    let edited = history.contact(json!({"name": "Edited"}), "system", days_ago(60));
+    history.update_contact(edited, json!({"title": "CTO"}), "system", days_ago(50));
+    let called = history.contact(json!({"name": "Called"}), "system", days_ago(60));
+    history.interaction(json!({"contact_id": called.to_string()}), "system", days_ago(59));
+    let young = history.contact(json!({"name": "Thirty Days Exactly"}), "system", days_ago(30));
+    let report = quality(&history);
+    assert_eq!(
+        ids(&report.never_updated, |e| e.id),
+        [idle],
+        "{young} is exactly 30 days old"
+    );
+}
+
+#[test]
+fn archived_records_leave_every_report() {
+    let mut history = History::default();
+    let account = history.account(json!({"name": "Gone Inc"}), "system", days_ago(300));
+    let contact = history.contact(
+        json!({"name": "Gone", "account_id": account.to_string(), "lifecycle_stage": "customer"}),
+        "system",
+        days_ago(300),
+    );
+    history.contact(
+        json!({"name": "Gone", "account_id": account.to_string()}),
+        "system",
+        days_ago(300),
+    );
+    history.archive_contact(contact, "system", days_ago(200));
+    let report = quality(&history);
+    assert!(!report.stale.iter().any(|e| e.id == contact));
+    assert!(!report.incomplete.iter().any(|e| e.id == contact));
+    assert!(
+        report.duplicates.is_empty(),
+        "an archived contact is nobody's duplicate: {:?}",
+        report.duplicates
+    );
+    let neglected = reports::neglected_accounts(&history.model(), day0(), 30);
+    assert!(neglected.accounts.is_empty(), "its only customer contact is archived");
+}
+
+#[test]
+fn records_with_no_owner_are_listed_without_one_and_counted_as_unowned() {
+    let mut history = History::default();
+    let ann = history.user("Ann", "Sales", days_ago(400));
+    let owned = history.contact(
+        json!({"name": "Owned", "owner_id": ann.to_string(), "email": "o@x.com"}),
+        &ann.to_string(),
+        days_ago(100),
+    );
+    let orphan = history.contact(json!({"name": "Orphan", "email": "p@x.com"}), "system", days_ago(100));
+    let report = quality(&history);
+    let stale_orphan = report
+        .stale
+        .iter()
+        .find(|e| e.id == orphan)
+        .expect("the orphan is stale");
+    assert_eq!(stale_orphan.owner, None);
+    let stale_owned = report
+        .stale
+        .iter()
+        .find(|e| e.id == owned)
+        .expect("the owned contact is stale");
+    assert_eq!(
+        stale_owned
+            .owner
+            .as_ref()
+            .map(|o| (o.name.as_str(), o.department.as_str())),
+        Some(("Ann", "Sales"))
+    );
+    let owners = reports::owners(&history.model(), day0(), thresholds());
+    assert_eq!(owners.unowned.records, 1);
+    assert_eq!(owners.unowned.stale, 1);
+    let ann_line = owners
+        .owners
+        .iter()
+        .find(|l| l.owner.as_ref().is_some_and(|o| o.id == ann))
+        .expect("Ann's line");
+    assert_eq!(
+        (ann_line.contacts, ann_line.stale, ann_line.stale_share),
+        (1, 1, Some(1.0))
+    );
+    assert_eq!(ann_line.last_activity_at, Some(days_ago(100)));
+}
+
+#[test]
+fn incomplete_contacts_name_what_is_missing_and_score_completeness() {
+    let mut history = History::default();
+    let ann = history.user("Ann", "Sales", days_ago(10));
+    let account = history.account(
+        json!({"name": "Acme", "domain": "acme.com", "owner_id": ann.to_string()}),
+        "system",
+        days_ago(5),
+    );
+    let bare = history.contact(json!({"name": "Bare"}), "system", day0());
+    let phone_only = history.contact(
+        json!({"name": "Phone Only", "phone": "+44 20 7946 0958", "owner_id": ann.to_string()}),
+        "system",
+        day0(),
+    );
+    history.contact(json!({"name": "Complete", "email": "c@acme.com", "owner_id": ann.to_string(), "account_id": account.to_string()}), "system", day0());
+    let report = quality(&history);
+    let entries: Vec<(Uuid, Vec<&str>, f64)> = report
+        .incomplete
+        .iter()
+        .map(|e| (e.id, e.missing.clone(), e.completeness))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (bare, vec!["email or phone", "owner", "account"], 0.0),
+            (phone_only, vec!["account"], 0.67)
+        ]
+    );
+}
+
+#[test]
+fn duplicates_group_by_normalised_email_phone_or_name_within_an_account() {
+    let mut history = History::default();
+    let acme = history.account(json!({"name": "Acme"}), "system", day0());
+    let other = history.account(json!({"name": "Other"}), "system", day0());
+    let a = history.contact(json!({"name": "Ada", "email": "Ada@Acme.com"}), "system", day0());
+    let b = history.contact(
+        json!({"name": "A. Lovelace", "email": "ada@acme.COM"}),
+        "system",
+        day0(),
+    );
+    let c = history.contact(json!({"name": "Grace", "phone": "+1 415 555 2671"}), "system", day0());
+    let d = history.contact(
+        json!({"name": "G. Hopper", "phone": "+1-415-555-2671"}),
+        "system",
+        day0(),
+    );
+    let e = history.contact(
+        json!({"name": "Alan  Turing", "account_id": acme.to_string()}),
+        "system",
+        day0(),
+    );
+    let f = history.contact(
+        json!({"name": "alan turing", "account_id": acme.to_string()}),
+        "system",
+        day0(),
+    );
+    history.contact(
+        json!({"name": "Alan Turing", "account_id": other.to_string()}),
+        "system",
+        day0(),
+    );
+    let groups: Vec<(String, Vec<Uuid>)> = quality(&history)
+        .duplicates
+        .iter()
+        .map(|g| (g.reason.clone(), ids(&g.records, |m| m.id)))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("same email".to_string(), vec![a, b]),
+            ("same name within one account".to_string(), vec![e, f]),
+            ("same phone".to_string(), vec![c, d]),
+        ]
+    );
+}
+
+#[test]
+fn deals_rot_after_their_stage_rotting_days_measured_from_entering_the_stage() {
+    let mut history = History::default();
+    let acme = history.account(json!({"name": "Acme"}), "system", days_ago(100));
+    let deal = |h: &mut History, title: &str| {
+        h.deal(
+            json!({"title": title, "account_id": acme.to_string()}),
+            "system",
+            days_ago(60),
+        )
+    };
+    let rotting = deal(&mut history, "Stuck in proposal");
+    history.move_deal(rotting, "proposal", "system", days_ago(11));
+    let fresh = deal(&mut history, "Just moved");
+    history.move_deal(fresh, "negotiation", "system", days_ago(7));
+    let closed = deal(&mut history, "Won long ago");
+    history.close_deal(closed, true, "system", days_ago(50));
+    let report = reports::pipeline(&history.model(), &Pipeline::default(), day0());
+    assert_eq!(
+        ids(&report.rotting_deals, |d| d.id),
+        [rotting],
+        "negotiation rots after 7 days: exactly 7 is not rotting"
+    );
+    assert_eq!(report.rotting_deals[0].clock_reset_by.event_type, "DealStageChanged");
+    assert_eq!((report.won, report.lost, report.win_rate), (1, 0, Some(1.0)));
+    let quality_rotting = ids(&quality(&history).rotting_deals, |d| d.id);
+    assert_eq!(quality_rotting, [rotting], "one rule, two reports");
+}
+
+#[test]
+fn pipeline_sums_amounts_per_currency_and_weights_them_by_stage() {
+    let mut history = History::default();
+    let acme = history.account(json!({"name": "Acme"}), "system", days_ago(10));
+    let amount = |value: i64, currency: &str| json!({"value_minor": value, "currency": currency});
+    history.deal(
+        json!({"title": "A", "account_id": acme.to_string(), "stage": "proposal", "amount": amount(100_000, "EUR")}),
+        "system",
+        days_ago(4),
+    );
+    history.deal(
+        json!({"title": "B", "account_id": acme.to_string(), "stage": "proposal", "amount": amount(50_000, "EUR")}),
+        "system",
+        days_ago(2),
+    );
+    history.deal(
+        json!({"title": "C", "account_id": acme.to_string(), "stage": "lead", "amount": amount(9_999, "USD")}),
+        "system",
+        days_ago(1),
+    );
+    let report = reports::pipeline(&history.model(), &Pipeline::default(), day0());
+    let proposal = report
+        .stages
+        .iter()
+        .find(|s| s.stage == "proposal")
+        .expect("proposal line");
+    assert_eq!(proposal.count, 2);
+    assert_eq!(proposal.amount.get("EUR"), Some(&150_000));
+    assert_eq!(proposal.weighted_amount.get("EUR"), Some(&75_000));
+    assert_eq!(proposal.average_days_in_stage, Some(3.0));
+    let stage_order: Vec<&str> = report.stages.iter().map(|s| s.stage.as_str()).collect();
+    assert_eq!(stage_order, ["lead", "qualified", "proposal", "negotiation"]);
+    assert_eq!(
+        report.totals.weighted_amount.get("USD"),
+        Some(&999),
+        "10% of 9,999 rounds down"
+    );
+    assert_eq!(report.win_rate, None);
+}
+
+#[test]
+fn neglected_accounts_have_open_deals_or_customers_and_no_recent_interaction() {
+    let mut history = History::default();
+    let ann = history.user("Ann", "Sales", days_ago(500));
+    let sam = history.user("Sam", "Support", days_ago(500));
+    let quiet = history.account(
+        json!({"name": "Quiet", "owner_id": ann.to_string()}),
+        &ann.to_string(),
+        days_ago(400),
+    );
+    let customer = history.contact(
+        json!({"name": "Cust", "account_id": quiet.to_string(), "lifecycle_stage": "customer"}),
+        &ann.to_string(),
+        days_ago(400),
+    );
+    history.interaction(
+        json!({"contact_id": customer.to_string()}),
+        &sam.to_string(),
+        days_ago(31),
+    );
+    let busy = history.account(json!({"name": "Busy"}), "system", days_ago(400));
+    history.deal(
+        json!({"title": "Open", "account_id": busy.to_string()}),
+        "system",
+        days_ago(300),
+    );
+    history.interaction(json!({"account_id": busy.to_string()}), "system", days_ago(30));
+    let never = history.account(json!({"name": "Never"}), "system", days_ago(10));
+    history.deal(
+        json!({"title": "Open too", "account_id": never.to_string()}),
+        "system",
+        days_ago(10),
+    );
+    let idle = history.account(json!({"name": "Nothing to lose"}), "system", days_ago(400));
+    let report = reports::neglected_accounts(&history.model(), day0(), 30);
+    assert_eq!(
+        ids(&report.accounts, |a| a.id),
+        [never, quiet],
+        "never contacted first; {busy} was called exactly 30 days ago; {idle} has nothing open"
+    );
+    let quiet_line = &report.accounts[1];
+    assert_eq!(quiet_line.days_since_interaction, Some(31));
+    assert_eq!(
+        quiet_line.departments,
+        ["Sales", "Support"],
+        "the contact's call touched the account"
+    );
+    assert_eq!(quiet_line.customer_contacts, 1);
+    assert!(report.accounts[0].reason.contains("no interaction ever"));
+}
+
+#[test]
+fn changing_a_threshold_applies_to_all_history() {
+    let mut history = History::default();
+    history.contact(json!({"name": "Forty Days"}), "system", days_ago(40));
+    let model = history.model();
+    let strict = reports::data_quality(
+        &model,
+        &Pipeline::default(),
+        day0(),
+        QualityThresholds {
+            stale_days: 30,
+            never_updated_days: 30,
+        },
+    );
+    let lenient = reports::data_quality(&model, &Pipeline::default(), day0(), thresholds());
+    assert_eq!((strict.summary.stale, lenient.summary.stale), (1, 0));
+}
+
+#[test]
+fn history_names_each_changed_field_with_from_to_and_the_actor() {
+    let mut history = History::default();
+    let ann = history.user("Ann", "Sales", days_ago(10));
+    let contact = history.contact(
+        json!({"name": "Ada", "email": "ada@acme.com"}),
+        &ann.to_string(),
+        days_ago(5),
+    );
+    history.update_contact(
+        contact,
+        json!({"email": null, "title": "Countess"}),
+        &ann.to_string(),
+        days_ago(4),
+    );
+    history.archive_contact(contact, "system", days_ago(3));
+    let stream: Vec<_> = history
+        .log
+        .iter()
+        .filter(|e| e.stream_id == RecordKind::Contact.stream_id(contact))
+        .cloned()
+        .collect();
+    let entries = projections::history(RecordKind::Contact, contact, &stream, &history.model()).expect("history");
+    let changes = serde_json::to_value(entries.iter().map(|e| &e.changes).collect::<Vec<_>>()).expect("json");
+    assert_eq!(changes[0]["name"], json!({"from": null, "to": "Ada"}));
+    assert_eq!(
+        changes[1],
+        json!({"email": {"from": "ada@acme.com", "to": null}, "title": {"from": null, "to": "Countess"}})
+    );
+    assert_eq!(changes[2], json!({"archived": {"from": false, "to": true}}));
+    assert_eq!(
+        (entries[1].actor.name.as_deref(), entries[1].actor.department.as_deref()),
+        (Some("Ann"), Some("Sales"))
+    );
+}

@@ -1,0 +1,227 @@
+//! Building histories by hand: each call decides a command with the domain
+//! and records its events at a chosen business time, as the store would.
+
+#![allow(dead_code)]
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use domain::*;
+use eventstore::{GENESIS_HASH, RecordedEvent};
+use projections::CrmModel;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The fixed "now" of the tests.
+pub fn day0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).single().expect("valid time")
+}
+
+pub fn days_ago(days: i64) -> DateTime<Utc> {
+    day0() - Duration::days(days)
+}
+
+#[derive(Debug, Default)]
+pub struct History {
+    pub log: Vec<RecordedEvent>,
+    n_ids: u128,
+}
+
+fn input(value: Value) -> Input {
+    value.as_object().cloned().expect("object input")
+}
+
+impl History {
+    pub fn new_id(&mut self) -> Uuid {
+        self.n_ids += 1;
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + self.n_ids)
+    }
+
+    fn stream(&self, kind: RecordKind, id: Uuid) -> Vec<Event> {
+        self.log
+            .iter()
+            .filter(|e| e.stream_id == kind.stream_id(id))
+            .map(|e| Event::decode(&e.event_type, e.schema_version, &e.data).expect("decodes"))
+            .collect()
+    }
+
+    /// Records `events` as appended by `actor` at business time `at`.
+    pub fn record(&mut self, kind: RecordKind, id: Uuid, events: Vec<Event>, actor: &str, at: DateTime<Utc>) {
+        let version = self.stream(kind, id).len() as u64;
+        for (offset, event) in events.into_iter().enumerate() {
+            let encoded = event.encode();
+            let position = self.log.len() as u64 + 1;
+            self.log.push(RecordedEvent {
+                position,
+                stream_id: kind.stream_id(id),
+                version: version + 1 + offset as u64,
+                event_type: encoded.event_type.into(),
+                schema_version: encoded.schema_version,
+                data: encoded.data,
+                actor: actor.into(),
+                occurred_at: at,
+                recorded_at: day0(),
+                correlation_id: None,
+                causation_id: None,
+                hash: GENESIS_HASH.into(),
+            });
+        }
+    }
+
+    fn decide<A: Aggregate>(
+        &mut self,
+        kind: RecordKind,
+        id: Uuid,
+        command: A::Command,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) {
+        self.try_decide::<A>(kind, id, command, actor, at)
+            .expect("test commands are valid");
+    }
+
+    /// Decides and records; a refused command records nothing.
+    pub fn try_decide<A: Aggregate>(
+        &mut self,
+        kind: RecordKind,
+        id: Uuid,
+        command: A::Command,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        let state = A::fold(&self.stream(kind, id));
+        let events = state.decide(&command, &Rules::default())?;
+        self.record(kind, id, events, actor, at);
+        Ok(())
+    }
+
+    pub fn user(&mut self, name: &str, department: &str, at: DateTime<Utc>) -> Uuid {
+        let id = self.new_id();
+        let command = UserCommand::RegisterUser {
+            user_id: id,
+            name: name.into(),
+            department: department.into(),
+            role: "member".into(),
+        };
+        self.decide::<User>(RecordKind::User, id, command, "system", at);
+        id
+    }
+
+    pub fn account(&mut self, fields: Value, actor: &str, at: DateTime<Utc>) -> Uuid {
+        let id = self.new_id();
+        let changes = AccountChanges::parse(&input(fields), &[]).expect("valid");
+        self.decide::<Account>(
+            RecordKind::Account,
+            id,
+            AccountCommand::CreateAccount {
+                account_id: id,
+                changes,
+            },
+            actor,
+            at,
+        );
+        id
+    }
+
+    pub fn contact(&mut self, fields: Value, actor: &str, at: DateTime<Utc>) -> Uuid {
+        let id = self.new_id();
+        let changes = ContactChanges::parse(&input(fields), &[]).expect("valid");
+        self.decide::<Contact>(
+            RecordKind::Contact,
+            id,
+            ContactCommand::CreateContact {
+                contact_id: id,
+                changes,
+            },
+            actor,
+            at,
+        );
+        id
+    }
+
+    pub fn update_contact(&mut self, id: Uuid, fields: Value, actor: &str, at: DateTime<Utc>) {
+        let changes = ContactChanges::parse(&input(fields), &[]).expect("valid");
+        self.decide::<Contact>(
+            RecordKind::Contact,
+            id,
+            ContactCommand::UpdateContact { changes },
+            actor,
+            at,
+        );
+    }
+
+    pub fn archive_contact(&mut self, id: Uuid, actor: &str, at: DateTime<Utc>) {
+        self.decide::<Contact>(RecordKind::Contact, id, ContactCommand::ArchiveContact, actor, at);
+    }
+
+    pub fn deal(&mut self, fields: Value, actor: &str, at: DateTime<Utc>) -> Uuid {
+        let id = self.new_id();
+        let (changes, stage) = parse_deal_input(&input(fields)).expect("valid");
+        self.decide::<Deal>(
+            RecordKind::Deal,
+            id,
+            DealCommand::CreateDeal {
+                deal_id: id,
+                changes,
+                stage,
+            },
+            actor,
+            at,
+        );
+        id
+    }
+
+    pub fn move_deal(&mut self, id: Uuid, stage: &str, actor: &str, at: DateTime<Utc>) {
+        self.decide::<Deal>(
+            RecordKind::Deal,
+            id,
+            DealCommand::MoveDealStage { stage: stage.into() },
+            actor,
+            at,
+        );
+    }
+
+    pub fn close_deal(&mut self, id: Uuid, won: bool, actor: &str, at: DateTime<Utc>) {
+        let outcome = if won { DealOutcome::Won } else { DealOutcome::Lost };
+        self.decide::<Deal>(
+            RecordKind::Deal,
+            id,
+            DealCommand::CloseDeal { outcome, reason: None },
+            actor,
+            at,
+        );
+    }
+
+    pub fn interaction(&mut self, subject: Value, actor: &str, at: DateTime<Utc>) -> Uuid {
+        let id = self.new_id();
+        let mut fields = json!({"kind": "call", "summary": "Checked in"});
+        if let (Some(fields), Some(subject)) = (fields.as_object_mut(), subject.as_object()) {
+            fields.extend(subject.clone());
+        }
+        let logged = InteractionLogged::parse(id, &input(fields)).expect("valid");
+        self.decide::<Interaction>(
+            RecordKind::Interaction,
+            id,
+            InteractionCommand::LogInteraction(logged),
+            actor,
+            at,
+        );
+        id
+    }
+
+    /// The model folded from the whole history.
+    pub fn model(&self) -> CrmModel {
+        self.model_until(None)
+    }
+
+    /// The model folded from the events that had happened by `until`.
+    pub fn model_until(&self, until: Option<DateTime<Utc>>) -> CrmModel {
+        let mut model = CrmModel::default();
+        for recorded in &self.log {
+            if until.is_some_and(|t| recorded.occurred_at > t) {
+                continue;
+            }
+            let event = Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data).expect("decodes");
+            model.apply(recorded, &event);
+        }
+        model
+    }
+}
