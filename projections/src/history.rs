@@ -63,11 +63,27 @@ pub(crate) fn decode(recorded: &RecordedEvent) -> Result<Event, ProjectionError>
     })
 }
 
+/// Null, false, "", [] and {}: what a new record's unset fields hold.
+fn is_blank(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(false) => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.is_empty(),
+        Value::Number(_) | Value::Bool(true) => false,
+    }
+}
+
+/// The fields whose value differs between two states. A record's first entry
+/// lists only the fields it was created with, not every unset one.
 fn diff(before: &Map<String, Value>, after: &Map<String, Value>) -> BTreeMap<String, FieldChange> {
     let mut changes = BTreeMap::new();
     for key in before.keys().chain(after.keys()) {
         let from = before.get(key).cloned().unwrap_or(Value::Null);
         let to = after.get(key).cloned().unwrap_or(Value::Null);
+        if before.is_empty() && is_blank(&to) {
+            continue;
+        }
         if from != to {
             changes.insert(key.clone(), FieldChange { from, to });
         }

@@ -15,6 +15,11 @@ use uuid::Uuid;
 /// when the caller did not pin a version.
 const CONFLICT_RETRIES_MAX: usize = 5;
 
+/// How far ahead of this clock a business time may lie (other clocks drift).
+/// Anything later would be an event that has not happened yet, which would
+/// make live reports disagree with reports "as of now".
+const OCCURRED_AT_SKEW_MAX: chrono::Duration = chrono::Duration::minutes(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The domain refused the command: a 4xx for the caller.
@@ -100,6 +105,9 @@ impl App {
         actor: &Actor,
         occurred_at: DateTime<Utc>,
     ) -> Result<Outcome, AppError> {
+        if occurred_at > Utc::now() + OCCURRED_AT_SKEW_MAX {
+            return Err(DomainError::field("occurred_at", "lies in the future; log things that have happened").into());
+        }
         for _ in 0..CONFLICT_RETRIES_MAX {
             let state: A = self.load(kind, id).await?;
             if let Some(expected) = expected

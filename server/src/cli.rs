@@ -30,9 +30,12 @@ pub struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Pipeline stages as a JSON file: [{"name", "probability_percent", "rotting_days"}, ...].
+    #[arg(long, global = true, env = "CRM_PIPELINE_FILE", value_name = "FILE")]
+    pipeline: Option<std::path::PathBuf>,
     /// The user id recorded as the actor of changes made from the command line.
     #[arg(long = "as", global = true, env = "CRM_ACTOR", value_name = "USER_ID")]
-    actor: Option<Uuid>,
+    acting_user: Option<Uuid>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,6 +87,34 @@ enum Command {
     },
     /// Walk the hash chain and report the first altered event, if any.
     Verify,
+    /// A report, live or as of a past date.
+    Report {
+        #[command(subcommand)]
+        report: ReportKind,
+        /// Report as of this time (RFC 3339): folds the events that had happened by then.
+        #[arg(long, global = true)]
+        as_of: Option<chrono::DateTime<Utc>>,
+    },
+    /// Every change to a record, oldest first, with who made it.
+    History { kind: RecordKind, id: Uuid },
+    /// Changes and interactions of a record together, newest first.
+    Timeline { kind: RecordKind, id: Uuid },
+    /// Who changed what, across all records.
+    Audit {
+        /// Only this user's changes.
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        since: Option<chrono::DateTime<Utc>>,
+        #[arg(long)]
+        until: Option<chrono::DateTime<Utc>>,
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Replay the whole log into fresh read models.
+    Rebuild,
     /// Measure append throughput on the configured database (use a scratch one).
     Bench {
         /// Concurrent clients; each appends single events to its own streams.
@@ -92,6 +123,31 @@ enum Command {
         /// Appends per client.
         #[arg(long, default_value_t = 1000)]
         appends: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportKind {
+    /// Open deals per stage, weighted amounts, win rate, rotting deals.
+    Pipeline,
+    /// Stale, never-updated, incomplete and duplicate records; rotting deals.
+    DataQuality {
+        #[arg(long, default_value_t = 90)]
+        stale_days: u32,
+        #[arg(long, default_value_t = 30)]
+        never_updated_days: u32,
+    },
+    /// Accounts with open deals or customers and no interaction for DAYS.
+    NeglectedAccounts {
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Per owner: records owned, stale and never-updated counts, last activity.
+    Owners {
+        #[arg(long, default_value_t = 90)]
+        stale_days: u32,
+        #[arg(long, default_value_t = 30)]
+        never_updated_days: u32,
     },
 }
 
@@ -174,11 +230,23 @@ fn describe(error: AppError) -> String {
     }
 }
 
+fn load_pipeline(path: Option<&std::path::Path>) -> Result<domain::Pipeline, String> {
+    let Some(path) = path else {
+        return Ok(domain::Pipeline::default());
+    };
+    let raw =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read pipeline file {}: {e}", path.display()))?;
+    let stages: Vec<domain::StageDefinition> =
+        serde_json::from_str(&raw).map_err(|e| format!("pipeline file {}: {e}", path.display()))?;
+    domain::Pipeline::new(stages).map_err(|e| format!("pipeline file {}: {e}", path.display()))
+}
+
 async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
+    let pipeline = load_pipeline(cli.pipeline.as_deref())?;
     let store = open(config).await?;
-    let app = App::new(store.clone(), Rules::default());
+    let app = App::new(store.clone(), Rules { pipeline });
     let mut actor = Actor::system();
-    if let Some(user_id) = cli.actor {
+    if let Some(user_id) = cli.acting_user {
         let user: User = app.load(RecordKind::User, user_id).await.map_err(describe)?;
         if user.registered.is_none() {
             return Err(format!("--as {user_id}: no such user"));
@@ -242,6 +310,76 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
         Command::Show { kind, id } => show(&app, kind, id).await,
         Command::Events { after, limit } => events(&store, after, limit).await,
         Command::Verify => verify(&store).await,
+        Command::Report { report, as_of } => run_report(&app, report, as_of, now).await,
+        Command::History { kind, id } => {
+            let projector = projector(&store).await?;
+            let entries = crate::queries::history(&projector, kind, id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let value = serde_json::to_value(&entries).unwrap_or(Value::Null);
+            Ok(Output {
+                text: crate::render::history(&value),
+                value: json!({"items": value}),
+            })
+        }
+        Command::Timeline { kind, id } => {
+            let projector = projector(&store).await?;
+            let items = crate::queries::timeline(&projector, kind, id)
+                .await
+                .map_err(|e| e.to_string())?;
+            let value = serde_json::to_value(&items).unwrap_or(Value::Null);
+            Ok(Output {
+                text: serde_json::to_string_pretty(&value).unwrap_or_default(),
+                value: json!({"items": value}),
+            })
+        }
+        Command::Audit {
+            actor,
+            since,
+            until,
+            after,
+            limit,
+        } => {
+            let filter = eventstore::LogFilter { actor, since, until };
+            let events = store
+                .read_filtered(&filter, after, limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            let projector = projector(&store).await?;
+            let items: Vec<Value> = projector
+                .read(|model| events.iter().map(|e| crate::wire::audit_json(model, e)).collect())
+                .await;
+            let text = items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{:>8}  {}  {:<20} {:<18} {}",
+                        i["position"],
+                        i["recorded_at"].as_str().unwrap_or(""),
+                        i["actor"]["name"].as_str().unwrap_or("?"),
+                        i["type"].as_str().unwrap_or(""),
+                        i["stream_id"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let next = events.last().map(|e| e.position);
+            Ok(Output {
+                value: json!({"items": items, "next_cursor": next}),
+                text,
+            })
+        }
+        Command::Rebuild => {
+            let projector = projector(&store).await?;
+            let report = projector.rebuild().await.map_err(|e| e.to_string())?;
+            Ok(Output {
+                value: json!({"events": report.events, "millis": report.millis}),
+                text: format!(
+                    "rebuilt the read models from {} events in {} ms",
+                    report.events, report.millis
+                ),
+            })
+        }
         Command::Bench { clients, appends } => {
             crate::bench::append_throughput(&store, clients, appends)
                 .await
@@ -253,6 +391,60 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
     };
     store.close().await;
     result
+}
+
+async fn projector(store: &Store) -> Result<std::sync::Arc<projections::Projector>, String> {
+    projections::Projector::open(store.clone())
+        .await
+        .map_err(|e| format!("cannot bring the read models up to date: {e}"))
+}
+
+async fn run_report(
+    app: &App,
+    report: ReportKind,
+    as_of: Option<chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) -> Result<Output, String> {
+    use crate::queries::ReportRequest;
+    use projections::reports::QualityThresholds;
+    let projector = projector(&app.store).await?;
+    let (request, render): (ReportRequest, fn(&Value) -> String) = match report {
+        ReportKind::Pipeline => (ReportRequest::Pipeline, crate::render::pipeline),
+        ReportKind::DataQuality {
+            stale_days,
+            never_updated_days,
+        } => (
+            ReportRequest::DataQuality(QualityThresholds {
+                stale_days,
+                never_updated_days,
+            }),
+            crate::render::data_quality,
+        ),
+        ReportKind::NeglectedAccounts { days } => (
+            ReportRequest::NeglectedAccounts { days },
+            crate::render::neglected_accounts,
+        ),
+        ReportKind::Owners {
+            stale_days,
+            never_updated_days,
+        } => (
+            ReportRequest::Owners(QualityThresholds {
+                stale_days,
+                never_updated_days,
+            }),
+            crate::render::owners,
+        ),
+    };
+    let value = crate::queries::report(&projector, &app.rules.pipeline, &request, as_of, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    if as_of.is_none() {
+        projector.save_snapshot().await.map_err(|e| e.to_string())?;
+    }
+    Ok(Output {
+        text: render(&value),
+        value,
+    })
 }
 
 fn changed(outcome: Outcome) -> Result<Output, String> {

@@ -6,4 +6,6 @@ pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod queries;
+pub mod render;
 pub mod wire;

@@ -2,6 +2,7 @@
 //! the HTTP API.
 
 use eventstore::RecordedEvent;
+use projections::{ActorRef, CrmModel};
 use serde_json::{Value, json};
 
 /// An event as integrations read it: the envelope, and `data` as stored.
@@ -20,5 +21,20 @@ pub fn event_json(event: &RecordedEvent) -> Value {
         "correlation_id": event.correlation_id,
         "causation_id": event.causation_id,
         "hash": event.hash,
+    })
+}
+
+/// An audit line: who (with name and department), what, when, to which record.
+pub fn audit_json(model: &CrmModel, event: &RecordedEvent) -> Value {
+    let record = domain::RecordKind::parse_stream_id(&event.stream_id);
+    json!({
+        "position": event.position,
+        "recorded_at": event.recorded_at,
+        "occurred_at": event.occurred_at,
+        "actor": ActorRef::of(model, &event.actor),
+        "type": event.event_type,
+        "stream_id": event.stream_id,
+        "record": record.map(|(kind, id)| json!({"kind": kind, "id": id})),
+        "version": event.version,
     })
 }

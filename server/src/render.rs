@@ -1,0 +1,268 @@
+//! Reports and histories as tables for people; `--json` prints them whole.
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use serde_json::Value;
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    for row in rows {
+        table.add_row(row);
+    }
+    table.to_string()
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn amounts(value: &Value) -> String {
+    let Some(map) = value.as_object() else {
+        return "-".into();
+    };
+    if map.is_empty() {
+        return "-".into();
+    }
+    map.iter()
+        .map(|(currency, minor)| {
+            format!(
+                "{} {currency}",
+                minor
+                    .as_i64()
+                    .map_or("?".into(), |m| format!("{:.2}", m as f64 / 100.0))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn owner(value: &Value) -> String {
+    value.get("name").map_or("(no owner)".into(), text)
+}
+
+pub fn pipeline(report: &Value) -> String {
+    let rows = report["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            vec![
+                text(&s["stage"]),
+                format!("{}%", s["probability_percent"]),
+                text(&s["count"]),
+                amounts(&s["amount"]),
+                amounts(&s["weighted_amount"]),
+                text(&s["average_days_in_stage"]),
+            ]
+        })
+        .collect();
+    let mut out = format!("Pipeline as of {}\n", text(&report["as_of"]));
+    out += &table(
+        &["stage", "win %", "deals", "amount", "weighted", "avg days in stage"],
+        rows,
+    );
+    out += &format!(
+        "\ntotal {} open deals: {} (weighted {})\nwon {}, lost {}, win rate {}\n",
+        report["totals"]["count"],
+        amounts(&report["totals"]["amount"]),
+        amounts(&report["totals"]["weighted_amount"]),
+        report["won"],
+        report["lost"],
+        report["win_rate"]
+            .as_f64()
+            .map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+    );
+    out + &rotting(&report["rotting_deals"])
+}
+
+fn rotting(deals: &Value) -> String {
+    let rows: Vec<Vec<String>> = deals
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            vec![
+                text(&d["title"]),
+                text(&d["stage"]),
+                text(&d["days_in_stage"]),
+                owner(&d["owner"]),
+                text(&d["id"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no rotting deals\n".into();
+    }
+    format!(
+        "rotting deals:\n{}\n",
+        table(&["deal", "stage", "days", "owner", "id"], rows)
+    )
+}
+
+fn clock_list(title: &str, entries: &Value) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                text(&e["kind"]),
+                text(&e["name"]),
+                owner(&e["owner"]),
+                text(&e["reason"]),
+                format!(
+                    "{} #{}",
+                    text(&e["clock_reset_by"]["type"]),
+                    e["clock_reset_by"]["position"]
+                ),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return format!("{title}: none\n");
+    }
+    format!(
+        "{title}:\n{}\n",
+        table(&["kind", "name", "owner", "why", "clock last reset by"], rows)
+    )
+}
+
+pub fn data_quality(report: &Value) -> String {
+    let s = &report["summary"];
+    let mut out = format!(
+        "Data quality as of {} ({} records): {} stale, {} never updated, {} incomplete, {} duplicate groups, {} rotting deals\n",
+        text(&report["as_of"]),
+        s["records"],
+        s["stale"],
+        s["never_updated"],
+        s["incomplete"],
+        s["duplicate_groups"],
+        s["rotting_deals"]
+    );
+    out += &clock_list("stale", &report["stale"]);
+    out += &clock_list("never updated", &report["never_updated"]);
+    let incomplete: Vec<Vec<String>> = report["incomplete"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                text(&e["kind"]),
+                text(&e["name"]),
+                owner(&e["owner"]),
+                text(&e["reason"]),
+                text(&e["completeness"]),
+            ]
+        })
+        .collect();
+    if !incomplete.is_empty() {
+        out += &format!(
+            "incomplete:\n{}\n",
+            table(&["kind", "name", "owner", "why", "completeness"], incomplete)
+        );
+    }
+    for group in report["duplicates"].as_array().into_iter().flatten() {
+        let names: Vec<String> = group["records"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| text(&r["name"]))
+            .collect();
+        out += &format!(
+            "duplicates ({}: {}): {}\n",
+            text(&group["reason"]),
+            text(&group["key"]),
+            names.join(", ")
+        );
+    }
+    out + &rotting(&report["rotting_deals"])
+}
+
+pub fn neglected_accounts(report: &Value) -> String {
+    let rows: Vec<Vec<String>> = report["accounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let departments: Vec<String> = a["departments"].as_array().into_iter().flatten().map(text).collect();
+            vec![
+                text(&a["name"]),
+                owner(&a["owner"]),
+                text(&a["reason"]),
+                departments.join(", "),
+            ]
+        })
+        .collect();
+    format!(
+        "Neglected accounts as of {} (no interaction for {} days)\n{}",
+        text(&report["as_of"]),
+        report["days"],
+        table(&["account", "owner", "why", "departments that touched it"], rows)
+    )
+}
+
+pub fn owners(report: &Value) -> String {
+    let rows: Vec<Vec<String>> = report["owners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| {
+            vec![
+                owner(&o["owner"]),
+                text(&o["owner"]["department"]),
+                text(&o["records_owned"]),
+                text(&o["stale"]),
+                text(&o["never_updated"]),
+                text(&o["last_activity_at"]),
+            ]
+        })
+        .collect();
+    let unowned = &report["unowned"];
+    format!(
+        "Owners as of {}\n{}\nunowned: {} records, {} stale, {} never updated\n",
+        text(&report["as_of"]),
+        table(
+            &[
+                "owner",
+                "department",
+                "records",
+                "stale",
+                "never updated",
+                "last activity"
+            ],
+            rows
+        ),
+        unowned["records"],
+        unowned["stale"],
+        unowned["never_updated"]
+    )
+}
+
+pub fn history(entries: &Value) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let changes: Vec<String> = e["changes"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(field, change)| format!("{field}: {} → {}", text(&change["from"]), text(&change["to"])))
+                .collect();
+            let who = format!("{} ({})", text(&e["actor"]["name"]), text(&e["actor"]["department"]));
+            vec![
+                text(&e["position"]),
+                text(&e["occurred_at"]),
+                who,
+                text(&e["type"]),
+                changes.join("\n"),
+            ]
+        })
+        .collect();
+    table(&["position", "occurred at", "by", "event", "changes"], rows)
+}
