@@ -3,7 +3,7 @@
 
 use futures_util::future::BoxFuture;
 
-use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError};
+use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, TokenRecord};
 
 /// One outcome per request of a committed batch, in request order.
 pub type BatchOutcome = Vec<Result<AppendResult, StoreError>>;
@@ -40,6 +40,12 @@ pub trait Backend: Send + Sync + 'static {
     fn save_snapshot<'a>(&'a self, snapshot: &'a Snapshot) -> BoxFuture<'a, Result<(), StoreError>>;
 
     fn load_snapshot<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<Snapshot>, StoreError>>;
+
+    /// Stores a new API token.
+    fn save_token<'a>(&'a self, token: &'a TokenRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The token with this public id, revoked or not.
+    fn find_token<'a>(&'a self, token_id: &'a str) -> BoxFuture<'a, Result<Option<TokenRecord>, StoreError>>;
 
     /// The position of the last committed event, 0 for an empty log.
     fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>>;

@@ -28,7 +28,7 @@ pub use error::StoreError;
 pub use hash::{GENESIS_HASH, event_hash};
 pub use model::{
     APPEND_EVENTS_MAX, AppendRequest, AppendResult, EVENT_DATA_BYTES_MAX, ExpectedVersion, IDENTIFIER_BYTES_MAX,
-    LogFilter, NewEvent, READ_BATCH_MAX, RecordedEvent, Snapshot, VerifyReport, to_stored_precision,
+    LogFilter, NewEvent, READ_BATCH_MAX, RecordedEvent, Snapshot, TokenRecord, VerifyReport, to_stored_precision,
 };
 pub use store::{Store, StoreOptions, redact};
 pub use writer::{GROUP_COMMIT_EVENTS_MAX, GROUP_COMMIT_REQUESTS_MAX, WRITER_QUEUE_MAX};

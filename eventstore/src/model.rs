@@ -140,3 +140,14 @@ pub struct Snapshot {
     pub data: String,
     pub saved_at: DateTime<Utc>,
 }
+
+/// A stored API token: its public id, the SHA-256 (hex) of its secret, and
+/// the user it acts for. The secret itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token_id: String,
+    pub secret_sha256: String,
+    pub user_id: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}

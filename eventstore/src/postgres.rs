@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::backend::{Backend, BatchOutcome};
 use crate::plan::{self, BatchContext, StoredKey, Tail};
-use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions};
+use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -297,6 +297,37 @@ impl Backend for PostgresBackend {
                 position: to_u64(row.try_get("position")?),
                 data: row.try_get("data")?,
                 saved_at: row.try_get("saved_at")?,
+            }))
+        })
+    }
+
+    fn save_token<'a>(&'a self, token: &'a TokenRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO api_tokens (token_id, secret_sha256, user_id, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(&token.token_id)
+                .bind(&token.secret_sha256)
+                .bind(&token.user_id)
+                .bind(token.created_at)
+                .bind(token.revoked_at)
+                .execute(&self.readers)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn find_token<'a>(&'a self, token_id: &'a str) -> BoxFuture<'a, Result<Option<TokenRecord>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM api_tokens WHERE token_id = $1")
+                .bind(token_id)
+                .fetch_optional(&self.readers)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            Ok(Some(TokenRecord {
+                token_id: row.try_get("token_id")?,
+                secret_sha256: row.try_get("secret_sha256")?,
+                user_id: row.try_get("user_id")?,
+                created_at: row.try_get("created_at")?,
+                revoked_at: row.try_get("revoked_at")?,
             }))
         })
     }

@@ -18,7 +18,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::backend::{Backend, BatchOutcome};
 use crate::plan::{self, BatchContext, StoredKey, Tail};
-use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions};
+use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -301,6 +301,40 @@ impl Backend for SqliteBackend {
                 position,
                 data: row.try_get("data")?,
                 saved_at: parse_time(position, row.try_get("saved_at")?)?,
+            }))
+        })
+    }
+
+    fn save_token<'a>(&'a self, token: &'a TokenRecord) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO api_tokens (token_id, secret_sha256, user_id, created_at, revoked_at) VALUES (?, ?, ?, ?, ?)")
+                .bind(&token.token_id)
+                .bind(&token.secret_sha256)
+                .bind(&token.user_id)
+                .bind(format_time(token.created_at))
+                .bind(token.revoked_at.map(format_time))
+                .execute(&self.writer)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn find_token<'a>(&'a self, token_id: &'a str) -> BoxFuture<'a, Result<Option<TokenRecord>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT * FROM api_tokens WHERE token_id = ?")
+                .bind(token_id)
+                .fetch_optional(&self.readers)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            Ok(Some(TokenRecord {
+                token_id: row.try_get("token_id")?,
+                secret_sha256: row.try_get("secret_sha256")?,
+                user_id: row.try_get("user_id")?,
+                created_at: parse_time(0, row.try_get("created_at")?)?,
+                revoked_at: row
+                    .try_get::<Option<String>, _>("revoked_at")?
+                    .map(|t| parse_time(0, &t))
+                    .transpose()?,
             }))
         })
     }

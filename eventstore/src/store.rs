@@ -11,7 +11,7 @@ use crate::backend::Backend;
 use crate::hash::{GENESIS_HASH, event_hash};
 use crate::model::{APPEND_EVENTS_MAX, EVENT_DATA_BYTES_MAX, IDENTIFIER_BYTES_MAX, READ_BATCH_MAX};
 use crate::writer::{self, Pending};
-use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, VerifyReport};
+use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, TokenRecord, VerifyReport};
 
 /// How to open a store, beyond its URL.
 #[derive(Debug, Clone)]
@@ -100,6 +100,36 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Appends many requests in exactly the order given, sharing group
+    /// commits: every request is queued before any answer is awaited. Each
+    /// request still succeeds or fails on its own. For bulk loads from one
+    /// producer (the demo, migrations from other systems).
+    pub async fn append_all(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Result<AppendResult, StoreError>>, StoreError> {
+        let sender = self.inner.writer.lock().await.clone().ok_or(StoreError::Closed)?;
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            let (reply, answer) = oneshot::channel();
+            match validate(&request) {
+                Ok(()) => sender
+                    .send(Pending { request, reply })
+                    .await
+                    .map_err(|_| StoreError::Closed)?,
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            answers.push(answer);
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(answer.await.map_err(|_| StoreError::Closed)?);
+        }
+        Ok(results)
+    }
+
     /// A stream's events from `from_version` (1-based) on, oldest first.
     pub async fn read_stream(&self, stream_id: &str, from_version: u64) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.backend.read_stream(stream_id, from_version.max(1)).await
@@ -132,6 +162,16 @@ impl Store {
 
     pub async fn load_snapshot(&self, name: &str) -> Result<Option<Snapshot>, StoreError> {
         self.inner.backend.load_snapshot(name).await
+    }
+
+    /// Stores a new API token (its public id and secret hash only).
+    pub async fn save_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.inner.backend.save_token(token).await
+    }
+
+    /// The token with this public id, if any.
+    pub async fn find_token(&self, token_id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.backend.find_token(token_id).await
     }
 
     /// The position of the last committed event, 0 for an empty log.

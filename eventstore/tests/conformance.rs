@@ -47,6 +47,7 @@ conformance!(
     a_waiting_reader_wakes_on_a_new_append,
     an_audit_reads_one_actors_events_within_a_time_span,
     a_snapshot_keeps_its_state_and_position_together,
+    a_token_is_found_by_its_public_id_and_its_id_is_unique,
 );
 
 fn stream() -> String {
@@ -516,4 +517,19 @@ async fn a_snapshot_keeps_its_state_and_position_together(database: &TestDatabas
     store.close().await;
     let reopened = database.open().await;
     assert_eq!(reopened.load_snapshot("contacts").await.expect("load"), Some(second));
+}
+
+async fn a_token_is_found_by_its_public_id_and_its_id_is_unique(database: &TestDatabase) {
+    let store = database.open().await;
+    let token = eventstore::TokenRecord {
+        token_id: "a1b2c3".into(),
+        secret_sha256: "f".repeat(64),
+        user_id: Uuid::now_v7().to_string(),
+        created_at: eventstore::to_stored_precision(Utc::now()),
+        revoked_at: None,
+    };
+    store.save_token(&token).await.expect("save");
+    assert_eq!(store.find_token("a1b2c3").await.expect("find"), Some(token.clone()));
+    assert_eq!(store.find_token("zzz").await.expect("find"), None);
+    assert!(store.save_token(&token).await.is_err(), "a token id is never reused");
 }

@@ -20,7 +20,7 @@ pub use model::{
 pub use projector::{
     FOLD_BATCH_EVENTS, LIVE_POLL, Projector, RebuildReport, SNAPSHOT_EVERY_EVENTS, SNAPSHOT_NAME, fold,
 };
-pub use views::{record_fields, record_view};
+pub use views::{interaction_view, record_fields, record_view};
 
 /// Why a read model could not be brought up to date.
 #[derive(Debug, thiserror::Error)]

@@ -62,3 +62,19 @@ pub fn record_view(model: &CrmModel, kind: RecordKind, id: Uuid) -> Option<Value
     fields.remove("archived");
     Some(with_meta(id, kind, Value::Object(fields), meta))
 }
+
+/// The view of one interaction; `None` if there is no such interaction.
+pub fn interaction_view(model: &CrmModel, id: Uuid) -> Option<Value> {
+    let view = model.interactions.get(&id)?;
+    let mut out = match json!(view.logged) {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    out.remove("interaction_id");
+    out.insert("id".into(), json!(id));
+    out.insert("touched_account_id".into(), json!(view.account_id));
+    out.insert("occurred_at".into(), json!(view.at.occurred_at));
+    out.insert("actor".into(), json!(view.at.actor));
+    out.insert("position".into(), json!(view.at.position));
+    Some(Value::Object(out))
+}

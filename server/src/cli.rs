@@ -42,6 +42,34 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTP API. On a store without users, creates an admin and prints its token once.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// First fill an empty store with the demo history.
+        #[arg(long)]
+        demo: bool,
+        /// Contacts in the demo history.
+        #[arg(long, default_value_t = 3000)]
+        contacts: usize,
+        /// Seed of the demo history: the same seed gives the same history.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Fill an empty store with a realistic, reproducible two-year history.
+    Demo {
+        #[arg(long, default_value_t = 3000)]
+        contacts: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The day the history ends (default today); with the seed, fixes it byte for byte.
+        #[arg(long)]
+        until: Option<chrono::NaiveDate>,
+    },
+    /// Import records from a CSV file (a header row of field names).
+    Import { kind: RecordKind, file: std::path::PathBuf },
+    /// Export the current records of a kind as CSV to standard output.
+    Export { kind: RecordKind },
     /// Manage users, the people who act.
     User {
         #[command(subcommand)]
@@ -153,7 +181,9 @@ enum ReportKind {
 
 #[derive(Debug, Subcommand)]
 enum UserCommand {
-    /// Register a user.
+    /// Issue another token for a user (the old ones stay valid).
+    Token { user_id: Uuid },
+    /// Register a user and print its token, once.
     Add {
         #[arg(long)]
         name: String,
@@ -262,9 +292,68 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
                 .register_user(&name, &department, &role, &actor, now)
                 .await
                 .map_err(describe)?;
+            let token = crate::auth::issue(&store, outcome.id)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(Output {
-                value: json!({"id": outcome.id, "name": name, "department": department, "role": role}),
-                text: format!("user {} registered", outcome.id),
+                value: json!({"id": outcome.id, "name": name, "department": department, "role": role, "token": token.token}),
+                text: format!(
+                    "user {} registered\ntoken (shown this once): {}",
+                    outcome.id, token.token
+                ),
+            })
+        }
+        Command::User {
+            command: UserCommand::Token { user_id },
+        } => {
+            let user: User = app.load(RecordKind::User, user_id).await.map_err(describe)?;
+            if user.registered.is_none() {
+                return Err(format!("no user has the id {user_id}"));
+            }
+            let token = crate::auth::issue(&store, user_id).await.map_err(|e| e.to_string())?;
+            Ok(Output {
+                value: json!({"id": user_id, "token": token.token}),
+                text: format!("token (shown this once): {}", token.token),
+            })
+        }
+        Command::Serve {
+            addr,
+            demo,
+            contacts,
+            seed,
+        } => {
+            if demo && store.head().await.map_err(|e| e.to_string())? == 0 {
+                run_demo(&store, contacts, seed, None).await?;
+            }
+            crate::serve::run(app.clone(), addr).await.map(|()| Output {
+                value: json!({"stopped": true}),
+                text: String::new(),
+            })
+        }
+        Command::Demo { contacts, seed, until } => {
+            let report = run_demo(&store, contacts, seed, until).await?;
+            Ok(Output {
+                text: format!(
+                    "demo history written: {} events; {} users, {} accounts, {} contacts, {} deals, {} interactions",
+                    report.events, report.users, report.accounts, report.contacts, report.deals, report.interactions
+                ),
+                value: serde_json::to_value(report).unwrap_or(Value::Null),
+            })
+        }
+        Command::Import { kind, file } => import_file(&app, kind, &file, &actor).await,
+        Command::Export { kind } => {
+            if matches!(kind, RecordKind::User) {
+                return Err("users are not exported".into());
+            }
+            let projector = projector(&store).await?;
+            let csv = projector
+                .read(|model| crate::csv_io::export(model, kind))
+                .await
+                .map_err(|e| e.to_string())?;
+            let text = String::from_utf8(csv).map_err(|e| e.to_string())?;
+            Ok(Output {
+                value: json!({"csv": text}),
+                text: text.trim_end().to_owned(),
             })
         }
         Command::Create { kind, fields } => {
@@ -391,6 +480,70 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
     };
     store.close().await;
     result
+}
+
+fn progress_bar(total: u64, message: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(message);
+    bar
+}
+
+async fn run_demo(
+    store: &Store,
+    contacts: usize,
+    seed: u64,
+    until: Option<chrono::NaiveDate>,
+) -> Result<crate::demo::DemoReport, String> {
+    let until = until
+        .unwrap_or_else(|| Utc::now().date_naive())
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc();
+    let options = crate::demo::DemoOptions { contacts, seed, until };
+    let bar = progress_bar(0, "writing the demo history");
+    let report = crate::demo::generate(store, &options, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })
+    .await;
+    bar.finish_and_clear();
+    report
+}
+
+async fn import_file(app: &App, kind: RecordKind, file: &std::path::Path, actor: &Actor) -> Result<Output, String> {
+    let reader = std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let projector = projector(&app.store).await?;
+    let (rows, received) = crate::csv_io::row_channel();
+    let parser = tokio::task::spawn_blocking(move || crate::csv_io::parse_rows(std::io::BufReader::new(reader), &rows));
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(format!("importing {kind}s"));
+    let report = crate::csv_io::import(app, &projector, kind, received, actor, |n| bar.set_position(n))
+        .await
+        .map_err(describe);
+    bar.finish_and_clear();
+    let report = report?;
+    parser.await.map_err(|e| e.to_string())?;
+    projector.save_snapshot().await.map_err(|e| e.to_string())?;
+    let mut text = format!(
+        "{} created, {} updated, {} unchanged, {} errors",
+        report.created,
+        report.updated,
+        report.unchanged,
+        report.errors.len()
+    );
+    for error in &report.errors {
+        text += &format!("\n  line {}: {}", error.line, error.message);
+    }
+    let value = serde_json::to_value(&report).unwrap_or(Value::Null);
+    if report.errors.is_empty() {
+        Ok(Output { value, text })
+    } else {
+        Err(text)
+    }
 }
 
 async fn projector(store: &Store) -> Result<std::sync::Arc<projections::Projector>, String> {
@@ -542,6 +695,13 @@ async fn verify(store: &Store) -> Result<Output, String> {
             report.events, report.head_hash
         ),
     })
+}
+
+impl Cli {
+    /// True for `crm serve`, which logs requests.
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve { .. })
+    }
 }
 
 /// Parses arguments; clap itself exits with 2 on bad usage.

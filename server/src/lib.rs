@@ -3,9 +3,14 @@
 //! environment, the wall clock for business time, or makes ids.
 
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod csv_io;
+pub mod demo;
+pub mod http;
 pub mod queries;
 pub mod render;
+pub mod serve;
 pub mod wire;

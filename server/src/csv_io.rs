@@ -1,0 +1,500 @@
+//! CSV import and export, shared by the command line and the HTTP API.
+//!
+//! Import: a header row names the columns (the record's fields). Rows are
+//! matched to records by `external_id`, else by `id`, so importing the same
+//! file twice changes nothing. `created_at` (records) and `occurred_at`
+//! (interactions) keep the history of a legacy system. References may name
+//! the other system's ids: `account_external_id`, `contact_external_id`,
+//! `deal_external_id`. One bad row is reported by its line and the others go
+//! on. Rows are parsed as they arrive, so a large file is never held whole.
+//!
+//! Export: the current (not archived) records, in columns that import again.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::{DealStatus, Input, RecordKind};
+use projections::{CrmModel, Projector};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::app::{Actor, App, AppError};
+
+/// Most rows waiting between the parser and the importer.
+const ROWS_IN_FLIGHT_MAX: usize = 256;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub errors: Vec<LineError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineError {
+    pub line: u64,
+    pub message: String,
+}
+
+/// One parsed row: its line in the file and its cells by column name.
+pub type Row = Result<(u64, Vec<(String, String)>), LineError>;
+
+/// Parses CSV from a blocking reader, sending rows as they are read.
+pub fn parse_rows(reader: impl std::io::Read, rows: &mpsc::Sender<Row>) {
+    let mut csv = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(reader);
+    let headers = match csv.headers() {
+        Ok(headers) => headers.iter().map(str::to_owned).collect::<Vec<_>>(),
+        Err(error) => {
+            let _ = rows.blocking_send(Err(LineError {
+                line: 1,
+                message: format!("the header row is not CSV: {error}"),
+            }));
+            return;
+        }
+    };
+    for record in csv.records() {
+        let row = match record {
+            Ok(record) => {
+                let line = record.position().map_or(0, |p| p.line());
+                Ok((
+                    line,
+                    headers.iter().cloned().zip(record.iter().map(str::to_owned)).collect(),
+                ))
+            }
+            Err(error) => {
+                let line = error.position().map_or(0, |p| p.line());
+                Err(LineError {
+                    line,
+                    message: format!("not valid CSV: {error}"),
+                })
+            }
+        };
+        if rows.blocking_send(row).is_err() {
+            return;
+        }
+    }
+}
+
+/// A channel for `parse_rows` to fill and `import` to drain.
+pub fn row_channel() -> (mpsc::Sender<Row>, mpsc::Receiver<Row>) {
+    mpsc::channel(ROWS_IN_FLIGHT_MAX)
+}
+
+fn split_list(cell: &str) -> Value {
+    Value::Array(
+        cell.split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| json!(s))
+            .collect(),
+    )
+}
+
+fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map(|date| date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map_err(|_| format!("{raw:?} is not a time (RFC 3339) or a date (YYYY-MM-DD)"))
+}
+
+/// What a row says beyond the record's own fields.
+#[derive(Debug, Default)]
+struct RowMeta {
+    id: Option<Uuid>,
+    external_id: Option<String>,
+    at: Option<DateTime<Utc>>,
+    status: Option<String>,
+}
+
+/// Turns a row's cells into record input; empty cells are null.
+fn row_input(kind: RecordKind, cells: Vec<(String, String)>, index: &Index) -> Result<(Input, RowMeta), String> {
+    let mut input = Input::new();
+    let mut meta = RowMeta::default();
+    let (mut value_minor, mut currency) = (None, None);
+    for (column, cell) in cells {
+        let empty = cell.is_empty();
+        match column.as_str() {
+            "id" => {
+                meta.id = (!empty)
+                    .then(|| Uuid::parse_str(&cell).map_err(|_| format!("id {cell:?} is not a UUID")))
+                    .transpose()?
+            }
+            "updated_at" => {}
+            "created_at" | "occurred_at" => {
+                meta.at = (!empty)
+                    .then(|| parse_time(&cell))
+                    .transpose()
+                    .map_err(|e| format!("{column}: {e}"))?
+            }
+            "status" if kind == RecordKind::Deal => meta.status = (!empty).then_some(cell),
+            "amount_value_minor" => value_minor = (!empty).then_some(cell),
+            "amount_currency" => currency = (!empty).then_some(cell),
+            "tags" | "contact_ids" => {
+                input.insert(column, if empty { Value::Null } else { split_list(&cell) });
+            }
+            "custom" => {
+                let custom = if empty {
+                    Value::Null
+                } else {
+                    serde_json::from_str(&cell).map_err(|e| format!("custom is not a JSON object: {e}"))?
+                };
+                input.insert(column, custom);
+            }
+            reference @ ("account_external_id" | "contact_external_id" | "deal_external_id") => {
+                if !empty {
+                    let target = reference.trim_end_matches("_external_id");
+                    let id = index
+                        .find(target, &cell)
+                        .ok_or_else(|| format!("{reference} {cell:?} names no known {target}"))?;
+                    input.insert(format!("{target}_id"), json!(id));
+                }
+            }
+            _ => {
+                if column == "external_id" && !empty {
+                    meta.external_id = Some(cell.clone());
+                }
+                input.insert(column, if empty { Value::Null } else { json!(cell) });
+            }
+        }
+    }
+    match (value_minor, currency) {
+        (None, None) => {}
+        (Some(value), Some(currency)) => {
+            let value: i64 = value
+                .parse()
+                .map_err(|_| format!("amount_value_minor {value:?} is not a whole number"))?;
+            input.insert("amount".into(), json!({"value_minor": value, "currency": currency}));
+        }
+        _ => return Err("amount_value_minor and amount_currency go together".into()),
+    }
+    Ok((input, meta))
+}
+
+/// External ids of existing records, kept current as the import creates more.
+#[derive(Debug, Default)]
+struct Index {
+    by_external_id: HashMap<(&'static str, String), Uuid>,
+}
+
+impl Index {
+    fn of(model: &CrmModel) -> Self {
+        let mut index = Self::default();
+        for c in model.contacts.values() {
+            index.add("contact", c.fields.external_id.as_ref().map(|e| e.as_str()), c.id);
+        }
+        for a in model.accounts.values() {
+            index.add("account", a.fields.external_id.as_ref().map(|e| e.as_str()), a.id);
+        }
+        for d in model.deals.values() {
+            index.add("deal", d.fields.external_id.as_ref().map(|e| e.as_str()), d.id);
+        }
+        for i in model.interactions.values() {
+            index.add("interaction", i.logged.external_id.as_ref().map(|e| e.as_str()), i.id);
+        }
+        index
+    }
+
+    fn add(&mut self, kind: &'static str, external_id: Option<&str>, id: Uuid) {
+        if let Some(external_id) = external_id {
+            self.by_external_id.insert((kind, external_id.to_owned()), id);
+        }
+    }
+
+    fn find(&self, kind: &str, external_id: &str) -> Option<Uuid> {
+        let kind = RecordKind::ALL.into_iter().find(|k| k.as_str() == kind)?.as_str();
+        self.by_external_id.get(&(kind, external_id.to_owned())).copied()
+    }
+}
+
+enum Effect {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// Imports rows of `kind` as `actor`, one command per row.
+pub async fn import(
+    app: &App,
+    projector: &Projector,
+    kind: RecordKind,
+    mut rows: mpsc::Receiver<Row>,
+    actor: &Actor,
+    mut progress: impl FnMut(u64),
+) -> Result<ImportReport, AppError> {
+    projector.catch_up().await.map_err(|e| AppError::Unreadable {
+        position: 0,
+        reason: e.to_string(),
+    })?;
+    let mut index = projector.read(Index::of).await;
+    let mut report = ImportReport::default();
+    let mut n_rows = 0;
+    while let Some(row) = rows.recv().await {
+        n_rows += 1;
+        progress(n_rows);
+        let (line, cells) = match row {
+            Ok(row) => row,
+            Err(error) => {
+                report.errors.push(error);
+                continue;
+            }
+        };
+        match import_row(app, projector, kind, cells, &mut index, actor).await {
+            Ok(Effect::Created) => report.created += 1,
+            Ok(Effect::Updated) => report.updated += 1,
+            Ok(Effect::Unchanged) => report.unchanged += 1,
+            Err(RowError::Refused(message)) => report.errors.push(LineError { line, message }),
+            Err(RowError::Failed(error)) => return Err(error),
+        }
+    }
+    Ok(report)
+}
+
+enum RowError {
+    /// This row is wrong; report it and go on.
+    Refused(String),
+    /// The store failed; stop the import.
+    Failed(AppError),
+}
+
+impl From<AppError> for RowError {
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::Rejected(domain::DomainError::Validation(errors)) => Self::Refused(
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            AppError::Rejected(rejection) => Self::Refused(rejection.to_string()),
+            AppError::VersionMismatch { .. } => Self::Refused(error.to_string()),
+            other => Self::Failed(other),
+        }
+    }
+}
+
+async fn import_row(
+    app: &App,
+    projector: &Projector,
+    kind: RecordKind,
+    cells: Vec<(String, String)>,
+    index: &mut Index,
+    actor: &Actor,
+) -> Result<Effect, RowError> {
+    let (input, meta) = row_input(kind, cells, index).map_err(RowError::Refused)?;
+    let now = Utc::now();
+    // Match by external id; failing that, by our own id if that record exists.
+    let by_external_id = meta
+        .external_id
+        .as_deref()
+        .and_then(|external_id| index.find(kind.as_str(), external_id));
+    let existing = match (by_external_id, meta.id) {
+        (Some(id), _) => Some(id),
+        (None, Some(id)) if record_exists(projector, kind, id).await => Some(id),
+        _ => None,
+    };
+    let outcome = match (kind, existing) {
+        (RecordKind::Interaction, Some(_)) => return Ok(Effect::Unchanged),
+        (RecordKind::Interaction, None) => {
+            app.log_interaction(&strip(input, &["occurred_at"]), actor, meta.at.unwrap_or(now))
+                .await?
+        }
+        (_, None) => app.create(kind, &input, actor, meta.at.unwrap_or(now)).await?,
+        (_, Some(id)) => app.update(kind, id, &input, None, actor, now).await?,
+    };
+    if let Some(appended) = &outcome.appended {
+        projector.wait_until(appended.last_position).await.map_err(|e| {
+            RowError::Failed(AppError::Unreadable {
+                position: 0,
+                reason: e.to_string(),
+            })
+        })?;
+    }
+    let mut changed = outcome.appended.is_some();
+    if let Some(status) = meta.status.as_deref() {
+        changed |= close_if_needed(app, projector, outcome.id, status, actor, meta.at.unwrap_or(now)).await?;
+    }
+    index.add(kind.as_str(), meta.external_id.as_deref(), outcome.id);
+    Ok(match (existing, changed) {
+        (None, _) => Effect::Created,
+        (Some(_), true) => Effect::Updated,
+        (Some(_), false) => Effect::Unchanged,
+    })
+}
+
+fn strip(mut input: Input, keys: &[&str]) -> Input {
+    for key in keys {
+        input.remove(*key);
+    }
+    input
+}
+
+async fn record_exists(projector: &Projector, kind: RecordKind, id: Uuid) -> bool {
+    projector
+        .read(|model| match kind {
+            RecordKind::Interaction => model.interactions.contains_key(&id),
+            _ => model.meta(kind, id).is_some(),
+        })
+        .await
+}
+
+/// Closes a deal the row says was won or lost; true if that changed it.
+async fn close_if_needed(
+    app: &App,
+    projector: &Projector,
+    deal_id: Uuid,
+    status: &str,
+    actor: &Actor,
+    at: DateTime<Utc>,
+) -> Result<bool, RowError> {
+    let current = projector
+        .read(|model| model.deals.get(&deal_id).map(|d| d.status))
+        .await;
+    let wanted = match status {
+        "open" => DealStatus::Open,
+        "won" => DealStatus::Won,
+        "lost" => DealStatus::Lost,
+        other => return Err(RowError::Refused(format!("status {other:?} must be open, won or lost"))),
+    };
+    match current {
+        Some(current) if current == wanted => Ok(false),
+        Some(DealStatus::Open) => {
+            let outcome = app
+                .close_deal(deal_id, status, None, None, actor, at.min(Utc::now()))
+                .await?;
+            if let Some(appended) = outcome.appended {
+                projector.wait_until(appended.last_position).await.map_err(|e| {
+                    RowError::Failed(AppError::Unreadable {
+                        position: 0,
+                        reason: e.to_string(),
+                    })
+                })?;
+            }
+            Ok(true)
+        }
+        _ => Err(RowError::Refused(format!(
+            "the deal is {current:?} and cannot become {status}"
+        ))),
+    }
+}
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(";"),
+        other => other.to_string(),
+    }
+}
+
+/// The columns each kind exports, in order.
+pub fn columns(kind: RecordKind) -> &'static [&'static str] {
+    match kind {
+        RecordKind::Contact => &[
+            "id",
+            "external_id",
+            "name",
+            "email",
+            "phone",
+            "title",
+            "account_id",
+            "owner_id",
+            "lifecycle_stage",
+            "tags",
+            "custom",
+            "created_at",
+            "updated_at",
+        ],
+        RecordKind::Account => &[
+            "id",
+            "external_id",
+            "name",
+            "domain",
+            "industry",
+            "owner_id",
+            "custom",
+            "created_at",
+            "updated_at",
+        ],
+        RecordKind::Deal => &[
+            "id",
+            "external_id",
+            "title",
+            "account_id",
+            "contact_ids",
+            "owner_id",
+            "amount_value_minor",
+            "amount_currency",
+            "stage",
+            "expected_close",
+            "status",
+            "created_at",
+            "updated_at",
+        ],
+        RecordKind::Interaction => &[
+            "id",
+            "external_id",
+            "kind",
+            "contact_id",
+            "account_id",
+            "deal_id",
+            "summary",
+            "direction",
+            "occurred_at",
+        ],
+        RecordKind::User => &[],
+    }
+}
+
+/// The current records of `kind` as CSV, archived ones left out.
+pub fn export(model: &CrmModel, kind: RecordKind) -> Result<Vec<u8>, csv::Error> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(columns(kind))?;
+    let ids: Vec<Uuid> = match kind {
+        RecordKind::Contact => model
+            .contacts
+            .values()
+            .filter(|r| !r.meta.archived)
+            .map(|r| r.id)
+            .collect(),
+        RecordKind::Account => model
+            .accounts
+            .values()
+            .filter(|r| !r.meta.archived)
+            .map(|r| r.id)
+            .collect(),
+        RecordKind::Deal => model
+            .deals
+            .values()
+            .filter(|r| !r.meta.archived)
+            .map(|r| r.id)
+            .collect(),
+        RecordKind::Interaction => model.interactions.keys().copied().collect(),
+        RecordKind::User => vec![],
+    };
+    for id in ids {
+        let view = match kind {
+            RecordKind::Interaction => projections::interaction_view(model, id),
+            _ => projections::record_view(model, kind, id),
+        };
+        let Some(mut view) = view else { continue };
+        if let Some(amount) = view.get("amount").cloned() {
+            view["amount_value_minor"] = amount.get("value_minor").cloned().unwrap_or(Value::Null);
+            view["amount_currency"] = amount.get("currency").cloned().unwrap_or(Value::Null);
+        }
+        let row: Vec<String> = columns(kind)
+            .iter()
+            .map(|column| cell(view.get(*column).unwrap_or(&Value::Null)))
+            .collect();
+        out.write_record(&row)?;
+    }
+    out.into_inner().map_err(|e| e.into_error().into())
+}

@@ -1,0 +1,550 @@
+//! `crm demo`: a realistic, reproducible history, so that every report has
+//! something true to show on first run. The same seed and end date give the
+//! same events, in the same order, byte for byte.
+//!
+//! Two years of work by a dozen people in four departments: a few hundred
+//! accounts, contacts (some incomplete, some duplicated), deals moving
+//! through the pipeline and closing, calls, emails, meetings and notes, and a
+//! share of accounts that go quiet and records nobody touches again.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use domain::*;
+use eventstore::{AppendRequest, ExpectedVersion, NewEvent, Store};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub contacts: usize,
+    pub seed: u64,
+    /// The history ends here (default: today, midnight UTC).
+    pub until: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DemoReport {
+    pub events: u64,
+    pub users: u64,
+    pub accounts: u64,
+    pub contacts: u64,
+    pub deals: u64,
+    pub interactions: u64,
+}
+
+const FIRST_NAMES: &[&str] = &[
+    "Ada",
+    "Grace",
+    "Alan",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Margaret",
+    "Dennis",
+    "Radia",
+    "Leslie",
+    "Hedy",
+    "John",
+    "Katherine",
+    "Tim",
+    "Sophie",
+    "Linus",
+    "Anita",
+    "Niklaus",
+];
+const LAST_NAMES: &[&str] = &[
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Hamilton",
+    "Ritchie",
+    "Perlman",
+    "Lamport",
+    "Lamarr",
+    "Backus",
+    "Johnson",
+    "Berners-Lee",
+    "Wilson",
+    "Torvalds",
+    "Borg",
+    "Wirth",
+];
+const COMPANY_WORDS: &[&str] = &[
+    "Acme",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Stark",
+    "Wayne",
+    "Hooli",
+    "Vandelay",
+    "Soylent",
+    "Tyrell",
+    "Cyberdyne",
+    "Aperture",
+    "Wonka",
+    "Gringotts",
+    "Oscorp",
+    "Nakatomi",
+    "Monarch",
+    "Pied Piper",
+    "Dunder",
+    "Massive",
+];
+const COMPANY_SUFFIXES: &[&str] = &[
+    "Ltd",
+    "GmbH",
+    "Inc",
+    "Group",
+    "Systems",
+    "Logistics",
+    "Foods",
+    "Energy",
+    "Labs",
+    "Partners",
+];
+const INDUSTRIES: &[&str] = &[
+    "Manufacturing",
+    "Software",
+    "Retail",
+    "Logistics",
+    "Healthcare",
+    "Energy",
+    "Finance",
+    "Food",
+];
+const TITLES: &[&str] = &[
+    "Head of Procurement",
+    "CTO",
+    "Operations Manager",
+    "CFO",
+    "Buyer",
+    "IT Director",
+    "Office Manager",
+    "CEO",
+];
+const STAGES: &[&str] = &["lead", "qualified", "proposal", "negotiation"];
+const DEPARTMENTS: &[(&str, usize)] = &[
+    ("Sales", 4),
+    ("Account Management", 3),
+    ("Support", 3),
+    ("Marketing", 2),
+];
+
+/// Builds the log in memory, deciding every command with the domain, in
+/// the order things happened.
+struct Builder {
+    rng: ChaCha8Rng,
+    rules: Rules,
+    versions: HashMap<String, u64>,
+    requests: Vec<AppendRequest>,
+    contacts: HashMap<Uuid, Contact>,
+    accounts: HashMap<Uuid, Account>,
+    deals: HashMap<Uuid, Deal>,
+}
+
+/// Something that happens at a time to one record.
+#[derive(Debug, Clone)]
+enum Action {
+    User { id: Uuid, name: String, department: String },
+    Account { id: Uuid, owner: Uuid, fields: Value },
+    Contact { id: Uuid, fields: Value },
+    UpdateContact { id: Uuid, fields: Value },
+    Deal { id: Uuid, fields: Value },
+    Stage { id: Uuid, stage: &'static str },
+    Close { id: Uuid, won: bool },
+    Interaction { id: Uuid, fields: Value },
+}
+
+impl Builder {
+    fn id(&mut self, at: DateTime<Utc>) -> Uuid {
+        let random: [u8; 10] = self.rng.random();
+        uuid::Builder::from_unix_timestamp_millis(at.timestamp_millis().max(0) as u64, &random).into_uuid()
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.rng.random_range(0..items.len())]
+    }
+
+    fn push(&mut self, kind: RecordKind, id: Uuid, events: Vec<Event>, actor: Uuid, at: DateTime<Utc>) {
+        if events.is_empty() {
+            return;
+        }
+        let stream_id = kind.stream_id(id);
+        let version = self.versions.entry(stream_id.clone()).or_default();
+        let expected = if *version == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(*version)
+        };
+        *version += events.len() as u64;
+        let events = events
+            .iter()
+            .map(|event| {
+                let encoded = event.encode();
+                NewEvent {
+                    event_type: encoded.event_type.into(),
+                    schema_version: encoded.schema_version,
+                    data: encoded.data,
+                    occurred_at: at,
+                }
+            })
+            .collect();
+        self.requests.push(AppendRequest {
+            stream_id,
+            expected,
+            events,
+            actor: actor.to_string(),
+            correlation_id: None,
+            causation_id: None,
+            idempotency_key: None,
+        });
+    }
+
+    fn decide<A: Aggregate>(
+        rules: &Rules,
+        states: &mut HashMap<Uuid, A>,
+        id: Uuid,
+        command: &A::Command,
+    ) -> Vec<Event> {
+        let state = states.entry(id).or_default();
+        let events = state.decide(command, rules).unwrap_or_default();
+        for event in &events {
+            state.evolve(event);
+        }
+        events
+    }
+
+    fn input(value: &Value) -> Input {
+        value.as_object().cloned().unwrap_or_default()
+    }
+
+    fn apply(&mut self, at: DateTime<Utc>, actor: Uuid, action: &Action) {
+        let rules = self.rules.clone();
+        match action {
+            Action::User { id, name, department } => {
+                let command = UserCommand::RegisterUser {
+                    user_id: *id,
+                    name: name.clone(),
+                    department: department.clone(),
+                    role: "member".into(),
+                };
+                let events = User::default().decide(&command, &rules).unwrap_or_default();
+                self.push(RecordKind::User, *id, events, *id, at);
+            }
+            Action::Account { id, owner, fields } => {
+                let Ok(changes) = AccountChanges::parse(&Self::input(fields), &[]) else {
+                    return;
+                };
+                let events = Self::decide(
+                    &rules,
+                    &mut self.accounts,
+                    *id,
+                    &AccountCommand::CreateAccount {
+                        account_id: *id,
+                        changes,
+                    },
+                );
+                self.push(RecordKind::Account, *id, events, *owner, at);
+            }
+            Action::Contact { id, fields } => {
+                let Ok(changes) = ContactChanges::parse(&Self::input(fields), &[]) else {
+                    return;
+                };
+                let events = Self::decide(
+                    &rules,
+                    &mut self.contacts,
+                    *id,
+                    &ContactCommand::CreateContact {
+                        contact_id: *id,
+                        changes,
+                    },
+                );
+                self.push(RecordKind::Contact, *id, events, actor, at);
+            }
+            Action::UpdateContact { id, fields } => {
+                let Ok(changes) = ContactChanges::parse(&Self::input(fields), &[]) else {
+                    return;
+                };
+                let events = Self::decide(
+                    &rules,
+                    &mut self.contacts,
+                    *id,
+                    &ContactCommand::UpdateContact { changes },
+                );
+                self.push(RecordKind::Contact, *id, events, actor, at);
+            }
+            Action::Deal { id, fields } => {
+                let Ok((changes, stage)) = parse_deal_input(&Self::input(fields)) else {
+                    return;
+                };
+                let events = Self::decide(
+                    &rules,
+                    &mut self.deals,
+                    *id,
+                    &DealCommand::CreateDeal {
+                        deal_id: *id,
+                        changes,
+                        stage,
+                    },
+                );
+                self.push(RecordKind::Deal, *id, events, actor, at);
+            }
+            Action::Stage { id, stage } => {
+                let events = Self::decide(
+                    &rules,
+                    &mut self.deals,
+                    *id,
+                    &DealCommand::MoveDealStage { stage: (*stage).into() },
+                );
+                self.push(RecordKind::Deal, *id, events, actor, at);
+            }
+            Action::Close { id, won } => {
+                let outcome = if *won { DealOutcome::Won } else { DealOutcome::Lost };
+                let reason = Some(
+                    values::Text::parse(if *won {
+                        "Best offer on price and support"
+                    } else {
+                        "Went with a competitor"
+                    })
+                    .expect("valid text"),
+                );
+                let events = Self::decide(
+                    &rules,
+                    &mut self.deals,
+                    *id,
+                    &DealCommand::CloseDeal { outcome, reason },
+                );
+                self.push(RecordKind::Deal, *id, events, actor, at);
+            }
+            Action::Interaction { id, fields } => {
+                let Ok(logged) = InteractionLogged::parse(*id, &Self::input(fields)) else {
+                    return;
+                };
+                let events = Interaction::default()
+                    .decide(&InteractionCommand::LogInteraction(logged), &rules)
+                    .unwrap_or_default();
+                self.push(RecordKind::Interaction, *id, events, actor, at);
+            }
+        }
+    }
+}
+
+/// Plans two years of activity, as (time, actor, action), in time order.
+fn plan(builder: &mut Builder, options: &DemoOptions) -> Vec<(DateTime<Utc>, Uuid, Action)> {
+    let start = options.until - Duration::days(730);
+    let mut plan = Vec::new();
+    let mut users = Vec::new();
+    for (department, count) in DEPARTMENTS {
+        for _ in 0..*count {
+            let name = format!("{} {}", builder.pick(FIRST_NAMES), builder.pick(LAST_NAMES));
+            let id = builder.id(start);
+            users.push((id, *department));
+            plan.push((
+                start,
+                id,
+                Action::User {
+                    id,
+                    name,
+                    department: (*department).into(),
+                },
+            ));
+        }
+    }
+    let sellers: Vec<Uuid> = users
+        .iter()
+        .filter(|(_, d)| *d == "Sales" || *d == "Account Management")
+        .map(|(id, _)| *id)
+        .collect();
+    let everyone: Vec<Uuid> = users.iter().map(|(id, _)| *id).collect();
+    let n_accounts = (options.contacts / 10).max(5);
+    let mut contacts_left = options.contacts;
+    let mut emails: Vec<String> = Vec::new();
+    for n in 0..n_accounts {
+        let created = start + Duration::minutes(builder.rng.random_range(0..60 * 24 * 540));
+        let id = builder.id(created);
+        let owner = *builder.pick(&sellers);
+        let name = format!(
+            "{} {} {}",
+            builder.pick(COMPANY_WORDS),
+            builder.pick(COMPANY_SUFFIXES),
+            n + 1
+        );
+        let domain = format!("{}.example", name.to_lowercase().replace(' ', "-"));
+        let industry = *builder.pick(INDUSTRIES);
+        plan.push((
+            created,
+            owner,
+            Action::Account {
+                id,
+                owner,
+                fields: json!({"name": name, "domain": domain, "industry": industry, "owner_id": owner}),
+            },
+        ));
+        // A share of accounts goes quiet for the last months: nobody calls them.
+        let quiet_after = if builder.rng.random_bool(0.3) {
+            options.until - Duration::days(builder.rng.random_range(60..300))
+        } else {
+            options.until
+        };
+        let n_contacts = if n + 1 == n_accounts {
+            contacts_left
+        } else {
+            (options.contacts / n_accounts).min(contacts_left)
+        };
+        contacts_left -= n_contacts;
+        let mut account_contacts = Vec::new();
+        for _ in 0..n_contacts {
+            let at = created + Duration::minutes(builder.rng.random_range(10..60 * 24 * 30));
+            let contact = builder.id(at);
+            let name = format!("{} {}", builder.pick(FIRST_NAMES), builder.pick(LAST_NAMES));
+            let mut fields = json!({"name": name, "account_id": id, "title": builder.pick(TITLES), "lifecycle_stage": builder.pick(&["lead", "prospect", "customer", "customer", "churned"])});
+            let email = if !emails.is_empty() && builder.rng.random_bool(0.03) {
+                builder.pick(&emails).clone()
+            } else {
+                format!(
+                    "{}.{}@{domain}",
+                    name.to_lowercase().replace(' ', "."),
+                    builder.rng.random_range(1..99)
+                )
+            };
+            if builder.rng.random_bool(0.85) {
+                fields["email"] = json!(email);
+                emails.push(email);
+            }
+            if builder.rng.random_bool(0.5) {
+                fields["phone"] = json!(format!(
+                    "+44 20 {:04} {:04}",
+                    builder.rng.random_range(0..10_000),
+                    builder.rng.random_range(0..10_000)
+                ));
+            }
+            if builder.rng.random_bool(0.85) {
+                fields["owner_id"] = json!(builder.pick(&sellers));
+            }
+            plan.push((at, *builder.pick(&everyone), Action::Contact { id: contact, fields }));
+            account_contacts.push((contact, at));
+            if builder.rng.random_bool(0.25) {
+                let later = at + Duration::days(builder.rng.random_range(5..300));
+                plan.push((
+                    later,
+                    *builder.pick(&everyone),
+                    Action::UpdateContact {
+                        id: contact,
+                        fields: json!({"title": builder.pick(TITLES)}),
+                    },
+                ));
+            }
+            // Interactions until the account goes quiet; some contacts get none.
+            let n_interactions = builder.rng.random_range(0..7);
+            for _ in 0..n_interactions {
+                let span = (quiet_after - at).num_minutes().max(1);
+                let when = at + Duration::minutes(builder.rng.random_range(0..span));
+                let interaction = builder.id(when);
+                let kind = *builder.pick(&["call", "email", "meeting", "note"]);
+                let summary = *builder.pick(&[
+                    "Discussed renewal terms",
+                    "Sent the new price list",
+                    "Quarterly review",
+                    "Support follow-up",
+                    "Introduced the new product line",
+                    "Checked in after onboarding",
+                ]);
+                let direction = *builder.pick(&["inbound", "outbound"]);
+                plan.push((when, *builder.pick(&everyone), Action::Interaction { id: interaction, fields: json!({"kind": kind, "contact_id": contact, "summary": summary, "direction": direction}) }));
+            }
+        }
+        for _ in 0..builder.rng.random_range(0..4) {
+            let opened = created + Duration::days(builder.rng.random_range(1..500));
+            let deal = builder.id(opened);
+            let seller = *builder.pick(&sellers);
+            let value = builder.rng.random_range(5..500) * 100_000;
+            let currency = *builder.pick(&["EUR", "EUR", "USD", "GBP"]);
+            let mut fields = json!({"title": format!("{} for {}", builder.pick(&["Renewal", "Expansion", "Pilot", "Fleet deal"]), name), "account_id": id, "owner_id": seller, "amount": {"value_minor": value, "currency": currency}});
+            if builder.rng.random_bool(0.7) {
+                fields["expected_close"] = json!((opened + Duration::days(90)).format("%Y-%m-%d").to_string());
+            }
+            if let Some((contact, _)) = account_contacts.first() {
+                fields["contact_ids"] = json!([contact]);
+            }
+            plan.push((opened, seller, Action::Deal { id: deal, fields }));
+            let mut at = opened;
+            let last_stage = builder.rng.random_range(0..STAGES.len());
+            for stage in &STAGES[1..=last_stage] {
+                at += Duration::days(builder.rng.random_range(3..25));
+                plan.push((at, seller, Action::Stage { id: deal, stage }));
+            }
+            if builder.rng.random_bool(0.6) {
+                at += Duration::days(builder.rng.random_range(3..40));
+                plan.push((
+                    at,
+                    seller,
+                    Action::Close {
+                        id: deal,
+                        won: builder.rng.random_bool(0.45),
+                    },
+                ));
+            }
+        }
+    }
+    plan.retain(|(at, _, _)| *at <= options.until);
+    plan.sort_by_key(|(at, _, _)| *at);
+    plan
+}
+
+/// Writes the demo history into `store`, calling `progress(done, total)`.
+pub async fn generate(
+    store: &Store,
+    options: &DemoOptions,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<DemoReport, String> {
+    let mut builder = Builder {
+        rng: ChaCha8Rng::seed_from_u64(options.seed),
+        rules: Rules::default(),
+        versions: HashMap::new(),
+        requests: Vec::new(),
+        contacts: HashMap::new(),
+        accounts: HashMap::new(),
+        deals: HashMap::new(),
+    };
+    let plan = plan(&mut builder, options);
+    let mut report = DemoReport::default();
+    for (at, actor, action) in &plan {
+        let before = builder.requests.len();
+        builder.apply(*at, *actor, action);
+        if builder.requests.len() > before {
+            match action {
+                Action::User { .. } => report.users += 1,
+                Action::Account { .. } => report.accounts += 1,
+                Action::Contact { .. } => report.contacts += 1,
+                Action::Deal { .. } => report.deals += 1,
+                Action::Interaction { .. } => report.interactions += 1,
+                _ => {}
+            }
+        }
+    }
+    if store.head().await.map_err(|e| e.to_string())? > 0 {
+        return Err("the demo fills an empty store; this one already holds events (use a new --database)".into());
+    }
+    let requests = std::mem::take(&mut builder.requests);
+    let total = requests.iter().map(|r| r.events.len() as u64).sum();
+    for chunk in requests.chunks(2_000) {
+        for result in store.append_all(chunk.to_vec()).await.map_err(|e| e.to_string())? {
+            let appended = result.map_err(|e| format!("the demo history could not be written: {e}"))?;
+            report.events += appended.last_position - appended.first_position + 1;
+        }
+        progress(report.events, total);
+    }
+    Ok(report)
+}

@@ -1,0 +1,464 @@
+//! Contacts, accounts and deals; deal stages and closing; interactions.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use domain::RecordKind;
+use eventstore::AppendResult;
+use projections::CrmModel;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{IdempotencyKey, IfMatch, JsonObject, Reader, Writer};
+use crate::app::{Actor, App, AppError, Outcome};
+
+/// Most records one list page returns.
+pub const PAGE_SIZE_MAX: usize = 500;
+pub const PAGE_SIZE_DEFAULT: usize = 50;
+
+/// `contacts`, `accounts` or `deals`: the record kinds with these routes.
+pub fn record_kind(raw: &str) -> Result<RecordKind, ApiError> {
+    match raw.parse::<RecordKind>() {
+        Ok(kind @ (RecordKind::Contact | RecordKind::Account | RecordKind::Deal)) if raw.ends_with('s') => Ok(kind),
+        _ => Err(ApiError::not_found(format!(
+            "no such collection /v1/{raw}; use contacts, accounts or deals"
+        ))),
+    }
+}
+
+fn collection(kind: RecordKind) -> String {
+    format!("{}s", kind.as_str())
+}
+
+fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header value")
+}
+
+/// The view of a record in `model`, as every write and read returns it.
+fn view_of(model: &CrmModel, kind: RecordKind, id: Uuid) -> Option<Value> {
+    match kind {
+        RecordKind::Interaction => projections::interaction_view(model, id),
+        _ => projections::record_view(model, kind, id),
+    }
+}
+
+/// A response carrying a record view, its ETag and, for creations, its Location.
+fn record_response(status: StatusCode, kind: RecordKind, id: Uuid, view: Value) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Some(version) = view.get("version").and_then(Value::as_u64) {
+        headers.insert(header::ETAG, etag(version));
+    }
+    if status == StatusCode::CREATED {
+        let location = format!("/v1/{}/{id}", collection(kind));
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_str(&location).expect("ids are valid header text"),
+        );
+    }
+    (status, headers, Json(view)).into_response()
+}
+
+/// The live view after a write, once the read model has folded it.
+async fn written(state: &AppState, status: StatusCode, outcome: Outcome) -> Result<Response, ApiError> {
+    if let Some(appended) = &outcome.appended {
+        state.projector.wait_until(appended.last_position).await?;
+    }
+    let view = state
+        .projector
+        .read(|model| view_of(model, outcome.kind, outcome.id))
+        .await;
+    let view = view.ok_or_else(|| ApiError::internal(&"a written record is missing from the read model"))?;
+    Ok(record_response(status, outcome.kind, outcome.id, view))
+}
+
+/// The response the first request got: the record as it stood right after
+/// that append, folded from its own stream. Nothing is appended.
+async fn replay(state: &AppState, status: StatusCode, result: &AppendResult) -> Result<Response, ApiError> {
+    let (kind, id) = RecordKind::parse_stream_id(&result.stream_id)
+        .ok_or_else(|| ApiError::internal(&format!("unexpected stream {}", result.stream_id)))?;
+    let stream = state.app.store.read_stream(&result.stream_id, 1).await?;
+    let mut model = CrmModel::default();
+    for recorded in stream.iter().take_while(|e| e.version <= result.stream_version) {
+        let event = domain::Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data)
+            .map_err(|e| ApiError::internal(&e))?;
+        model.apply(recorded, &event);
+    }
+    let view = view_of(&model, kind, id).ok_or_else(|| ApiError::internal(&"a replayed record has no view"))?;
+    let mut response = record_response(status, kind, id, view);
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+/// Runs a write once per Idempotency-Key: a retry gets the first response.
+async fn once<F, Fut>(
+    state: &AppState,
+    writer: &Writer,
+    key: &IdempotencyKey,
+    route: &str,
+    status: StatusCode,
+    write: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(App, Actor) -> Fut,
+    Fut: std::future::Future<Output = Result<Outcome, AppError>>,
+{
+    let scoped = key.scoped(writer.principal.user_id, route);
+    if let Some(scoped) = &scoped
+        && let Some(first) = state.app.store.find_idempotent(scoped).await?
+    {
+        return replay(state, status, &first).await;
+    }
+    let mut actor = writer.actor.clone();
+    actor.idempotency_key = scoped.clone();
+    match write(state.app.clone(), actor).await {
+        Ok(outcome) => written(state, status, outcome).await,
+        // Two copies of one request raced: the other stored the key first.
+        Err(AppError::Store(eventstore::StoreError::IdempotencyKeyReused { key })) => {
+            match state.app.store.find_idempotent(&key).await? {
+                Some(first) => replay(state, status, &first).await,
+                None => Err(eventstore::StoreError::IdempotencyKeyReused { key }.into()),
+            }
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/{kind}", tag = "records",
+    params(("kind" = String, Path, description = "contacts, accounts or deals"),
+           ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the first response")),
+    request_body(content = Object, description = "the record's fields; see the contract for each kind"),
+    responses((status = 201, description = "created; Location and ETag set", body = Object),
+              (status = 400, body = super::error::Problem), (status = 401, body = super::error::Problem),
+              (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem),
+              (status = 413, body = super::error::Problem), (status = 422, body = super::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    writer: Writer,
+    key: IdempotencyKey,
+    JsonObject(input): JsonObject,
+) -> Result<Response, ApiError> {
+    let kind = record_kind(&kind)?;
+    let route = format!("create {kind}");
+    once(
+        &state,
+        &writer,
+        &key,
+        &route,
+        StatusCode::CREATED,
+        |app, actor| async move { app.create(kind, &input, &actor, Utc::now()).await },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// Case-insensitive text in the name, title or email.
+    pub q: Option<String>,
+    pub owner_id: Option<Uuid>,
+    pub account_id: Option<Uuid>,
+    /// Deals only: the pipeline stage.
+    pub stage: Option<String>,
+    /// Page size, at most 500 (default 50).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+}
+
+struct Row<'a> {
+    id: Uuid,
+    text: Vec<&'a str>,
+    owner_id: Option<Uuid>,
+    account_id: Option<Uuid>,
+    stage: Option<&'a str>,
+    archived: bool,
+}
+
+fn rows(model: &CrmModel, kind: RecordKind) -> Vec<Row<'_>> {
+    match kind {
+        RecordKind::Contact => model
+            .contacts
+            .values()
+            .map(|c| Row {
+                id: c.id,
+                text: [
+                    Some(c.fields.name.as_str()),
+                    c.fields.email.as_ref().map(|e| e.as_str()),
+                    c.fields.title.as_ref().map(|t| t.as_str()),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                owner_id: c.fields.owner_id,
+                account_id: c.fields.account_id,
+                stage: None,
+                archived: c.meta.archived,
+            })
+            .collect(),
+        RecordKind::Account => model
+            .accounts
+            .values()
+            .map(|a| Row {
+                id: a.id,
+                text: [
+                    Some(a.fields.name.as_str()),
+                    a.fields.domain.as_ref().map(|d| d.as_str()),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                owner_id: a.fields.owner_id,
+                account_id: Some(a.id),
+                stage: None,
+                archived: a.meta.archived,
+            })
+            .collect(),
+        _ => model
+            .deals
+            .values()
+            .map(|d| Row {
+                id: d.id,
+                text: vec![d.fields.title.as_str()],
+                owner_id: d.fields.owner_id,
+                account_id: Some(d.fields.account_id),
+                stage: Some(d.stage.as_str()),
+                archived: d.meta.archived,
+            })
+            .collect(),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/{kind}", tag = "records",
+    params(("kind" = String, Path, description = "contacts, accounts or deals"), ListQuery),
+    responses((status = 200, description = "{\"items\": [...], \"next_cursor\": id|null}, oldest first; archived records left out", body = Object),
+              (status = 401, body = super::error::Problem), (status = 404, body = super::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+    _reader: Reader,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = record_kind(&kind)?;
+    let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT).clamp(1, PAGE_SIZE_MAX);
+    let needle = query.q.as_deref().map(str::to_lowercase);
+    let page = state
+        .projector
+        .read(|model| {
+            let matching: Vec<Uuid> = rows(model, kind)
+                .into_iter()
+                .filter(|r| !r.archived && query.cursor.is_none_or(|cursor| r.id > cursor))
+                .filter(|r| query.owner_id.is_none_or(|o| r.owner_id == Some(o)))
+                .filter(|r| query.account_id.is_none_or(|a| r.account_id == Some(a)))
+                .filter(|r| query.stage.as_deref().is_none_or(|s| r.stage == Some(s)))
+                .filter(|r| {
+                    needle
+                        .as_deref()
+                        .is_none_or(|n| r.text.iter().any(|t| t.to_lowercase().contains(n)))
+                })
+                .map(|r| r.id)
+                .take(limit + 1)
+                .collect();
+            let next_cursor = (matching.len() > limit).then(|| matching[limit - 1]);
+            let items: Vec<Value> = matching
+                .iter()
+                .take(limit)
+                .filter_map(|id| view_of(model, kind, *id))
+                .collect();
+            json!({ "items": items, "next_cursor": next_cursor })
+        })
+        .await;
+    Ok(Json(page))
+}
+
+#[utoipa::path(get, path = "/v1/{kind}/{id}", tag = "records",
+    params(("kind" = String, Path, description = "contacts, accounts or deals"), ("id" = Uuid, Path)),
+    responses((status = 200, description = "the record's view; ETag is its version", body = Object),
+              (status = 401, body = super::error::Problem), (status = 404, body = super::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, Uuid)>,
+    _reader: Reader,
+) -> Result<Response, ApiError> {
+    let kind = record_kind(&kind)?;
+    let view = state.projector.read(|model| view_of(model, kind, id)).await;
+    let view = view.ok_or_else(|| ApiError::not_found(format!("no {kind} has the id {id}")))?;
+    Ok(record_response(StatusCode::OK, kind, id, view))
+}
+
+#[utoipa::path(patch, path = "/v1/{kind}/{id}", tag = "records",
+    params(("kind" = String, Path, description = "contacts, accounts or deals"), ("id" = Uuid, Path),
+           ("If-Match" = Option<String>, Header, description = "the ETag last seen; a stale one is refused with 412")),
+    request_body(content = Object, description = "the fields to change; null clears a field; nothing changed appends nothing"),
+    responses((status = 200, description = "the record after the change", body = Object),
+              (status = 400, body = super::error::Problem), (status = 404, body = super::error::Problem),
+              (status = 409, body = super::error::Problem), (status = 412, body = super::error::Problem),
+              (status = 422, body = super::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn patch(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, Uuid)>,
+    writer: Writer,
+    IfMatch(expected): IfMatch,
+    key: IdempotencyKey,
+    JsonObject(input): JsonObject,
+) -> Result<Response, ApiError> {
+    let kind = record_kind(&kind)?;
+    let route = format!("update {kind} {id}");
+    once(&state, &writer, &key, &route, StatusCode::OK, |app, actor| async move {
+        app.update(kind, id, &input, expected, &actor, Utc::now()).await
+    })
+    .await
+}
+
+#[utoipa::path(delete, path = "/v1/{kind}/{id}", tag = "records",
+    params(("kind" = String, Path, description = "contacts, accounts or deals"), ("id" = Uuid, Path),
+           ("If-Match" = Option<String>, Header, description = "the ETag last seen")),
+    responses((status = 204, description = "archived: gone from lists and reports, not from history"),
+              (status = 404, body = super::error::Problem), (status = 412, body = super::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn archive(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, Uuid)>,
+    writer: Writer,
+    IfMatch(expected): IfMatch,
+) -> Result<StatusCode, ApiError> {
+    let kind = record_kind(&kind)?;
+    let outcome = state.app.archive(kind, id, expected, &writer.actor, Utc::now()).await?;
+    if let Some(appended) = outcome.appended {
+        state.projector.wait_until(appended.last_position).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn text_field<'a>(input: &'a domain::Input, field: &str, required: bool) -> Result<Option<&'a str>, ApiError> {
+    match input.get(field) {
+        Some(Value::String(value)) => Ok(Some(value)),
+        None | Some(Value::Null) if !required => Ok(None),
+        None | Some(Value::Null) => Err(ApiError::validation(vec![domain::FieldError::new(
+            field,
+            "is required",
+        )])),
+        Some(_) => Err(ApiError::validation(vec![domain::FieldError::new(
+            field,
+            "must be a string",
+        )])),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/deals/{id}/stage", tag = "records",
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = Object, description = "{\"stage\": \"proposal\"}"),
+    responses((status = 200, description = "the deal after the move", body = Object),
+              (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem, description = "the deal is closed"),
+              (status = 412, body = super::error::Problem), (status = 422, body = super::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn move_stage(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    writer: Writer,
+    IfMatch(expected): IfMatch,
+    key: IdempotencyKey,
+    JsonObject(input): JsonObject,
+) -> Result<Response, ApiError> {
+    let stage = text_field(&input, "stage", true)?.unwrap_or_default().to_owned();
+    let route = format!("stage deal {id}");
+    once(&state, &writer, &key, &route, StatusCode::OK, |app, actor| async move {
+        app.move_deal(id, &stage, expected, &actor, Utc::now()).await
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/v1/deals/{id}/close", tag = "records",
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header), ("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = Object, description = "{\"outcome\": \"won\"|\"lost\", \"reason\": \"...\"}"),
+    responses((status = 200, description = "the closed deal", body = Object),
+              (status = 404, body = super::error::Problem), (status = 409, body = super::error::Problem, description = "already closed"),
+              (status = 412, body = super::error::Problem), (status = 422, body = super::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn close(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    writer: Writer,
+    IfMatch(expected): IfMatch,
+    key: IdempotencyKey,
+    JsonObject(input): JsonObject,
+) -> Result<Response, ApiError> {
+    let outcome = text_field(&input, "outcome", true)?.unwrap_or_default().to_owned();
+    let reason = text_field(&input, "reason", false)?.map(str::to_owned);
+    let route = format!("close deal {id}");
+    once(&state, &writer, &key, &route, StatusCode::OK, |app, actor| async move {
+        app.close_deal(id, &outcome, reason.as_deref(), expected, &actor, Utc::now())
+            .await
+    })
+    .await
+}
+
+/// Reads `occurred_at` (RFC 3339) from an interaction's input; default now.
+pub fn occurred_at(input: &domain::Input, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    match input.get("occurred_at") {
+        None | Some(Value::Null) => Ok(now),
+        Some(Value::String(raw)) => DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::validation(vec![domain::FieldError::new(
+                    "occurred_at",
+                    "must be an RFC 3339 time, such as 2025-06-01T10:00:00Z",
+                )])
+            }),
+        Some(_) => Err(ApiError::validation(vec![domain::FieldError::new(
+            "occurred_at",
+            "must be a string",
+        )])),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/interactions", tag = "records",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    request_body(content = Object, description = "{\"kind\": \"call|email|meeting|note\", \"contact_id\"?, \"account_id\"?, \"deal_id\"?, \"summary\", \"direction\"?, \"occurred_at\"?}"),
+    responses((status = 201, description = "logged", body = Object), (status = 400, body = super::error::Problem),
+              (status = 422, body = super::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn log_interaction(
+    State(state): State<AppState>,
+    writer: Writer,
+    key: IdempotencyKey,
+    JsonObject(input): JsonObject,
+) -> Result<Response, ApiError> {
+    let at = occurred_at(&input, Utc::now())?;
+    once(
+        &state,
+        &writer,
+        &key,
+        "log interaction",
+        StatusCode::CREATED,
+        |app, actor| async move { app.log_interaction(&input, &actor, at).await },
+    )
+    .await
+}
+
+#[utoipa::path(get, path = "/v1/interactions/{id}", tag = "records",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Object), (status = 404, body = super::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn get_interaction(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    _reader: Reader,
+) -> Result<Json<Value>, ApiError> {
+    let view = state
+        .projector
+        .read(|model| projections::interaction_view(model, id))
+        .await;
+    view.map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no interaction has the id {id}")))
+}

@@ -1,0 +1,89 @@
+//! `crm serve`: the HTTP API with live read models, started and stopped
+//! cleanly. On SIGTERM or ctrl-c the server stops accepting, lets in-flight
+//! requests finish, ends the SSE tails, saves the read-model snapshot and
+//! drains the writer: nothing acknowledged is lost.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::Utc;
+use projections::Projector;
+use tokio::sync::watch;
+
+use crate::app::{Actor, App};
+use crate::http::{self, AppState};
+
+/// Creates the first admin on a store that has none (a new store, or one
+/// filled by the demo), so that somebody can log in. Returns its token, to
+/// be shown once.
+pub async fn ensure_admin(app: &App, projector: &Projector) -> Result<Option<String>, String> {
+    projector.catch_up().await.map_err(|e| e.to_string())?;
+    if projector
+        .read(|model| model.users.values().any(|u| u.role == domain::Role::Admin))
+        .await
+    {
+        return Ok(None);
+    }
+    let outcome = app
+        .register_user("Administrator", "IT", "admin", &Actor::system(), Utc::now())
+        .await
+        .map_err(|e| e.to_string())?;
+    let token = crate::auth::issue(&app.store, outcome.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(token.token))
+}
+
+/// Resolves when the process is asked to stop.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; stop with ctrl-c");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn run(app: App, addr: SocketAddr) -> Result<(), String> {
+    let projector = Projector::open(app.store.clone())
+        .await
+        .map_err(|e| format!("cannot bring the read models up to date: {e}"))?;
+    if let Some(token) = ensure_admin(&app, &projector).await? {
+        println!("created the first admin user; its token is shown this once:");
+        println!("admin token: {token}");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on http://{local}");
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        stop_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop.send(true);
+    });
+    let live = tokio::spawn(Arc::clone(&projector).run(shutdown.clone()));
+    let state = AppState {
+        app: app.clone(),
+        projector,
+        shutdown: shutdown.clone(),
+    };
+    let served = http::serve(listener, state, shutdown).await;
+    let _ = live.await;
+    app.store.close().await;
+    tracing::info!("stopped");
+    served.map_err(|e| format!("the server failed: {e}"))
+}
