@@ -704,6 +704,30 @@ impl Cli {
     }
 }
 
+/// Logs to standard error: `CRM_LOG` sets the filter (default `info` for
+/// `serve`, `warn` otherwise), `CRM_LOG_FORMAT=json` gives JSON lines.
+fn init_logging(serving: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if serving { "info,sqlx=warn" } else { "warn" };
+    let filter = EnvFilter::try_from_env("CRM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("CRM_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The whole `crm` program: parse arguments (clap exits with 2 on bad
+/// usage), set up logging, run, and turn the outcome into an exit code.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.is_serve());
+    run(cli).await
+}
+
 /// Parses arguments; clap itself exits with 2 on bad usage.
 pub fn parse() -> Cli {
     Cli::parse()

@@ -1,0 +1,8 @@
+//! The `crm` program, built inside this package so that the black-box tests
+//! can start it (Cargo tells a package's tests only its own binaries' paths).
+//! It is the same entry point as `server/src/main.rs`.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    server::cli::main().await
+}

@@ -1,0 +1,867 @@
+//! Black-box tests: the real `crm` binary on a free port, on SQLite and on
+//! PostgreSQL, driven over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use eventstore::testing::TestDatabase;
+use futures_util::StreamExt;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let server = super::Server::start(eventstore::testing::TestDatabase::sqlite()).await;
+                    super::$case(&server).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(database) = eventstore::testing::TestDatabase::postgres().await else { return };
+                    let server = super::Server::start(database).await;
+                    super::$case(&server).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    records_can_be_created_read_listed_changed_and_archived,
+    every_error_status_of_the_contract_is_a_problem_and_appends_nothing,
+    each_role_reaches_exactly_its_routes,
+    an_idempotent_retry_returns_the_first_response_and_appends_nothing,
+    of_sixteen_concurrent_patches_with_one_version_exactly_one_wins,
+    history_timeline_audit_and_reports_tell_who_changed_what,
+    the_event_stream_delivers_a_new_event,
+    import_export_import_round_trips_and_a_reimport_changes_nothing,
+    the_openapi_document_lists_every_route,
+);
+
+/// A running `crm serve`, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    admin: String,
+    client: Client,
+    _database: TestDatabase,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    async fn start(database: TestDatabase) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
+        command
+            .args(["serve", "--addr", "127.0.0.1:0", "--database", &database.url])
+            .env("CRM_LOG", "warn");
+        if let Some(schema) = &database.options.schema {
+            command.args(["--schema", schema]);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("crm serve starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (admin, base) = tokio::task::spawn_blocking(move || {
+            let (mut admin, mut base) = (None, None);
+            for line in BufReader::new(stdout).lines() {
+                let line = line.expect("a line");
+                if let Some(token) = line.strip_prefix("admin token: ") {
+                    admin = Some(token.to_owned());
+                }
+                if let Some(address) = line.strip_prefix("listening on ") {
+                    base = Some(address.to_owned());
+                    break;
+                }
+            }
+            (
+                admin.expect("the admin token is printed once"),
+                base.expect("the address is printed"),
+            )
+        })
+        .await
+        .expect("read the server's output");
+        Self {
+            child,
+            base,
+            admin,
+            client: Client::new(),
+            _database: database,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the server answers");
+        let (status, headers) = (response.status(), response.headers().clone());
+        let text = response.text().await.expect("a body");
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (status, _, body) = self.call(method, path, Some(&self.admin), body).await;
+        (status, body)
+    }
+
+    /// The number of events in the log.
+    async fn n_events(&self) -> u64 {
+        let (status, report) = self.admin(Method::GET, "/v1/admin/verify", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(report["ok"], true, "the chain verifies: {report}");
+        report["events"].as_u64().expect("a count")
+    }
+
+    async fn user(&self, role: &str) -> String {
+        let (status, user) = self
+            .admin(
+                Method::POST,
+                "/v1/users",
+                Some(json!({"name": format!("A {role}"), "department": "Sales", "role": role})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{user}");
+        user["token"].as_str().expect("a token").to_owned()
+    }
+
+    async fn create(&self, kind: &str, body: Value) -> Value {
+        let (status, view) = self.admin(Method::POST, &format!("/v1/{kind}"), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{view}");
+        view
+    }
+}
+
+fn id(view: &Value) -> String {
+    view["id"].as_str().expect("an id").to_owned()
+}
+
+async fn records_can_be_created_read_listed_changed_and_archived(server: &Server) {
+    let account = server
+        .create("accounts", json!({"name": "Acme", "domain": "acme.com"}))
+        .await;
+    let (status, headers, ada) = server
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(&server.admin),
+            Some(json!({"name": "Ada", "email": "ada@acme.com", "account_id": id(&account)})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["location"], format!("/v1/contacts/{}", id(&ada)).as_str());
+    assert_eq!(headers["etag"], "\"1\"");
+    for (field, expected) in [
+        ("name", json!("Ada")),
+        ("version", json!(1)),
+        ("interaction_count", json!(0)),
+        ("archived", json!(false)),
+    ] {
+        assert_eq!(ada[field], expected, "{field}");
+    }
+    server
+        .create("contacts", json!({"name": "Grace", "account_id": id(&account)}))
+        .await;
+    let (status, page) = server.admin(Method::GET, "/v1/contacts?limit=1", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let cursor = page["next_cursor"].as_str().expect("more pages");
+    let (_, second) = server
+        .admin(Method::GET, &format!("/v1/contacts?limit=1&cursor={cursor}"), None)
+        .await;
+    assert_eq!(
+        (page["items"][0]["name"].clone(), second["items"][0]["name"].clone()),
+        (json!("Ada"), json!("Grace"))
+    );
+    assert_eq!(second["next_cursor"], Value::Null);
+    let (_, found) = server.admin(Method::GET, "/v1/contacts?q=GRAC", None).await;
+    assert_eq!(found["items"].as_array().map(Vec::len), Some(1));
+
+    let path = format!("/v1/contacts/{}", id(&ada));
+    let (status, changed) = server
+        .admin(Method::PATCH, &path, Some(json!({"title": "Countess", "email": null})))
+        .await;
+    assert_eq!(
+        (status, changed["version"].clone(), changed["email"].clone()),
+        (StatusCode::OK, json!(2), Value::Null)
+    );
+    let before = server.n_events().await;
+    let (status, unchanged) = server
+        .admin(Method::PATCH, &path, Some(json!({"title": "Countess"})))
+        .await;
+    assert_eq!((status, unchanged["version"].clone()), (StatusCode::OK, json!(2)));
+    assert_eq!(
+        server.n_events().await,
+        before,
+        "a patch that changes nothing appends nothing"
+    );
+
+    let (status, _) = server.admin(Method::DELETE, &path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, list) = server.admin(Method::GET, "/v1/contacts", None).await;
+    assert!(
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|c| c["id"] != ada["id"]),
+        "archived records leave lists"
+    );
+    let (status, archived) = server.admin(Method::GET, &path, None).await;
+    assert_eq!((status, archived["archived"].clone()), (StatusCode::OK, json!(true)));
+
+    let deal = server
+        .create(
+            "deals",
+            json!({"title": "Fleet", "account_id": id(&account), "amount": {"value_minor": 100000, "currency": "EUR"}}),
+        )
+        .await;
+    let (status, moved) = server
+        .admin(
+            Method::POST,
+            &format!("/v1/deals/{}/stage", id(&deal)),
+            Some(json!({"stage": "proposal"})),
+        )
+        .await;
+    assert_eq!((status, moved["stage"].clone()), (StatusCode::OK, json!("proposal")));
+    let (status, closed) = server
+        .admin(
+            Method::POST,
+            &format!("/v1/deals/{}/close", id(&deal)),
+            Some(json!({"outcome": "won", "reason": "price"})),
+        )
+        .await;
+    assert_eq!((status, closed["status"].clone()), (StatusCode::OK, json!("won")));
+    let grace = &second["items"][0];
+    let (status, call) = server.admin(Method::POST, "/v1/interactions", Some(json!({"kind": "call", "contact_id": grace["id"], "summary": "Intro", "occurred_at": "2025-01-02T03:04:05Z"}))).await;
+    assert_eq!(
+        (status, call["occurred_at"].clone()),
+        (StatusCode::CREATED, json!("2025-01-02T03:04:05Z"))
+    );
+    let (_, grace_now) = server
+        .admin(
+            Method::GET,
+            &format!("/v1/contacts/{}", grace["id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    assert_eq!(grace_now["interaction_count"], 1);
+    let (status, _) = server
+        .admin(Method::GET, &format!("/v1/interactions/{}", id(&call)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+async fn every_error_status_of_the_contract_is_a_problem_and_appends_nothing(server: &Server) {
+    let account = server.create("accounts", json!({"name": "Acme"})).await;
+    let contact = server.create("contacts", json!({"name": "Ada"})).await;
+    let deal = server
+        .create("deals", json!({"title": "Fleet", "account_id": id(&account)}))
+        .await;
+    server
+        .admin(
+            Method::POST,
+            &format!("/v1/deals/{}/close", id(&deal)),
+            Some(json!({"outcome": "lost"})),
+        )
+        .await;
+    let before = server.n_events().await;
+    let contact_path = format!("/v1/contacts/{}", id(&contact));
+    let huge = json!({"name": "x".repeat(2 << 20)});
+    let cases: Vec<(Method, String, Option<&str>, Option<Value>, Option<&str>, StatusCode)> = vec![
+        (
+            Method::GET,
+            "/v1/contacts".into(),
+            None,
+            None,
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::GET,
+            "/v1/contacts".into(),
+            Some("crm_0000000000000000_00"),
+            None,
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Method::POST,
+            "/v1/contacts".into(),
+            Some("admin"),
+            Some(json!({"name": "", "email": "nope"})),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/v1/contacts".into(),
+            Some("admin"),
+            Some(json!({"name": "A", "owner_id": "not-a-uuid"})),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/v1/deals".into(),
+            Some("admin"),
+            Some(json!({"title": "No account"})),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/v1/contacts".into(),
+            Some("admin"),
+            Some(huge),
+            None,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::GET,
+            format!("/v1/contacts/{}", uuid::Uuid::now_v7()),
+            Some("admin"),
+            None,
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/contacts/{}", uuid::Uuid::now_v7()),
+            Some("admin"),
+            Some(json!({"title": "X"})),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/v1/leads".into(),
+            Some("admin"),
+            None,
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::PATCH,
+            contact_path.clone(),
+            Some("admin"),
+            Some(json!({"title": "X"})),
+            Some("\"7\""),
+            StatusCode::PRECONDITION_FAILED,
+        ),
+        (
+            Method::PATCH,
+            contact_path.clone(),
+            Some("admin"),
+            Some(json!({"title": "X"})),
+            Some("seven"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            format!("/v1/deals/{}/stage", id(&deal)),
+            Some("admin"),
+            Some(json!({"stage": "proposal"})),
+            None,
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::POST,
+            format!("/v1/deals/{}/close", id(&deal)),
+            Some("admin"),
+            Some(json!({"outcome": "won"})),
+            None,
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::POST,
+            "/v1/interactions".into(),
+            Some("admin"),
+            Some(json!({"kind": "call", "summary": "No subject"})),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/v1/interactions".into(),
+            Some("admin"),
+            Some(
+                json!({"kind": "call", "summary": "Future", "contact_id": id(&contact), "occurred_at": "2999-01-01T00:00:00Z"}),
+            ),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (method, path, token, body, if_match, expected) in cases {
+        let mut request = server.client.request(method.clone(), format!("{}{path}", server.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(if token == "admin" { server.admin.as_str() } else { token });
+        }
+        if let Some(if_match) = if_match {
+            request = request.header("If-Match", if_match);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("answer");
+        assert_eq!(response.status(), expected, "{method} {path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
+        let problem: Value = response.json().await.expect("problem json");
+        assert_eq!(problem["status"], expected.as_u16(), "{problem}");
+        assert!(
+            problem["type"].is_string() && problem["title"].is_string() && problem["detail"].is_string(),
+            "{problem}"
+        );
+    }
+    let malformed = server
+        .client
+        .post(format!("{}/v1/contacts", server.base))
+        .bearer_auth(&server.admin)
+        .body("{not json")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let (_, invalid) = server
+        .admin(Method::POST, "/v1/contacts", Some(json!({"name": "", "email": "nope"})))
+        .await;
+    let fields: Vec<&str> = invalid["errors"]
+        .as_array()
+        .expect("per-field errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["name", "email"]);
+    assert_eq!(server.n_events().await, before, "no refused request appended anything");
+}
+
+async fn each_role_reaches_exactly_its_routes(server: &Server) {
+    let viewer = server.user("viewer").await;
+    let member = server.user("member").await;
+    let account = server.create("accounts", json!({"name": "Acme"})).await;
+    let contact = server
+        .create("contacts", json!({"name": "Ada", "account_id": id(&account)}))
+        .await;
+    let deal = server
+        .create("deals", json!({"title": "Fleet", "account_id": id(&account)}))
+        .await;
+    let c = format!("/v1/contacts/{}", id(&contact));
+    let d = id(&deal);
+    // (method, path, body, lowest role allowed: 0 viewer, 1 member, 2 admin)
+    let routes: Vec<(Method, String, Option<Value>, u8)> = vec![
+        (Method::GET, "/v1/contacts".into(), None, 0),
+        (Method::GET, c.clone(), None, 0),
+        (Method::GET, format!("{c}/history"), None, 0),
+        (Method::GET, format!("{c}/timeline"), None, 0),
+        (Method::GET, "/v1/audit".into(), None, 0),
+        (Method::GET, "/v1/events?after=0&limit=5".into(), None, 0),
+        (Method::GET, "/v1/reports/pipeline".into(), None, 0),
+        (Method::GET, "/v1/reports/data-quality".into(), None, 0),
+        (Method::GET, "/v1/reports/neglected-accounts".into(), None, 0),
+        (Method::GET, "/v1/reports/owners".into(), None, 0),
+        (Method::GET, "/v1/users".into(), None, 0),
+        (Method::POST, "/v1/contacts".into(), Some(json!({"name": "New"})), 1),
+        (Method::PATCH, c.clone(), Some(json!({"title": "T"})), 1),
+        (
+            Method::POST,
+            format!("/v1/deals/{d}/stage"),
+            Some(json!({"stage": "qualified"})),
+            1,
+        ),
+        (
+            Method::POST,
+            "/v1/interactions".into(),
+            Some(json!({"kind": "note", "summary": "S", "contact_id": id(&contact)})),
+            1,
+        ),
+        (
+            Method::POST,
+            format!("/v1/deals/{d}/close"),
+            Some(json!({"outcome": "won"})),
+            1,
+        ),
+        (
+            Method::POST,
+            "/v1/users".into(),
+            Some(json!({"name": "X", "department": "IT", "role": "viewer"})),
+            2,
+        ),
+        (Method::POST, "/v1/admin/rebuild".into(), None, 2),
+        (Method::GET, "/v1/admin/verify".into(), None, 2),
+        (Method::GET, "/v1/export/contacts.csv".into(), None, 2),
+        (Method::DELETE, c.clone(), None, 1),
+    ];
+    for (method, path, body, lowest) in routes {
+        for (rank, token) in [(0u8, viewer.as_str()), (1, member.as_str()), (2, server.admin.as_str())] {
+            let (status, _, answer) = server.call(method.clone(), &path, Some(token), body.clone()).await;
+            if rank < lowest {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{method} {path} as rank {rank}: {answer}"
+                );
+            } else {
+                // Allowed: the role reaches the route. (The deal closes once,
+                // so a second close is refused as a conflict, not a role.)
+                let reached = status.is_success() || status == StatusCode::CONFLICT;
+                assert!(reached, "{method} {path} as rank {rank}: {status} {answer}");
+            }
+        }
+    }
+    let (status, _, _) = server.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "healthz needs no token");
+    let (_, history) = server.admin(Method::GET, &format!("{c}/history"), None).await;
+    let patched_by = &history["items"][1]["actor"];
+    assert_eq!(
+        patched_by["name"], "A member",
+        "the actor is the authenticated user: {history}"
+    );
+}
+
+async fn an_idempotent_retry_returns_the_first_response_and_appends_nothing(server: &Server) {
+    let send = || {
+        server
+            .client
+            .post(format!("{}/v1/contacts", server.base))
+            .bearer_auth(&server.admin)
+            .header("Idempotency-Key", "import-42")
+            .json(&json!({"name": "Ada", "email": "ada@acme.com"}))
+            .send()
+    };
+    let first = send().await.expect("answer");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let location = first.headers()["location"].clone();
+    let first: Value = first.json().await.expect("json");
+    let after_first = server.n_events().await;
+    server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/contacts/{}", id(&first)),
+            Some(json!({"title": "Later change"})),
+        )
+        .await;
+    let retry = send().await.expect("answer");
+    assert_eq!(
+        (retry.status(), retry.headers()["location"].clone()),
+        (StatusCode::CREATED, location)
+    );
+    let retry: Value = retry.json().await.expect("json");
+    assert_eq!(retry, first, "the retry returns the first response");
+    assert_eq!(
+        server.n_events().await,
+        after_first + 1,
+        "only the later PATCH appended"
+    );
+}
+
+async fn of_sixteen_concurrent_patches_with_one_version_exactly_one_wins(server: &Server) {
+    let contact = server.create("contacts", json!({"name": "Ada"})).await;
+    let path = format!("{}/v1/contacts/{}", server.base, id(&contact));
+    let patches: Vec<_> = (0..16)
+        .map(|n| {
+            let request = server
+                .client
+                .patch(&path)
+                .bearer_auth(&server.admin)
+                .header("If-Match", "\"1\"")
+                .json(&json!({"title": format!("Title {n}")}));
+            tokio::spawn(async move { request.send().await.expect("answer").status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for patch in patches {
+        statuses.push(patch.await.expect("task"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::PRECONDITION_FAILED)
+            .count(),
+        15,
+        "{statuses:?}"
+    );
+    let (_, now) = server
+        .admin(Method::GET, &format!("/v1/contacts/{}", id(&contact)), None)
+        .await;
+    assert_eq!(now["version"], 2);
+}
+
+async fn history_timeline_audit_and_reports_tell_who_changed_what(server: &Server) {
+    let member = server.user("member").await;
+    let (_, _, account) = server
+        .call(
+            Method::POST,
+            "/v1/accounts",
+            Some(&member),
+            Some(json!({"name": "Quiet Ltd"})),
+        )
+        .await;
+    let (_, _, contact) = server
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(&member),
+            Some(json!({"name": "Ada", "account_id": id(&account), "lifecycle_stage": "customer"})),
+        )
+        .await;
+    server
+        .call(
+            Method::PATCH,
+            &format!("/v1/contacts/{}", id(&contact)),
+            Some(&member),
+            Some(json!({"phone": "+44 20 7946 0958"})),
+        )
+        .await;
+    server.call(Method::POST, "/v1/interactions", Some(&member), Some(json!({"kind": "call", "summary": "Old call", "contact_id": id(&contact), "occurred_at": "2024-01-01T00:00:00Z"}))).await;
+    let (_, history) = server
+        .admin(Method::GET, &format!("/v1/contacts/{}/history", id(&contact)), None)
+        .await;
+    let entry = &history["items"][1];
+    assert_eq!(entry["changes"]["phone"], json!({"from": null, "to": "+442079460958"}));
+    assert_eq!(
+        (entry["actor"]["name"].clone(), entry["actor"]["department"].clone()),
+        (json!("A member"), json!("Sales"))
+    );
+    let (_, timeline) = server
+        .admin(Method::GET, &format!("/v1/contacts/{}/timeline", id(&contact)), None)
+        .await;
+    let items: Vec<&str> = timeline["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["item"].as_str())
+        .collect();
+    assert_eq!(
+        items,
+        ["change", "change", "interaction"],
+        "newest first; the call happened in 2024"
+    );
+    let actor = entry["actor"]["id"].as_str().expect("actor id");
+    let (_, audit) = server
+        .admin(Method::GET, &format!("/v1/audit?actor_id={actor}"), None)
+        .await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(4));
+    let (_, neglected) = server
+        .admin(Method::GET, "/v1/reports/neglected-accounts?days=30", None)
+        .await;
+    assert_eq!(neglected["accounts"][0]["name"], "Quiet Ltd", "{neglected}");
+    let (_, before_any) = server
+        .admin(Method::GET, "/v1/reports/data-quality?as_of=2020-01-01T00:00:00Z", None)
+        .await;
+    assert_eq!(before_any["summary"]["records"], 0, "as of 2020 nothing existed");
+    let (_, quality) = server
+        .admin(Method::GET, "/v1/reports/data-quality?stale_days=0", None)
+        .await;
+    assert!(quality["summary"]["records"].as_u64() >= Some(2));
+    for report in ["pipeline", "owners"] {
+        let (status, _) = server.admin(Method::GET, &format!("/v1/reports/{report}"), None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, rebuilt) = server.admin(Method::POST, "/v1/admin/rebuild", None).await;
+    assert_eq!(
+        (status, rebuilt["events"].as_u64()),
+        (StatusCode::OK, Some(server.n_events().await))
+    );
+}
+
+async fn the_event_stream_delivers_a_new_event(server: &Server) {
+    let head = server.n_events().await;
+    let response = server
+        .client
+        .get(format!("{}/v1/events/stream?after={head}", server.base))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.bytes_stream();
+    server.create("accounts", json!({"name": "Streamed"})).await;
+    let mut received = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !received.contains("AccountCreated") {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("an event arrives in time")
+            .expect("open")
+            .expect("bytes");
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(received.contains(&format!("id: {}", head + 1)), "{received}");
+    assert!(received.contains("\"name\":\"Streamed\""), "{received}");
+}
+
+async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server: &Server) {
+    let csv = "external_id,name,domain,created_at\nA-1,Acme,acme.com,2019-05-01\nA-2,,bad,2019-05-02\nA-3,Initech,initech.com,2019-06-01T10:00:00Z\n";
+    let import = |body: String, kind: &'static str| {
+        server
+            .client
+            .post(format!("{}/v1/import/{kind}", server.base))
+            .bearer_auth(&server.admin)
+            .body(body)
+            .send()
+    };
+    let first: Value = import(csv.into(), "accounts")
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (
+            first["created"].clone(),
+            first["updated"].clone(),
+            first["unchanged"].clone()
+        ),
+        (json!(2), json!(0), json!(0)),
+        "{first}"
+    );
+    assert_eq!(
+        first["errors"][0]["line"], 3,
+        "the bad row is named by its line: {first}"
+    );
+    let contacts = "external_id,name,email,account_external_id,tags\nC-1,Ada,ada@acme.com,A-1,vip;partner\n";
+    let imported: Value = import(contacts.into(), "contacts")
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(imported["created"], 1, "{imported}");
+    let again: Value = import(csv.into(), "accounts")
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (again["created"].clone(), again["unchanged"].clone()),
+        (json!(0), json!(2)),
+        "{again}"
+    );
+    let before = server.n_events().await;
+    let exported = server
+        .client
+        .get(format!("{}/v1/export/accounts.csv", server.base))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(exported.headers()["content-type"], "text/csv; charset=utf-8");
+    let exported = exported.text().await.expect("csv");
+    let reimport: Value = import(exported.clone(), "accounts")
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (
+            reimport["created"].clone(),
+            reimport["unchanged"].clone(),
+            reimport["errors"].clone()
+        ),
+        (json!(0), json!(2), json!([])),
+        "{reimport}"
+    );
+    let contacts_csv = server
+        .client
+        .get(format!("{}/v1/export/contacts.csv", server.base))
+        .bearer_auth(&server.admin)
+        .send()
+        .await
+        .expect("answer")
+        .text()
+        .await
+        .expect("csv");
+    let reimport: Value = import(contacts_csv, "contacts")
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(reimport["unchanged"], 1, "{reimport}");
+    assert_eq!(
+        server.n_events().await,
+        before,
+        "re-importing the export changes nothing"
+    );
+    let (_, accounts) = server.admin(Method::GET, "/v1/accounts?q=acme", None).await;
+    assert_eq!(
+        accounts["items"][0]["created_at"], "2019-05-01T00:00:00Z",
+        "legacy history kept"
+    );
+}
+
+async fn the_openapi_document_lists_every_route(server: &Server) {
+    let (status, _, document) = server.call(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let paths = document["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/v1/{kind}", "post"),
+        ("/v1/{kind}", "get"),
+        ("/v1/{kind}/{id}", "get"),
+        ("/v1/{kind}/{id}", "patch"),
+        ("/v1/{kind}/{id}", "delete"),
+        ("/v1/deals/{id}/stage", "post"),
+        ("/v1/deals/{id}/close", "post"),
+        ("/v1/interactions", "post"),
+        ("/v1/{kind}/{id}/history", "get"),
+        ("/v1/{kind}/{id}/timeline", "get"),
+        ("/v1/audit", "get"),
+        ("/v1/events", "get"),
+        ("/v1/events/stream", "get"),
+        ("/v1/reports/pipeline", "get"),
+        ("/v1/reports/data-quality", "get"),
+        ("/v1/reports/neglected-accounts", "get"),
+        ("/v1/reports/owners", "get"),
+        ("/v1/admin/rebuild", "post"),
+        ("/v1/admin/verify", "get"),
+        ("/v1/users", "post"),
+        ("/v1/import/{kind}", "post"),
+        ("/v1/export/{file}", "get"),
+        ("/healthz", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is missing from the OpenAPI document"
+        );
+    }
+}
