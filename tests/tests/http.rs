@@ -280,6 +280,16 @@ async fn records_can_be_created_read_listed_changed_and_archived(server: &Server
     assert_eq!(status, StatusCode::OK);
 }
 
+/// method, path, token ("admin" for the admin's), body, If-Match, expected status.
+type ErrorCase = (
+    Method,
+    String,
+    Option<&'static str>,
+    Option<Value>,
+    Option<&'static str>,
+    StatusCode,
+);
+
 async fn every_error_status_of_the_contract_is_a_problem_and_appends_nothing(server: &Server) {
     let account = server.create("accounts", json!({"name": "Acme"})).await;
     let contact = server.create("contacts", json!({"name": "Ada"})).await;
@@ -296,7 +306,7 @@ async fn every_error_status_of_the_contract_is_a_problem_and_appends_nothing(ser
     let before = server.n_events().await;
     let contact_path = format!("/v1/contacts/{}", id(&contact));
     let huge = json!({"name": "x".repeat(2 << 20)});
-    let cases: Vec<(Method, String, Option<&str>, Option<Value>, Option<&str>, StatusCode)> = vec![
+    let cases: Vec<ErrorCase> = vec![
         (
             Method::GET,
             "/v1/contacts".into(),
