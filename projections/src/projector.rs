@@ -181,8 +181,14 @@ impl Projector {
     /// Replays the whole log into a fresh model aside, then swaps it in.
     /// Reads keep being served from the current model meanwhile.
     pub async fn rebuild(&self) -> Result<RebuildReport, ProjectionError> {
+        self.rebuild_with_progress(|_| {}).await
+    }
+
+    /// `rebuild`, calling `progress` with the last position folded after
+    /// each batch.
+    pub async fn rebuild_with_progress(&self, progress: impl FnMut(u64)) -> Result<RebuildReport, ProjectionError> {
         let started = Instant::now();
-        let mut fresh = fold(&self.store, None).await?;
+        let mut fresh = fold_with_progress(&self.store, None, progress).await?;
         let applying = self.applying.lock().await;
         // Fold what was appended while the rebuild ran, then swap.
         loop {
@@ -237,6 +243,15 @@ async fn load_snapshot(store: &Store) -> Result<Option<CrmModel>, ProjectionErro
 /// Folds the log from the start into a new model, in bounded batches. With
 /// `occurred_until`, only the events that had happened by then count.
 pub async fn fold(store: &Store, occurred_until: Option<DateTime<Utc>>) -> Result<CrmModel, ProjectionError> {
+    fold_with_progress(store, occurred_until, |_| {}).await
+}
+
+/// `fold`, calling `progress` with the last position read after each batch.
+pub async fn fold_with_progress(
+    store: &Store,
+    occurred_until: Option<DateTime<Utc>>,
+    mut progress: impl FnMut(u64),
+) -> Result<CrmModel, ProjectionError> {
     let mut model = CrmModel::default();
     let mut after = 0;
     loop {
@@ -249,6 +264,7 @@ pub async fn fold(store: &Store, occurred_until: Option<DateTime<Utc>>) -> Resul
             }
             model.apply(recorded, &decode(recorded)?);
         }
+        progress(after);
     }
     Ok(model)
 }

@@ -185,6 +185,32 @@ impl App {
             .await
     }
 
+    /// Parses a contact's, account's or deal's input and checks what it
+    /// refers to: the same for creating and for updating.
+    async fn checked_input(&self, kind: RecordKind, input: &Input) -> Result<CheckedInput, AppError> {
+        match kind {
+            RecordKind::Contact => {
+                let changes = ContactChanges::parse(input, &[])?;
+                self.check_references(changes.account_id.flatten(), changes.owner_id.flatten(), &[])
+                    .await?;
+                Ok(CheckedInput::Contact(changes))
+            }
+            RecordKind::Account => {
+                let changes = AccountChanges::parse(input, &[])?;
+                self.check_references(None, changes.owner_id.flatten(), &[]).await?;
+                Ok(CheckedInput::Account(changes))
+            }
+            RecordKind::Deal => {
+                let (changes, stage) = domain::parse_deal_input(input)?;
+                let contacts = changes.contact_ids.clone().unwrap_or_default();
+                self.check_references(changes.account_id, changes.owner_id.flatten(), &contacts)
+                    .await?;
+                Ok(CheckedInput::Deal(changes, stage))
+            }
+            RecordKind::Interaction | RecordKind::User => Err(not_a_record(kind)),
+        }
+    }
+
     /// Creates a contact, account or deal from untrusted input.
     pub async fn create(
         &self,
@@ -194,31 +220,22 @@ impl App {
         now: DateTime<Utc>,
     ) -> Result<Outcome, AppError> {
         let id = Uuid::now_v7();
-        match kind {
-            RecordKind::Contact => {
-                let changes = ContactChanges::parse(input, &[])?;
-                self.check_references(changes.account_id.flatten(), changes.owner_id.flatten(), &[])
-                    .await?;
+        match self.checked_input(kind, input).await? {
+            CheckedInput::Contact(changes) => {
                 let command = ContactCommand::CreateContact {
                     contact_id: id,
                     changes,
                 };
                 self.execute::<Contact>(kind, id, &command, None, actor, now).await
             }
-            RecordKind::Account => {
-                let changes = AccountChanges::parse(input, &[])?;
-                self.check_references(None, changes.owner_id.flatten(), &[]).await?;
+            CheckedInput::Account(changes) => {
                 let command = AccountCommand::CreateAccount {
                     account_id: id,
                     changes,
                 };
                 self.execute::<Account>(kind, id, &command, None, actor, now).await
             }
-            RecordKind::Deal => {
-                let (changes, stage) = domain::parse_deal_input(input)?;
-                let contacts = changes.contact_ids.clone().unwrap_or_default();
-                self.check_references(changes.account_id, changes.owner_id.flatten(), &contacts)
-                    .await?;
+            CheckedInput::Deal(changes, stage) => {
                 let command = DealCommand::CreateDeal {
                     deal_id: id,
                     changes,
@@ -226,7 +243,6 @@ impl App {
                 };
                 self.execute::<Deal>(kind, id, &command, None, actor, now).await
             }
-            RecordKind::Interaction | RecordKind::User => Err(not_a_record(kind)),
         }
     }
 
@@ -240,11 +256,8 @@ impl App {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Outcome, AppError> {
-        match kind {
-            RecordKind::Contact => {
-                let changes = ContactChanges::parse(input, &[])?;
-                self.check_references(changes.account_id.flatten(), changes.owner_id.flatten(), &[])
-                    .await?;
+        match self.checked_input(kind, input).await? {
+            CheckedInput::Contact(changes) => {
                 self.execute::<Contact>(
                     kind,
                     id,
@@ -255,9 +268,7 @@ impl App {
                 )
                 .await
             }
-            RecordKind::Account => {
-                let changes = AccountChanges::parse(input, &[])?;
-                self.check_references(None, changes.owner_id.flatten(), &[]).await?;
+            CheckedInput::Account(changes) => {
                 self.execute::<Account>(
                     kind,
                     id,
@@ -268,11 +279,7 @@ impl App {
                 )
                 .await
             }
-            RecordKind::Deal => {
-                let (changes, stage) = domain::parse_deal_input(input)?;
-                let contacts = changes.contact_ids.clone().unwrap_or_default();
-                self.check_references(changes.account_id, changes.owner_id.flatten(), &contacts)
-                    .await?;
+            CheckedInput::Deal(changes, stage) => {
                 self.execute::<Deal>(
                     kind,
                     id,
@@ -283,7 +290,6 @@ impl App {
                 )
                 .await
             }
-            RecordKind::Interaction | RecordKind::User => Err(not_a_record(kind)),
         }
     }
 
@@ -390,6 +396,13 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// A record's input, parsed, with its references checked.
+enum CheckedInput {
+    Contact(ContactChanges),
+    Account(AccountChanges),
+    Deal(domain::DealChanges, Option<String>),
 }
 
 fn not_a_record(kind: RecordKind) -> AppError {

@@ -460,7 +460,15 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
         }
         Command::Rebuild => {
             let projector = projector(&store).await?;
-            let report = projector.rebuild().await.map_err(|e| e.to_string())?;
+            let bar = progress_bar(
+                store.head().await.map_err(|e| e.to_string())?,
+                "rebuilding the read models",
+            );
+            let report = projector
+                .rebuild_with_progress(|position| bar.set_position(position))
+                .await;
+            bar.finish_and_clear();
+            let report = report.map_err(|e| e.to_string())?;
             Ok(Output {
                 value: json!({"events": report.events, "millis": report.millis}),
                 text: format!(
