@@ -151,9 +151,19 @@ impl Projector {
                 tokio::time::sleep(LIVE_POLL).await;
             }
         }
-        if let Err(error) = self.save_snapshot().await {
+        if let Err(error) = self.save_snapshot_if_behind().await {
             tracing::error!(%error, "saving the read-model snapshot at shutdown failed");
         }
+    }
+
+    /// Saves a snapshot if the live model has folded events since the last
+    /// one; returns whether it did. A snapshot is the whole model, so
+    /// rewriting an unchanged one is pure cost.
+    pub async fn save_snapshot_if_behind(&self) -> Result<bool, ProjectionError> {
+        if self.position() == self.snapshot_position.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        self.save_snapshot().await.map(|()| true)
     }
 
     /// Saves the live model and its position as one snapshot row.

@@ -535,7 +535,7 @@ async fn import_file(app: &App, kind: RecordKind, file: &std::path::Path, actor:
     bar.finish_and_clear();
     let report = report?;
     parser.await.map_err(|e| e.to_string())?;
-    projector.save_snapshot().await.map_err(|e| e.to_string())?;
+    projector.save_snapshot_if_behind().await.map_err(|e| e.to_string())?;
     let mut text = format!(
         "{} created, {} updated, {} unchanged, {} errors",
         report.created,
@@ -600,7 +600,7 @@ async fn run_report(
         .await
         .map_err(|e| e.to_string())?;
     if as_of.is_none() {
-        projector.save_snapshot().await.map_err(|e| e.to_string())?;
+        projector.save_snapshot_if_behind().await.map_err(|e| e.to_string())?;
     }
     Ok(Output {
         text: render(&value),

@@ -2,6 +2,8 @@
 //! customers) and that nobody has had an interaction with for `days` days,
 //! or ever: the customers about to leave unnoticed.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use domain::{DealStatus, LifecycleStage};
 use serde::Serialize;
@@ -32,26 +34,33 @@ pub struct NeglectedAccountsReport {
     pub accounts: Vec<NeglectedAccount>,
 }
 
+/// Open deals and customer contacts per account, counted in one pass.
+fn stakes(model: &CrmModel) -> HashMap<Uuid, (u64, u64)> {
+    let mut stakes: HashMap<Uuid, (u64, u64)> = HashMap::new();
+    for deal in model
+        .deals
+        .values()
+        .filter(|d| d.status == DealStatus::Open && !d.meta.archived)
+    {
+        stakes.entry(deal.fields.account_id).or_default().0 += 1;
+    }
+    let customers = model
+        .contacts
+        .values()
+        .filter(|c| c.fields.lifecycle_stage == Some(LifecycleStage::Customer) && !c.meta.archived);
+    for account_id in customers.filter_map(|c| c.fields.account_id) {
+        stakes.entry(account_id).or_default().1 += 1;
+    }
+    stakes
+}
+
 pub fn neglected_accounts(model: &CrmModel, as_of: DateTime<Utc>, days: u32) -> NeglectedAccountsReport {
+    let stakes = stakes(model);
     let mut accounts = Vec::new();
     for account in model.accounts.values().filter(|a| !a.meta.archived) {
-        let open_deals = model
-            .deals
-            .values()
-            .filter(|d| d.fields.account_id == account.id && d.status == DealStatus::Open && !d.meta.archived)
-            .count() as u64;
-        let customer_contacts = model
-            .contacts
-            .values()
-            .filter(|c| {
-                c.fields.account_id == Some(account.id)
-                    && c.fields.lifecycle_stage == Some(LifecycleStage::Customer)
-                    && !c.meta.archived
-            })
-            .count() as u64;
-        if open_deals == 0 && customer_contacts == 0 {
+        let Some(&(open_deals, customer_contacts)) = stakes.get(&account.id) else {
             continue;
-        }
+        };
         let last_at = account.last_interaction.as_ref().map(|i| i.at.occurred_at);
         if last_at.is_some_and(|at| !older_than(at, as_of, days)) {
             continue;
