@@ -44,6 +44,7 @@ on_both_backends!(
     the_event_stream_delivers_a_new_event,
     import_export_import_round_trips_and_a_reimport_changes_nothing,
     the_openapi_document_lists_every_route,
+    sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged,
 );
 
 /// A running `crm serve`, killed on drop.
@@ -52,7 +53,7 @@ struct Server {
     base: String,
     admin: String,
     client: Client,
-    _database: TestDatabase,
+    database: Option<TestDatabase>,
 }
 
 impl Drop for Server {
@@ -64,6 +65,12 @@ impl Drop for Server {
 
 impl Server {
     async fn start(database: TestDatabase) -> Self {
+        Self::start_with(database, None).await
+    }
+
+    /// Starts on `database`; `known_admin` is the token of an earlier start
+    /// (a store that has an admin prints no new token).
+    async fn start_with(database: TestDatabase, known_admin: Option<String>) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
         command
             .args(["serve", "--addr", "127.0.0.1:0", "--database", &database.url])
@@ -77,10 +84,10 @@ impl Server {
             .spawn()
             .expect("crm serve starts");
         let stdout = child.stdout.take().expect("piped");
-        let (admin, base) = tokio::task::spawn_blocking(move || {
+        let started = tokio::task::spawn_blocking(move || {
             let (mut admin, mut base) = (None, None);
             for line in BufReader::new(stdout).lines() {
-                let line = line.expect("a line");
+                let Ok(line) = line else { break };
                 if let Some(token) = line.strip_prefix("admin token: ") {
                     admin = Some(token.to_owned());
                 }
@@ -89,20 +96,31 @@ impl Server {
                     break;
                 }
             }
-            (
-                admin.expect("the admin token is printed once"),
-                base.expect("the address is printed"),
-            )
+            (admin.or(known_admin), base)
         })
-        .await
-        .expect("read the server's output");
+        .await;
+        let (Ok((Some(admin), Some(base))), _) = (started, ()) else {
+            // Never leave a server running behind a failed start.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("crm serve did not print its admin token and address");
+        };
         Self {
             child,
             base,
             admin,
             client: Client::new(),
-            _database: database,
+            database: Some(database),
         }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; hands back the store.
+    fn terminate(&mut self) -> (TestDatabase, std::process::ExitStatus) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success(), "SIGTERM delivered");
+        let status = self.child.wait().expect("the server exits");
+        (self.database.take().expect("the store is still ours"), status)
     }
 
     async fn call(
@@ -836,6 +854,60 @@ async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server:
     assert_eq!(
         accounts["items"][0]["created_at"], "2019-05-01T00:00:00Z",
         "legacy history kept"
+    );
+}
+
+async fn sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged(server: &Server) {
+    // The harness hands out a shared server; this test needs one of its own to stop.
+    let database = match server.database.as_ref().map(|d| d.kind) {
+        Some(eventstore::testing::BackendKind::Postgres) => match TestDatabase::postgres().await {
+            Some(database) => database,
+            None => return,
+        },
+        _ => TestDatabase::sqlite(),
+    };
+    let mut own = Server::start(database).await;
+    let requests: Vec<_> = (0..40)
+        .map(|n| {
+            let request = own
+                .client
+                .post(format!("{}/v1/accounts", own.base))
+                .bearer_auth(&own.admin)
+                .json(&json!({"name": format!("Account {n}")}));
+            tokio::spawn(async move {
+                let response = request.send().await.ok()?;
+                if response.status() != StatusCode::CREATED {
+                    return None;
+                }
+                response.json::<Value>().await.ok().map(|view| id(&view))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (database, status) = tokio::task::block_in_place(|| own.terminate());
+    assert!(status.success(), "a clean exit on SIGTERM: {status}");
+    let mut acknowledged = Vec::new();
+    for request in requests {
+        acknowledged.extend(request.await.expect("task"));
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "some requests were acknowledged before the shutdown"
+    );
+    let restarted = Server::start_with(database, Some(own.admin.clone())).await;
+    for account in &acknowledged {
+        let (status, _) = restarted
+            .admin(Method::GET, &format!("/v1/accounts/{account}"), None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "acknowledged account {account} survived the shutdown"
+        );
+    }
+    assert!(
+        restarted.n_events().await > acknowledged.len() as u64,
+        "the admin and every acknowledged account are in the log"
     );
 }
 
