@@ -196,61 +196,96 @@ impl CrmModel {
             user.last_activity_at = Some(user.last_activity_at.map_or(at.occurred_at, |t| t.max(at.occurred_at)));
         }
         match event {
-            Event::UserRegistered(e) => {
-                self.users.entry(e.user_id).or_insert_with(|| UserView {
-                    id: e.user_id,
-                    name: e.name.to_string(),
-                    department: e.department.to_string(),
-                    role: e.role,
-                    registered_at: at.occurred_at,
-                    last_activity_at: None,
-                });
+            Event::UserRegistered(e) => self.register_user(e, &at),
+            Event::AccountCreated(_) | Event::AccountUpdated(_) | Event::AccountArchived(_) => {
+                self.apply_account(event, &at)
             }
+            Event::ContactCreated(_) | Event::ContactUpdated(_) | Event::ContactArchived(_) => {
+                self.apply_contact(event, &at)
+            }
+            Event::DealCreated(_)
+            | Event::DealUpdated(_)
+            | Event::DealStageChanged(_)
+            | Event::DealClosed(_)
+            | Event::DealArchived(_) => self.apply_deal(event, &at),
+            Event::InteractionLogged(e) => self.log_interaction(e, &at),
+        }
+    }
+
+    /// A new user: the people who act, with their departments.
+    fn register_user(&mut self, e: &domain::UserRegistered, at: &EventRef) {
+        self.users.entry(e.user_id).or_insert_with(|| UserView {
+            id: e.user_id,
+            name: e.name.to_string(),
+            department: e.department.to_string(),
+            role: e.role,
+            registered_at: at.occurred_at,
+            last_activity_at: None,
+        });
+    }
+
+    /// Account events: the view, and which departments touched it.
+    fn apply_account(&mut self, event: &Event, at: &EventRef) {
+        match event {
             Event::AccountCreated(e) => {
                 self.accounts.entry(e.account_id).or_insert_with(|| AccountView {
                     id: e.account_id,
                     fields: e.fields.clone(),
-                    meta: RecordMeta::created(&at),
+                    meta: RecordMeta::created(at),
                     last_interaction: None,
                     departments: BTreeSet::new(),
                 });
-                self.account_touched_by(Some(e.account_id), &at);
+                self.account_touched_by(Some(e.account_id), at);
             }
             Event::AccountUpdated(e) => {
                 if let Some(account) = self.accounts.get_mut(&e.account_id) {
                     e.changes.apply_to(&mut account.fields);
-                    account.meta.changed(&at);
+                    account.meta.changed(at);
                 }
-                self.account_touched_by(Some(e.account_id), &at);
+                self.account_touched_by(Some(e.account_id), at);
             }
             Event::AccountArchived(e) => {
                 if let Some(account) = self.accounts.get_mut(&e.account_id) {
                     account.meta.archived = true;
-                    account.meta.changed(&at);
+                    account.meta.changed(at);
                 }
             }
+            _ => {}
+        }
+    }
+
+    /// Contact events; a contact's change also counts as work on its account.
+    fn apply_contact(&mut self, event: &Event, at: &EventRef) {
+        match event {
             Event::ContactCreated(e) => {
                 self.contacts.entry(e.contact_id).or_insert_with(|| ContactView {
                     id: e.contact_id,
                     fields: e.fields.clone(),
-                    meta: RecordMeta::created(&at),
+                    meta: RecordMeta::created(at),
                 });
-                self.account_touched_by(e.fields.account_id, &at);
+                self.account_touched_by(e.fields.account_id, at);
             }
             Event::ContactUpdated(e) => {
                 let account_id = self.contacts.get_mut(&e.contact_id).map(|contact| {
                     e.changes.apply_to(&mut contact.fields);
-                    contact.meta.changed(&at);
+                    contact.meta.changed(at);
                     contact.fields.account_id
                 });
-                self.account_touched_by(account_id.flatten(), &at);
+                self.account_touched_by(account_id.flatten(), at);
             }
             Event::ContactArchived(e) => {
                 if let Some(contact) = self.contacts.get_mut(&e.contact_id) {
                     contact.meta.archived = true;
-                    contact.meta.changed(&at);
+                    contact.meta.changed(at);
                 }
             }
+            _ => {}
+        }
+    }
+
+    /// Deal events: fields, stage and the event that entered it, closing.
+    fn apply_deal(&mut self, event: &Event, at: &EventRef) {
+        match event {
             Event::DealCreated(e) => {
                 self.deals.entry(e.deal_id).or_insert_with(|| DealView {
                     id: e.deal_id,
@@ -259,16 +294,16 @@ impl CrmModel {
                     status: DealStatus::Open,
                     stage_entered: at.clone(),
                     closed: None,
-                    meta: RecordMeta::created(&at),
+                    meta: RecordMeta::created(at),
                 });
-                self.account_touched_by(Some(e.fields.account_id), &at);
+                self.account_touched_by(Some(e.fields.account_id), at);
             }
-            Event::DealUpdated(e) => self.change_deal(e.deal_id, &at, |deal| e.changes.apply_to(&mut deal.fields)),
-            Event::DealStageChanged(e) => self.change_deal(e.deal_id, &at, |deal| {
+            Event::DealUpdated(e) => self.change_deal(e.deal_id, at, |deal| e.changes.apply_to(&mut deal.fields)),
+            Event::DealStageChanged(e) => self.change_deal(e.deal_id, at, |deal| {
                 deal.stage = e.to.clone();
                 deal.stage_entered = at.clone();
             }),
-            Event::DealClosed(e) => self.change_deal(e.deal_id, &at, |deal| {
+            Event::DealClosed(e) => self.change_deal(e.deal_id, at, |deal| {
                 deal.status = match e.outcome {
                     DealOutcome::Won => DealStatus::Won,
                     DealOutcome::Lost => DealStatus::Lost,
@@ -282,10 +317,10 @@ impl CrmModel {
             Event::DealArchived(e) => {
                 if let Some(deal) = self.deals.get_mut(&e.deal_id) {
                     deal.meta.archived = true;
-                    deal.meta.changed(&at);
+                    deal.meta.changed(at);
                 }
             }
-            Event::InteractionLogged(e) => self.log_interaction(e, &at),
+            _ => {}
         }
     }
 

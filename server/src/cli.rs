@@ -275,208 +275,57 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
     let pipeline = load_pipeline(cli.pipeline.as_deref())?;
     let store = open(config).await?;
     let app = App::new(store.clone(), Rules { pipeline });
-    let mut actor = Actor::system();
-    if let Some(user_id) = cli.acting_user {
-        let user: User = app.load(RecordKind::User, user_id).await.map_err(describe)?;
-        if user.registered.is_none() {
-            return Err(format!("--as {user_id}: no such user"));
-        }
-        actor.id = user_id.to_string();
-    }
+    let actor = acting_user(&app, cli.acting_user).await?;
     let now = Utc::now();
     let result = match cli.command {
-        Command::User {
-            command: UserCommand::Add { name, department, role },
-        } => {
-            let outcome = app
-                .register_user(&name, &department, &role, &actor, now)
-                .await
-                .map_err(describe)?;
-            let token = crate::auth::issue(&store, outcome.id)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(Output {
-                value: json!({"id": outcome.id, "name": name, "department": department, "role": role, "token": token.token}),
-                text: format!(
-                    "user {} registered\ntoken (shown this once): {}",
-                    outcome.id, token.token
-                ),
-            })
-        }
-        Command::User {
-            command: UserCommand::Token { user_id },
-        } => {
-            let user: User = app.load(RecordKind::User, user_id).await.map_err(describe)?;
-            if user.registered.is_none() {
-                return Err(format!("no user has the id {user_id}"));
-            }
-            let token = crate::auth::issue(&store, user_id).await.map_err(|e| e.to_string())?;
-            Ok(Output {
-                value: json!({"id": user_id, "token": token.token}),
-                text: format!("token (shown this once): {}", token.token),
-            })
-        }
+        Command::User { command } => user(&app, command, &actor, now).await,
         Command::Serve {
             addr,
             demo,
             contacts,
             seed,
-        } => {
-            if demo && store.head().await.map_err(|e| e.to_string())? == 0 {
-                run_demo(&store, contacts, seed, None).await?;
-            }
-            crate::serve::run(app.clone(), addr).await.map(|()| Output {
-                value: json!({"stopped": true}),
-                text: String::new(),
-            })
-        }
-        Command::Demo { contacts, seed, until } => {
-            let report = run_demo(&store, contacts, seed, until).await?;
-            Ok(Output {
-                text: format!(
-                    "demo history written: {} events; {} users, {} accounts, {} contacts, {} deals, {} interactions",
-                    report.events, report.users, report.accounts, report.contacts, report.deals, report.interactions
-                ),
-                value: serde_json::to_value(report).unwrap_or(Value::Null),
-            })
-        }
+        } => serve(&app, addr, demo.then_some((contacts, seed))).await,
+        Command::Demo { contacts, seed, until } => demo(&store, contacts, seed, until).await,
         Command::Import { kind, file } => import_file(&app, kind, &file, &actor).await,
-        Command::Export { kind } => {
-            if matches!(kind, RecordKind::User) {
-                return Err("users are not exported".into());
-            }
-            let projector = projector(&store).await?;
-            let csv = projector
-                .read(|model| crate::csv_io::export(model, kind))
-                .await
-                .map_err(|e| e.to_string())?;
-            let text = String::from_utf8(csv).map_err(|e| e.to_string())?;
-            Ok(Output {
-                value: json!({"csv": text}),
-                text: text.trim_end().to_owned(),
-            })
-        }
-        Command::Create { kind, fields } => {
-            let input = parse_input(&fields)?;
-            changed(app.create(kind, &input, &actor, now).await.map_err(describe)?)
-        }
+        Command::Export { kind } => export(&store, kind).await,
+        Command::Create { kind, fields } => changed(app.create(kind, &parse_input(&fields)?, &actor, now).await),
         Command::Update {
             kind,
             id,
             fields,
             if_version,
-        } => {
-            let input = parse_input(&fields)?;
-            changed(
-                app.update(kind, id, &input, if_version, &actor, now)
-                    .await
-                    .map_err(describe)?,
-            )
-        }
-        Command::Archive { kind, id } => changed(app.archive(kind, id, None, &actor, now).await.map_err(describe)?),
-        Command::Stage { deal_id, stage } => changed(
-            app.move_deal(deal_id, &stage, None, &actor, now)
-                .await
-                .map_err(describe)?,
+        } => changed(
+            app.update(kind, id, &parse_input(&fields)?, if_version, &actor, now)
+                .await,
         ),
+        Command::Archive { kind, id } => changed(app.archive(kind, id, None, &actor, now).await),
+        Command::Stage { deal_id, stage } => changed(app.move_deal(deal_id, &stage, None, &actor, now).await),
         Command::Close {
             deal_id,
             outcome,
             reason,
         } => changed(
             app.close_deal(deal_id, &outcome, reason.as_deref(), None, &actor, now)
-                .await
-                .map_err(describe)?,
+                .await,
         ),
-        Command::Interaction { fields, occurred_at } => {
-            let input = parse_input(&fields)?;
-            changed(
-                app.log_interaction(&input, &actor, occurred_at.unwrap_or(now))
-                    .await
-                    .map_err(describe)?,
-            )
-        }
+        Command::Interaction { fields, occurred_at } => changed(
+            app.log_interaction(&parse_input(&fields)?, &actor, occurred_at.unwrap_or(now))
+                .await,
+        ),
         Command::Show { kind, id } => show(&app, kind, id).await,
         Command::Events { after, limit } => events(&store, after, limit).await,
         Command::Verify => verify(&store).await,
         Command::Report { report, as_of } => run_report(&app, report, as_of, now).await,
-        Command::History { kind, id } => {
-            let projector = projector(&store).await?;
-            let entries = crate::queries::history(&projector, kind, id)
-                .await
-                .map_err(|e| e.to_string())?;
-            let value = serde_json::to_value(&entries).unwrap_or(Value::Null);
-            Ok(Output {
-                text: crate::render::history(&value),
-                value: json!({"items": value}),
-            })
-        }
-        Command::Timeline { kind, id } => {
-            let projector = projector(&store).await?;
-            let items = crate::queries::timeline(&projector, kind, id)
-                .await
-                .map_err(|e| e.to_string())?;
-            let value = serde_json::to_value(&items).unwrap_or(Value::Null);
-            Ok(Output {
-                text: serde_json::to_string_pretty(&value).unwrap_or_default(),
-                value: json!({"items": value}),
-            })
-        }
+        Command::History { kind, id } => history(&store, kind, id).await,
+        Command::Timeline { kind, id } => timeline(&store, kind, id).await,
         Command::Audit {
             actor,
             since,
             until,
             after,
             limit,
-        } => {
-            let filter = eventstore::LogFilter { actor, since, until };
-            let events = store
-                .read_filtered(&filter, after, limit)
-                .await
-                .map_err(|e| e.to_string())?;
-            let projector = projector(&store).await?;
-            let items: Vec<Value> = projector
-                .read(|model| events.iter().map(|e| crate::wire::audit_json(model, e)).collect())
-                .await;
-            let text = items
-                .iter()
-                .map(|i| {
-                    format!(
-                        "{:>8}  {}  {:<20} {:<18} {}",
-                        i["position"],
-                        i["recorded_at"].as_str().unwrap_or(""),
-                        i["actor"]["name"].as_str().unwrap_or("?"),
-                        i["type"].as_str().unwrap_or(""),
-                        i["stream_id"].as_str().unwrap_or("")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            let next = events.last().map(|e| e.position);
-            Ok(Output {
-                value: json!({"items": items, "next_cursor": next}),
-                text,
-            })
-        }
-        Command::Rebuild => {
-            let projector = projector(&store).await?;
-            let bar = progress_bar(
-                store.head().await.map_err(|e| e.to_string())?,
-                "rebuilding the read models",
-            );
-            let report = projector
-                .rebuild_with_progress(|position| bar.set_position(position))
-                .await;
-            bar.finish_and_clear();
-            let report = report.map_err(|e| e.to_string())?;
-            Ok(Output {
-                value: json!({"events": report.events, "millis": report.millis}),
-                text: format!(
-                    "rebuilt the read models from {} events in {} ms",
-                    report.events, report.millis
-                ),
-            })
-        }
+        } => audit(&store, eventstore::LogFilter { actor, since, until }, after, limit).await,
+        Command::Rebuild => rebuild(&store).await,
         Command::Bench { clients, appends } => {
             crate::bench::append_throughput(&store, clients, appends)
                 .await
@@ -488,6 +337,169 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
     };
     store.close().await;
     result
+}
+
+/// The actor of changes made from the command line: `--as USER_ID`, or `system`.
+async fn acting_user(app: &App, user_id: Option<Uuid>) -> Result<Actor, String> {
+    let mut actor = Actor::system();
+    if let Some(user_id) = user_id {
+        let user: User = app.load(RecordKind::User, user_id).await.map_err(describe)?;
+        if user.registered.is_none() {
+            return Err(format!("--as {user_id}: no such user"));
+        }
+        actor.id = user_id.to_string();
+    }
+    Ok(actor)
+}
+
+async fn user(app: &App, command: UserCommand, actor: &Actor, now: chrono::DateTime<Utc>) -> Result<Output, String> {
+    let (user_id, registered) = match command {
+        UserCommand::Add { name, department, role } => {
+            let outcome = app
+                .register_user(&name, &department, &role, actor, now)
+                .await
+                .map_err(describe)?;
+            (
+                outcome.id,
+                Some(json!({"name": name, "department": department, "role": role})),
+            )
+        }
+        UserCommand::Token { user_id } => {
+            let user: User = app.load(RecordKind::User, user_id).await.map_err(describe)?;
+            if user.registered.is_none() {
+                return Err(format!("no user has the id {user_id}"));
+            }
+            (user_id, None)
+        }
+    };
+    let token = crate::auth::issue(&app.store, user_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut value = json!({"id": user_id, "token": token.token});
+    if let (Some(Value::Object(fields)), Value::Object(out)) = (registered.clone(), &mut value) {
+        out.extend(fields);
+    }
+    let registered_line = if registered.is_some() {
+        format!("user {user_id} registered\n")
+    } else {
+        String::new()
+    };
+    Ok(Output {
+        value,
+        text: format!("{registered_line}token (shown this once): {}", token.token),
+    })
+}
+
+async fn serve(app: &App, addr: std::net::SocketAddr, demo: Option<(usize, u64)>) -> Result<Output, String> {
+    if let Some((contacts, seed)) = demo
+        && app.store.head().await.map_err(|e| e.to_string())? == 0
+    {
+        run_demo(&app.store, contacts, seed, None).await?;
+    }
+    crate::serve::run(app.clone(), addr).await?;
+    Ok(Output {
+        value: json!({"stopped": true}),
+        text: String::new(),
+    })
+}
+
+async fn demo(store: &Store, contacts: usize, seed: u64, until: Option<chrono::NaiveDate>) -> Result<Output, String> {
+    let report = run_demo(store, contacts, seed, until).await?;
+    Ok(Output {
+        text: format!(
+            "demo history written: {} events; {} users, {} accounts, {} contacts, {} deals, {} interactions",
+            report.events, report.users, report.accounts, report.contacts, report.deals, report.interactions
+        ),
+        value: serde_json::to_value(report).unwrap_or(Value::Null),
+    })
+}
+
+async fn export(store: &Store, kind: RecordKind) -> Result<Output, String> {
+    if kind == RecordKind::User {
+        return Err("users are not exported".into());
+    }
+    let projector = projector(store).await?;
+    let csv = projector
+        .read(|model| crate::csv_io::export(model, kind))
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8(csv).map_err(|e| e.to_string())?;
+    Ok(Output {
+        value: json!({"csv": text}),
+        text: text.trim_end().to_owned(),
+    })
+}
+
+async fn history(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, String> {
+    let projector = projector(store).await?;
+    let entries = crate::queries::history(&projector, kind, id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let value = serde_json::to_value(&entries).unwrap_or(Value::Null);
+    Ok(Output {
+        text: crate::render::history(&value),
+        value: json!({"items": value}),
+    })
+}
+
+async fn timeline(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, String> {
+    let projector = projector(store).await?;
+    let items = crate::queries::timeline(&projector, kind, id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let value = serde_json::to_value(&items).unwrap_or(Value::Null);
+    Ok(Output {
+        text: serde_json::to_string_pretty(&value).unwrap_or_default(),
+        value: json!({"items": value}),
+    })
+}
+
+async fn audit(store: &Store, filter: eventstore::LogFilter, after: u64, limit: usize) -> Result<Output, String> {
+    let events = store
+        .read_filtered(&filter, after, limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    let projector = projector(store).await?;
+    let items: Vec<Value> = projector
+        .read(|model| events.iter().map(|e| crate::wire::audit_json(model, e)).collect())
+        .await;
+    let line = |i: &Value| {
+        let field = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+        format!(
+            "{:>8}  {}  {:<20} {:<18} {}",
+            i["position"],
+            field(&i["recorded_at"]),
+            field(&i["actor"]["name"]),
+            field(&i["type"]),
+            field(&i["stream_id"])
+        )
+    };
+    let text = items.iter().map(line).collect::<Vec<_>>().join("\n");
+    let next = events.last().map(|e| e.position);
+    Ok(Output {
+        value: json!({"items": items, "next_cursor": next}),
+        text,
+    })
+}
+
+async fn rebuild(store: &Store) -> Result<Output, String> {
+    let projector = projector(store).await?;
+    let bar = progress_bar(
+        store.head().await.map_err(|e| e.to_string())?,
+        "rebuilding the read models",
+    );
+    let report = projector
+        .rebuild_with_progress(|position| bar.set_position(position))
+        .await;
+    bar.finish_and_clear();
+    let report = report.map_err(|e| e.to_string())?;
+    Ok(Output {
+        value: json!({"events": report.events, "millis": report.millis}),
+        text: format!(
+            "rebuilt the read models from {} events in {} ms",
+            report.events, report.millis
+        ),
+    })
 }
 
 fn progress_bar(total: u64, message: &'static str) -> indicatif::ProgressBar {
@@ -608,7 +620,8 @@ async fn run_report(
     })
 }
 
-fn changed(outcome: Outcome) -> Result<Output, String> {
+fn changed(outcome: Result<Outcome, AppError>) -> Result<Output, String> {
+    let outcome = outcome.map_err(describe)?;
     let text = match &outcome.appended {
         Some(appended) => format!(
             "{} {} is at version {} (log positions {}..={})",

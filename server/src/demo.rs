@@ -341,163 +341,208 @@ impl Builder {
     }
 }
 
-/// Plans two years of activity, as (time, actor, action), in time order.
-fn plan(builder: &mut Builder, options: &DemoOptions) -> Vec<(DateTime<Utc>, Uuid, Action)> {
-    let start = options.until - Duration::days(730);
-    let mut plan = Vec::new();
-    let mut users = Vec::new();
-    for (department, count) in DEPARTMENTS {
-        for _ in 0..*count {
-            let name = format!("{} {}", builder.pick(FIRST_NAMES), builder.pick(LAST_NAMES));
-            let id = builder.id(start);
-            users.push((id, *department));
-            plan.push((
-                start,
-                id,
-                Action::User {
+/// A planned action: when, by whom, what.
+type Planned = (DateTime<Utc>, Uuid, Action);
+
+/// Plans two years of activity: the people, then each account with its
+/// contacts, their interactions and the account's deals.
+struct Planner<'a> {
+    builder: &'a mut Builder,
+    until: DateTime<Utc>,
+    plan: Vec<Planned>,
+    sellers: Vec<Uuid>,
+    everyone: Vec<Uuid>,
+    /// Addresses handed out so far: a few are reused, as duplicates are.
+    emails: Vec<String>,
+}
+
+impl Planner<'_> {
+    fn users(&mut self, start: DateTime<Utc>) {
+        for (department, count) in DEPARTMENTS {
+            for _ in 0..*count {
+                let name = format!("{} {}", self.builder.pick(FIRST_NAMES), self.builder.pick(LAST_NAMES));
+                let id = self.builder.id(start);
+                if *department == "Sales" || *department == "Account Management" {
+                    self.sellers.push(id);
+                }
+                self.everyone.push(id);
+                self.plan.push((
+                    start,
                     id,
-                    name,
-                    department: (*department).into(),
-                },
-            ));
+                    Action::User {
+                        id,
+                        name,
+                        department: (*department).into(),
+                    },
+                ));
+            }
         }
     }
-    let sellers: Vec<Uuid> = users
-        .iter()
-        .filter(|(_, d)| *d == "Sales" || *d == "Account Management")
-        .map(|(id, _)| *id)
-        .collect();
-    let everyone: Vec<Uuid> = users.iter().map(|(id, _)| *id).collect();
-    let n_accounts = (options.contacts / 10).max(5);
-    let mut contacts_left = options.contacts;
-    let mut emails: Vec<String> = Vec::new();
-    for n in 0..n_accounts {
-        let created = start + Duration::minutes(builder.rng.random_range(0..60 * 24 * 540));
-        let id = builder.id(created);
-        let owner = *builder.pick(&sellers);
+
+    fn account(&mut self, n: usize, start: DateTime<Utc>, n_contacts: usize) {
+        let created = start + Duration::minutes(self.builder.rng.random_range(0..60 * 24 * 540));
+        let id = self.builder.id(created);
+        let owner = *self.builder.pick(&self.sellers);
         let name = format!(
             "{} {} {}",
-            builder.pick(COMPANY_WORDS),
-            builder.pick(COMPANY_SUFFIXES),
+            self.builder.pick(COMPANY_WORDS),
+            self.builder.pick(COMPANY_SUFFIXES),
             n + 1
         );
         let domain = format!("{}.example", name.to_lowercase().replace(' ', "-"));
-        let industry = *builder.pick(INDUSTRIES);
-        plan.push((
-            created,
-            owner,
-            Action::Account {
-                id,
-                owner,
-                fields: json!({"name": name, "domain": domain, "industry": industry, "owner_id": owner}),
-            },
-        ));
+        let industry = *self.builder.pick(INDUSTRIES);
+        let fields = json!({"name": name, "domain": domain, "industry": industry, "owner_id": owner});
+        self.plan.push((created, owner, Action::Account { id, owner, fields }));
         // A share of accounts goes quiet for the last months: nobody calls them.
-        let quiet_after = if builder.rng.random_bool(0.3) {
-            options.until - Duration::days(builder.rng.random_range(60..300))
+        let quiet_after = if self.builder.rng.random_bool(0.3) {
+            self.until - Duration::days(self.builder.rng.random_range(60..300))
         } else {
-            options.until
+            self.until
         };
+        let contacts: Vec<Uuid> = (0..n_contacts)
+            .map(|_| self.contact(id, &domain, created, quiet_after))
+            .collect();
+        for _ in 0..self.builder.rng.random_range(0..4) {
+            self.deal(id, &name, created, contacts.first().copied());
+        }
+    }
+
+    fn contact(
+        &mut self,
+        account: Uuid,
+        domain: &str,
+        account_created: DateTime<Utc>,
+        quiet_after: DateTime<Utc>,
+    ) -> Uuid {
+        let at = account_created + Duration::minutes(self.builder.rng.random_range(10..60 * 24 * 30));
+        let id = self.builder.id(at);
+        let name = format!("{} {}", self.builder.pick(FIRST_NAMES), self.builder.pick(LAST_NAMES));
+        let stage = *self
+            .builder
+            .pick(&["lead", "prospect", "customer", "customer", "churned"]);
+        let mut fields =
+            json!({"name": name, "account_id": account, "title": self.builder.pick(TITLES), "lifecycle_stage": stage});
+        let email = if !self.emails.is_empty() && self.builder.rng.random_bool(0.03) {
+            self.builder.pick(&self.emails).clone()
+        } else {
+            format!(
+                "{}.{}@{domain}",
+                name.to_lowercase().replace(' ', "."),
+                self.builder.rng.random_range(1..99)
+            )
+        };
+        if self.builder.rng.random_bool(0.85) {
+            fields["email"] = json!(email);
+            self.emails.push(email);
+        }
+        if self.builder.rng.random_bool(0.5) {
+            let (a, b) = (
+                self.builder.rng.random_range(0..10_000),
+                self.builder.rng.random_range(0..10_000),
+            );
+            fields["phone"] = json!(format!("+44 20 {a:04} {b:04}"));
+        }
+        if self.builder.rng.random_bool(0.85) {
+            fields["owner_id"] = json!(self.builder.pick(&self.sellers));
+        }
+        let author = *self.builder.pick(&self.everyone);
+        self.plan.push((at, author, Action::Contact { id, fields }));
+        if self.builder.rng.random_bool(0.25) {
+            let later = at + Duration::days(self.builder.rng.random_range(5..300));
+            let editor = *self.builder.pick(&self.everyone);
+            self.plan.push((
+                later,
+                editor,
+                Action::UpdateContact {
+                    id,
+                    fields: json!({"title": self.builder.pick(TITLES)}),
+                },
+            ));
+        }
+        self.interactions(id, at, quiet_after);
+        id
+    }
+
+    /// Interactions until the account goes quiet; some contacts get none.
+    fn interactions(&mut self, contact: Uuid, from: DateTime<Utc>, quiet_after: DateTime<Utc>) {
+        const SUMMARIES: &[&str] = &[
+            "Discussed renewal terms",
+            "Sent the new price list",
+            "Quarterly review",
+            "Support follow-up",
+            "Introduced the new product line",
+            "Checked in after onboarding",
+        ];
+        for _ in 0..self.builder.rng.random_range(0..7) {
+            let span = (quiet_after - from).num_minutes().max(1);
+            let when = from + Duration::minutes(self.builder.rng.random_range(0..span));
+            let id = self.builder.id(when);
+            let kind = *self.builder.pick(&["call", "email", "meeting", "note"]);
+            let summary = *self.builder.pick(SUMMARIES);
+            let direction = *self.builder.pick(&["inbound", "outbound"]);
+            let fields = json!({"kind": kind, "contact_id": contact, "summary": summary, "direction": direction});
+            let author = *self.builder.pick(&self.everyone);
+            self.plan.push((when, author, Action::Interaction { id, fields }));
+        }
+    }
+
+    /// A deal that moves some way through the pipeline and may close.
+    fn deal(&mut self, account: Uuid, account_name: &str, account_created: DateTime<Utc>, contact: Option<Uuid>) {
+        let opened = account_created + Duration::days(self.builder.rng.random_range(1..500));
+        let id = self.builder.id(opened);
+        let seller = *self.builder.pick(&self.sellers);
+        let value = self.builder.rng.random_range(5..500) * 100_000;
+        let currency = *self.builder.pick(&["EUR", "EUR", "USD", "GBP"]);
+        let title = format!(
+            "{} for {account_name}",
+            self.builder.pick(&["Renewal", "Expansion", "Pilot", "Fleet deal"])
+        );
+        let mut fields = json!({"title": title, "account_id": account, "owner_id": seller, "amount": {"value_minor": value, "currency": currency}});
+        if self.builder.rng.random_bool(0.7) {
+            fields["expected_close"] = json!((opened + Duration::days(90)).format("%Y-%m-%d").to_string());
+        }
+        if let Some(contact) = contact {
+            fields["contact_ids"] = json!([contact]);
+        }
+        self.plan.push((opened, seller, Action::Deal { id, fields }));
+        let mut at = opened;
+        let last_stage = self.builder.rng.random_range(0..STAGES.len());
+        for stage in &STAGES[1..=last_stage] {
+            at += Duration::days(self.builder.rng.random_range(3..25));
+            self.plan.push((at, seller, Action::Stage { id, stage }));
+        }
+        if self.builder.rng.random_bool(0.6) {
+            at += Duration::days(self.builder.rng.random_range(3..40));
+            let won = self.builder.rng.random_bool(0.45);
+            self.plan.push((at, seller, Action::Close { id, won }));
+        }
+    }
+}
+
+/// Plans two years of activity, as (time, actor, action), in time order.
+fn plan(builder: &mut Builder, options: &DemoOptions) -> Vec<Planned> {
+    let start = options.until - Duration::days(730);
+    let mut planner = Planner {
+        builder,
+        until: options.until,
+        plan: Vec::new(),
+        sellers: Vec::new(),
+        everyone: Vec::new(),
+        emails: Vec::new(),
+    };
+    planner.users(start);
+    let n_accounts = (options.contacts / 10).max(5);
+    let mut contacts_left = options.contacts;
+    for n in 0..n_accounts {
         let n_contacts = if n + 1 == n_accounts {
             contacts_left
         } else {
             (options.contacts / n_accounts).min(contacts_left)
         };
         contacts_left -= n_contacts;
-        let mut account_contacts = Vec::new();
-        for _ in 0..n_contacts {
-            let at = created + Duration::minutes(builder.rng.random_range(10..60 * 24 * 30));
-            let contact = builder.id(at);
-            let name = format!("{} {}", builder.pick(FIRST_NAMES), builder.pick(LAST_NAMES));
-            let mut fields = json!({"name": name, "account_id": id, "title": builder.pick(TITLES), "lifecycle_stage": builder.pick(&["lead", "prospect", "customer", "customer", "churned"])});
-            let email = if !emails.is_empty() && builder.rng.random_bool(0.03) {
-                builder.pick(&emails).clone()
-            } else {
-                format!(
-                    "{}.{}@{domain}",
-                    name.to_lowercase().replace(' ', "."),
-                    builder.rng.random_range(1..99)
-                )
-            };
-            if builder.rng.random_bool(0.85) {
-                fields["email"] = json!(email);
-                emails.push(email);
-            }
-            if builder.rng.random_bool(0.5) {
-                fields["phone"] = json!(format!(
-                    "+44 20 {:04} {:04}",
-                    builder.rng.random_range(0..10_000),
-                    builder.rng.random_range(0..10_000)
-                ));
-            }
-            if builder.rng.random_bool(0.85) {
-                fields["owner_id"] = json!(builder.pick(&sellers));
-            }
-            plan.push((at, *builder.pick(&everyone), Action::Contact { id: contact, fields }));
-            account_contacts.push((contact, at));
-            if builder.rng.random_bool(0.25) {
-                let later = at + Duration::days(builder.rng.random_range(5..300));
-                plan.push((
-                    later,
-                    *builder.pick(&everyone),
-                    Action::UpdateContact {
-                        id: contact,
-                        fields: json!({"title": builder.pick(TITLES)}),
-                    },
-                ));
-            }
-            // Interactions until the account goes quiet; some contacts get none.
-            let n_interactions = builder.rng.random_range(0..7);
-            for _ in 0..n_interactions {
-                let span = (quiet_after - at).num_minutes().max(1);
-                let when = at + Duration::minutes(builder.rng.random_range(0..span));
-                let interaction = builder.id(when);
-                let kind = *builder.pick(&["call", "email", "meeting", "note"]);
-                let summary = *builder.pick(&[
-                    "Discussed renewal terms",
-                    "Sent the new price list",
-                    "Quarterly review",
-                    "Support follow-up",
-                    "Introduced the new product line",
-                    "Checked in after onboarding",
-                ]);
-                let direction = *builder.pick(&["inbound", "outbound"]);
-                plan.push((when, *builder.pick(&everyone), Action::Interaction { id: interaction, fields: json!({"kind": kind, "contact_id": contact, "summary": summary, "direction": direction}) }));
-            }
-        }
-        for _ in 0..builder.rng.random_range(0..4) {
-            let opened = created + Duration::days(builder.rng.random_range(1..500));
-            let deal = builder.id(opened);
-            let seller = *builder.pick(&sellers);
-            let value = builder.rng.random_range(5..500) * 100_000;
-            let currency = *builder.pick(&["EUR", "EUR", "USD", "GBP"]);
-            let mut fields = json!({"title": format!("{} for {}", builder.pick(&["Renewal", "Expansion", "Pilot", "Fleet deal"]), name), "account_id": id, "owner_id": seller, "amount": {"value_minor": value, "currency": currency}});
-            if builder.rng.random_bool(0.7) {
-                fields["expected_close"] = json!((opened + Duration::days(90)).format("%Y-%m-%d").to_string());
-            }
-            if let Some((contact, _)) = account_contacts.first() {
-                fields["contact_ids"] = json!([contact]);
-            }
-            plan.push((opened, seller, Action::Deal { id: deal, fields }));
-            let mut at = opened;
-            let last_stage = builder.rng.random_range(0..STAGES.len());
-            for stage in &STAGES[1..=last_stage] {
-                at += Duration::days(builder.rng.random_range(3..25));
-                plan.push((at, seller, Action::Stage { id: deal, stage }));
-            }
-            if builder.rng.random_bool(0.6) {
-                at += Duration::days(builder.rng.random_range(3..40));
-                plan.push((
-                    at,
-                    seller,
-                    Action::Close {
-                        id: deal,
-                        won: builder.rng.random_bool(0.45),
-                    },
-                ));
-            }
-        }
+        planner.account(n, start, n_contacts);
     }
+    let mut plan = planner.plan;
     plan.retain(|(at, _, _)| *at <= options.until);
     plan.sort_by_key(|(at, _, _)| *at);
     plan
