@@ -1,6 +1,7 @@
 //! The one trait both databases implement. Everything above it (validation,
 //! group commit, waiting for new events, verification) is shared.
 
+use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, TokenRecord};
@@ -43,6 +44,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stores a new API token.
     fn save_token<'a>(&'a self, token: &'a TokenRecord) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Marks a token revoked; false if no unrevoked token has this id.
+    fn revoke_token<'a>(&'a self, token_id: &'a str, at: DateTime<Utc>) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// The token with this public id, revoked or not.
     fn find_token<'a>(&'a self, token_id: &'a str) -> BoxFuture<'a, Result<Option<TokenRecord>, StoreError>>;

@@ -319,6 +319,17 @@ impl Backend for SqliteBackend {
         })
     }
 
+    fn revoke_token<'a>(&'a self, token_id: &'a str, at: DateTime<Utc>) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let done = sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL")
+                .bind(format_time(at))
+                .bind(token_id)
+                .execute(&self.writer)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
     fn find_token<'a>(&'a self, token_id: &'a str) -> BoxFuture<'a, Result<Option<TokenRecord>, StoreError>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT * FROM api_tokens WHERE token_id = ?")

@@ -169,6 +169,15 @@ impl Store {
         self.inner.backend.save_token(token).await
     }
 
+    /// Revokes a token: it authenticates nobody from now on. False if no
+    /// unrevoked token has this id.
+    pub async fn revoke_token(&self, token_id: &str) -> Result<bool, StoreError> {
+        self.inner
+            .backend
+            .revoke_token(token_id, crate::to_stored_precision(chrono::Utc::now()))
+            .await
+    }
+
     /// The token with this public id, if any.
     pub async fn find_token(&self, token_id: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.inner.backend.find_token(token_id).await

@@ -532,4 +532,11 @@ async fn a_token_is_found_by_its_public_id_and_its_id_is_unique(database: &TestD
     assert_eq!(store.find_token("a1b2c3").await.expect("find"), Some(token.clone()));
     assert_eq!(store.find_token("zzz").await.expect("find"), None);
     assert!(store.save_token(&token).await.is_err(), "a token id is never reused");
+    assert!(store.revoke_token("a1b2c3").await.expect("revoke"));
+    assert!(
+        !store.revoke_token("a1b2c3").await.expect("revoke again"),
+        "revoking twice changes nothing"
+    );
+    let revoked = store.find_token("a1b2c3").await.expect("find").expect("still there");
+    assert!(revoked.revoked_at.is_some());
 }

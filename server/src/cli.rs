@@ -183,6 +183,8 @@ enum ReportKind {
 enum UserCommand {
     /// Issue another token for a user (the old ones stay valid).
     Token { user_id: Uuid },
+    /// Revoke a token by its id (the part between `crm_` and the next `_`).
+    Revoke { token_id: String },
     /// Register a user and print its token, once.
     Add {
         #[arg(long)]
@@ -363,6 +365,18 @@ async fn user(app: &App, command: UserCommand, actor: &Actor, now: chrono::DateT
                 outcome.id,
                 Some(json!({"name": name, "department": department, "role": role})),
             )
+        }
+        UserCommand::Revoke { token_id } => {
+            let token_id = token_id
+                .strip_prefix("crm_")
+                .map_or(token_id.as_str(), |rest| rest.split('_').next().unwrap_or(rest));
+            if !app.store.revoke_token(token_id).await.map_err(|e| e.to_string())? {
+                return Err(format!("no valid token has the id {token_id}"));
+            }
+            return Ok(Output {
+                value: json!({"revoked": token_id}),
+                text: format!("token {token_id} revoked"),
+            });
         }
         UserCommand::Token { user_id } => {
             let user: User = app.load(RecordKind::User, user_id).await.map_err(describe)?;

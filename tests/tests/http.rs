@@ -570,6 +570,16 @@ async fn each_role_reaches_exactly_its_routes(server: &Server) {
     }
     let (status, _, _) = server.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK, "healthz needs no token");
+    let token_id = viewer.split('_').nth(1).expect("crm_<id>_<secret>");
+    let database = server.database.as_ref().expect("the server's store");
+    let mut revoke = Command::new(env!("CARGO_BIN_EXE_crm"));
+    revoke.args(["--database", &database.url, "user", "revoke", token_id]);
+    if let Some(schema) = &database.options.schema {
+        revoke.args(["--schema", schema]);
+    }
+    assert!(revoke.status().expect("crm runs").success());
+    let (status, _, _) = server.call(Method::GET, "/v1/contacts", Some(&viewer), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked token lets nobody in");
     let (_, history) = server.admin(Method::GET, &format!("{c}/history"), None).await;
     let patched_by = &history["items"][1]["actor"];
     assert_eq!(
