@@ -374,12 +374,7 @@ impl App {
         owner_id: Option<Uuid>,
         contact_ids: &[Uuid],
     ) -> Result<(), AppError> {
-        if let Some(account_id) = account_id {
-            let account: Account = self.load(RecordKind::Account, account_id).await?;
-            if !account.is_live() {
-                return Err(DomainError::field("account_id", "no such account, or it is archived").into());
-            }
-        }
+        self.require(RecordKind::Account, account_id, "account_id").await?;
         self.require(RecordKind::User, owner_id, "owner_id").await?;
         for contact_id in contact_ids {
             self.require(RecordKind::Contact, Some(*contact_id), "contact_ids")
@@ -388,11 +383,26 @@ impl App {
         Ok(())
     }
 
-    /// Fails with a field error when `id` names no record of `kind`.
+    /// Fails with a field error unless `id` names a live record of `kind`:
+    /// one that exists and is not archived. Nothing new may point at a
+    /// record that was deleted.
     async fn require(&self, kind: RecordKind, id: Option<Uuid>, field: &str) -> Result<(), AppError> {
         let Some(id) = id else { return Ok(()) };
-        if self.store.read_stream(&kind.stream_id(id), 1).await?.is_empty() {
-            return Err(DomainError::field(field, format!("no {kind} has the id {id}")).into());
+        let live = match kind {
+            RecordKind::Contact => self
+                .load::<Contact>(kind, id)
+                .await
+                .map(|c| c.fields.is_some() && !c.archived)?,
+            RecordKind::Account => self.load::<Account>(kind, id).await?.is_live(),
+            RecordKind::Deal => self
+                .load::<Deal>(kind, id)
+                .await
+                .map(|d| d.fields.is_some() && !d.archived)?,
+            RecordKind::User => self.load::<User>(kind, id).await?.registered.is_some(),
+            RecordKind::Interaction => self.load::<Interaction>(kind, id).await?.logged.is_some(),
+        };
+        if !live {
+            return Err(DomainError::field(field, format!("no {kind} has the id {id}, or it is archived")).into());
         }
         Ok(())
     }

@@ -321,6 +321,10 @@ async fn every_error_status_of_the_contract_is_a_problem_and_appends_nothing(ser
             Some(json!({"outcome": "lost"})),
         )
         .await;
+    let gone = server.create("contacts", json!({"name": "Gone"})).await;
+    server
+        .admin(Method::DELETE, &format!("/v1/contacts/{}", id(&gone)), None)
+        .await;
     let before = server.n_events().await;
     let contact_path = format!("/v1/contacts/{}", id(&contact));
     let huge = json!({"name": "x".repeat(2 << 20)});
@@ -396,6 +400,22 @@ async fn every_error_status_of_the_contract_is_a_problem_and_appends_nothing(ser
             None,
             None,
             StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/v1/interactions".into(),
+            Some("admin"),
+            Some(json!({"kind": "call", "summary": "To a deleted contact", "contact_id": id(&gone)})),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/contacts/{}", id(&gone)),
+            Some("admin"),
+            Some(json!({"title": "X"})),
+            None,
+            StatusCode::CONFLICT,
         ),
         (
             Method::PATCH,
