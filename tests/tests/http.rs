@@ -481,6 +481,13 @@ async fn every_error_status_of_the_contract_is_a_problem_and_appends_nothing(ser
         }
         let response = request.send().await.expect("answer");
         assert_eq!(response.status(), expected, "{method} {path}");
+        if expected == StatusCode::PAYLOAD_TOO_LARGE {
+            assert_eq!(
+                response.headers()["connection"],
+                "close",
+                "the unread body ends the connection"
+            );
+        }
         assert_eq!(
             response.headers()["content-type"],
             "application/problem+json",
