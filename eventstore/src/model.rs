@@ -68,6 +68,10 @@ pub struct AppendRequest {
     pub causation_id: Option<Uuid>,
     /// A retry with a key already stored returns the first result and writes nothing.
     pub idempotency_key: Option<String>,
+    /// The caller's fingerprint of the request behind `idempotency_key`: a
+    /// later append with the same key and another fingerprint is refused as
+    /// a reuse of the key.
+    pub request_hash: Option<String>,
 }
 
 /// Where an append landed.
@@ -80,6 +84,8 @@ pub struct AppendResult {
     pub stream_version: u64,
     /// True when this was a retry answered from an earlier append.
     pub deduplicated: bool,
+    /// The fingerprint the append was made with, if its caller gave one.
+    pub request_hash: Option<String>,
 }
 
 /// An event as stored in the log.

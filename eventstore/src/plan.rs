@@ -38,6 +38,7 @@ pub(crate) struct StoredKey {
     pub first_position: u64,
     pub last_position: u64,
     pub stream_version: u64,
+    pub request_hash: Option<String>,
 }
 
 impl StoredKey {
@@ -48,6 +49,7 @@ impl StoredKey {
             last_position: self.last_position,
             stream_version: self.stream_version,
             deduplicated,
+            request_hash: self.request_hash.clone(),
         }
     }
 }
@@ -101,7 +103,11 @@ fn plan_one(
     if let Some(key) = &request.idempotency_key
         && let Some(stored) = context.keys.get(key)
     {
-        if stored.stream_id != request.stream_id {
+        let other_request = match (&stored.request_hash, &request.request_hash) {
+            (Some(first), Some(this)) => first != this,
+            _ => false,
+        };
+        if stored.stream_id != request.stream_id || other_request {
             return Err(StoreError::IdempotencyKeyReused { key: key.clone() });
         }
         return Ok(stored.result(true));
@@ -148,6 +154,7 @@ fn plan_one(
         first_position,
         last_position: tail.position,
         stream_version,
+        request_hash: request.request_hash.clone(),
     };
     if let Some(key) = &request.idempotency_key {
         context.keys.insert(key.clone(), stored.clone());
@@ -177,6 +184,7 @@ mod tests {
             correlation_id: None,
             causation_id: None,
             idempotency_key: key.map(str::to_owned),
+            request_hash: None,
         }
     }
 

@@ -109,6 +109,7 @@ fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
         first_position: to_u64(row.try_get("first_position")?),
         last_position: to_u64(row.try_get("last_position")?),
         stream_version: to_u64(row.try_get("stream_version")?),
+        request_hash: row.try_get("request_hash")?,
     })
 }
 
@@ -180,14 +181,15 @@ async fn insert(conn: &mut PgConnection, events: &[RecordedEvent], keys: &[Store
     }
     if !keys.is_empty() {
         sqlx::query(
-            "INSERT INTO idempotency_keys (idempotency_key, stream_id, first_position, last_position, stream_version) \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])",
+            "INSERT INTO idempotency_keys (idempotency_key, stream_id, first_position, last_position, stream_version, request_hash) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])",
         )
         .bind(keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>())
         .bind(keys.iter().map(|k| k.stream_id.as_str()).collect::<Vec<_>>())
         .bind(keys.iter().map(|k| k.first_position as i64).collect::<Vec<_>>())
         .bind(keys.iter().map(|k| k.last_position as i64).collect::<Vec<_>>())
         .bind(keys.iter().map(|k| k.stream_version as i64).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.request_hash.clone()).collect::<Vec<Option<String>>>())
         .execute(&mut *conn)
         .await?;
     }

@@ -106,6 +106,7 @@ fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
         first_position: to_u64(row.try_get("first_position")?),
         last_position: to_u64(row.try_get("last_position")?),
         stream_version: to_u64(row.try_get("stream_version")?),
+        request_hash: row.try_get("request_hash")?,
     })
 }
 
@@ -186,14 +187,15 @@ async fn insert(conn: &mut SqliteConnection, events: &[RecordedEvent], keys: &[S
     }
     for chunk in keys.chunks(INSERT_ROWS_MAX) {
         let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO idempotency_keys (idempotency_key, stream_id, first_position, last_position, stream_version) ",
+            "INSERT INTO idempotency_keys (idempotency_key, stream_id, first_position, last_position, stream_version, request_hash) ",
         );
         insert.push_values(chunk, |mut row, k| {
             row.push_bind(k.key.clone())
                 .push_bind(k.stream_id.clone())
                 .push_bind(k.first_position as i64)
                 .push_bind(k.last_position as i64)
-                .push_bind(k.stream_version as i64);
+                .push_bind(k.stream_version as i64)
+                .push_bind(k.request_hash.clone());
         });
         insert.build().execute(&mut *conn).await?;
     }

@@ -73,6 +73,7 @@ fn append(stream_id: &str, expected: ExpectedVersion, n_events: usize) -> Append
         correlation_id: Some(Uuid::now_v7()),
         causation_id: None,
         idempotency_key: None,
+        request_hash: None,
     }
 }
 
@@ -358,6 +359,36 @@ async fn an_idempotent_retry_returns_the_first_result_and_writes_nothing(databas
     );
     assert_eq!(store.find_idempotent("never-used").await.expect("lookup"), None);
 
+    let mut fingerprinted = append(&stream(), ExpectedVersion::NoStream, 1);
+    fingerprinted.idempotency_key = Some("with-fingerprint".into());
+    fingerprinted.request_hash = Some("body-a".into());
+    let first_fingerprinted = store.append(fingerprinted.clone()).await.expect("append");
+    assert!(
+        store
+            .append(fingerprinted.clone())
+            .await
+            .expect("same request again")
+            .deduplicated
+    );
+    let mut other_body = fingerprinted.clone();
+    other_body.request_hash = Some("body-b".into());
+    assert!(
+        matches!(
+            store.append(other_body).await,
+            Err(StoreError::IdempotencyKeyReused { .. })
+        ),
+        "the same key for a different request is refused"
+    );
+    assert_eq!(
+        store
+            .find_idempotent("with-fingerprint")
+            .await
+            .expect("lookup")
+            .and_then(|r| r.request_hash),
+        Some("body-a".into())
+    );
+    assert_eq!(store.head().await.expect("head"), first_fingerprinted.last_position);
+
     let mut elsewhere = append(&stream(), ExpectedVersion::Any, 1);
     elsewhere.idempotency_key = request.idempotency_key.clone();
     assert!(matches!(
@@ -377,11 +408,11 @@ async fn an_idempotent_retry_returns_the_first_result_and_writes_nothing(databas
     for retry in retries {
         assert_eq!(
             retry.await.expect("task").expect("every retry succeeds").first_position,
-            3
+            4
         );
     }
-    assert_eq!(store.head().await.expect("head"), 3);
-    assert_verifies(&store, 3).await;
+    assert_eq!(store.head().await.expect("head"), 4);
+    assert_verifies(&store, 4).await;
 }
 
 async fn reopening_the_store_keeps_everything(database: &TestDatabase) {

@@ -64,6 +64,7 @@ async fn append_all(store: &Store, history: &History, range: std::ops::Range<usi
             correlation_id: None,
             causation_id: None,
             idempotency_key: None,
+            request_hash: None,
         };
         let result = store.append(request).await.expect("append");
         assert_eq!(

@@ -43,6 +43,8 @@ pub struct Actor {
     pub id: String,
     pub correlation_id: Option<Uuid>,
     pub idempotency_key: Option<String>,
+    /// A fingerprint of the request behind `idempotency_key`.
+    pub request_hash: Option<String>,
 }
 
 impl Actor {
@@ -51,6 +53,7 @@ impl Actor {
             id: "system".into(),
             correlation_id: Some(Uuid::now_v7()),
             idempotency_key: None,
+            request_hash: None,
         }
     }
 }
@@ -139,6 +142,7 @@ impl App {
                 correlation_id: actor.correlation_id,
                 causation_id: None,
                 idempotency_key: actor.idempotency_key.clone(),
+                request_hash: actor.request_hash.clone(),
             };
             match self.store.append(request).await {
                 Ok(result) => {

@@ -65,6 +65,7 @@ pub async fn append_throughput(store: &Store, clients: usize, appends: usize) ->
                         correlation_id: None,
                         causation_id: None,
                         idempotency_key: None,
+                        request_hash: None,
                     };
                     let sent = std::time::Instant::now();
                     store.append(request).await.map_err(|e| e.to_string())?;

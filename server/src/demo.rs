@@ -209,6 +209,7 @@ impl Builder {
             correlation_id: None,
             causation_id: None,
             idempotency_key: None,
+            request_hash: None,
         });
     }
 

@@ -7,7 +7,7 @@ use eventstore::testing::TestDatabase;
 use serde_json::Value;
 
 fn crm(database: &TestDatabase, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crm-blackbox"));
     command
         .args(["--database", &database.url])
         .args(args)

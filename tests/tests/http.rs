@@ -71,7 +71,7 @@ impl Server {
     /// Starts on `database`; `known_admin` is the token of an earlier start
     /// (a store that has an admin prints no new token).
     async fn start_with(database: TestDatabase, known_admin: Option<String>) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_crm-blackbox"));
         command
             .args(["serve", "--addr", "127.0.0.1:0", "--database", &database.url])
             .env("CRM_LOG", "warn");
@@ -599,7 +599,7 @@ async fn each_role_reaches_exactly_its_routes(server: &Server) {
     assert_eq!(status, StatusCode::OK, "healthz needs no token");
     let token_id = viewer.split('_').nth(1).expect("crm_<id>_<secret>");
     let database = server.database.as_ref().expect("the server's store");
-    let mut revoke = Command::new(env!("CARGO_BIN_EXE_crm"));
+    let mut revoke = Command::new(env!("CARGO_BIN_EXE_crm-blackbox"));
     revoke.args(["--database", &database.url, "user", "revoke", token_id]);
     if let Some(schema) = &database.options.schema {
         revoke.args(["--schema", schema]);
@@ -644,6 +644,35 @@ async fn an_idempotent_retry_returns_the_first_response_and_appends_nothing(serv
     );
     let retry: Value = retry.json().await.expect("json");
     assert_eq!(retry, first, "the retry returns the first response");
+    let reordered = server
+        .client
+        .post(format!("{}/v1/contacts", server.base))
+        .bearer_auth(&server.admin)
+        .header("Idempotency-Key", "import-42")
+        .header("content-type", "application/json")
+        .body(r#"{ "email": "ada@acme.com",   "name": "Ada" }"#)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        reordered.status(),
+        StatusCode::CREATED,
+        "the same request, keys in another order, is a retry"
+    );
+    let misused = server
+        .client
+        .post(format!("{}/v1/contacts", server.base))
+        .bearer_auth(&server.admin)
+        .header("Idempotency-Key", "import-42")
+        .json(&json!({"name": "Grace"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        misused.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the same key for another request is refused"
+    );
     assert_eq!(
         server.n_events().await,
         after_first + 1,

@@ -39,6 +39,7 @@ fn actor(parts: &Parts, principal: &Principal) -> Actor {
         id: principal.user_id.to_string(),
         correlation_id: request_id,
         idempotency_key: None,
+        request_hash: None,
     }
 }
 

@@ -96,12 +96,39 @@ async fn replay(state: &AppState, status: StatusCode, result: &AppendResult) -> 
     Ok(response)
 }
 
+/// SHA-256 of the route and the body with its keys sorted: the same request
+/// sent again has the same fingerprint, whatever its key order or spacing.
+fn fingerprint(route: &str, input: &domain::Input) -> String {
+    use sha2::{Digest, Sha256};
+    let body = serde_json::to_string(input).expect("a JSON object serialises");
+    format!("{:x}", Sha256::digest(format!("{route}\n{body}").as_bytes()))
+}
+
+/// Replays the first response, unless the key was first used for another
+/// request: then the key is being reused by mistake, and nothing is done.
+async fn replay_if_same(
+    state: &AppState,
+    status: StatusCode,
+    first: &AppendResult,
+    fingerprint: &str,
+) -> Result<Response, ApiError> {
+    if first.request_hash.as_deref().is_some_and(|first| first != fingerprint) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "this Idempotency-Key was first used for a different request; use a new key for a new request",
+        ));
+    }
+    replay(state, status, first).await
+}
+
 /// Runs a write once per Idempotency-Key: a retry gets the first response.
 async fn once<F, Fut>(
     state: &AppState,
     writer: &Writer,
     key: &IdempotencyKey,
     route: &str,
+    input: &domain::Input,
     status: StatusCode,
     write: F,
 ) -> Result<Response, ApiError>
@@ -110,19 +137,21 @@ where
     Fut: std::future::Future<Output = Result<Outcome, AppError>>,
 {
     let scoped = key.scoped(writer.principal.user_id, route);
+    let fingerprint = fingerprint(route, input);
     if let Some(scoped) = &scoped
         && let Some(first) = state.app.store.find_idempotent(scoped).await?
     {
-        return replay(state, status, &first).await;
+        return replay_if_same(state, status, &first, &fingerprint).await;
     }
     let mut actor = writer.actor.clone();
-    actor.idempotency_key = scoped.clone();
+    actor.request_hash = scoped.as_ref().map(|_| fingerprint.clone());
+    actor.idempotency_key = scoped;
     match write(state.app.clone(), actor).await {
         Ok(outcome) => written(state, status, outcome).await,
         // Two copies of one request raced: the other stored the key first.
         Err(AppError::Store(eventstore::StoreError::IdempotencyKeyReused { key })) => {
             match state.app.store.find_idempotent(&key).await? {
-                Some(first) => replay(state, status, &first).await,
+                Some(first) => replay_if_same(state, status, &first, &fingerprint).await,
                 None => Err(eventstore::StoreError::IdempotencyKeyReused { key }.into()),
             }
         }
@@ -148,13 +177,15 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let kind = record_kind(&kind)?;
     let route = format!("create {kind}");
+    let input = &input;
     once(
         &state,
         &writer,
         &key,
         &route,
+        input,
         StatusCode::CREATED,
-        |app, actor| async move { app.create(kind, &input, &actor, Utc::now()).await },
+        |app, actor| async move { app.create(kind, input, &actor, Utc::now()).await },
     )
     .await
 }
@@ -314,9 +345,16 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let kind = record_kind(&kind)?;
     let route = format!("update {kind} {id}");
-    once(&state, &writer, &key, &route, StatusCode::OK, |app, actor| async move {
-        app.update(kind, id, &input, expected, &actor, Utc::now()).await
-    })
+    let input = &input;
+    once(
+        &state,
+        &writer,
+        &key,
+        &route,
+        input,
+        StatusCode::OK,
+        |app, actor| async move { app.update(kind, id, input, expected, &actor, Utc::now()).await },
+    )
     .await
 }
 
@@ -372,9 +410,15 @@ pub async fn move_stage(
 ) -> Result<Response, ApiError> {
     let stage = text_field(&input, "stage", true)?.unwrap_or_default().to_owned();
     let route = format!("stage deal {id}");
-    once(&state, &writer, &key, &route, StatusCode::OK, |app, actor| async move {
-        app.move_deal(id, &stage, expected, &actor, Utc::now()).await
-    })
+    once(
+        &state,
+        &writer,
+        &key,
+        &route,
+        &input,
+        StatusCode::OK,
+        |app, actor| async move { app.move_deal(id, &stage, expected, &actor, Utc::now()).await },
+    )
     .await
 }
 
@@ -396,10 +440,18 @@ pub async fn close(
     let outcome = text_field(&input, "outcome", true)?.unwrap_or_default().to_owned();
     let reason = text_field(&input, "reason", false)?.map(str::to_owned);
     let route = format!("close deal {id}");
-    once(&state, &writer, &key, &route, StatusCode::OK, |app, actor| async move {
-        app.close_deal(id, &outcome, reason.as_deref(), expected, &actor, Utc::now())
-            .await
-    })
+    once(
+        &state,
+        &writer,
+        &key,
+        &route,
+        &input,
+        StatusCode::OK,
+        |app, actor| async move {
+            app.close_deal(id, &outcome, reason.as_deref(), expected, &actor, Utc::now())
+                .await
+        },
+    )
     .await
 }
 
@@ -435,13 +487,15 @@ pub async fn log_interaction(
     JsonObject(input): JsonObject,
 ) -> Result<Response, ApiError> {
     let at = occurred_at(&input, Utc::now())?;
+    let input = &input;
     once(
         &state,
         &writer,
         &key,
         "log interaction",
+        input,
         StatusCode::CREATED,
-        |app, actor| async move { app.log_interaction(&input, &actor, at).await },
+        |app, actor| async move { app.log_interaction(input, &actor, at).await },
     )
     .await
 }

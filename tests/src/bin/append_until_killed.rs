@@ -37,6 +37,7 @@ async fn main() -> Result<(), String> {
                         correlation_id: None,
                         causation_id: None,
                         idempotency_key: None,
+                        request_hash: None,
                     };
                     let result = store.append(request).await.map_err(|e| e.to_string())?;
                     let mut out = std::io::stdout().lock();
