@@ -54,7 +54,8 @@ pub struct HistoryEntry {
     pub changes: BTreeMap<String, FieldChange>,
 }
 
-pub(crate) fn decode(recorded: &RecordedEvent) -> Result<Event, ProjectionError> {
+/// Reads a stored event, naming its position if it cannot be read.
+pub fn decode(recorded: &RecordedEvent) -> Result<Event, ProjectionError> {
     Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data).map_err(|e| {
         ProjectionError::Unreadable {
             position: recorded.position,

@@ -12,7 +12,7 @@ mod projector;
 pub mod reports;
 mod views;
 
-pub use history::{ActorRef, FieldChange, HistoryEntry, TimelineItem, history, timeline};
+pub use history::{ActorRef, FieldChange, HistoryEntry, TimelineItem, decode, history, timeline};
 pub use model::{
     AccountView, ContactView, CrmModel, DealClosing, DealView, EventRef, InteractionRef, InteractionView,
     MODEL_VERSION, RecordMeta, UserView,

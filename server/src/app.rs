@@ -85,13 +85,7 @@ impl App {
         let stored = self.store.read_stream(&kind.stream_id(id), 1).await?;
         let mut state = A::default();
         for event in &stored {
-            let decoded = Event::decode(&event.event_type, event.schema_version, &event.data).map_err(|e| {
-                AppError::Unreadable {
-                    position: event.position,
-                    reason: e.to_string(),
-                }
-            })?;
-            state.evolve(&decoded);
+            state.evolve(&projections::decode(event)?);
         }
         Ok(state)
     }
@@ -409,6 +403,15 @@ impl App {
             return Err(DomainError::field(field, format!("no {kind} has the id {id}, or it is archived")).into());
         }
         Ok(())
+    }
+}
+
+impl From<projections::ProjectionError> for AppError {
+    fn from(error: projections::ProjectionError) -> Self {
+        match error {
+            projections::ProjectionError::Store(error) => Self::Store(error),
+            projections::ProjectionError::Unreadable { position, reason } => Self::Unreadable { position, reason },
+        }
     }
 }
 

@@ -151,8 +151,9 @@ fn row_input(kind: RecordKind, cells: Vec<(String, String)>, index: &Index) -> R
             reference @ ("account_external_id" | "contact_external_id" | "deal_external_id") => {
                 if !empty {
                     let target = reference.trim_end_matches("_external_id");
+                    let kind = target.parse::<RecordKind>()?;
                     let id = index
-                        .find(target, &cell)
+                        .find(kind, &cell)
                         .ok_or_else(|| format!("{reference} {cell:?} names no known {target}"))?;
                     input.insert(format!("{target}_id"), json!(id));
                 }
@@ -181,35 +182,50 @@ fn row_input(kind: RecordKind, cells: Vec<(String, String)>, index: &Index) -> R
 /// External ids of existing records, kept current as the import creates more.
 #[derive(Debug, Default)]
 struct Index {
-    by_external_id: HashMap<(&'static str, String), Uuid>,
+    by_external_id: HashMap<(RecordKind, String), Uuid>,
 }
 
 impl Index {
     fn of(model: &CrmModel) -> Self {
         let mut index = Self::default();
         for c in model.contacts.values() {
-            index.add("contact", c.fields.external_id.as_ref().map(|e| e.as_str()), c.id);
+            index.add(
+                RecordKind::Contact,
+                c.fields.external_id.as_ref().map(|e| e.as_str()),
+                c.id,
+            );
         }
         for a in model.accounts.values() {
-            index.add("account", a.fields.external_id.as_ref().map(|e| e.as_str()), a.id);
+            index.add(
+                RecordKind::Account,
+                a.fields.external_id.as_ref().map(|e| e.as_str()),
+                a.id,
+            );
         }
         for d in model.deals.values() {
-            index.add("deal", d.fields.external_id.as_ref().map(|e| e.as_str()), d.id);
+            index.add(
+                RecordKind::Deal,
+                d.fields.external_id.as_ref().map(|e| e.as_str()),
+                d.id,
+            );
         }
         for i in model.interactions.values() {
-            index.add("interaction", i.logged.external_id.as_ref().map(|e| e.as_str()), i.id);
+            index.add(
+                RecordKind::Interaction,
+                i.logged.external_id.as_ref().map(|e| e.as_str()),
+                i.id,
+            );
         }
         index
     }
 
-    fn add(&mut self, kind: &'static str, external_id: Option<&str>, id: Uuid) {
+    fn add(&mut self, kind: RecordKind, external_id: Option<&str>, id: Uuid) {
         if let Some(external_id) = external_id {
             self.by_external_id.insert((kind, external_id.to_owned()), id);
         }
     }
 
-    fn find(&self, kind: &str, external_id: &str) -> Option<Uuid> {
-        let kind = RecordKind::ALL.into_iter().find(|k| k.as_str() == kind)?.as_str();
+    fn find(&self, kind: RecordKind, external_id: &str) -> Option<Uuid> {
         self.by_external_id.get(&(kind, external_id.to_owned())).copied()
     }
 }
@@ -229,10 +245,7 @@ pub async fn import(
     actor: &Actor,
     mut progress: impl FnMut(u64),
 ) -> Result<ImportReport, AppError> {
-    projector.catch_up().await.map_err(|e| AppError::Unreadable {
-        position: 0,
-        reason: e.to_string(),
-    })?;
+    projector.catch_up().await?;
     let mut index = projector.read(Index::of).await;
     let mut report = ImportReport::default();
     let mut n_rows = 0;
@@ -295,7 +308,7 @@ async fn import_row(
     let by_external_id = meta
         .external_id
         .as_deref()
-        .and_then(|external_id| index.find(kind.as_str(), external_id));
+        .and_then(|external_id| index.find(kind, external_id));
     let existing = match (by_external_id, meta.id) {
         (Some(id), _) => Some(id),
         (None, Some(id)) if record_exists(projector, kind, id).await => Some(id),
@@ -311,18 +324,16 @@ async fn import_row(
         (_, Some(id)) => app.update(kind, id, &input, None, actor, now).await?,
     };
     if let Some(appended) = &outcome.appended {
-        projector.wait_until(appended.last_position).await.map_err(|e| {
-            RowError::Failed(AppError::Unreadable {
-                position: 0,
-                reason: e.to_string(),
-            })
-        })?;
+        projector
+            .wait_until(appended.last_position)
+            .await
+            .map_err(|e| RowError::Failed(e.into()))?;
     }
     let mut changed = outcome.appended.is_some();
     if let Some(status) = meta.status.as_deref() {
         changed |= close_if_needed(app, projector, outcome.id, status, actor, meta.at.unwrap_or(now)).await?;
     }
-    index.add(kind.as_str(), meta.external_id.as_deref(), outcome.id);
+    index.add(kind, meta.external_id.as_deref(), outcome.id);
     Ok(match (existing, changed) {
         (None, _) => Effect::Created,
         (Some(_), true) => Effect::Updated,
@@ -371,12 +382,10 @@ async fn close_if_needed(
                 .close_deal(deal_id, status, None, None, actor, at.min(Utc::now()))
                 .await?;
             if let Some(appended) = outcome.appended {
-                projector.wait_until(appended.last_position).await.map_err(|e| {
-                    RowError::Failed(AppError::Unreadable {
-                        position: 0,
-                        reason: e.to_string(),
-                    })
-                })?;
+                projector
+                    .wait_until(appended.last_position)
+                    .await
+                    .map_err(|e| RowError::Failed(e.into()))?;
             }
             Ok(true)
         }

@@ -12,6 +12,11 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     table.to_string()
 }
 
+/// The elements of a JSON array; none for anything else.
+fn items(list: &Value) -> impl Iterator<Item = &Value> {
+    list.as_array().into_iter().flatten()
+}
+
 fn text(value: &Value) -> String {
     match value {
         Value::Null => "-".into(),
@@ -45,10 +50,7 @@ fn owner(value: &Value) -> String {
 }
 
 pub fn pipeline(report: &Value) -> String {
-    let rows = report["stages"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows = items(&report["stages"])
         .map(|s| {
             vec![
                 text(&s["stage"]),
@@ -80,10 +82,7 @@ pub fn pipeline(report: &Value) -> String {
 }
 
 fn rotting(deals: &Value) -> String {
-    let rows: Vec<Vec<String>> = deals
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(deals)
         .map(|d| {
             vec![
                 text(&d["title"]),
@@ -104,10 +103,7 @@ fn rotting(deals: &Value) -> String {
 }
 
 fn clock_list(title: &str, entries: &Value) -> String {
-    let rows: Vec<Vec<String>> = entries
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(entries)
         .map(|e| {
             vec![
                 text(&e["kind"]),
@@ -145,10 +141,7 @@ pub fn data_quality(report: &Value) -> String {
     );
     out += &clock_list("stale", &report["stale"]);
     out += &clock_list("never updated", &report["never_updated"]);
-    let incomplete: Vec<Vec<String>> = report["incomplete"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let incomplete: Vec<Vec<String>> = items(&report["incomplete"])
         .map(|e| {
             vec![
                 text(&e["kind"]),
@@ -165,13 +158,8 @@ pub fn data_quality(report: &Value) -> String {
             table(&["kind", "name", "owner", "why", "completeness"], incomplete)
         );
     }
-    for group in report["duplicates"].as_array().into_iter().flatten() {
-        let names: Vec<String> = group["records"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| text(&r["name"]))
-            .collect();
+    for group in items(&report["duplicates"]) {
+        let names: Vec<String> = items(&group["records"]).map(|r| text(&r["name"])).collect();
         out += &format!(
             "duplicates ({}: {}): {}\n",
             text(&group["reason"]),
@@ -183,12 +171,9 @@ pub fn data_quality(report: &Value) -> String {
 }
 
 pub fn neglected_accounts(report: &Value) -> String {
-    let rows: Vec<Vec<String>> = report["accounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(&report["accounts"])
         .map(|a| {
-            let departments: Vec<String> = a["departments"].as_array().into_iter().flatten().map(text).collect();
+            let departments: Vec<String> = items(&a["departments"]).map(text).collect();
             vec![
                 text(&a["name"]),
                 owner(&a["owner"]),
@@ -206,10 +191,7 @@ pub fn neglected_accounts(report: &Value) -> String {
 }
 
 pub fn owners(report: &Value) -> String {
-    let rows: Vec<Vec<String>> = report["owners"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(&report["owners"])
         .map(|o| {
             vec![
                 owner(&o["owner"]),
@@ -243,10 +225,7 @@ pub fn owners(report: &Value) -> String {
 }
 
 pub fn history(entries: &Value) -> String {
-    let rows: Vec<Vec<String>> = entries
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = items(entries)
         .map(|e| {
             let changes: Vec<String> = e["changes"]
                 .as_object()

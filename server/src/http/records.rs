@@ -84,9 +84,7 @@ async fn replay(state: &AppState, status: StatusCode, result: &AppendResult) -> 
     let stream = state.app.store.read_stream(&result.stream_id, 1).await?;
     let mut model = CrmModel::default();
     for recorded in stream.iter().take_while(|e| e.version <= result.stream_version) {
-        let event = domain::Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data)
-            .map_err(|e| ApiError::internal(&e))?;
-        model.apply(recorded, &event);
+        model.apply(recorded, &projections::decode(recorded)?);
     }
     let view = view_of(&model, kind, id).ok_or_else(|| ApiError::internal(&"a replayed record has no view"))?;
     let mut response = record_response(status, kind, id, view);
