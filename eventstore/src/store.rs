@@ -43,6 +43,8 @@ struct Inner {
     writer: Mutex<Option<tokio::sync::mpsc::Sender<Pending>>>,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     head: watch::Receiver<u64>,
+    url: String,
+    schema: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -67,10 +69,10 @@ impl Store {
                 redact(url)
             )));
         };
-        Self::with_backend(backend).await
+        Self::with_backend(backend, url, options.schema.clone()).await
     }
 
-    async fn with_backend(backend: Arc<dyn Backend>) -> Result<Self, StoreError> {
+    async fn with_backend(backend: Arc<dyn Backend>, url: &str, schema: Option<String>) -> Result<Self, StoreError> {
         let head_position = backend.head().await?;
         let (head_sender, head) = watch::channel(head_position);
         let (sender, task) = writer::spawn(backend.clone(), head_sender);
@@ -79,12 +81,25 @@ impl Store {
             writer: Mutex::new(Some(sender)),
             writer_task: Mutex::new(Some(task)),
             head,
+            url: url.to_owned(),
+            schema,
         };
         Ok(Self { inner: Arc::new(inner) })
     }
 
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()
+    }
+
+    /// The database URL the log was opened at. Read models live in the same
+    /// database, so they open their own connections to it.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// PostgreSQL only: the schema that holds the log, if one was named.
+    pub fn schema(&self) -> Option<&str> {
+        self.inner.schema.as_deref()
     }
 
     /// Appends a batch of events to one stream, atomically, once its

@@ -1,7 +1,8 @@
 //! Read models folded from the event log: record views, field-level history
 //! and timelines, the pipeline, data quality, neglected accounts and owner
 //! figures. One fold (`CrmModel::apply`) serves live updates, rebuilds and
-//! reports as of any date.
+//! reports as of any date; the live read models are tables in the log's own
+//! database, one row per record, folded in batches with their checkpoint.
 //!
 //! This crate reads events and never appends them. Every read model can be
 //! thrown away and rebuilt from the log.
@@ -10,16 +11,18 @@ mod history;
 mod model;
 mod projector;
 pub mod reports;
+mod tables;
 mod views;
 
 pub use history::{ActorRef, FieldChange, HistoryEntry, TimelineItem, decode, history, timeline};
 pub use model::{
-    AccountView, ContactView, CrmModel, DealClosing, DealView, EventRef, InteractionRef, InteractionView,
+    AccountView, ContactView, CrmModel, DealClosing, DealView, EventRef, InteractionRef, InteractionView, Keys,
     MODEL_VERSION, RecordMeta, UserView,
 };
 pub use projector::{
-    FOLD_BATCH_EVENTS, LIVE_POLL, Projector, RebuildReport, SNAPSHOT_EVERY_EVENTS, SNAPSHOT_NAME, fold,
+    FOLD_BATCH_EVENTS, LIVE_POLL, Projector, ProjectorOptions, REBUILD_BATCH_EVENTS, RebuildReport, fold,
 };
+pub use tables::ListFilter;
 pub use views::{interaction_view, record_fields, record_view};
 
 /// Why a read model could not be brought up to date.
@@ -32,4 +35,11 @@ pub enum ProjectionError {
     /// newer software. Run `crm verify`; upgrade if it passes.
     #[error("the log holds an unreadable event at position {position}: {reason}")]
     Unreadable { position: u64, reason: String },
+    /// The read-model tables could not be read or written; retry later.
+    #[error("the read-model tables: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A read-model row does not decode: the tables were altered by hand or
+    /// by other software. `crm rebuild` refolds them from the log.
+    #[error("the read-model tables are damaged: {0}")]
+    ReadModel(String),
 }

@@ -26,9 +26,9 @@ use eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Bumped whenever `apply` or the views change shape: snapshots written by
-/// another version are discarded and the model is rebuilt from the log.
-pub const MODEL_VERSION: u32 = 1;
+/// Bumped whenever `apply` or the views change shape: read-model tables
+/// written by another version are dropped and refolded from the log.
+pub const MODEL_VERSION: u32 = 2;
 
 /// Which event did something, when, and who did it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +166,16 @@ pub struct InteractionView {
     /// The account it touched: named, or through its contact or deal.
     pub account_id: Option<Uuid>,
     pub at: EventRef,
+}
+
+/// Ids of records, per kind: the rows one batch of events needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    pub users: BTreeSet<Uuid>,
+    pub contacts: BTreeSet<Uuid>,
+    pub accounts: BTreeSet<Uuid>,
+    pub deals: BTreeSet<Uuid>,
+    pub interactions: BTreeSet<Uuid>,
 }
 
 /// Every read model's state, folded from the log up to `position`.
@@ -386,6 +396,74 @@ impl CrmModel {
         if let (Some(account), Some(department)) = (account_id.and_then(|id| self.accounts.get_mut(&id)), department) {
             account.departments.insert(department);
         }
+    }
+
+    /// Adds to `keys` every record `apply(recorded, event)` reads or writes,
+    /// as far as the event alone names them. Records reached through another
+    /// record (a contact's account) are added by `add_linked_keys` once the
+    /// named records are loaded. Kept beside `apply` so that the two change
+    /// together: the table-backed fold loads exactly these rows before it
+    /// applies a batch.
+    pub fn add_keys(recorded: &RecordedEvent, event: &Event, keys: &mut Keys) {
+        if let Ok(actor) = Uuid::parse_str(&recorded.actor) {
+            keys.users.insert(actor);
+        }
+        match event {
+            Event::UserRegistered(e) => {
+                keys.users.insert(e.user_id);
+            }
+            Event::AccountCreated(e) => {
+                keys.accounts.insert(e.account_id);
+            }
+            Event::AccountUpdated(e) => {
+                keys.accounts.insert(e.account_id);
+            }
+            Event::AccountArchived(e) => {
+                keys.accounts.insert(e.account_id);
+            }
+            Event::ContactCreated(e) => {
+                keys.contacts.insert(e.contact_id);
+                keys.accounts.extend(e.fields.account_id);
+            }
+            Event::ContactUpdated(e) => {
+                keys.contacts.insert(e.contact_id);
+                keys.accounts.extend(e.changes.account_id.flatten());
+            }
+            Event::ContactArchived(e) => {
+                keys.contacts.insert(e.contact_id);
+            }
+            Event::DealCreated(e) => {
+                keys.deals.insert(e.deal_id);
+                keys.accounts.insert(e.fields.account_id);
+            }
+            Event::DealUpdated(e) => {
+                keys.deals.insert(e.deal_id);
+                keys.accounts.extend(e.changes.account_id);
+            }
+            Event::DealStageChanged(e) => {
+                keys.deals.insert(e.deal_id);
+            }
+            Event::DealClosed(e) => {
+                keys.deals.insert(e.deal_id);
+            }
+            Event::DealArchived(e) => {
+                keys.deals.insert(e.deal_id);
+            }
+            Event::InteractionLogged(e) => {
+                keys.interactions.insert(e.interaction_id);
+                keys.contacts.extend(e.contact_id);
+                keys.deals.extend(e.deal_id);
+                keys.accounts.extend(e.account_id);
+            }
+        }
+    }
+
+    /// Adds the accounts of the contacts and deals this (partial) model holds:
+    /// `apply` touches a contact's or deal's account through them.
+    pub fn add_linked_keys(&self, keys: &mut Keys) {
+        keys.accounts
+            .extend(self.contacts.values().filter_map(|c| c.fields.account_id));
+        keys.accounts.extend(self.deals.values().map(|d| d.fields.account_id));
     }
 
     /// The user behind an actor id, if the actor is a registered user.

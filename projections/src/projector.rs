@@ -1,52 +1,44 @@
-//! Keeping the read models current, durable and rebuildable.
+//! Keeping the read-model tables current, durable and rebuildable.
 //!
-//! - Live: `run` waits for new events and folds them in as they commit;
-//!   `catch_up` does the same on demand (read-your-writes after an append).
-//! - Checkpoints: the model is saved as one snapshot row holding its state
-//!   and the last position folded into it, so the two can never disagree. A
-//!   restart loads the snapshot and folds only what came after it; since
-//!   `apply` ignores positions already folded, nothing is applied twice and
-//!   nothing skipped. A snapshot from another `MODEL_VERSION` is discarded
-//!   and the model rebuilt from the log.
-//! - Rebuild: a fresh model is folded aside while reads keep using the
-//!   current one, then swapped in. Memory is two models and one batch of
-//!   events, never the log.
-//! - As of: the same fold over the events that had happened by a date.
+//! - Live: `catch_up` folds what the log holds after the tables' position,
+//!   a batch at a time; `run` does it whenever new events commit, and
+//!   `wait_until` lets a writer wait for its own events (read-your-writes)
+//!   without folding anything itself when another task already is.
+//! - Checkpoints: a batch's rows and the position they reach commit in one
+//!   transaction (`Tables::fold_batch`), and cost what the batch changed,
+//!   never the whole model. A restart resumes at that position at once.
+//! - Rebuild: fresh tables are folded aside while reads keep using the live
+//!   ones, then swapped in with one transaction. Killed halfway, the live
+//!   tables keep serving and the next rebuild starts over.
+//! - As of: the same fold, in memory, over the events that had happened by
+//!   a date.
+//!
+//! Every path runs `CrmModel::apply`: the tables hold what it produced, row
+//! by row, and a batch loads exactly the rows `CrmModel::add_keys` names.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use eventstore::{Snapshot, Store};
-use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, RwLock, watch};
+use domain::{Event, RecordKind};
+use eventstore::{RecordedEvent, Store};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{Mutex, watch};
+use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::history::decode;
-use crate::model::{CrmModel, MODEL_VERSION};
+use crate::model::{CrmModel, Keys, MODEL_VERSION};
+use crate::tables::{LIVE, ListFilter, NEXT, State, Tables};
 
-/// The snapshot row the model is saved under.
-pub const SNAPSHOT_NAME: &str = "crm_model";
-/// Events folded between two snapshots while running live.
-pub const SNAPSHOT_EVERY_EVENTS: u64 = 10_000;
-/// Events read from the log at a time.
+/// Events read from the log and folded in one transaction while live.
 pub const FOLD_BATCH_EVENTS: usize = 1_000;
+/// Events folded in one transaction by a rebuild.
+pub const REBUILD_BATCH_EVENTS: usize = 5_000;
 /// How long the live loop waits for news before checking again (it is woken
 /// at once by appends of this process; this bounds the delay for others').
 pub const LIVE_POLL: Duration = Duration::from_millis(500);
-
-#[derive(Serialize)]
-struct SnapshotOut<'a> {
-    model_version: u32,
-    model: &'a CrmModel,
-}
-
-#[derive(Deserialize)]
-struct SnapshotIn {
-    model_version: u32,
-    model: CrmModel,
-}
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,13 +47,36 @@ pub struct RebuildReport {
     pub millis: u64,
 }
 
+/// How a projector folds.
+#[derive(Debug, Clone, Copy)]
+pub struct ProjectorOptions {
+    /// Events per live batch; small values make tests cross batch edges often.
+    pub fold_batch_events: usize,
+    /// Events per rebuild batch.
+    pub rebuild_batch_events: usize,
+    /// Connections kept for reading the tables.
+    pub read_connections_max: u32,
+}
+
+impl Default for ProjectorOptions {
+    fn default() -> Self {
+        Self {
+            fold_batch_events: FOLD_BATCH_EVENTS,
+            rebuild_batch_events: REBUILD_BATCH_EVENTS,
+            read_connections_max: 8,
+        }
+    }
+}
+
 pub struct Projector {
     store: Store,
-    model: RwLock<CrmModel>,
-    /// Held while folding into the live model, so two folds never race.
+    tables: Tables,
+    options: ProjectorOptions,
+    /// Held while folding into the live tables, so this process runs one
+    /// fold at a time (other processes are kept apart by the state row's lock).
     applying: Mutex<()>,
+    /// The position the live tables are known to cover.
     applied: watch::Sender<u64>,
-    snapshot_position: AtomicU64,
 }
 
 impl std::fmt::Debug for Projector {
@@ -73,16 +88,37 @@ impl std::fmt::Debug for Projector {
 }
 
 impl Projector {
-    /// Loads the last snapshot and folds in what the log holds after it.
+    /// Opens the read-model tables in the log's database and folds in what
+    /// the log holds after their position. Tables written by another
+    /// `MODEL_VERSION`, or none at all, are refolded from the start.
     pub async fn open(store: Store) -> Result<Arc<Self>, ProjectionError> {
-        let model = load_snapshot(&store).await?.unwrap_or_default();
-        let position = model.position;
+        Self::open_with(store, ProjectorOptions::default()).await
+    }
+
+    pub async fn open_with(store: Store, options: ProjectorOptions) -> Result<Arc<Self>, ProjectionError> {
+        let tables = Tables::open(store.url(), store.schema(), options.read_connections_max).await?;
+        let position = match tables.state().await? {
+            Some(state) if state.model_version == MODEL_VERSION => state.position,
+            Some(state) => {
+                tracing::info!(
+                    saved = state.model_version,
+                    current = MODEL_VERSION,
+                    "the read-model tables are from another version; refolding them from the log"
+                );
+                tables.reset(state.generation + 1).await?;
+                0
+            }
+            None => {
+                tables.reset(1).await?;
+                0
+            }
+        };
         let projector = Arc::new(Self {
             store,
-            model: RwLock::new(model),
+            tables,
+            options,
             applying: Mutex::new(()),
             applied: watch::channel(position).0,
-            snapshot_position: AtomicU64::new(position),
         });
         projector.catch_up().await?;
         Ok(projector)
@@ -92,54 +128,51 @@ impl Projector {
         &self.store
     }
 
-    /// The last log position folded into the live model.
+    /// The last log position the live tables are known to cover.
     pub fn position(&self) -> u64 {
         *self.applied.borrow()
     }
 
-    /// Runs `query` against the live model.
-    pub async fn read<R>(&self, query: impl FnOnce(&CrmModel) -> R) -> R {
-        query(&*self.model.read().await)
-    }
-
-    /// Folds every committed event not yet in the live model; returns how many.
+    /// Folds every committed event not yet in the live tables; returns how many.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
         let _applying = self.applying.lock().await;
+        self.fold_pending(self.store.head().await?).await
+    }
+
+    /// Folds batches until the live tables cover `target` or the log ends.
+    /// The caller holds `applying`.
+    async fn fold_pending(&self, target: u64) -> Result<u64, ProjectionError> {
         let mut n_applied = 0;
         loop {
-            let after = self.model.read().await.position;
-            let batch = self.store.read_all(after, FOLD_BATCH_EVENTS).await?;
+            let after = self.position();
+            let batch = self.store.read_all(after, self.options.fold_batch_events).await?;
             if batch.is_empty() {
-                break;
+                return Ok(n_applied);
             }
-            let decoded = batch
-                .iter()
-                .map(|recorded| decode(recorded).map(|event| (recorded, event)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut model = self.model.write().await;
-            for (recorded, event) in &decoded {
-                model.apply(recorded, event);
-            }
-            self.applied.send_replace(model.position);
+            let position = fold_batch(&self.tables, LIVE, after, &batch).await?;
+            self.applied.send_replace(position.max(after));
             n_applied += batch.len() as u64;
+            if position >= target && batch.len() < self.options.fold_batch_events {
+                return Ok(n_applied);
+            }
         }
-        drop(_applying);
-        if self.position() - self.snapshot_position.load(Ordering::Relaxed) >= SNAPSHOT_EVERY_EVENTS {
-            self.save_snapshot().await?;
-        }
-        Ok(n_applied)
     }
 
-    /// Folds until the live model has applied `position` (read-your-writes).
+    /// Returns once the live tables cover `position` (read-your-writes). When
+    /// another request is already folding, this waits for it instead of
+    /// reading the log again.
     pub async fn wait_until(&self, position: u64) -> Result<(), ProjectionError> {
-        if self.position() < position {
-            self.catch_up().await?;
+        if self.position() >= position {
+            return Ok(());
         }
-        Ok(())
+        let _applying = self.applying.lock().await;
+        if self.position() >= position {
+            return Ok(());
+        }
+        self.fold_pending(position).await.map(|_| ())
     }
 
-    /// Keeps the live model current until `shutdown` turns true, then saves a
-    /// snapshot.
+    /// Keeps the live tables current until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
             tokio::select! {
@@ -151,103 +184,203 @@ impl Projector {
                 tokio::time::sleep(LIVE_POLL).await;
             }
         }
-        if let Err(error) = self.save_snapshot_if_behind().await {
-            tracing::error!(%error, "saving the read-model snapshot at shutdown failed");
-        }
     }
 
-    /// Saves a snapshot if the live model has folded events since the last
-    /// one; returns whether it did. A snapshot is the whole model, so
-    /// rewriting an unchanged one is pure cost.
-    pub async fn save_snapshot_if_behind(&self) -> Result<bool, ProjectionError> {
-        if self.position() == self.snapshot_position.load(Ordering::Relaxed) {
-            return Ok(false);
-        }
-        self.save_snapshot().await.map(|()| true)
-    }
-
-    /// Saves the live model and its position as one snapshot row.
-    pub async fn save_snapshot(&self) -> Result<(), ProjectionError> {
-        let (position, data) = {
-            let model = self.model.read().await;
-            let data = serde_json::to_string(&SnapshotOut {
-                model_version: MODEL_VERSION,
-                model: &model,
-            })
-            .expect("the model serialises: all map keys are strings");
-            (model.position, data)
-        };
-        let snapshot = Snapshot {
-            name: SNAPSHOT_NAME.into(),
-            position,
-            data,
-            saved_at: Utc::now(),
-        };
-        self.store.save_snapshot(&snapshot).await?;
-        self.snapshot_position.store(position, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Replays the whole log into a fresh model aside, then swaps it in.
-    /// Reads keep being served from the current model meanwhile.
+    /// Refolds the whole log into fresh tables aside, then swaps them in.
+    /// Reads keep being served from the live tables meanwhile.
     pub async fn rebuild(&self) -> Result<RebuildReport, ProjectionError> {
         self.rebuild_with_progress(|_| {}).await
     }
 
     /// `rebuild`, calling `progress` with the last position folded after
     /// each batch.
-    pub async fn rebuild_with_progress(&self, progress: impl FnMut(u64)) -> Result<RebuildReport, ProjectionError> {
+    pub async fn rebuild_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<RebuildReport, ProjectionError> {
         let started = Instant::now();
-        let mut fresh = fold_with_progress(&self.store, None, progress).await?;
+        let generation = self.tables.state().await?.map_or(1, |s| s.generation + 1);
+        self.tables.prepare_next(generation).await?;
+        let mut position = self.fold_aside(0, &mut progress).await?;
+        // Fold what was appended meanwhile with the live fold paused, then swap.
         let applying = self.applying.lock().await;
-        // Fold what was appended while the rebuild ran, then swap.
-        loop {
-            let batch = self.store.read_all(fresh.position, FOLD_BATCH_EVENTS).await?;
-            if batch.is_empty() {
-                break;
-            }
-            for recorded in &batch {
-                fresh.apply(recorded, &decode(recorded)?);
-            }
-        }
-        let events = fresh.position;
-        *self.model.write().await = fresh;
-        self.applied.send_replace(events);
+        position = self.fold_aside(position, &mut progress).await?;
+        self.tables
+            .swap_in_next(State {
+                model_version: MODEL_VERSION,
+                generation,
+                position,
+            })
+            .await?;
+        self.applied.send_replace(position);
         drop(applying);
-        self.save_snapshot().await?;
         Ok(RebuildReport {
-            events,
+            events: position,
             millis: started.elapsed().as_millis() as u64,
         })
+    }
+
+    async fn fold_aside(&self, mut position: u64, progress: &mut impl FnMut(u64)) -> Result<u64, ProjectionError> {
+        loop {
+            let batch = self.store.read_all(position, self.options.rebuild_batch_events).await?;
+            let Some(last) = batch.last() else {
+                return Ok(position);
+            };
+            let last = last.position;
+            fold_batch(&self.tables, NEXT, position, &batch).await?;
+            position = last;
+            progress(position);
+        }
     }
 
     /// The model as it stood at `as_of`: the events that had happened by then.
     pub async fn as_of(&self, as_of: DateTime<Utc>) -> Result<CrmModel, ProjectionError> {
         fold(&self.store, Some(as_of)).await
     }
+
+    /// The view of one contact, account, deal or interaction.
+    pub async fn view(&self, kind: RecordKind, id: Uuid) -> Result<Option<Value>, ProjectionError> {
+        let mut keys = Keys::default();
+        match kind {
+            RecordKind::Contact => keys.contacts.insert(id),
+            RecordKind::Account => keys.accounts.insert(id),
+            RecordKind::Deal => keys.deals.insert(id),
+            RecordKind::Interaction => keys.interactions.insert(id),
+            RecordKind::User => keys.users.insert(id),
+        };
+        let model = self.tables.load(&keys).await?;
+        Ok(match kind {
+            RecordKind::Interaction => crate::interaction_view(&model, id),
+            _ => crate::record_view(&model, kind, id),
+        })
+    }
+
+    /// The views of several records of one kind, in the order given; ids
+    /// with no record are left out.
+    pub async fn views(&self, kind: RecordKind, ids: &[Uuid]) -> Result<Vec<Value>, ProjectionError> {
+        let mut keys = Keys::default();
+        let set = match kind {
+            RecordKind::Contact => &mut keys.contacts,
+            RecordKind::Account => &mut keys.accounts,
+            RecordKind::Deal => &mut keys.deals,
+            RecordKind::Interaction => &mut keys.interactions,
+            RecordKind::User => &mut keys.users,
+        };
+        set.extend(ids.iter().copied());
+        let model = self.tables.load(&keys).await?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| match kind {
+                RecordKind::Interaction => crate::interaction_view(&model, *id),
+                _ => crate::record_view(&model, kind, *id),
+            })
+            .collect())
+    }
+
+    /// One page of live contacts, accounts or deals, in id order, and the
+    /// cursor of the next page.
+    pub async fn list(
+        &self,
+        kind: RecordKind,
+        filter: &ListFilter,
+    ) -> Result<(Vec<Value>, Option<Uuid>), ProjectionError> {
+        let table = match kind {
+            RecordKind::Contact => "contacts",
+            RecordKind::Account => "accounts",
+            RecordKind::Deal => "deals",
+            RecordKind::Interaction | RecordKind::User => return Ok((Vec::new(), None)),
+        };
+        let limit = filter.limit.max(1);
+        let mut ids = self
+            .tables
+            .list(
+                table,
+                &ListFilter {
+                    limit: limit + 1,
+                    ..filter.clone()
+                },
+            )
+            .await?;
+        let next_cursor = (ids.len() > limit).then(|| ids[limit - 1]);
+        ids.truncate(limit);
+        Ok((self.views(kind, &ids).await?, next_cursor))
+    }
+
+    /// The records `keys` names (those that exist), in a partial model.
+    pub async fn records(&self, keys: &Keys) -> Result<CrmModel, ProjectionError> {
+        self.tables.load(keys).await
+    }
+
+    /// Every user, in a model of their own: to name the people behind events.
+    pub async fn users(&self) -> Result<CrmModel, ProjectionError> {
+        self.tables.users().await
+    }
+
+    /// The users, the record and the interactions that name it: all that its
+    /// history and timeline read.
+    pub async fn record_context(&self, kind: RecordKind, id: Uuid) -> Result<CrmModel, ProjectionError> {
+        let mut model = self.tables.users().await?;
+        let mut keys = Keys::default();
+        let column = match kind {
+            RecordKind::Contact => Some("contact_id"),
+            RecordKind::Account => Some("account_id"),
+            RecordKind::Deal => Some("deal_id"),
+            RecordKind::Interaction | RecordKind::User => None,
+        };
+        match kind {
+            RecordKind::Contact => keys.contacts.insert(id),
+            RecordKind::Account => keys.accounts.insert(id),
+            RecordKind::Deal => keys.deals.insert(id),
+            RecordKind::Interaction => keys.interactions.insert(id),
+            RecordKind::User => false,
+        };
+        let record = self.tables.load(&keys).await?;
+        model.contacts = record.contacts;
+        model.accounts = record.accounts;
+        model.deals = record.deals;
+        model.interactions = record.interactions;
+        if let Some(column) = column {
+            for interaction in self.tables.interactions_of(column, id).await? {
+                model.interactions.insert(interaction.id, interaction);
+            }
+        }
+        Ok(model)
+    }
+
+    /// Every record of the live tables in one model, interactions only when
+    /// asked for. Reports still read whole models; this costs memory for the
+    /// length of one request, not for the life of the server.
+    pub async fn whole(&self, with_interactions: bool) -> Result<CrmModel, ProjectionError> {
+        self.tables.whole(with_interactions).await
+    }
+
+    /// Closes the read-model connections.
+    pub async fn close(&self) {
+        self.tables.close().await;
+    }
 }
 
-async fn load_snapshot(store: &Store) -> Result<Option<CrmModel>, ProjectionError> {
-    let Some(snapshot) = store.load_snapshot(SNAPSHOT_NAME).await? else {
-        return Ok(None);
-    };
-    match serde_json::from_str::<SnapshotIn>(&snapshot.data) {
-        Ok(saved) if saved.model_version == MODEL_VERSION && saved.model.position == snapshot.position => {
-            Ok(Some(saved.model))
-        }
-        Ok(saved) => {
-            tracing::info!(
-                saved = saved.model_version,
-                current = MODEL_VERSION,
-                "read-model snapshot is from another version; rebuilding from the log"
-            );
-            Ok(None)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "read-model snapshot is unreadable; rebuilding from the log");
-            Ok(None)
-        }
+/// Decodes a batch and folds it into the tables with `prefix` in one
+/// transaction; returns the position they cover afterwards.
+async fn fold_batch(
+    tables: &Tables,
+    prefix: &str,
+    covered: u64,
+    batch: &[RecordedEvent],
+) -> Result<u64, ProjectionError> {
+    let decoded: Vec<(&RecordedEvent, Event)> = batch
+        .iter()
+        .filter(|recorded| recorded.position > covered)
+        .map(|recorded| decode(recorded).map(|event| (recorded, event)))
+        .collect::<Result<_, _>>()?;
+    let mut keys = Keys::default();
+    for (recorded, event) in &decoded {
+        CrmModel::add_keys(recorded, event, &mut keys);
     }
+    tables
+        .fold_batch(prefix, covered, &keys, |model| {
+            for (recorded, event) in &decoded {
+                model.apply(recorded, event);
+            }
+        })
+        .await
 }
 
 /// Folds the log from the start into a new model, in bounded batches. With

@@ -34,6 +34,9 @@ pub enum AppError {
     /// A stored event could not be read: the log is damaged or newer than this code.
     #[error("the log holds an unreadable event at position {position}: {reason}")]
     Unreadable { position: u64, reason: String },
+    /// The read-model tables failed; the write itself may have committed.
+    #[error("{0}")]
+    ReadModel(String),
 }
 
 /// Who is acting, and what ties their request together.
@@ -411,6 +414,9 @@ impl From<projections::ProjectionError> for AppError {
         match error {
             projections::ProjectionError::Store(error) => Self::Store(error),
             projections::ProjectionError::Unreadable { position, reason } => Self::Unreadable { position, reason },
+            other @ (projections::ProjectionError::Database(_) | projections::ProjectionError::ReadModel(_)) => {
+                Self::ReadModel(other.to_string())
+            }
         }
     }
 }

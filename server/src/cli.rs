@@ -433,10 +433,11 @@ async fn export(store: &Store, kind: RecordKind) -> Result<Output, String> {
         return Err("users are not exported".into());
     }
     let projector = projector(store).await?;
-    let csv = projector
-        .read(|model| crate::csv_io::export(model, kind))
+    let model = projector
+        .whole(kind == RecordKind::Interaction)
         .await
         .map_err(|e| e.to_string())?;
+    let csv = crate::csv_io::export(&model, kind).map_err(|e| e.to_string())?;
     let text = String::from_utf8(csv).map_err(|e| e.to_string())?;
     Ok(Output {
         value: json!({"csv": text}),
@@ -474,9 +475,8 @@ async fn audit(store: &Store, filter: eventstore::LogFilter, after: u64, limit: 
         .await
         .map_err(|e| e.to_string())?;
     let projector = projector(store).await?;
-    let items: Vec<Value> = projector
-        .read(|model| events.iter().map(|e| crate::wire::audit_json(model, e)).collect())
-        .await;
+    let users = projector.users().await.map_err(|e| e.to_string())?;
+    let items: Vec<Value> = events.iter().map(|e| crate::wire::audit_json(&users, e)).collect();
     let line = |i: &Value| {
         let field = |v: &Value| v.as_str().unwrap_or("?").to_owned();
         format!(
@@ -561,7 +561,6 @@ async fn import_file(app: &App, kind: RecordKind, file: &std::path::Path, actor:
     bar.finish_and_clear();
     let report = report?;
     parser.await.map_err(|e| e.to_string())?;
-    projector.save_snapshot_if_behind().await.map_err(|e| e.to_string())?;
     let mut text = format!(
         "{} created, {} updated, {} unchanged, {} errors",
         report.created,
@@ -625,9 +624,6 @@ async fn run_report(
     let value = crate::queries::report(&projector, &app.rules.pipeline, &request, as_of, now)
         .await
         .map_err(|e| e.to_string())?;
-    if as_of.is_none() {
-        projector.save_snapshot_if_behind().await.map_err(|e| e.to_string())?;
-    }
     Ok(Output {
         text: render(&value),
         value,

@@ -246,7 +246,7 @@ pub async fn import(
     mut progress: impl FnMut(u64),
 ) -> Result<ImportReport, AppError> {
     projector.catch_up().await?;
-    let mut index = projector.read(Index::of).await;
+    let mut index = Index::of(&projector.whole(true).await?);
     let mut report = ImportReport::default();
     let mut n_rows = 0;
     while let Some(row) = rows.recv().await {
@@ -311,7 +311,7 @@ async fn import_row(
         .and_then(|external_id| index.find(kind, external_id));
     let existing = match (by_external_id, meta.id) {
         (Some(id), _) => Some(id),
-        (None, Some(id)) if record_exists(projector, kind, id).await => Some(id),
+        (None, Some(id)) if record_exists(projector, kind, id).await? => Some(id),
         _ => None,
     };
     let outcome = match (kind, existing) {
@@ -348,13 +348,9 @@ fn strip(mut input: Input, keys: &[&str]) -> Input {
     input
 }
 
-async fn record_exists(projector: &Projector, kind: RecordKind, id: Uuid) -> bool {
-    projector
-        .read(|model| match kind {
-            RecordKind::Interaction => model.interactions.contains_key(&id),
-            _ => model.meta(kind, id).is_some(),
-        })
-        .await
+async fn record_exists(projector: &Projector, kind: RecordKind, id: Uuid) -> Result<bool, RowError> {
+    let view = projector.view(kind, id).await.map_err(|e| RowError::Failed(e.into()))?;
+    Ok(view.is_some())
 }
 
 /// Closes a deal the row says was won or lost; true if that changed it.
@@ -366,9 +362,17 @@ async fn close_if_needed(
     actor: &Actor,
     at: DateTime<Utc>,
 ) -> Result<bool, RowError> {
+    let keys = projections::Keys {
+        deals: [deal_id].into(),
+        ..projections::Keys::default()
+    };
     let current = projector
-        .read(|model| model.deals.get(&deal_id).map(|d| d.status))
-        .await;
+        .records(&keys)
+        .await
+        .map_err(|e| RowError::Failed(e.into()))?
+        .deals
+        .get(&deal_id)
+        .map(|d| d.status);
     let wanted = match status {
         "open" => DealStatus::Open,
         "won" => DealStatus::Won,

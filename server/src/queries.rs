@@ -20,7 +20,7 @@ pub async fn at<R>(
     match as_of {
         None => {
             projector.catch_up().await?;
-            Ok(projector.read(|model| report(model, now)).await)
+            Ok(report(&projector.whole(false).await?, now))
         }
         Some(as_of) => Ok(report(&projector.as_of(as_of).await?, as_of)),
     }
@@ -89,15 +89,13 @@ async fn stream(
 pub async fn history(projector: &Projector, kind: RecordKind, id: Uuid) -> Result<Vec<HistoryEntry>, QueryError> {
     let events = stream(projector, kind, id).await?;
     projector.catch_up().await?;
-    Ok(projector
-        .read(|model| projections::history(kind, id, &events, model))
-        .await?)
+    let model = projector.record_context(kind, id).await?;
+    Ok(projections::history(kind, id, &events, &model)?)
 }
 
 pub async fn timeline(projector: &Projector, kind: RecordKind, id: Uuid) -> Result<Vec<TimelineItem>, QueryError> {
     let events = stream(projector, kind, id).await?;
     projector.catch_up().await?;
-    Ok(projector
-        .read(|model| projections::timeline(kind, id, &events, model))
-        .await?)
+    let model = projector.record_context(kind, id).await?;
+    Ok(projections::timeline(kind, id, &events, &model)?)
 }

@@ -18,10 +18,8 @@ use crate::http::{self, AppState};
 /// be shown once.
 pub async fn ensure_admin(app: &App, projector: &Projector) -> Result<Option<String>, String> {
     projector.catch_up().await.map_err(|e| e.to_string())?;
-    if projector
-        .read(|model| model.users.values().any(|u| u.role == domain::Role::Admin))
-        .await
-    {
+    let users = projector.users().await.map_err(|e| e.to_string())?;
+    if users.users.values().any(|u| u.role == domain::Role::Admin) {
         return Ok(None);
     }
     let outcome = app

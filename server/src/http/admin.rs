@@ -53,9 +53,14 @@ pub async fn create_user(
 #[utoipa::path(get, path = "/v1/users", tag = "admin",
     responses((status = 200, description = "{\"items\": [{id, name, department, role, last_activity_at}]}", body = Object)),
     security(("bearer" = [])))]
-pub async fn list_users(State(state): State<AppState>, _reader: Reader) -> Json<Value> {
-    let users = state.projector.read(|model| model.users.values().map(|u| json!({"id": u.id, "name": u.name, "department": u.department, "role": u.role, "last_activity_at": u.last_activity_at})).collect::<Vec<_>>()).await;
-    Json(json!({ "items": users }))
+pub async fn list_users(State(state): State<AppState>, _reader: Reader) -> Result<Json<Value>, ApiError> {
+    let model = state.projector.users().await?;
+    let users: Vec<Value> = model
+        .users
+        .values()
+        .map(|u| json!({"id": u.id, "name": u.name, "department": u.department, "role": u.role, "last_activity_at": u.last_activity_at}))
+        .collect();
+    Ok(Json(json!({ "items": users })))
 }
 
 #[utoipa::path(post, path = "/v1/admin/rebuild", tag = "admin",

@@ -165,7 +165,7 @@ impl From<AppError> for ApiError {
                 format!("If-Match names version {expected}, but the record is at version {actual}"),
             ),
             AppError::Store(error) => error.into(),
-            AppError::Unreadable { .. } => Self::internal(&error),
+            AppError::Unreadable { .. } | AppError::ReadModel(_) => Self::internal(&error),
         }
     }
 }
@@ -174,7 +174,9 @@ impl From<ProjectionError> for ApiError {
     fn from(error: ProjectionError) -> Self {
         match error {
             ProjectionError::Store(error) => error.into(),
-            ProjectionError::Unreadable { .. } => Self::internal(&error),
+            ProjectionError::Unreadable { .. } | ProjectionError::Database(_) | ProjectionError::ReadModel(_) => {
+                Self::internal(&error)
+            }
         }
     }
 }

@@ -76,10 +76,8 @@ pub async fn audit(
         .store
         .read_filtered(&filter, query.cursor.unwrap_or(0), limit)
         .await?;
-    let items: Vec<Value> = state
-        .projector
-        .read(|model| events.iter().map(|e| crate::wire::audit_json(model, e)).collect())
-        .await;
+    let users = state.projector.users().await?;
+    let items: Vec<Value> = events.iter().map(|e| crate::wire::audit_json(&users, e)).collect();
     let next_cursor = (events.len() == limit)
         .then(|| events.last().map(|e| e.position))
         .flatten();

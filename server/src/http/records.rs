@@ -68,10 +68,7 @@ async fn written(state: &AppState, status: StatusCode, outcome: Outcome) -> Resu
     if let Some(appended) = &outcome.appended {
         state.projector.wait_until(appended.last_position).await?;
     }
-    let view = state
-        .projector
-        .read(|model| view_of(model, outcome.kind, outcome.id))
-        .await;
+    let view = state.projector.view(outcome.kind, outcome.id).await?;
     let view = view.ok_or_else(|| ApiError::internal(&"a written record is missing from the read model"))?;
     Ok(record_response(status, outcome.kind, outcome.id, view))
 }
@@ -202,69 +199,6 @@ pub struct ListQuery {
     pub cursor: Option<Uuid>,
 }
 
-struct Row<'a> {
-    id: Uuid,
-    text: Vec<&'a str>,
-    owner_id: Option<Uuid>,
-    account_id: Option<Uuid>,
-    stage: Option<&'a str>,
-    archived: bool,
-}
-
-fn rows(model: &CrmModel, kind: RecordKind) -> Vec<Row<'_>> {
-    match kind {
-        RecordKind::Contact => model
-            .contacts
-            .values()
-            .map(|c| Row {
-                id: c.id,
-                text: [
-                    Some(c.fields.name.as_str()),
-                    c.fields.email.as_ref().map(|e| e.as_str()),
-                    c.fields.title.as_ref().map(|t| t.as_str()),
-                ]
-                .into_iter()
-                .flatten()
-                .collect(),
-                owner_id: c.fields.owner_id,
-                account_id: c.fields.account_id,
-                stage: None,
-                archived: c.meta.archived,
-            })
-            .collect(),
-        RecordKind::Account => model
-            .accounts
-            .values()
-            .map(|a| Row {
-                id: a.id,
-                text: [
-                    Some(a.fields.name.as_str()),
-                    a.fields.domain.as_ref().map(|d| d.as_str()),
-                ]
-                .into_iter()
-                .flatten()
-                .collect(),
-                owner_id: a.fields.owner_id,
-                account_id: Some(a.id),
-                stage: None,
-                archived: a.meta.archived,
-            })
-            .collect(),
-        _ => model
-            .deals
-            .values()
-            .map(|d| Row {
-                id: d.id,
-                text: vec![d.fields.title.as_str()],
-                owner_id: d.fields.owner_id,
-                account_id: Some(d.fields.account_id),
-                stage: Some(d.stage.as_str()),
-                archived: d.meta.archived,
-            })
-            .collect(),
-    }
-}
-
 #[utoipa::path(get, path = "/v1/{kind}", tag = "records",
     params(("kind" = String, Path, description = "contacts, accounts or deals"), ListQuery),
     responses((status = 200, description = "{\"items\": [...], \"next_cursor\": id|null}, oldest first; archived records left out", body = Object),
@@ -277,34 +211,16 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = record_kind(&kind)?;
-    let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT).clamp(1, PAGE_SIZE_MAX);
-    let needle = query.q.as_deref().map(str::to_lowercase);
-    let page = state
-        .projector
-        .read(|model| {
-            let matching: Vec<Uuid> = rows(model, kind)
-                .into_iter()
-                .filter(|r| !r.archived && query.cursor.is_none_or(|cursor| r.id > cursor))
-                .filter(|r| query.owner_id.is_none_or(|o| r.owner_id == Some(o)))
-                .filter(|r| query.account_id.is_none_or(|a| r.account_id == Some(a)))
-                .filter(|r| query.stage.as_deref().is_none_or(|s| r.stage == Some(s)))
-                .filter(|r| {
-                    needle
-                        .as_deref()
-                        .is_none_or(|n| r.text.iter().any(|t| t.to_lowercase().contains(n)))
-                })
-                .map(|r| r.id)
-                .take(limit + 1)
-                .collect();
-            let next_cursor = (matching.len() > limit).then(|| matching[limit - 1]);
-            let items: Vec<Value> = matching
-                .iter()
-                .take(limit)
-                .filter_map(|id| view_of(model, kind, *id))
-                .collect();
-            json!({ "items": items, "next_cursor": next_cursor })
-        })
-        .await;
+    let filter = projections::ListFilter {
+        after: query.cursor,
+        owner_id: query.owner_id,
+        account_id: query.account_id,
+        stage: query.stage.clone(),
+        text: query.q.clone().filter(|q| !q.is_empty()),
+        limit: query.limit.unwrap_or(PAGE_SIZE_DEFAULT).clamp(1, PAGE_SIZE_MAX),
+    };
+    let (items, next_cursor) = state.projector.list(kind, &filter).await?;
+    let page = json!({ "items": items, "next_cursor": next_cursor });
     Ok(Json(page))
 }
 
@@ -319,7 +235,7 @@ pub async fn get(
     _reader: Reader,
 ) -> Result<Response, ApiError> {
     let kind = record_kind(&kind)?;
-    let view = state.projector.read(|model| view_of(model, kind, id)).await;
+    let view = state.projector.view(kind, id).await?;
     let view = view.ok_or_else(|| ApiError::not_found(format!("no {kind} has the id {id}")))?;
     Ok(record_response(StatusCode::OK, kind, id, view))
 }
@@ -507,10 +423,7 @@ pub async fn get_interaction(
     Path(id): Path<Uuid>,
     _reader: Reader,
 ) -> Result<Json<Value>, ApiError> {
-    let view = state
-        .projector
-        .read(|model| projections::interaction_view(model, id))
-        .await;
+    let view = state.projector.view(RecordKind::Interaction, id).await?;
     view.map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no interaction has the id {id}")))
 }

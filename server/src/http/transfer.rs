@@ -61,11 +61,8 @@ pub async fn export(
         .ok_or_else(|| ApiError::not_found("export names a .csv file, such as contacts.csv"))?;
     let kind = importable(kind)?;
     state.projector.catch_up().await?;
-    let csv = state
-        .projector
-        .read(|model| csv_io::export(model, kind))
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
+    let model = state.projector.whole(kind == RecordKind::Interaction).await?;
+    let csv = csv_io::export(&model, kind).map_err(|e| ApiError::internal(&e))?;
     let mut response = csv.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

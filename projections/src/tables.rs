@@ -1,0 +1,762 @@
+//! The read-model tables: one row per user, contact, account, deal and
+//! interaction, in the same database as the log, beside one state row that
+//! says which log position they cover.
+//!
+//! Each row holds the record's view as JSON (`view`, exactly what the fold
+//! produced) and the columns lists filter on, indexed. Rows are written only
+//! by `fold_batch`, in the same transaction as the state row, so a crash can
+//! never leave the rows and their position disagreeing: a restart resumes at
+//! the position the tables say they cover.
+//!
+//! One SQL text serves both databases: statements use `$1, $2, ...` (which
+//! SQLite reads as named parameters, numbered in order of appearance) and
+//! types both know (`TEXT`, `BIGINT`), through sqlx's `Any` driver.
+//!
+//! Rebuilds fill a second set of tables (`rm_next_*`) and swap them in with
+//! one transaction; index names carry a generation number, so a swapped-in
+//! table's indexes never collide with the next rebuild's.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
+
+use uuid::Uuid;
+
+use crate::ProjectionError;
+use crate::model::{AccountView, ContactView, CrmModel, DealView, InteractionView, Keys, UserView};
+
+/// The tables that serve reads.
+pub(crate) const LIVE: &str = "rm_";
+/// The tables a rebuild fills before they are swapped in.
+pub(crate) const NEXT: &str = "rm_next_";
+/// The one row of `rm_state` this version keeps.
+const STATE_NAME: &str = "crm";
+/// Ids per `IN (...)` list and rows per multi-row insert: far below both
+/// databases' limits on parameters in one statement.
+const ROWS_PER_STATEMENT_MAX: usize = 400;
+/// How long a connection waits for SQLite's write lock.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Where the tables stand: which shape, which generation, which position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct State {
+    pub model_version: u32,
+    pub generation: u64,
+    pub position: u64,
+}
+
+/// One value of a row, as bound to a statement.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Text(Option<String>),
+    Int(i64),
+}
+
+/// A table of one record kind: its name without prefix and its columns,
+/// `id` first and `view` last.
+struct Table {
+    name: &'static str,
+    columns: &'static [&'static str],
+    indexed: &'static [&'static str],
+}
+
+const RECORD_COLUMNS: &[&str] = &[
+    "id",
+    "archived",
+    "owner_id",
+    "account_id",
+    "stage",
+    "external_id",
+    "search",
+    "view",
+];
+const RECORD_INDEXED: &[&str] = &["owner_id", "account_id", "external_id"];
+
+const USERS: Table = Table {
+    name: "users",
+    columns: &["id", "view"],
+    indexed: &[],
+};
+const CONTACTS: Table = Table {
+    name: "contacts",
+    columns: RECORD_COLUMNS,
+    indexed: RECORD_INDEXED,
+};
+const ACCOUNTS: Table = Table {
+    name: "accounts",
+    columns: RECORD_COLUMNS,
+    indexed: RECORD_INDEXED,
+};
+const DEALS: Table = Table {
+    name: "deals",
+    columns: RECORD_COLUMNS,
+    indexed: RECORD_INDEXED,
+};
+const INTERACTIONS: Table = Table {
+    name: "interactions",
+    columns: &["id", "contact_id", "deal_id", "account_id", "view"],
+    indexed: &["contact_id", "deal_id", "account_id"],
+};
+const TABLES: [&Table; 5] = [&USERS, &CONTACTS, &ACCOUNTS, &DEALS, &INTERACTIONS];
+
+/// Connections to the read-model tables.
+#[derive(Debug, Clone)]
+pub(crate) struct Tables {
+    /// Writes: one connection, so folds never interleave in this process.
+    writer: AnyPool,
+    readers: AnyPool,
+    dialect: Dialect,
+}
+
+impl Tables {
+    /// Connects to the database at `url` (the log's), in `schema` on
+    /// PostgreSQL, and creates the state table if it is missing.
+    pub async fn open(url: &str, schema: Option<&str>, readers_max: u32) -> Result<Self, ProjectionError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            Dialect::Postgres
+        };
+        let writer = pool(url, dialect, schema, 1, true).await?;
+        let readers = pool(url, dialect, schema, readers_max.max(1), false).await?;
+        let tables = Self {
+            writer,
+            readers,
+            dialect,
+        };
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS rm_state (name TEXT PRIMARY KEY, model_version BIGINT NOT NULL, \
+             generation BIGINT NOT NULL, position BIGINT NOT NULL)",
+        )
+        .execute(&tables.writer)
+        .await?;
+        Ok(tables)
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+
+    /// The state row, if the tables were ever created.
+    pub async fn state(&self) -> Result<Option<State>, ProjectionError> {
+        let row = sqlx::query("SELECT model_version, generation, position FROM rm_state WHERE name = $1")
+            .bind(STATE_NAME)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.map(|row| state_of(&row)).transpose()
+    }
+
+    /// Drops whatever live tables exist and creates empty ones at position 0.
+    pub async fn reset(&self, generation: u64) -> Result<(), ProjectionError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        execute_all(&mut tx, drop_sql(LIVE)).await?;
+        execute_all(&mut tx, create_sql(LIVE, generation)).await?;
+        write_state(
+            &mut tx,
+            State {
+                model_version: crate::MODEL_VERSION,
+                generation,
+                position: 0,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops any half-built rebuild tables and creates empty ones.
+    pub async fn prepare_next(&self, generation: u64) -> Result<(), ProjectionError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        execute_all(&mut tx, drop_sql(NEXT)).await?;
+        execute_all(&mut tx, create_sql(NEXT, generation)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Puts the rebuilt tables in place of the live ones, atomically.
+    pub async fn swap_in_next(&self, state: State) -> Result<(), ProjectionError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        execute_all(&mut tx, drop_sql(LIVE)).await?;
+        let renames = TABLES
+            .iter()
+            .map(|t| format!("ALTER TABLE {NEXT}{0} RENAME TO {LIVE}{0}", t.name))
+            .collect();
+        execute_all(&mut tx, renames).await?;
+        write_state(&mut tx, state).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Folds one batch of events into the tables with `prefix`, through
+    /// `fold` (which runs `CrmModel::apply` on a model holding just the rows
+    /// the batch needs), and moves their position, in one transaction.
+    /// `covered` is the position the caller believes the tables cover; for
+    /// the live tables the state row is read (and locked) again, so two
+    /// servers folding the same log never apply an event twice. Returns the
+    /// position the tables cover afterwards.
+    pub async fn fold_batch(
+        &self,
+        prefix: &str,
+        covered: u64,
+        keys: &Keys,
+        fold: impl FnOnce(&mut CrmModel),
+    ) -> Result<u64, ProjectionError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        let mut state = if prefix == LIVE {
+            let row = sqlx::query(&self.state_for_update_sql())
+                .bind(STATE_NAME)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let row = row.ok_or_else(|| ProjectionError::ReadModel("the read-model state row is missing".into()))?;
+            Some(state_of(&row)?)
+        } else {
+            None
+        };
+        let position_before = state.map_or(covered, |s| s.position);
+        let mut model = CrmModel {
+            position: position_before,
+            ..CrmModel::default()
+        };
+        let mut loaded = Loaded::default();
+        load_into(&mut tx, prefix, keys, &mut model, &mut loaded).await?;
+        let mut linked = Keys::default();
+        model.add_linked_keys(&mut linked);
+        linked.accounts.retain(|id| !model.accounts.contains_key(id));
+        load_into(&mut tx, prefix, &linked, &mut model, &mut loaded).await?;
+        fold(&mut model);
+        write_changed(&mut tx, prefix, &model, &loaded).await?;
+        let position = model.position;
+        if let Some(state) = state.as_mut() {
+            state.position = position;
+            write_state(&mut tx, *state).await?;
+        }
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    fn state_for_update_sql(&self) -> String {
+        let lock = match self.dialect {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        };
+        format!("SELECT model_version, generation, position FROM rm_state WHERE name = $1{lock}")
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a transaction that read first and upgraded later
+    /// could fail outright when the log's writer committed in between.
+    async fn begin<'c>(
+        &self,
+        conn: &'c mut AnyConnection,
+    ) -> Result<sqlx::Transaction<'c, sqlx::Any>, ProjectionError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => conn.begin().await?,
+        })
+    }
+
+    /// The views of these users, contacts, accounts, deals and interactions
+    /// (those that exist), as a partial model.
+    pub async fn load(&self, keys: &Keys) -> Result<CrmModel, ProjectionError> {
+        let mut conn = self.readers.acquire().await?;
+        let mut model = CrmModel::default();
+        load_into(&mut conn, LIVE, keys, &mut model, &mut Loaded::default()).await?;
+        Ok(model)
+    }
+
+    /// Every user: few, and needed to name the people behind events.
+    pub async fn users(&self) -> Result<CrmModel, ProjectionError> {
+        let mut model = CrmModel::default();
+        for (id, view) in self.all_views::<UserView>(&USERS, "").await? {
+            model.users.insert(id, view);
+        }
+        Ok(model)
+    }
+
+    /// Every row of the live tables, except interactions unless asked for.
+    pub async fn whole(&self, with_interactions: bool) -> Result<CrmModel, ProjectionError> {
+        let mut model = self.users().await?;
+        model.contacts = self.all_views(&CONTACTS, "").await?.into_iter().collect();
+        model.accounts = self.all_views(&ACCOUNTS, "").await?.into_iter().collect();
+        model.deals = self.all_views(&DEALS, "").await?.into_iter().collect();
+        if with_interactions {
+            model.interactions = self.all_views(&INTERACTIONS, "").await?.into_iter().collect();
+        }
+        if let Some(state) = self.state().await? {
+            model.position = state.position;
+        }
+        Ok(model)
+    }
+
+    /// The interactions that name a record (for an account: that touched it).
+    pub async fn interactions_of(&self, column: &str, id: Uuid) -> Result<Vec<InteractionView>, ProjectionError> {
+        debug_assert!(INTERACTIONS.indexed.contains(&column));
+        let sql = format!("SELECT id, view FROM {LIVE}interactions WHERE {column} = $1 ORDER BY id");
+        let rows = sqlx::query(&sql).bind(id.to_string()).fetch_all(&self.readers).await?;
+        rows.iter()
+            .map(|row| view_of(row, "interactions").map(|(_, v)| v))
+            .collect()
+    }
+
+    /// One page of live (not archived) records of a kind, in id order.
+    pub async fn list(&self, kind_table: &str, filter: &ListFilter) -> Result<Vec<Uuid>, ProjectionError> {
+        let mut sql = format!("SELECT id FROM {LIVE}{kind_table} WHERE archived = 0");
+        let mut binds: Vec<String> = Vec::new();
+        let mut condition = |sql: &mut String, column: &str, op: &str, value: String| {
+            binds.push(value);
+            sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
+        };
+        if let Some(cursor) = filter.after {
+            condition(&mut sql, "id", ">", cursor.to_string());
+        }
+        if let Some(owner) = filter.owner_id {
+            condition(&mut sql, "owner_id", "=", owner.to_string());
+        }
+        if let Some(account) = filter.account_id {
+            condition(&mut sql, "account_id", "=", account.to_string());
+        }
+        if let Some(stage) = &filter.stage {
+            condition(&mut sql, "stage", "=", stage.clone());
+        }
+        if let Some(needle) = &filter.text {
+            condition(
+                &mut sql,
+                "search",
+                "LIKE",
+                format!("%{}%", escape_like(&needle.to_lowercase())),
+            );
+            sql.push_str(" ESCAPE '\\'");
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", filter.limit));
+        let mut query = sqlx::query(&sql);
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        let rows = query.fetch_all(&self.readers).await?;
+        rows.iter().map(|row| parse_id(row.try_get("id")?)).collect()
+    }
+
+    async fn all_views<T: DeserializeOwned>(
+        &self,
+        table: &Table,
+        condition: &str,
+    ) -> Result<Vec<(Uuid, T)>, ProjectionError> {
+        let sql = format!("SELECT id, view FROM {LIVE}{} {condition} ORDER BY id", table.name);
+        let rows = sqlx::query(&sql).fetch_all(&self.readers).await?;
+        rows.iter().map(|row| view_of(row, table.name)).collect()
+    }
+}
+
+/// What a list asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Records with ids after this one (the previous page's cursor).
+    pub after: Option<Uuid>,
+    pub owner_id: Option<Uuid>,
+    pub account_id: Option<Uuid>,
+    pub stage: Option<String>,
+    /// A case-insensitive substring of the record's name, email, title or domain.
+    pub text: Option<String>,
+    pub limit: usize,
+}
+
+async fn pool(
+    url: &str,
+    dialect: Dialect,
+    schema: Option<&str>,
+    connections_max: u32,
+    writer: bool,
+) -> Result<AnyPool, ProjectionError> {
+    let setup = match dialect {
+        // The read models can always be refolded from the log, so their
+        // commits need not wait for the disk: a crash loses at most the last
+        // folds, and the state row committed with them says where to resume.
+        Dialect::Sqlite if writer => {
+            format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA synchronous = NORMAL;")
+        }
+        Dialect::Sqlite => format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"),
+        Dialect::Postgres => schema.map(|s| format!("SET search_path TO {s};")).unwrap_or_default(),
+    };
+    let pool = AnyPoolOptions::new()
+        .max_connections(connections_max)
+        .after_connect(move |conn, _| {
+            let setup = setup.clone();
+            Box::pin(async move {
+                if !setup.is_empty() {
+                    sqlx::Executor::execute(&mut *conn, setup.as_str()).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+/// Runs statements one by one (each may be prepared on its own).
+async fn execute_all(conn: &mut AnyConnection, statements: Vec<String>) -> Result<(), ProjectionError> {
+    for statement in &statements {
+        sqlx::query(statement).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+fn drop_sql(prefix: &str) -> Vec<String> {
+    TABLES
+        .iter()
+        .map(|t| format!("DROP TABLE IF EXISTS {prefix}{}", t.name))
+        .collect()
+}
+
+fn create_sql(prefix: &str, generation: u64) -> Vec<String> {
+    let mut sql = Vec::new();
+    for table in TABLES {
+        let columns: Vec<String> = table
+            .columns
+            .iter()
+            .map(|c| match *c {
+                "id" => "id TEXT PRIMARY KEY".to_owned(),
+                "archived" => "archived BIGINT NOT NULL".to_owned(),
+                "view" | "search" => format!("{c} TEXT NOT NULL"),
+                other => format!("{other} TEXT"),
+            })
+            .collect();
+        sql.push(format!("CREATE TABLE {prefix}{} ({})", table.name, columns.join(", ")));
+        for column in table.indexed {
+            sql.push(format!(
+                "CREATE INDEX {LIVE}{0}_{column}_g{generation} ON {prefix}{0} ({column})",
+                table.name
+            ));
+        }
+    }
+    sql
+}
+
+async fn write_state(conn: &mut AnyConnection, state: State) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO rm_state (name, model_version, generation, position) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET model_version = excluded.model_version, \
+         generation = excluded.generation, position = excluded.position",
+    )
+    .bind(STATE_NAME)
+    .bind(i64::from(state.model_version))
+    .bind(to_i64(state.generation))
+    .bind(to_i64(state.position))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn state_of(row: &AnyRow) -> Result<State, ProjectionError> {
+    let number = |column: &str| -> Result<u64, ProjectionError> {
+        let value: i64 = row.try_get(column)?;
+        u64::try_from(value).map_err(|_| ProjectionError::ReadModel(format!("rm_state.{column} is {value}")))
+    };
+    Ok(State {
+        model_version: u32::try_from(number("model_version")?).unwrap_or(u32::MAX),
+        generation: number("generation")?,
+        position: number("position")?,
+    })
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).expect("positions and generations stay below 2^63")
+}
+
+fn parse_id(raw: String) -> Result<Uuid, ProjectionError> {
+    Uuid::parse_str(&raw).map_err(|e| ProjectionError::ReadModel(format!("a row's id {raw:?}: {e}")))
+}
+
+fn view_of<T: DeserializeOwned>(row: &AnyRow, table: &str) -> Result<(Uuid, T), ProjectionError> {
+    let id = parse_id(row.try_get("id")?)?;
+    let raw: String = row.try_get("view")?;
+    let view = serde_json::from_str(&raw)
+        .map_err(|e| ProjectionError::ReadModel(format!("the {table} row {id} does not decode: {e}")))?;
+    Ok((id, view))
+}
+
+/// `%`, `_` and `\` match themselves in a `LIKE ... ESCAPE '\'` pattern.
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// The JSON each loaded row held, to write back only what a batch changed.
+#[derive(Debug, Default)]
+struct Loaded {
+    views: BTreeMap<(&'static str, Uuid), String>,
+}
+
+async fn load_into(
+    conn: &mut AnyConnection,
+    prefix: &str,
+    keys: &Keys,
+    model: &mut CrmModel,
+    loaded: &mut Loaded,
+) -> Result<(), ProjectionError> {
+    for (id, raw, view) in load_table::<UserView>(conn, prefix, &USERS, &keys.users).await? {
+        loaded.views.insert((USERS.name, id), raw);
+        model.users.insert(id, view);
+    }
+    for (id, raw, view) in load_table::<ContactView>(conn, prefix, &CONTACTS, &keys.contacts).await? {
+        loaded.views.insert((CONTACTS.name, id), raw);
+        model.contacts.insert(id, view);
+    }
+    for (id, raw, view) in load_table::<AccountView>(conn, prefix, &ACCOUNTS, &keys.accounts).await? {
+        loaded.views.insert((ACCOUNTS.name, id), raw);
+        model.accounts.insert(id, view);
+    }
+    for (id, raw, view) in load_table::<DealView>(conn, prefix, &DEALS, &keys.deals).await? {
+        loaded.views.insert((DEALS.name, id), raw);
+        model.deals.insert(id, view);
+    }
+    for (id, raw, view) in load_table::<InteractionView>(conn, prefix, &INTERACTIONS, &keys.interactions).await? {
+        loaded.views.insert((INTERACTIONS.name, id), raw);
+        model.interactions.insert(id, view);
+    }
+    Ok(())
+}
+
+async fn load_table<T: DeserializeOwned>(
+    conn: &mut AnyConnection,
+    prefix: &str,
+    table: &Table,
+    ids: &std::collections::BTreeSet<Uuid>,
+) -> Result<Vec<(Uuid, String, T)>, ProjectionError> {
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT_MAX) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT id, view FROM {prefix}{} WHERE id IN ({})",
+            table.name,
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let id = parse_id(row.try_get("id")?)?;
+            let raw: String = row.try_get("view")?;
+            let view = serde_json::from_str(&raw)
+                .map_err(|e| ProjectionError::ReadModel(format!("the {} row {id} does not decode: {e}", table.name)))?;
+            out.push((id, raw, view));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes every row of `model` whose JSON differs from what was loaded.
+async fn write_changed(
+    conn: &mut AnyConnection,
+    prefix: &str,
+    model: &CrmModel,
+    loaded: &Loaded,
+) -> Result<(), ProjectionError> {
+    let changed =
+        |table: &'static str, id: &Uuid, view: String| (loaded.views.get(&(table, *id)) != Some(&view)).then_some(view);
+    let mut users = Vec::new();
+    for (id, user) in &model.users {
+        if let Some(view) = changed(USERS.name, id, to_json(user)) {
+            users.push(vec![text(id), Cell::Text(Some(view))]);
+        }
+    }
+    let mut contacts = Vec::new();
+    for (id, contact) in &model.contacts {
+        if let Some(view) = changed(CONTACTS.name, id, to_json(contact)) {
+            contacts.push(contact_row(contact, view));
+        }
+    }
+    let mut accounts = Vec::new();
+    for (id, account) in &model.accounts {
+        if let Some(view) = changed(ACCOUNTS.name, id, to_json(account)) {
+            accounts.push(account_row(account, view));
+        }
+    }
+    let mut deals = Vec::new();
+    for (id, deal) in &model.deals {
+        if let Some(view) = changed(DEALS.name, id, to_json(deal)) {
+            deals.push(deal_row(deal, view));
+        }
+    }
+    let mut interactions = Vec::new();
+    for (id, interaction) in &model.interactions {
+        if let Some(view) = changed(INTERACTIONS.name, id, to_json(interaction)) {
+            interactions.push(vec![
+                text(id),
+                optional_text(interaction.logged.contact_id),
+                optional_text(interaction.logged.deal_id),
+                optional_text(interaction.account_id),
+                Cell::Text(Some(view)),
+            ]);
+        }
+    }
+    upsert(conn, prefix, &USERS, users).await?;
+    upsert(conn, prefix, &CONTACTS, contacts).await?;
+    upsert(conn, prefix, &ACCOUNTS, accounts).await?;
+    upsert(conn, prefix, &DEALS, deals).await?;
+    upsert(conn, prefix, &INTERACTIONS, interactions).await?;
+    Ok(())
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("views serialise: every map key is a string")
+}
+
+fn text(id: &Uuid) -> Cell {
+    Cell::Text(Some(id.to_string()))
+}
+
+fn optional_text(id: Option<Uuid>) -> Cell {
+    Cell::Text(id.map(|id| id.to_string()))
+}
+
+/// Lower case, one field a line: what `q` searches.
+fn search_text<'a>(parts: impl IntoIterator<Item = Option<&'a str>>) -> Cell {
+    let parts: Vec<String> = parts.into_iter().flatten().map(str::to_lowercase).collect();
+    Cell::Text(Some(parts.join("\n")))
+}
+
+/// The filterable columns of a contact, account or deal row.
+struct RecordColumns<'a> {
+    id: &'a Uuid,
+    archived: bool,
+    owner_id: Option<Uuid>,
+    account_id: Option<Uuid>,
+    stage: Option<&'a str>,
+    external_id: Option<&'a str>,
+    search: Cell,
+}
+
+impl RecordColumns<'_> {
+    /// The row, in `RECORD_COLUMNS` order.
+    fn row(self, view: String) -> Vec<Cell> {
+        vec![
+            text(self.id),
+            Cell::Int(i64::from(self.archived)),
+            optional_text(self.owner_id),
+            optional_text(self.account_id),
+            Cell::Text(self.stage.map(str::to_owned)),
+            Cell::Text(self.external_id.map(str::to_owned)),
+            self.search,
+            Cell::Text(Some(view)),
+        ]
+    }
+}
+
+fn contact_row(contact: &ContactView, view: String) -> Vec<Cell> {
+    let fields = &contact.fields;
+    RecordColumns {
+        id: &contact.id,
+        archived: contact.meta.archived,
+        owner_id: fields.owner_id,
+        account_id: fields.account_id,
+        stage: None,
+        external_id: fields.external_id.as_ref().map(|e| e.as_str()),
+        search: search_text([
+            Some(fields.name.as_str()),
+            fields.email.as_ref().map(|e| e.as_str()),
+            fields.title.as_ref().map(|t| t.as_str()),
+        ]),
+    }
+    .row(view)
+}
+
+fn account_row(account: &AccountView, view: String) -> Vec<Cell> {
+    let fields = &account.fields;
+    RecordColumns {
+        id: &account.id,
+        archived: account.meta.archived,
+        owner_id: fields.owner_id,
+        account_id: Some(account.id),
+        stage: None,
+        external_id: fields.external_id.as_ref().map(|e| e.as_str()),
+        search: search_text([Some(fields.name.as_str()), fields.domain.as_ref().map(|d| d.as_str())]),
+    }
+    .row(view)
+}
+
+fn deal_row(deal: &DealView, view: String) -> Vec<Cell> {
+    let fields = &deal.fields;
+    RecordColumns {
+        id: &deal.id,
+        archived: deal.meta.archived,
+        owner_id: fields.owner_id,
+        account_id: Some(fields.account_id),
+        stage: Some(deal.stage.as_str()),
+        external_id: fields.external_id.as_ref().map(|e| e.as_str()),
+        search: search_text([Some(fields.title.as_str())]),
+    }
+    .row(view)
+}
+
+/// Inserts or replaces rows, many to a statement.
+async fn upsert(
+    conn: &mut AnyConnection,
+    prefix: &str,
+    table: &Table,
+    rows: Vec<Vec<Cell>>,
+) -> Result<(), ProjectionError> {
+    let width = table.columns.len();
+    let rows_per_statement = (ROWS_PER_STATEMENT_MAX * 4 / width).max(1);
+    let updates: Vec<String> = table.columns[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    for chunk in rows.chunks(rows_per_statement) {
+        let mut sql = format!(
+            "INSERT INTO {prefix}{} ({}) VALUES ",
+            table.name,
+            table.columns.join(", ")
+        );
+        for (n, _) in chunk.iter().enumerate() {
+            let placeholders: Vec<String> = (1..=width).map(|c| format!("${}", n * width + c)).collect();
+            if n > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("({})", placeholders.join(", ")));
+        }
+        sql.push_str(&format!(" ON CONFLICT (id) DO UPDATE SET {}", updates.join(", ")));
+        let mut query = sqlx::query(&sql);
+        for cell in chunk.iter().flatten() {
+            query = match cell {
+                Cell::Text(value) => query.bind(value.clone()),
+                Cell::Int(value) => query.bind(*value),
+            };
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_like;
+
+    #[test]
+    fn like_wildcards_in_a_search_match_only_themselves() {
+        assert_eq!(escape_like("50%_off\\"), "50\\%\\_off\\\\");
+        assert_eq!(escape_like("ada"), "ada");
+    }
+}
