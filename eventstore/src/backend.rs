@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
+use crate::hook::CommitHook;
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, TokenRecord};
 
 /// One outcome per request of a committed batch, in request order.
@@ -14,9 +15,15 @@ pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Appends a batch of requests in one transaction that holds the log's
-    /// single-writer lock. A request that conflicts fails alone; an `Err` for
-    /// the whole batch means nothing was written.
-    fn commit<'a>(&'a self, requests: &'a [AppendRequest]) -> BoxFuture<'a, Result<BatchOutcome, StoreError>>;
+    /// single-writer lock, running `hook` inside it (in a savepoint) on the
+    /// events it inserts. A request that conflicts fails alone; an `Err` for
+    /// the whole batch means nothing was written. Also returns what the hook
+    /// returned.
+    fn commit<'a>(
+        &'a self,
+        requests: &'a [AppendRequest],
+        hook: Option<&'a dyn CommitHook>,
+    ) -> BoxFuture<'a, Result<(BatchOutcome, Option<u64>), StoreError>>;
 
     /// A stream's events from `from_version` (1-based) on, oldest first.
     fn read_stream<'a>(

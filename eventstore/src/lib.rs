@@ -13,6 +13,7 @@
 mod backend;
 mod error;
 mod hash;
+mod hook;
 mod model;
 mod plan;
 mod postgres;
@@ -26,6 +27,7 @@ pub mod testing;
 pub use backend::{Backend, BatchOutcome};
 pub use error::StoreError;
 pub use hash::{GENESIS_HASH, event_hash};
+pub use hook::{CommitHook, HookConnection};
 pub use model::{
     APPEND_EVENTS_MAX, AppendRequest, AppendResult, EVENT_DATA_BYTES_MAX, ExpectedVersion, IDENTIFIER_BYTES_MAX,
     LogFilter, NewEvent, READ_BATCH_MAX, RecordedEvent, Snapshot, TokenRecord, VerifyReport, to_stored_precision,

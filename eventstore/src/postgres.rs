@@ -21,6 +21,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::backend::{Backend, BatchOutcome};
+use crate::hook::{CommitHook, run_in_savepoint};
 use crate::plan::{self, BatchContext, StoredKey, Tail};
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
@@ -201,7 +202,11 @@ impl Backend for PostgresBackend {
         "postgres"
     }
 
-    fn commit<'a>(&'a self, requests: &'a [AppendRequest]) -> BoxFuture<'a, Result<BatchOutcome, StoreError>> {
+    fn commit<'a>(
+        &'a self,
+        requests: &'a [AppendRequest],
+        hook: Option<&'a dyn CommitHook>,
+    ) -> BoxFuture<'a, Result<(BatchOutcome, Option<u64>), StoreError>> {
         Box::pin(async move {
             let mut tx = self.writer.begin().await?;
             sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
@@ -212,8 +217,12 @@ impl Backend for PostgresBackend {
             if let Err(error) = insert(&mut tx, &plan.events, &plan.keys).await {
                 return Err(StoreError::from_insert(error, requests));
             }
+            let covered = match hook {
+                Some(hook) if !plan.events.is_empty() => run_in_savepoint(&mut tx, hook, &plan.events).await,
+                _ => None,
+            };
             tx.commit().await?;
-            Ok(plan.outcomes)
+            Ok((plan.outcomes, covered))
         })
     }
 

@@ -17,6 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use crate::backend::{Backend, BatchOutcome};
+use crate::hook::{CommitHook, run_in_savepoint};
 use crate::plan::{self, BatchContext, StoredKey, Tail};
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
@@ -207,7 +208,11 @@ impl Backend for SqliteBackend {
         "sqlite"
     }
 
-    fn commit<'a>(&'a self, requests: &'a [AppendRequest]) -> BoxFuture<'a, Result<BatchOutcome, StoreError>> {
+    fn commit<'a>(
+        &'a self,
+        requests: &'a [AppendRequest],
+        hook: Option<&'a dyn CommitHook>,
+    ) -> BoxFuture<'a, Result<(BatchOutcome, Option<u64>), StoreError>> {
         Box::pin(async move {
             let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
             let (tail, context) = load_context(&mut tx, requests).await?;
@@ -215,8 +220,12 @@ impl Backend for SqliteBackend {
             if let Err(error) = insert(&mut tx, &plan.events, &plan.keys).await {
                 return Err(StoreError::from_insert(error, requests));
             }
+            let covered = match hook {
+                Some(hook) if !plan.events.is_empty() => run_in_savepoint(&mut tx, hook, &plan.events).await,
+                _ => None,
+            };
             tx.commit().await?;
-            Ok(plan.outcomes)
+            Ok((plan.outcomes, covered))
         })
     }
 

@@ -9,6 +9,7 @@ use tokio::sync::{Mutex, oneshot, watch};
 
 use crate::backend::Backend;
 use crate::hash::{GENESIS_HASH, event_hash};
+use crate::hook::{CommitHook, HookSlot};
 use crate::model::{APPEND_EVENTS_MAX, EVENT_DATA_BYTES_MAX, IDENTIFIER_BYTES_MAX, READ_BATCH_MAX};
 use crate::writer::{self, Pending};
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, TokenRecord, VerifyReport};
@@ -43,6 +44,7 @@ struct Inner {
     writer: Mutex<Option<tokio::sync::mpsc::Sender<Pending>>>,
     writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     head: watch::Receiver<u64>,
+    hook: HookSlot,
     url: String,
     schema: Option<String>,
 }
@@ -75,12 +77,14 @@ impl Store {
     async fn with_backend(backend: Arc<dyn Backend>, url: &str, schema: Option<String>) -> Result<Self, StoreError> {
         let head_position = backend.head().await?;
         let (head_sender, head) = watch::channel(head_position);
-        let (sender, task) = writer::spawn(backend.clone(), head_sender);
+        let hook = HookSlot::default();
+        let (sender, task) = writer::spawn(backend.clone(), head_sender, hook.clone());
         let inner = Inner {
             backend,
             writer: Mutex::new(Some(sender)),
             writer_task: Mutex::new(Some(task)),
             head,
+            hook,
             url: url.to_owned(),
             schema,
         };
@@ -95,6 +99,13 @@ impl Store {
     /// database, so they open their own connections to it.
     pub fn url(&self) -> &str {
         &self.inner.url
+    }
+
+    /// Sets the work the writer runs inside every append transaction from
+    /// now on (see `CommitHook`), replacing any earlier one.
+    pub fn set_commit_hook(&self, hook: Arc<dyn CommitHook>) {
+        let mut slot = self.inner.hook.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *slot = Some(hook);
     }
 
     /// PostgreSQL only: the schema that holds the log, if one was named.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::backend::Backend;
+use crate::hook::{self, HookSlot};
 use crate::{AppendRequest, AppendResult, StoreError};
 
 /// Most requests committed in one transaction.
@@ -26,13 +27,14 @@ pub(crate) struct Pending {
 pub(crate) fn spawn(
     backend: Arc<dyn Backend>,
     head: watch::Sender<u64>,
+    hook: HookSlot,
 ) -> (mpsc::Sender<Pending>, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(WRITER_QUEUE_MAX);
-    let task = tokio::spawn(run(backend, receiver, head));
+    let task = tokio::spawn(run(backend, receiver, head, hook));
     (sender, task)
 }
 
-async fn run(backend: Arc<dyn Backend>, mut queue: mpsc::Receiver<Pending>, head: watch::Sender<u64>) {
+async fn run(backend: Arc<dyn Backend>, mut queue: mpsc::Receiver<Pending>, head: watch::Sender<u64>, hook: HookSlot) {
     while let Some(first) = queue.recv().await {
         // Callers answered by the last commit are waking up to send their
         // next append. Let them run once before draining the queue, or the
@@ -46,21 +48,37 @@ async fn run(backend: Arc<dyn Backend>, mut queue: mpsc::Receiver<Pending>, head
             n_events += next.request.events.len();
             batch.push(next);
         }
-        commit(backend.as_ref(), batch, &head).await;
+        let hook = hook::current(&hook);
+        commit(backend.as_ref(), batch, &head, hook.as_deref()).await;
     }
 }
 
-async fn commit(backend: &dyn Backend, batch: Vec<Pending>, head: &watch::Sender<u64>) {
+async fn commit(
+    backend: &dyn Backend,
+    batch: Vec<Pending>,
+    head: &watch::Sender<u64>,
+    hook: Option<&dyn hook::CommitHook>,
+) {
     let (requests, replies): (Vec<AppendRequest>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-    match backend.commit(&requests).await {
-        Ok(outcomes) => answer(outcomes, replies, head),
+    match backend.commit(&requests, hook).await {
+        Ok((outcomes, covered)) => {
+            if let Some(hook) = hook {
+                hook.committed(covered);
+            }
+            answer(outcomes, replies, head);
+        }
         Err(error) if requests.len() == 1 => answer(vec![Err(error)], replies, head),
         Err(_) => {
             // Something in the batch failed the whole transaction. Commit each
             // request alone so one bad request cannot sink the others.
             for (request, reply) in requests.into_iter().zip(replies) {
-                let outcome = match backend.commit(std::slice::from_ref(&request)).await {
-                    Ok(mut outcomes) => outcomes.pop().expect("a backend answers every request of a batch"),
+                let outcome = match backend.commit(std::slice::from_ref(&request), hook).await {
+                    Ok((mut outcomes, covered)) => {
+                        if let Some(hook) = hook {
+                            hook.committed(covered);
+                        }
+                        outcomes.pop().expect("a backend answers every request of a batch")
+                    }
                     Err(error) => Err(error),
                 };
                 answer(vec![outcome], vec![reply], head);

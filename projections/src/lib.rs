@@ -11,6 +11,7 @@ mod history;
 mod model;
 mod projector;
 pub mod reports;
+mod sql;
 mod tables;
 mod views;
 

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use domain::{Event, RecordKind};
-use eventstore::{RecordedEvent, Store};
+use eventstore::{CommitHook, HookConnection, RecordedEvent, Store};
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, watch};
@@ -30,7 +31,8 @@ use uuid::Uuid;
 use crate::ProjectionError;
 use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
-use crate::tables::{LIVE, ListFilter, NEXT, State, Tables};
+use crate::sql::Exec;
+use crate::tables::{Dialect, FoldMode, Folded, LIVE, ListFilter, NEXT, State, Tables};
 
 /// Events read from the log and folded in one transaction while live.
 pub const FOLD_BATCH_EVENTS: usize = 1_000;
@@ -75,8 +77,9 @@ pub struct Projector {
     /// Held while folding into the live tables, so this process runs one
     /// fold at a time (other processes are kept apart by the state row's lock).
     applying: Mutex<()>,
-    /// The position the live tables are known to cover.
-    applied: watch::Sender<u64>,
+    /// The position the live tables are known to cover; appends that fold
+    /// in their own transaction (`LiveFold`) move it too.
+    applied: Arc<watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -113,12 +116,17 @@ impl Projector {
                 0
             }
         };
+        let applied = Arc::new(watch::channel(position).0);
+        store.set_commit_hook(Arc::new(LiveFold {
+            dialect: tables.dialect(),
+            applied: Arc::clone(&applied),
+        }));
         let projector = Arc::new(Self {
             store,
             tables,
             options,
             applying: Mutex::new(()),
-            applied: watch::channel(position).0,
+            applied,
         });
         projector.catch_up().await?;
         Ok(projector)
@@ -143,19 +151,44 @@ impl Projector {
     /// The caller holds `applying`.
     async fn fold_pending(&self, target: u64) -> Result<u64, ProjectionError> {
         let mut n_applied = 0;
+        let mut after = self.position();
         loop {
-            let after = self.position();
             let batch = self.store.read_all(after, self.options.fold_batch_events).await?;
-            if batch.is_empty() {
+            let Some(first) = batch.first().map(|e| e.position) else {
                 return Ok(n_applied);
-            }
-            let position = fold_batch(&self.tables, LIVE, after, &batch).await?;
-            self.applied.send_replace(position.max(after));
-            n_applied += batch.len() as u64;
-            if position >= target && batch.len() < self.options.fold_batch_events {
+            };
+            let mode = FoldMode::Live {
+                first_position: first,
+                exact: false,
+            };
+            after = match fold_batch(&self.tables, LIVE, mode, &batch).await? {
+                Folded::Covered(position) => {
+                    n_applied += batch.len() as u64;
+                    position
+                }
+                // The tables stand earlier than this process believed
+                // (another process swapped in a rebuild): read from there.
+                Folded::Skipped(Some(position)) if position < after => position,
+                Folded::Skipped(_) => {
+                    return Err(ProjectionError::ReadModel(
+                        "the read-model tables were reset by another version of crm; restart to refold them".into(),
+                    ));
+                }
+            };
+            self.publish(after);
+            if after >= target && batch.len() < self.options.fold_batch_events {
                 return Ok(n_applied);
             }
         }
+    }
+
+    /// Records that the live tables cover `position`.
+    fn publish(&self, position: u64) {
+        self.applied.send_if_modified(|current| {
+            let advanced = position > *current;
+            *current = (*current).max(position);
+            advanced
+        });
     }
 
     /// Returns once the live tables cover `position` (read-your-writes). When
@@ -209,7 +242,10 @@ impl Projector {
                 position,
             })
             .await?;
+        // Appends folded into the old tables after the last batch above are
+        // not in the new ones: say where the new tables stand, and fold them.
         self.applied.send_replace(position);
+        self.fold_pending(position).await?;
         drop(applying);
         Ok(RebuildReport {
             events: position,
@@ -220,11 +256,10 @@ impl Projector {
     async fn fold_aside(&self, mut position: u64, progress: &mut impl FnMut(u64)) -> Result<u64, ProjectionError> {
         loop {
             let batch = self.store.read_all(position, self.options.rebuild_batch_events).await?;
-            let Some(last) = batch.last() else {
+            let Some(last) = batch.last().map(|e| e.position) else {
                 return Ok(position);
             };
-            let last = last.position;
-            fold_batch(&self.tables, NEXT, position, &batch).await?;
+            fold_batch(&self.tables, NEXT, FoldMode::Aside { covered: position }, &batch).await?;
             position = last;
             progress(position);
         }
@@ -358,29 +393,93 @@ impl Projector {
 }
 
 /// Decodes a batch and folds it into the tables with `prefix` in one
-/// transaction; returns the position they cover afterwards.
+/// transaction of its own.
 async fn fold_batch(
     tables: &Tables,
     prefix: &str,
-    covered: u64,
+    mode: FoldMode,
     batch: &[RecordedEvent],
-) -> Result<u64, ProjectionError> {
-    let decoded: Vec<(&RecordedEvent, Event)> = batch
-        .iter()
-        .filter(|recorded| recorded.position > covered)
-        .map(|recorded| decode(recorded).map(|event| (recorded, event)))
-        .collect::<Result<_, _>>()?;
-    let mut keys = Keys::default();
-    for (recorded, event) in &decoded {
-        CrmModel::add_keys(recorded, event, &mut keys);
-    }
+) -> Result<Folded, ProjectionError> {
+    let decoded = decode_all(batch)?;
+    let keys = keys_of(&decoded);
     tables
-        .fold_batch(prefix, covered, &keys, |model| {
+        .fold_batch(prefix, mode, &keys, |model| {
             for (recorded, event) in &decoded {
                 model.apply(recorded, event);
             }
         })
         .await
+}
+
+fn decode_all(batch: &[RecordedEvent]) -> Result<Vec<(&RecordedEvent, Event)>, ProjectionError> {
+    batch
+        .iter()
+        .map(|recorded| decode(recorded).map(|event| (recorded, event)))
+        .collect()
+}
+
+fn keys_of(decoded: &[(&RecordedEvent, Event)]) -> Keys {
+    let mut keys = Keys::default();
+    for (recorded, event) in decoded {
+        CrmModel::add_keys(recorded, event, &mut keys);
+    }
+    keys
+}
+
+/// Folds each append's events into the live tables inside the append's own
+/// transaction, so a write is visible in every list and report (on every
+/// server sharing the database) the moment it commits, and costs no second
+/// transaction. When the tables are not right behind the append (a rebuild
+/// was swapped in, or catch-up is still running), it folds nothing and
+/// catch-up does it instead.
+struct LiveFold {
+    dialect: Dialect,
+    applied: Arc<watch::Sender<u64>>,
+}
+
+impl CommitHook for LiveFold {
+    fn in_transaction<'a>(
+        &'a self,
+        conn: HookConnection<'a>,
+        events: &'a [RecordedEvent],
+    ) -> BoxFuture<'a, Result<Option<u64>, String>> {
+        Box::pin(async move {
+            let Some(first) = events.first().map(|e| e.position) else {
+                return Ok(None);
+            };
+            let decoded = decode_all(events).map_err(|e| e.to_string())?;
+            let keys = keys_of(&decoded);
+            let conn: &mut dyn Exec = match conn {
+                HookConnection::Sqlite(conn) => conn,
+                HookConnection::Postgres(conn) => conn,
+            };
+            let mode = FoldMode::Live {
+                first_position: first,
+                exact: true,
+            };
+            let folded = crate::tables::fold_rows(conn, self.dialect, LIVE, mode, &keys, |model| {
+                for (recorded, event) in &decoded {
+                    model.apply(recorded, event);
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            Ok(match folded {
+                Folded::Covered(position) => Some(position),
+                Folded::Skipped(_) => None,
+            })
+        })
+    }
+
+    fn committed(&self, covered: Option<u64>) {
+        if let Some(position) = covered {
+            self.applied.send_if_modified(|current| {
+                let advanced = position > *current;
+                *current = (*current).max(position);
+                advanced
+            });
+        }
+    }
 }
 
 /// Folds the log from the start into a new model, in bounded batches. With

@@ -19,13 +19,14 @@
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyConnection, AnyPool, Connection, Row};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, AnyPool, Connection};
 
 use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::model::{AccountView, ContactView, CrmModel, DealView, InteractionView, Keys, UserView};
+use crate::sql::{Cell, Exec, Kind};
 
 /// The tables that serve reads.
 pub(crate) const LIVE: &str = "rm_";
@@ -51,13 +52,6 @@ pub(crate) struct State {
     pub model_version: u32,
     pub generation: u64,
     pub position: u64,
-}
-
-/// One value of a row, as bound to a statement.
-#[derive(Debug, Clone, PartialEq)]
-enum Cell {
-    Text(Option<String>),
-    Int(i64),
 }
 
 /// A table of one record kind: its name without prefix and its columns,
@@ -142,6 +136,10 @@ impl Tables {
         Ok(tables)
     }
 
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     pub async fn close(&self) {
         self.writer.close().await;
         self.readers.close().await;
@@ -149,21 +147,18 @@ impl Tables {
 
     /// The state row, if the tables were ever created.
     pub async fn state(&self) -> Result<Option<State>, ProjectionError> {
-        let row = sqlx::query("SELECT model_version, generation, position FROM rm_state WHERE name = $1")
-            .bind(STATE_NAME)
-            .fetch_optional(&self.readers)
-            .await?;
-        row.map(|row| state_of(&row)).transpose()
+        let mut conn = self.readers.acquire().await?;
+        read_state(&mut *conn, "").await
     }
 
     /// Drops whatever live tables exist and creates empty ones at position 0.
     pub async fn reset(&self, generation: u64) -> Result<(), ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
-        execute_all(&mut tx, drop_sql(LIVE)).await?;
-        execute_all(&mut tx, create_sql(LIVE, generation)).await?;
+        execute_all(&mut *tx, drop_sql(LIVE)).await?;
+        execute_all(&mut *tx, create_sql(LIVE, generation)).await?;
         write_state(
-            &mut tx,
+            &mut *tx,
             State {
                 model_version: crate::MODEL_VERSION,
                 generation,
@@ -179,8 +174,8 @@ impl Tables {
     pub async fn prepare_next(&self, generation: u64) -> Result<(), ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
-        execute_all(&mut tx, drop_sql(NEXT)).await?;
-        execute_all(&mut tx, create_sql(NEXT, generation)).await?;
+        execute_all(&mut *tx, drop_sql(NEXT)).await?;
+        execute_all(&mut *tx, create_sql(NEXT, generation)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -189,71 +184,39 @@ impl Tables {
     pub async fn swap_in_next(&self, state: State) -> Result<(), ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
-        execute_all(&mut tx, drop_sql(LIVE)).await?;
+        // The state row first, as every fold takes it first: no deadlock.
+        read_state(&mut *tx, self.lock_clause()).await?;
+        execute_all(&mut *tx, drop_sql(LIVE)).await?;
         let renames = TABLES
             .iter()
             .map(|t| format!("ALTER TABLE {NEXT}{0} RENAME TO {LIVE}{0}", t.name))
             .collect();
-        execute_all(&mut tx, renames).await?;
-        write_state(&mut tx, state).await?;
+        execute_all(&mut *tx, renames).await?;
+        write_state(&mut *tx, state).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Folds one batch of events into the tables with `prefix`, through
-    /// `fold` (which runs `CrmModel::apply` on a model holding just the rows
-    /// the batch needs), and moves their position, in one transaction.
-    /// `covered` is the position the caller believes the tables cover; for
-    /// the live tables the state row is read (and locked) again, so two
-    /// servers folding the same log never apply an event twice. Returns the
-    /// position the tables cover afterwards.
+    /// Folds one batch of events into the tables with `prefix`, in a
+    /// transaction of its own (catch-up and rebuilds; appends fold inside
+    /// their own transaction through the commit hook).
     pub async fn fold_batch(
         &self,
         prefix: &str,
-        covered: u64,
+        mode: FoldMode,
         keys: &Keys,
         fold: impl FnOnce(&mut CrmModel),
-    ) -> Result<u64, ProjectionError> {
+    ) -> Result<Folded, ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
-        let mut state = if prefix == LIVE {
-            let row = sqlx::query(&self.state_for_update_sql())
-                .bind(STATE_NAME)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let row = row.ok_or_else(|| ProjectionError::ReadModel("the read-model state row is missing".into()))?;
-            Some(state_of(&row)?)
-        } else {
-            None
-        };
-        let position_before = state.map_or(covered, |s| s.position);
-        let mut model = CrmModel {
-            position: position_before,
-            ..CrmModel::default()
-        };
-        let mut loaded = Loaded::default();
-        load_into(&mut tx, prefix, keys, &mut model, &mut loaded).await?;
-        let mut linked = Keys::default();
-        model.add_linked_keys(&mut linked);
-        linked.accounts.retain(|id| !model.accounts.contains_key(id));
-        load_into(&mut tx, prefix, &linked, &mut model, &mut loaded).await?;
-        fold(&mut model);
-        write_changed(&mut tx, prefix, &model, &loaded).await?;
-        let position = model.position;
-        if let Some(state) = state.as_mut() {
-            state.position = position;
-            write_state(&mut tx, *state).await?;
-        }
+        let folded = fold_rows(&mut *tx, self.dialect, prefix, mode, keys, fold).await?;
         tx.commit().await?;
-        Ok(position)
+        Ok(folded)
     }
 
-    fn state_for_update_sql(&self) -> String {
-        let lock = match self.dialect {
-            Dialect::Sqlite => "",
-            Dialect::Postgres => " FOR UPDATE",
-        };
-        format!("SELECT model_version, generation, position FROM rm_state WHERE name = $1{lock}")
+    /// What holds the state row until the transaction ends.
+    fn lock_clause(&self) -> &'static str {
+        lock_clause(self.dialect)
     }
 
     /// A write transaction. On SQLite it takes the write lock at once
@@ -274,7 +237,7 @@ impl Tables {
     pub async fn load(&self, keys: &Keys) -> Result<CrmModel, ProjectionError> {
         let mut conn = self.readers.acquire().await?;
         let mut model = CrmModel::default();
-        load_into(&mut conn, LIVE, keys, &mut model, &mut Loaded::default()).await?;
+        load_into(&mut *conn, LIVE, keys, &mut model, &mut Loaded::default()).await?;
         Ok(model)
     }
 
@@ -306,18 +269,19 @@ impl Tables {
     pub async fn interactions_of(&self, column: &str, id: Uuid) -> Result<Vec<InteractionView>, ProjectionError> {
         debug_assert!(INTERACTIONS.indexed.contains(&column));
         let sql = format!("SELECT id, view FROM {LIVE}interactions WHERE {column} = $1 ORDER BY id");
-        let rows = sqlx::query(&sql).bind(id.to_string()).fetch_all(&self.readers).await?;
-        rows.iter()
-            .map(|row| view_of(row, "interactions").map(|(_, v)| v))
+        let mut conn = self.readers.acquire().await?;
+        let rows = conn.fetch(&sql, vec![text(&id)], &[Kind::Text, Kind::Text]).await?;
+        rows.into_iter()
+            .map(|row| view_of(row, "interactions").map(|(_, view)| view))
             .collect()
     }
 
     /// One page of live (not archived) records of a kind, in id order.
     pub async fn list(&self, kind_table: &str, filter: &ListFilter) -> Result<Vec<Uuid>, ProjectionError> {
         let mut sql = format!("SELECT id FROM {LIVE}{kind_table} WHERE archived = 0");
-        let mut binds: Vec<String> = Vec::new();
+        let mut binds: Vec<Cell> = Vec::new();
         let mut condition = |sql: &mut String, column: &str, op: &str, value: String| {
-            binds.push(value);
+            binds.push(Cell::Text(Some(value)));
             sql.push_str(&format!(" AND {column} {op} ${}", binds.len()));
         };
         if let Some(cursor) = filter.after {
@@ -342,12 +306,11 @@ impl Tables {
             sql.push_str(" ESCAPE '\\'");
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", filter.limit));
-        let mut query = sqlx::query(&sql);
-        for bind in binds {
-            query = query.bind(bind);
-        }
-        let rows = query.fetch_all(&self.readers).await?;
-        rows.iter().map(|row| parse_id(row.try_get("id")?)).collect()
+        let mut conn = self.readers.acquire().await?;
+        let rows = conn.fetch(&sql, binds, &[Kind::Text]).await?;
+        rows.into_iter()
+            .map(|row| parse_id(row.into_iter().next().and_then(Cell::into_text)))
+            .collect()
     }
 
     async fn all_views<T: DeserializeOwned>(
@@ -356,9 +319,81 @@ impl Tables {
         condition: &str,
     ) -> Result<Vec<(Uuid, T)>, ProjectionError> {
         let sql = format!("SELECT id, view FROM {LIVE}{} {condition} ORDER BY id", table.name);
-        let rows = sqlx::query(&sql).fetch_all(&self.readers).await?;
-        rows.iter().map(|row| view_of(row, table.name)).collect()
+        let mut conn = self.readers.acquire().await?;
+        let rows = conn.fetch(&sql, Vec::new(), &[Kind::Text, Kind::Text]).await?;
+        rows.into_iter().map(|row| view_of(row, table.name)).collect()
     }
+}
+
+/// How a batch meets the tables' state row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FoldMode {
+    /// The live tables, whose state row is read and locked: the batch
+    /// starts at `first_position`. With `exact`, the tables must end right
+    /// before it (an append's own events), else nothing is folded; without,
+    /// events the tables already cover are skipped.
+    Live { first_position: u64, exact: bool },
+    /// Rebuild tables, which cover `covered` and keep no state row until
+    /// they are swapped in.
+    Aside { covered: u64 },
+}
+
+/// What a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Folded {
+    /// The tables now cover this position.
+    Covered(u64),
+    /// The tables stood elsewhere (at this position, or at another model
+    /// version), so the batch was left for catch-up to fold.
+    Skipped(Option<u64>),
+}
+
+/// Folds one batch into the tables with `prefix` on `conn`, inside the
+/// caller's transaction: loads the rows `keys` names (then the accounts of
+/// the contacts and deals loaded), runs `fold` over them (`CrmModel::apply`
+/// on a partial model), writes back the rows that changed and, for the live
+/// tables, the position they reach.
+pub(crate) async fn fold_rows(
+    conn: &mut dyn Exec,
+    dialect: Dialect,
+    prefix: &str,
+    mode: FoldMode,
+    keys: &Keys,
+    fold: impl FnOnce(&mut CrmModel),
+) -> Result<Folded, ProjectionError> {
+    let mut state = None;
+    let covered = match mode {
+        FoldMode::Aside { covered } => covered,
+        FoldMode::Live { first_position, exact } => {
+            let Some(live) = read_state(conn, lock_clause(dialect)).await? else {
+                return Ok(Folded::Skipped(None));
+            };
+            let behind = live.position + 1 < first_position;
+            let contiguous = live.position + 1 == first_position;
+            if live.model_version != crate::MODEL_VERSION || behind || (exact && !contiguous) {
+                return Ok(Folded::Skipped(Some(live.position)));
+            }
+            state = Some(live);
+            live.position
+        }
+    };
+    let mut model = CrmModel {
+        position: covered,
+        ..CrmModel::default()
+    };
+    let mut loaded = Loaded::default();
+    load_into(conn, prefix, keys, &mut model, &mut loaded).await?;
+    let mut linked = Keys::default();
+    model.add_linked_keys(&mut linked);
+    linked.accounts.retain(|id| !model.accounts.contains_key(id));
+    load_into(conn, prefix, &linked, &mut model, &mut loaded).await?;
+    fold(&mut model);
+    write_changed(conn, prefix, &model, &loaded).await?;
+    if let Some(mut state) = state {
+        state.position = model.position;
+        write_state(conn, state).await?;
+    }
+    Ok(Folded::Covered(model.position))
 }
 
 /// What a list asks for.
@@ -407,10 +442,19 @@ async fn pool(
     Ok(pool)
 }
 
+/// `FOR UPDATE` on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already holds
+/// the whole database.
+fn lock_clause(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " FOR UPDATE",
+    }
+}
+
 /// Runs statements one by one (each may be prepared on its own).
-async fn execute_all(conn: &mut AnyConnection, statements: Vec<String>) -> Result<(), ProjectionError> {
+async fn execute_all(conn: &mut dyn Exec, statements: Vec<String>) -> Result<(), ProjectionError> {
     for statement in &statements {
-        sqlx::query(statement).execute(&mut *conn).await?;
+        conn.run(statement, Vec::new()).await?;
     }
     Ok(())
 }
@@ -446,47 +490,63 @@ fn create_sql(prefix: &str, generation: u64) -> Vec<String> {
     sql
 }
 
-async fn write_state(conn: &mut AnyConnection, state: State) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO rm_state (name, model_version, generation, position) VALUES ($1, $2, $3, $4) \
+async fn write_state(conn: &mut dyn Exec, state: State) -> Result<(), ProjectionError> {
+    let sql = "INSERT INTO rm_state (name, model_version, generation, position) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (name) DO UPDATE SET model_version = excluded.model_version, \
-         generation = excluded.generation, position = excluded.position",
-    )
-    .bind(STATE_NAME)
-    .bind(i64::from(state.model_version))
-    .bind(to_i64(state.generation))
-    .bind(to_i64(state.position))
-    .execute(conn)
-    .await?;
+         generation = excluded.generation, position = excluded.position";
+    let binds = vec![
+        Cell::Text(Some(STATE_NAME.to_owned())),
+        Cell::Int(i64::from(state.model_version)),
+        Cell::Int(to_i64(state.generation)),
+        Cell::Int(to_i64(state.position)),
+    ];
+    conn.run(sql, binds).await?;
     Ok(())
 }
 
-fn state_of(row: &AnyRow) -> Result<State, ProjectionError> {
-    let number = |column: &str| -> Result<u64, ProjectionError> {
-        let value: i64 = row.try_get(column)?;
-        u64::try_from(value).map_err(|_| ProjectionError::ReadModel(format!("rm_state.{column} is {value}")))
+/// The state row; `lock` is appended to the query (` FOR UPDATE` holds
+/// the row on PostgreSQL until the transaction ends).
+async fn read_state(conn: &mut dyn Exec, lock: &str) -> Result<Option<State>, ProjectionError> {
+    let sql = format!("SELECT model_version, generation, position FROM rm_state WHERE name = $1{lock}");
+    let binds = vec![Cell::Text(Some(STATE_NAME.to_owned()))];
+    let rows = conn.fetch(&sql, binds, &[Kind::Int, Kind::Int, Kind::Int]).await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(None);
     };
-    Ok(State {
-        model_version: u32::try_from(number("model_version")?).unwrap_or(u32::MAX),
-        generation: number("generation")?,
-        position: number("position")?,
-    })
+    let number = |i: usize| -> Result<u64, ProjectionError> {
+        let value = row[i].as_int().unwrap_or(-1);
+        u64::try_from(value).map_err(|_| ProjectionError::ReadModel(format!("rm_state holds {value}")))
+    };
+    Ok(Some(State {
+        model_version: u32::try_from(number(0)?).unwrap_or(u32::MAX),
+        generation: number(1)?,
+        position: number(2)?,
+    }))
 }
 
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).expect("positions and generations stay below 2^63")
 }
 
-fn parse_id(raw: String) -> Result<Uuid, ProjectionError> {
+fn parse_id(raw: Option<String>) -> Result<Uuid, ProjectionError> {
+    let raw = raw.unwrap_or_default();
     Uuid::parse_str(&raw).map_err(|e| ProjectionError::ReadModel(format!("a row's id {raw:?}: {e}")))
 }
 
-fn view_of<T: DeserializeOwned>(row: &AnyRow, table: &str) -> Result<(Uuid, T), ProjectionError> {
-    let id = parse_id(row.try_get("id")?)?;
-    let raw: String = row.try_get("view")?;
+/// A row of (id, view), decoded.
+fn view_of<T: DeserializeOwned>(row: Vec<Cell>, table: &str) -> Result<(Uuid, T), ProjectionError> {
+    let (id, _raw, view) = raw_view_of(row, table)?;
+    Ok((id, view))
+}
+
+/// A row of (id, view), decoded, with the view's JSON text.
+fn raw_view_of<T: DeserializeOwned>(row: Vec<Cell>, table: &str) -> Result<(Uuid, String, T), ProjectionError> {
+    let mut cells = row.into_iter();
+    let id = parse_id(cells.next().and_then(Cell::into_text))?;
+    let raw = cells.next().and_then(Cell::into_text).unwrap_or_default();
     let view = serde_json::from_str(&raw)
         .map_err(|e| ProjectionError::ReadModel(format!("the {table} row {id} does not decode: {e}")))?;
-    Ok((id, view))
+    Ok((id, raw, view))
 }
 
 /// `%`, `_` and `\` match themselves in a `LIKE ... ESCAPE '\'` pattern.
@@ -508,7 +568,7 @@ struct Loaded {
 }
 
 async fn load_into(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     prefix: &str,
     keys: &Keys,
     model: &mut CrmModel,
@@ -538,7 +598,7 @@ async fn load_into(
 }
 
 async fn load_table<T: DeserializeOwned>(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     prefix: &str,
     table: &Table,
     ids: &std::collections::BTreeSet<Uuid>,
@@ -552,16 +612,9 @@ async fn load_table<T: DeserializeOwned>(
             table.name,
             placeholders.join(", ")
         );
-        let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind(id.as_str());
-        }
-        for row in query.fetch_all(&mut *conn).await? {
-            let id = parse_id(row.try_get("id")?)?;
-            let raw: String = row.try_get("view")?;
-            let view = serde_json::from_str(&raw)
-                .map_err(|e| ProjectionError::ReadModel(format!("the {} row {id} does not decode: {e}", table.name)))?;
-            out.push((id, raw, view));
+        let binds = chunk.iter().map(|id| Cell::Text(Some(id.clone()))).collect();
+        for row in conn.fetch(&sql, binds, &[Kind::Text, Kind::Text]).await? {
+            out.push(raw_view_of(row, table.name)?);
         }
     }
     Ok(out)
@@ -569,7 +622,7 @@ async fn load_table<T: DeserializeOwned>(
 
 /// Writes every row of `model` whose JSON differs from what was loaded.
 async fn write_changed(
-    conn: &mut AnyConnection,
+    conn: &mut dyn Exec,
     prefix: &str,
     model: &CrmModel,
     loaded: &Loaded,
@@ -712,12 +765,10 @@ fn deal_row(deal: &DealView, view: String) -> Vec<Cell> {
 }
 
 /// Inserts or replaces rows, many to a statement.
-async fn upsert(
-    conn: &mut AnyConnection,
-    prefix: &str,
-    table: &Table,
-    rows: Vec<Vec<Cell>>,
-) -> Result<(), ProjectionError> {
+async fn upsert(conn: &mut dyn Exec, prefix: &str, table: &Table, rows: Vec<Vec<Cell>>) -> Result<(), ProjectionError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let width = table.columns.len();
     let rows_per_statement = (ROWS_PER_STATEMENT_MAX * 4 / width).max(1);
     let updates: Vec<String> = table.columns[1..]
@@ -738,14 +789,7 @@ async fn upsert(
             sql.push_str(&format!("({})", placeholders.join(", ")));
         }
         sql.push_str(&format!(" ON CONFLICT (id) DO UPDATE SET {}", updates.join(", ")));
-        let mut query = sqlx::query(&sql);
-        for cell in chunk.iter().flatten() {
-            query = match cell {
-                Cell::Text(value) => query.bind(value.clone()),
-                Cell::Int(value) => query.bind(*value),
-            };
-        }
-        query.execute(&mut *conn).await?;
+        conn.run(&sql, chunk.iter().flatten().cloned().collect()).await?;
     }
     Ok(())
 }

@@ -2,6 +2,9 @@
 //! command, append what it decided. It also checks what one stream cannot
 //! know alone: that a deal's account exists, that an owner is a user.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use domain::{
     Account, AccountChanges, AccountCommand, Aggregate, Contact, ContactChanges, ContactCommand, Deal, DealCommand,
@@ -76,11 +79,56 @@ pub struct Outcome {
 pub struct App {
     pub store: Store,
     pub rules: Rules,
+    /// Registered users by id. A user's name and role never change once
+    /// registered (there is no event that changes them), so an entry never
+    /// goes stale; authentication reads it instead of the user's stream.
+    users: Arc<std::sync::RwLock<HashMap<Uuid, Registered>>>,
 }
+
+/// What never changes about a registered user.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub name: String,
+    pub role: domain::Role,
+}
+
+/// Users remembered by one process; past it the memory is cleared and
+/// refilled from the log as users come back.
+const USERS_CACHED_MAX: usize = 100_000;
 
 impl App {
     pub fn new(store: Store, rules: Rules) -> Self {
-        Self { store, rules }
+        Self {
+            store,
+            rules,
+            users: Arc::default(),
+        }
+    }
+
+    /// A registered user's name and role, or `None` for an unknown id.
+    pub async fn registered_user(&self, user_id: Uuid) -> Result<Option<Registered>, AppError> {
+        let cached = self
+            .users
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&user_id)
+            .cloned();
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let user: User = self.load(RecordKind::User, user_id).await?;
+        let Some(registered) = user.registered.map(|u| Registered {
+            name: u.name.to_string(),
+            role: u.role,
+        }) else {
+            return Ok(None);
+        };
+        let mut users = self.users.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if users.len() >= USERS_CACHED_MAX {
+            users.clear();
+        }
+        users.insert(user_id, registered.clone());
+        Ok(Some(registered))
     }
 
     /// A record's state folded from its stream.
@@ -105,11 +153,44 @@ impl App {
         actor: &Actor,
         occurred_at: DateTime<Utc>,
     ) -> Result<Outcome, AppError> {
+        self.execute_from::<A>(Stream::Existing, kind, id, command, expected, actor, occurred_at)
+            .await
+    }
+
+    /// `execute` for a record whose id this process has just minted: its
+    /// stream cannot exist, so the first try decides against an empty state
+    /// without reading the log (the append still insists on no stream).
+    async fn execute_new<A: Aggregate>(
+        &self,
+        kind: RecordKind,
+        id: Uuid,
+        command: &A::Command,
+        actor: &Actor,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        self.execute_from::<A>(Stream::New, kind, id, command, None, actor, occurred_at)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn execute_from<A: Aggregate>(
+        &self,
+        stream: Stream,
+        kind: RecordKind,
+        id: Uuid,
+        command: &A::Command,
+        expected: Option<u64>,
+        actor: &Actor,
+        occurred_at: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
         if occurred_at > Utc::now() + OCCURRED_AT_SKEW_MAX {
             return Err(DomainError::field("occurred_at", "lies in the future; log things that have happened").into());
         }
-        for _ in 0..CONFLICT_RETRIES_MAX {
-            let state: A = self.load(kind, id).await?;
+        for attempt in 0..CONFLICT_RETRIES_MAX {
+            let state: A = match stream {
+                Stream::New if attempt == 0 => A::default(),
+                _ => self.load(kind, id).await?,
+            };
             if let Some(expected) = expected
                 && expected != state.version()
             {
@@ -182,7 +263,7 @@ impl App {
             department: department.into(),
             role: role.into(),
         };
-        self.execute::<User>(RecordKind::User, user_id, &command, None, actor, now)
+        self.execute_new::<User>(RecordKind::User, user_id, &command, actor, now)
             .await
     }
 
@@ -227,14 +308,14 @@ impl App {
                     contact_id: id,
                     changes,
                 };
-                self.execute::<Contact>(kind, id, &command, None, actor, now).await
+                self.execute_new::<Contact>(kind, id, &command, actor, now).await
             }
             CheckedInput::Account(changes) => {
                 let command = AccountCommand::CreateAccount {
                     account_id: id,
                     changes,
                 };
-                self.execute::<Account>(kind, id, &command, None, actor, now).await
+                self.execute_new::<Account>(kind, id, &command, actor, now).await
             }
             CheckedInput::Deal(changes, stage) => {
                 let command = DealCommand::CreateDeal {
@@ -242,7 +323,7 @@ impl App {
                     changes,
                     stage,
                 };
-                self.execute::<Deal>(kind, id, &command, None, actor, now).await
+                self.execute_new::<Deal>(kind, id, &command, actor, now).await
             }
         }
     }
@@ -365,7 +446,7 @@ impl App {
             .await?;
         self.require(RecordKind::Deal, logged.deal_id, "deal_id").await?;
         let command = InteractionCommand::LogInteraction(logged);
-        self.execute::<Interaction>(RecordKind::Interaction, id, &command, None, actor, occurred_at)
+        self.execute_new::<Interaction>(RecordKind::Interaction, id, &command, actor, occurred_at)
             .await
     }
 
@@ -419,6 +500,14 @@ impl From<projections::ProjectionError> for AppError {
             }
         }
     }
+}
+
+/// Whether a command's stream may already exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Existing,
+    /// Its id was just minted here.
+    New,
 }
 
 /// A record's input, parsed, with its references checked.

@@ -7,7 +7,7 @@
 //! guess came.
 
 use chrono::Utc;
-use domain::{RecordKind, Role, User};
+use domain::Role;
 use eventstore::{Store, StoreError, TokenRecord};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -93,11 +93,10 @@ pub async fn authenticate(app: &App, token: &str) -> Result<Option<Principal>, A
     let Ok(user_id) = Uuid::parse_str(&record.user_id) else {
         return Ok(None);
     };
-    let user: User = app.load(RecordKind::User, user_id).await?;
-    Ok(user.registered.map(|u| Principal {
+    Ok(app.registered_user(user_id).await?.map(|user| Principal {
         user_id,
-        name: u.name.to_string(),
-        role: u.role,
+        name: user.name,
+        role: user.role,
     }))
 }
 

@@ -1,0 +1,104 @@
+//! One way to run the read models' SQL on each connection they meet: the
+//! pooled `Any` connections of reads, catch-up and rebuilds, and the native
+//! SQLite or PostgreSQL connection of an append transaction (the commit
+//! hook). Values are text or integers, which is all the tables hold.
+
+use futures_util::future::BoxFuture;
+use sqlx::Row;
+
+/// One value bound to a statement or read from a row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Text(Option<String>),
+    Int(i64),
+}
+
+impl Cell {
+    pub fn into_text(self) -> Option<String> {
+        match self {
+            Self::Text(text) => text,
+            Self::Int(n) => Some(n.to_string()),
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Self::Int(n) => Some(*n),
+            Self::Text(_) => None,
+        }
+    }
+}
+
+/// The type of a column read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Text,
+    Int,
+}
+
+/// A connection the read-model SQL runs on.
+pub(crate) trait Exec: Send {
+    /// The rows of a query, each column read as `kinds` says.
+    fn fetch<'a>(
+        &'a mut self,
+        sql: &'a str,
+        binds: Vec<Cell>,
+        kinds: &'a [Kind],
+    ) -> BoxFuture<'a, Result<Vec<Vec<Cell>>, sqlx::Error>>;
+
+    /// Runs a statement.
+    fn run<'a>(&'a mut self, sql: &'a str, binds: Vec<Cell>) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+}
+
+macro_rules! exec_on {
+    ($connection:ty, $database:ty) => {
+        impl Exec for $connection {
+            fn fetch<'a>(
+                &'a mut self,
+                sql: &'a str,
+                binds: Vec<Cell>,
+                kinds: &'a [Kind],
+            ) -> BoxFuture<'a, Result<Vec<Vec<Cell>>, sqlx::Error>> {
+                Box::pin(async move {
+                    let mut query = sqlx::query::<$database>(sql);
+                    for cell in binds {
+                        query = match cell {
+                            Cell::Text(text) => query.bind(text),
+                            Cell::Int(n) => query.bind(n),
+                        };
+                    }
+                    let rows = query.fetch_all(&mut *self).await?;
+                    rows.iter()
+                        .map(|row| {
+                            kinds
+                                .iter()
+                                .enumerate()
+                                .map(|(i, kind)| match kind {
+                                    Kind::Text => row.try_get::<Option<String>, _>(i).map(Cell::Text),
+                                    Kind::Int => row.try_get::<i64, _>(i).map(Cell::Int),
+                                })
+                                .collect()
+                        })
+                        .collect()
+                })
+            }
+
+            fn run<'a>(&'a mut self, sql: &'a str, binds: Vec<Cell>) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+                Box::pin(async move {
+                    let mut query = sqlx::query::<$database>(sql);
+                    for cell in binds {
+                        query = match cell {
+                            Cell::Text(text) => query.bind(text),
+                            Cell::Int(n) => query.bind(n),
+                        };
+                    }
+                    query.execute(&mut *self).await.map(|_| ())
+                })
+            }
+        }
+    };
+}
+
+exec_on!(sqlx::AnyConnection, sqlx::Any);
+exec_on!(sqlx::SqliteConnection, sqlx::Sqlite);
+exec_on!(sqlx::PgConnection, sqlx::Postgres);
