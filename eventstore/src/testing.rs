@@ -28,6 +28,8 @@ pub struct TestDatabase {
     pub url: String,
     pub options: StoreOptions,
     sqlite_dir: Option<PathBuf>,
+    /// Whether dropping this handle removes the database.
+    owner: bool,
 }
 
 impl TestDatabase {
@@ -40,6 +42,7 @@ impl TestDatabase {
             url: format!("sqlite://{}", dir.join("crm.db").display()),
             options: StoreOptions::default(),
             sqlite_dir: Some(dir),
+            owner: true,
         }
     }
 
@@ -72,6 +75,7 @@ impl TestDatabase {
             url,
             options,
             sqlite_dir: None,
+            owner: true,
         })
     }
 
@@ -80,6 +84,18 @@ impl TestDatabase {
         let mut databases = vec![Self::sqlite()];
         databases.extend(Self::postgres().await);
         databases
+    }
+
+    /// Another handle to the same database (for a second server process
+    /// on it); only the first handle removes the database when dropped.
+    pub fn shared(&self) -> Self {
+        Self {
+            kind: self.kind,
+            url: self.url.clone(),
+            options: self.options.clone(),
+            sqlite_dir: None,
+            owner: false,
+        }
     }
 
     pub async fn open(&self) -> Store {
@@ -135,6 +151,9 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
         if let Some(dir) = &self.sqlite_dir {
             let _ = std::fs::remove_dir_all(dir);
         }

@@ -16,6 +16,7 @@
 //! Every path runs `CrmModel::apply`: the tables hold what it produced, row
 //! by row, and a batch loads exactly the rows `CrmModel::add_keys` names.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,7 @@ pub struct Projector {
     /// The position the live tables are known to cover; appends that fold
     /// in their own transaction (`LiveFold`) move it too.
     applied: Arc<watch::Sender<u64>>,
+    written: Arc<WrittenViews>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -117,9 +119,11 @@ impl Projector {
             }
         };
         let applied = Arc::new(watch::channel(position).0);
+        let written = Arc::new(WrittenViews::default());
         store.set_commit_hook(Arc::new(LiveFold {
             dialect: tables.dialect(),
             applied: Arc::clone(&applied),
+            written: Arc::clone(&written),
         }));
         let projector = Arc::new(Self {
             store,
@@ -127,6 +131,7 @@ impl Projector {
             options,
             applying: Mutex::new(()),
             applied,
+            written,
         });
         projector.catch_up().await?;
         Ok(projector)
@@ -287,6 +292,22 @@ impl Projector {
         })
     }
 
+    /// The view of a record as the append that ended at `position` left
+    /// it: what the answer to that write shows. Waits until the live tables
+    /// cover the append (read-your-writes for every later read too).
+    pub async fn view_as_written(
+        &self,
+        kind: RecordKind,
+        id: Uuid,
+        position: u64,
+    ) -> Result<Option<Value>, ProjectionError> {
+        self.wait_until(position).await?;
+        if let Some(view) = self.written.take(&(kind, id, position)) {
+            return Ok(Some(view));
+        }
+        self.view(kind, id).await
+    }
+
     /// The views of several records of one kind, in the order given; ids
     /// with no record are left out.
     pub async fn views(&self, kind: RecordKind, ids: &[Uuid]) -> Result<Vec<Value>, ProjectionError> {
@@ -392,6 +413,25 @@ impl Projector {
     }
 }
 
+/// The view of each record an append wrote, as its last event there left
+/// it (users have none).
+fn written_views(model: &CrmModel, decoded: &[(&RecordedEvent, Event)]) -> Vec<(WrittenKey, Value)> {
+    let mut last: HashMap<(RecordKind, Uuid), u64> = HashMap::new();
+    for (recorded, event) in decoded {
+        last.insert(event.record(), recorded.position);
+    }
+    last.into_iter()
+        .filter_map(|((kind, id), position)| {
+            let view = match kind {
+                RecordKind::Interaction => crate::interaction_view(model, id),
+                RecordKind::User => None,
+                _ => crate::record_view(model, kind, id),
+            }?;
+            Some(((kind, id, position), view))
+        })
+        .collect()
+}
+
 /// Decodes a batch and folds it into the tables with `prefix` in one
 /// transaction of its own.
 async fn fold_batch(
@@ -435,6 +475,52 @@ fn keys_of(decoded: &[(&RecordedEvent, Event)]) -> Keys {
 struct LiveFold {
     dialect: Dialect,
     applied: Arc<watch::Sender<u64>>,
+    written: Arc<WrittenViews>,
+}
+
+/// Views of records as each append left them, kept from the moment the
+/// append commits until the request that made it takes its own: the answer
+/// to a write then needs no second read. Keyed by the position of the
+/// record's last event in that append, so a request gets exactly the state
+/// its write produced, never a later one.
+#[derive(Debug, Default)]
+struct WrittenViews {
+    /// Views of the append being committed; kept only if it commits.
+    pending: std::sync::Mutex<Vec<(WrittenKey, Value)>>,
+    committed: std::sync::Mutex<HashMap<WrittenKey, Value>>,
+}
+
+type WrittenKey = (RecordKind, Uuid, u64);
+
+/// Views kept for requests that have not taken theirs yet (a request that
+/// gave up waiting never will): past this, the oldest are dropped wholesale
+/// and those requests read their view from the tables instead.
+const WRITTEN_VIEWS_MAX: usize = 4_096;
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl WrittenViews {
+    fn stage(&self, views: Vec<(WrittenKey, Value)>) {
+        *lock(&self.pending) = views;
+    }
+
+    fn settle(&self, committed: bool) {
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        if !committed {
+            return;
+        }
+        let mut views = lock(&self.committed);
+        if views.len() + pending.len() > WRITTEN_VIEWS_MAX {
+            views.clear();
+        }
+        views.extend(pending);
+    }
+
+    fn take(&self, key: &WrittenKey) -> Option<Value> {
+        lock(&self.committed).remove(key)
+    }
 }
 
 impl CommitHook for LiveFold {
@@ -457,21 +543,27 @@ impl CommitHook for LiveFold {
                 first_position: first,
                 exact: true,
             };
+            let mut views = Vec::new();
             let folded = crate::tables::fold_rows(conn, self.dialect, LIVE, mode, &keys, |model| {
                 for (recorded, event) in &decoded {
                     model.apply(recorded, event);
                 }
+                views = written_views(model, &decoded);
             })
             .await
             .map_err(|e| e.to_string())?;
             Ok(match folded {
-                Folded::Covered(position) => Some(position),
+                Folded::Covered(position) => {
+                    self.written.stage(views);
+                    Some(position)
+                }
                 Folded::Skipped(_) => None,
             })
         })
     }
 
     fn committed(&self, covered: Option<u64>) {
+        self.written.settle(covered.is_some());
         if let Some(position) = covered {
             self.applied.send_if_modified(|current| {
                 let advanced = position > *current;

@@ -567,6 +567,9 @@ struct Loaded {
     views: BTreeMap<(&'static str, Uuid), String>,
 }
 
+/// Loads the rows `keys` names into `model`, remembering their JSON in
+/// `loaded`: one statement for all kinds (a `UNION ALL` over the tables),
+/// so a small batch costs one round trip.
 async fn load_into(
     conn: &mut dyn Exec,
     prefix: &str,
@@ -574,50 +577,69 @@ async fn load_into(
     model: &mut CrmModel,
     loaded: &mut Loaded,
 ) -> Result<(), ProjectionError> {
-    for (id, raw, view) in load_table::<UserView>(conn, prefix, &USERS, &keys.users).await? {
-        loaded.views.insert((USERS.name, id), raw);
-        model.users.insert(id, view);
-    }
-    for (id, raw, view) in load_table::<ContactView>(conn, prefix, &CONTACTS, &keys.contacts).await? {
-        loaded.views.insert((CONTACTS.name, id), raw);
-        model.contacts.insert(id, view);
-    }
-    for (id, raw, view) in load_table::<AccountView>(conn, prefix, &ACCOUNTS, &keys.accounts).await? {
-        loaded.views.insert((ACCOUNTS.name, id), raw);
-        model.accounts.insert(id, view);
-    }
-    for (id, raw, view) in load_table::<DealView>(conn, prefix, &DEALS, &keys.deals).await? {
-        loaded.views.insert((DEALS.name, id), raw);
-        model.deals.insert(id, view);
-    }
-    for (id, raw, view) in load_table::<InteractionView>(conn, prefix, &INTERACTIONS, &keys.interactions).await? {
-        loaded.views.insert((INTERACTIONS.name, id), raw);
-        model.interactions.insert(id, view);
+    let wanted: Vec<(&Table, &Uuid)> = [
+        (&USERS, &keys.users),
+        (&CONTACTS, &keys.contacts),
+        (&ACCOUNTS, &keys.accounts),
+        (&DEALS, &keys.deals),
+        (&INTERACTIONS, &keys.interactions),
+    ]
+    .into_iter()
+    .flat_map(|(table, ids)| ids.iter().map(move |id| (table, id)))
+    .collect();
+    for chunk in wanted.chunks(ROWS_PER_STATEMENT_MAX) {
+        let mut selects = Vec::new();
+        let mut binds = Vec::with_capacity(chunk.len());
+        for run in chunk.chunk_by(|a, b| a.0.name == b.0.name) {
+            let first = binds.len() + 1;
+            let placeholders: Vec<String> = (first..first + run.len()).map(|n| format!("${n}")).collect();
+            binds.extend(run.iter().map(|(_, id)| text(id)));
+            let name = run[0].0.name;
+            selects.push(format!(
+                "SELECT '{name}', id, view FROM {prefix}{name} WHERE id IN ({})",
+                placeholders.join(", ")
+            ));
+        }
+        let sql = selects.join(" UNION ALL ");
+        for mut row in conn.fetch(&sql, binds, &[Kind::Text, Kind::Text, Kind::Text]).await? {
+            let table = row.remove(0).into_text().unwrap_or_default();
+            add_row(model, loaded, &table, row)?;
+        }
     }
     Ok(())
 }
 
-async fn load_table<T: DeserializeOwned>(
-    conn: &mut dyn Exec,
-    prefix: &str,
-    table: &Table,
-    ids: &std::collections::BTreeSet<Uuid>,
-) -> Result<Vec<(Uuid, String, T)>, ProjectionError> {
-    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(ROWS_PER_STATEMENT_MAX) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
-        let sql = format!(
-            "SELECT id, view FROM {prefix}{} WHERE id IN ({})",
-            table.name,
-            placeholders.join(", ")
-        );
-        let binds = chunk.iter().map(|id| Cell::Text(Some(id.clone()))).collect();
-        for row in conn.fetch(&sql, binds, &[Kind::Text, Kind::Text]).await? {
-            out.push(raw_view_of(row, table.name)?);
+/// Puts one loaded (id, view) row of `table` into the partial model.
+fn add_row(model: &mut CrmModel, loaded: &mut Loaded, table: &str, row: Vec<Cell>) -> Result<(), ProjectionError> {
+    let (key, raw) = match table {
+        "users" => {
+            let (id, raw, view) = raw_view_of::<UserView>(row, table)?;
+            model.users.insert(id, view);
+            ((USERS.name, id), raw)
         }
-    }
-    Ok(out)
+        "contacts" => {
+            let (id, raw, view) = raw_view_of::<ContactView>(row, table)?;
+            model.contacts.insert(id, view);
+            ((CONTACTS.name, id), raw)
+        }
+        "accounts" => {
+            let (id, raw, view) = raw_view_of::<AccountView>(row, table)?;
+            model.accounts.insert(id, view);
+            ((ACCOUNTS.name, id), raw)
+        }
+        "deals" => {
+            let (id, raw, view) = raw_view_of::<DealView>(row, table)?;
+            model.deals.insert(id, view);
+            ((DEALS.name, id), raw)
+        }
+        _ => {
+            let (id, raw, view) = raw_view_of::<InteractionView>(row, table)?;
+            model.interactions.insert(id, view);
+            ((INTERACTIONS.name, id), raw)
+        }
+    };
+    loaded.views.insert(key, raw);
+    Ok(())
 }
 
 /// Writes every row of `model` whose JSON differs from what was loaded.

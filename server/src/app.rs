@@ -83,7 +83,14 @@ pub struct App {
     /// registered (there is no event that changes them), so an entry never
     /// goes stale; authentication reads it instead of the user's stream.
     users: Arc<std::sync::RwLock<HashMap<Uuid, Registered>>>,
+    /// Commands on one record take turns in this process (striped by the
+    /// record's id), so concurrent writers to a hot record queue instead of
+    /// losing races and retrying; races with other processes still retry.
+    record_turns: Arc<[tokio::sync::Mutex<()>]>,
 }
+
+/// Stripes of `record_turns`: two records share a turn one time in this many.
+const RECORD_TURN_STRIPES: usize = 1_024;
 
 /// What never changes about a registered user.
 #[derive(Debug, Clone)]
@@ -102,6 +109,7 @@ impl App {
             store,
             rules,
             users: Arc::default(),
+            record_turns: (0..RECORD_TURN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
@@ -186,6 +194,8 @@ impl App {
         if occurred_at > Utc::now() + OCCURRED_AT_SKEW_MAX {
             return Err(DomainError::field("occurred_at", "lies in the future; log things that have happened").into());
         }
+        let stripe = (id.as_u128() % RECORD_TURN_STRIPES as u128) as usize;
+        let _turn = self.record_turns[stripe].lock().await;
         for attempt in 0..CONFLICT_RETRIES_MAX {
             let state: A = match stream {
                 Stream::New if attempt == 0 => A::default(),

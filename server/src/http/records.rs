@@ -65,10 +65,15 @@ fn record_response(status: StatusCode, kind: RecordKind, id: Uuid, view: Value) 
 
 /// The live view after a write, once the read model has folded it.
 async fn written(state: &AppState, status: StatusCode, outcome: Outcome) -> Result<Response, ApiError> {
-    if let Some(appended) = &outcome.appended {
-        state.projector.wait_until(appended.last_position).await?;
-    }
-    let view = state.projector.view(outcome.kind, outcome.id).await?;
+    let view = match &outcome.appended {
+        Some(appended) => {
+            state
+                .projector
+                .view_as_written(outcome.kind, outcome.id, appended.last_position)
+                .await?
+        }
+        None => state.projector.view(outcome.kind, outcome.id).await?,
+    };
     let view = view.ok_or_else(|| ApiError::internal(&"a written record is missing from the read model"))?;
     Ok(record_response(status, outcome.kind, outcome.id, view))
 }
