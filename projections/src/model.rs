@@ -400,8 +400,8 @@ impl CrmModel {
 
     /// Adds to `keys` every record `apply(recorded, event)` reads or writes,
     /// as far as the event alone names them. Records reached through another
-    /// record (a contact's account) are added by `add_linked_keys` once the
-    /// named records are loaded. Kept beside `apply` so that the two change
+    /// record (the account of a contact or deal it names) are found once
+    /// the named records are loaded (`tables::fold_rows`). Kept beside `apply` so that the two change
     /// together: the table-backed fold loads exactly these rows before it
     /// applies a batch.
     pub fn add_keys(recorded: &RecordedEvent, event: &Event, keys: &mut Keys) {
@@ -456,14 +456,6 @@ impl CrmModel {
                 keys.accounts.extend(e.account_id);
             }
         }
-    }
-
-    /// Adds the accounts of the contacts and deals this (partial) model holds:
-    /// `apply` touches a contact's or deal's account through them.
-    pub fn add_linked_keys(&self, keys: &mut Keys) {
-        keys.accounts
-            .extend(self.contacts.values().filter_map(|c| c.fields.account_id));
-        keys.accounts.extend(self.deals.values().map(|d| d.fields.account_id));
     }
 
     /// The user behind an actor id, if the actor is a registered user.

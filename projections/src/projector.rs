@@ -33,10 +33,11 @@ use crate::ProjectionError;
 use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::sql::Exec;
-use crate::tables::{Dialect, FoldMode, Folded, LIVE, ListFilter, NEXT, State, Tables};
+use crate::tables::{Dialect, FoldMode, Folded, LIVE, ListFilter, NEXT, RowCache, State, Tables};
 
-/// Events read from the log and folded in one transaction while live.
-pub const FOLD_BATCH_EVENTS: usize = 1_000;
+/// Events read from the log and folded in one transaction by catch-up
+/// (appends made through this process fold in their own transaction).
+pub const FOLD_BATCH_EVENTS: usize = 5_000;
 /// Events folded in one transaction by a rebuild.
 pub const REBUILD_BATCH_EVENTS: usize = 5_000;
 /// How long the live loop waits for news before checking again (it is woken
@@ -157,6 +158,7 @@ impl Projector {
     async fn fold_pending(&self, target: u64) -> Result<u64, ProjectionError> {
         let mut n_applied = 0;
         let mut after = self.position();
+        let mut cache = RowCache::default();
         loop {
             let batch = self.store.read_all(after, self.options.fold_batch_events).await?;
             let Some(first) = batch.first().map(|e| e.position) else {
@@ -166,7 +168,7 @@ impl Projector {
                 first_position: first,
                 exact: false,
             };
-            after = match fold_batch(&self.tables, LIVE, mode, &batch).await? {
+            after = match fold_batch(&self.tables, LIVE, mode, &batch, Some(&mut cache)).await? {
                 Folded::Covered(position) => {
                     n_applied += batch.len() as u64;
                     position
@@ -235,11 +237,13 @@ impl Projector {
     pub async fn rebuild_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<RebuildReport, ProjectionError> {
         let started = Instant::now();
         let generation = self.tables.state().await?.map_or(1, |s| s.generation + 1);
-        self.tables.prepare_next(generation).await?;
-        let mut position = self.fold_aside(0, &mut progress).await?;
+        self.tables.prepare_next().await?;
+        let mut cache = RowCache::default();
+        let mut position = self.fold_aside(0, &mut cache, &mut progress).await?;
+        self.tables.index_next(generation).await?;
         // Fold what was appended meanwhile with the live fold paused, then swap.
         let applying = self.applying.lock().await;
-        position = self.fold_aside(position, &mut progress).await?;
+        position = self.fold_aside(position, &mut cache, &mut progress).await?;
         self.tables
             .swap_in_next(State {
                 model_version: MODEL_VERSION,
@@ -258,13 +262,19 @@ impl Projector {
         })
     }
 
-    async fn fold_aside(&self, mut position: u64, progress: &mut impl FnMut(u64)) -> Result<u64, ProjectionError> {
+    async fn fold_aside(
+        &self,
+        mut position: u64,
+        cache: &mut RowCache,
+        progress: &mut impl FnMut(u64),
+    ) -> Result<u64, ProjectionError> {
         loop {
             let batch = self.store.read_all(position, self.options.rebuild_batch_events).await?;
             let Some(last) = batch.last().map(|e| e.position) else {
                 return Ok(position);
             };
-            fold_batch(&self.tables, NEXT, FoldMode::Aside { covered: position }, &batch).await?;
+            let mode = FoldMode::Aside { covered: position };
+            fold_batch(&self.tables, NEXT, mode, &batch, Some(&mut *cache)).await?;
             position = last;
             progress(position);
         }
@@ -439,11 +449,12 @@ async fn fold_batch(
     prefix: &str,
     mode: FoldMode,
     batch: &[RecordedEvent],
+    cache: Option<&mut RowCache>,
 ) -> Result<Folded, ProjectionError> {
     let decoded = decode_all(batch)?;
     let keys = keys_of(&decoded);
     tables
-        .fold_batch(prefix, mode, &keys, |model| {
+        .fold_batch(prefix, mode, &keys, cache, |model| {
             for (recorded, event) in &decoded {
                 model.apply(recorded, event);
             }
@@ -544,7 +555,7 @@ impl CommitHook for LiveFold {
                 exact: true,
             };
             let mut views = Vec::new();
-            let folded = crate::tables::fold_rows(conn, self.dialect, LIVE, mode, &keys, |model| {
+            let folded = crate::tables::fold_rows(conn, self.dialect, LIVE, mode, &keys, None, |model| {
                 for (recorded, event) in &decoded {
                     model.apply(recorded, event);
                 }

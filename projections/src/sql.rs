@@ -36,8 +36,30 @@ pub(crate) enum Kind {
     Int,
 }
 
+/// Which database a connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// `count` parameters numbered from `first`: `$1, $2, ...` on PostgreSQL,
+    /// plain `?` on SQLite, which looks numbered ones up by name, one scan
+    /// per parameter: a multi-row insert would pay quadratically.
+    pub fn parameters(self, first: usize, count: usize) -> String {
+        let one = |n: usize| match self {
+            Self::Sqlite => "?".to_owned(),
+            Self::Postgres => format!("${n}"),
+        };
+        (first..first + count).map(one).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// A connection the read-model SQL runs on.
 pub(crate) trait Exec: Send {
+    fn dialect(&self) -> Dialect;
+
     /// The rows of a query, each column read as `kinds` says.
     fn fetch<'a>(
         &'a mut self,
@@ -51,8 +73,13 @@ pub(crate) trait Exec: Send {
 }
 
 macro_rules! exec_on {
-    ($connection:ty, $database:ty) => {
+    ($connection:ty, $database:ty, $dialect:expr) => {
         impl Exec for $connection {
+            fn dialect(&self) -> Dialect {
+                let dialect: fn(&Self) -> Dialect = $dialect;
+                dialect(self)
+            }
+
             fn fetch<'a>(
                 &'a mut self,
                 sql: &'a str,
@@ -99,6 +126,9 @@ macro_rules! exec_on {
     };
 }
 
-exec_on!(sqlx::AnyConnection, sqlx::Any);
-exec_on!(sqlx::SqliteConnection, sqlx::Sqlite);
-exec_on!(sqlx::PgConnection, sqlx::Postgres);
+exec_on!(sqlx::AnyConnection, sqlx::Any, |conn| match conn.backend_name() {
+    "SQLite" => Dialect::Sqlite,
+    _ => Dialect::Postgres,
+});
+exec_on!(sqlx::SqliteConnection, sqlx::Sqlite, |_| Dialect::Sqlite);
+exec_on!(sqlx::PgConnection, sqlx::Postgres, |_| Dialect::Postgres);

@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::model::{AccountView, ContactView, CrmModel, DealView, InteractionView, Keys, UserView};
+pub(crate) use crate::sql::Dialect;
 use crate::sql::{Cell, Exec, Kind};
 
 /// The tables that serve reads.
@@ -37,14 +38,11 @@ const STATE_NAME: &str = "crm";
 /// Ids per `IN (...)` list and rows per multi-row insert: far below both
 /// databases' limits on parameters in one statement.
 const ROWS_PER_STATEMENT_MAX: usize = 400;
+/// Page cache of the connection that folds catch-up and rebuild batches:
+/// large enough that a batch's index pages stay in memory, and bounded.
+const SQLITE_WRITER_CACHE_KIB: u32 = 32 * 1024;
 /// How long a connection waits for SQLite's write lock.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Sqlite,
-    Postgres,
-}
 
 /// Where the tables stand: which shape, which generation, which position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +154,8 @@ impl Tables {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
         execute_all(&mut *tx, drop_sql(LIVE)).await?;
-        execute_all(&mut *tx, create_sql(LIVE, generation)).await?;
+        execute_all(&mut *tx, create_tables_sql(LIVE, self.dialect)).await?;
+        execute_all(&mut *tx, create_indexes_sql(LIVE, generation)).await?;
         write_state(
             &mut *tx,
             State {
@@ -170,12 +169,22 @@ impl Tables {
         Ok(())
     }
 
-    /// Drops any half-built rebuild tables and creates empty ones.
-    pub async fn prepare_next(&self, generation: u64) -> Result<(), ProjectionError> {
+    /// Drops any half-built rebuild tables and creates empty ones (indexed
+    /// later, by `index_next`).
+    pub async fn prepare_next(&self) -> Result<(), ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
         execute_all(&mut *tx, drop_sql(NEXT)).await?;
-        execute_all(&mut *tx, create_sql(NEXT, generation)).await?;
+        execute_all(&mut *tx, create_tables_sql(NEXT, self.dialect)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Indexes the filled rebuild tables, before they are swapped in.
+    pub async fn index_next(&self, generation: u64) -> Result<(), ProjectionError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        execute_all(&mut *tx, create_indexes_sql(NEXT, generation)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -205,11 +214,12 @@ impl Tables {
         prefix: &str,
         mode: FoldMode,
         keys: &Keys,
+        cache: Option<&mut RowCache>,
         fold: impl FnOnce(&mut CrmModel),
     ) -> Result<Folded, ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
-        let folded = fold_rows(&mut *tx, self.dialect, prefix, mode, keys, fold).await?;
+        let folded = fold_rows(&mut *tx, self.dialect, prefix, mode, keys, cache, fold).await?;
         tx.commit().await?;
         Ok(folded)
     }
@@ -359,6 +369,7 @@ pub(crate) async fn fold_rows(
     prefix: &str,
     mode: FoldMode,
     keys: &Keys,
+    mut cache: Option<&mut RowCache>,
     fold: impl FnOnce(&mut CrmModel),
 ) -> Result<Folded, ProjectionError> {
     let mut state = None;
@@ -377,23 +388,103 @@ pub(crate) async fn fold_rows(
             live.position
         }
     };
-    let mut model = CrmModel {
-        position: covered,
-        ..CrmModel::default()
+    let remember = cache.is_some();
+    let (mut model, mut loaded) = match cache.as_deref_mut() {
+        // What the cache holds is what the tables hold only if nothing else
+        // folded since this cache last did.
+        Some(cache) if cache.model.position == covered => {
+            (std::mem::take(&mut cache.model), std::mem::take(&mut cache.loaded))
+        }
+        _ => (CrmModel::default(), Loaded::default()),
     };
-    let mut loaded = Loaded::default();
-    load_into(conn, prefix, keys, &mut model, &mut loaded).await?;
-    let mut linked = Keys::default();
-    model.add_linked_keys(&mut linked);
-    linked.accounts.retain(|id| !model.accounts.contains_key(id));
-    load_into(conn, prefix, &linked, &mut model, &mut loaded).await?;
+    model.position = covered;
+    load_into(conn, prefix, &not_held(keys, &model), &mut model, &mut loaded).await?;
+    let mut touched = keys.clone();
+    for id in keys
+        .contacts
+        .iter()
+        .filter_map(|id| model.contacts.get(id))
+        .filter_map(|c| c.fields.account_id)
+    {
+        touched.accounts.insert(id);
+    }
+    for id in keys
+        .deals
+        .iter()
+        .filter_map(|id| model.deals.get(id))
+        .map(|d| d.fields.account_id)
+    {
+        touched.accounts.insert(id);
+    }
+    load_into(conn, prefix, &not_held(&touched, &model), &mut model, &mut loaded).await?;
     fold(&mut model);
-    write_changed(conn, prefix, &model, &loaded).await?;
+    write_changed(conn, prefix, &model, &touched, &mut loaded, remember).await?;
+    let position = model.position;
     if let Some(mut state) = state {
-        state.position = model.position;
+        state.position = position;
         write_state(conn, state).await?;
     }
-    Ok(Folded::Covered(model.position))
+    if let Some(cache) = cache {
+        let n_rows = model.users.len()
+            + model.contacts.len()
+            + model.accounts.len()
+            + model.deals.len()
+            + model.interactions.len();
+        if n_rows <= ROW_CACHE_ROWS_MAX {
+            cache.model = model;
+            cache.loaded = loaded;
+        }
+    }
+    Ok(Folded::Covered(position))
+}
+
+/// Rows a rebuild keeps from one batch to the next, so that hot rows (the
+/// users, the big accounts) are not read back for every batch. Only for
+/// tables nobody else writes: what the rebuild wrote last is what they hold.
+#[derive(Debug, Default)]
+pub(crate) struct RowCache {
+    model: CrmModel,
+    loaded: Loaded,
+}
+
+/// Rows a `RowCache` holds at most; past this it starts again empty, so a
+/// rebuild's memory does not grow with the log.
+const ROW_CACHE_ROWS_MAX: usize = 50_000;
+
+/// The keys whose rows `model` does not hold yet.
+fn not_held(keys: &Keys, model: &CrmModel) -> Keys {
+    Keys {
+        users: keys
+            .users
+            .iter()
+            .filter(|id| !model.users.contains_key(id))
+            .copied()
+            .collect(),
+        contacts: keys
+            .contacts
+            .iter()
+            .filter(|id| !model.contacts.contains_key(id))
+            .copied()
+            .collect(),
+        accounts: keys
+            .accounts
+            .iter()
+            .filter(|id| !model.accounts.contains_key(id))
+            .copied()
+            .collect(),
+        deals: keys
+            .deals
+            .iter()
+            .filter(|id| !model.deals.contains_key(id))
+            .copied()
+            .collect(),
+        interactions: keys
+            .interactions
+            .iter()
+            .filter(|id| !model.interactions.contains_key(id))
+            .copied()
+            .collect(),
+    }
 }
 
 /// What a list asks for.
@@ -420,9 +511,10 @@ async fn pool(
         // The read models can always be refolded from the log, so their
         // commits need not wait for the disk: a crash loses at most the last
         // folds, and the state row committed with them says where to resume.
-        Dialect::Sqlite if writer => {
-            format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA synchronous = NORMAL;")
-        }
+        Dialect::Sqlite if writer => format!(
+            "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA synchronous = NORMAL; \
+             PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};"
+        ),
         Dialect::Sqlite => format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"),
         Dialect::Postgres => schema.map(|s| format!("SET search_path TO {s};")).unwrap_or_default(),
     };
@@ -466,20 +558,36 @@ fn drop_sql(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-fn create_sql(prefix: &str, generation: u64) -> Vec<String> {
+/// The tables, without their secondary indexes. On SQLite they are
+/// `WITHOUT ROWID`: the id is the key, with no second tree beside it.
+fn create_tables_sql(prefix: &str, dialect: Dialect) -> Vec<String> {
+    let options = match dialect {
+        Dialect::Sqlite => " WITHOUT ROWID",
+        Dialect::Postgres => "",
+    };
+    TABLES
+        .iter()
+        .map(|table| {
+            let columns: Vec<String> = table
+                .columns
+                .iter()
+                .map(|c| match *c {
+                    "id" => "id TEXT PRIMARY KEY".to_owned(),
+                    "archived" => "archived BIGINT NOT NULL".to_owned(),
+                    "view" | "search" => format!("{c} TEXT NOT NULL"),
+                    other => format!("{other} TEXT"),
+                })
+                .collect();
+            format!("CREATE TABLE {prefix}{} ({}){options}", table.name, columns.join(", "))
+        })
+        .collect()
+}
+
+/// The secondary indexes: created after a rebuild has filled its tables,
+/// which is far cheaper than keeping them up to date row by row.
+fn create_indexes_sql(prefix: &str, generation: u64) -> Vec<String> {
     let mut sql = Vec::new();
     for table in TABLES {
-        let columns: Vec<String> = table
-            .columns
-            .iter()
-            .map(|c| match *c {
-                "id" => "id TEXT PRIMARY KEY".to_owned(),
-                "archived" => "archived BIGINT NOT NULL".to_owned(),
-                "view" | "search" => format!("{c} TEXT NOT NULL"),
-                other => format!("{other} TEXT"),
-            })
-            .collect();
-        sql.push(format!("CREATE TABLE {prefix}{} ({})", table.name, columns.join(", ")));
         for column in table.indexed {
             sql.push(format!(
                 "CREATE INDEX {LIVE}{0}_{column}_g{generation} ON {prefix}{0} ({column})",
@@ -592,12 +700,11 @@ async fn load_into(
         let mut binds = Vec::with_capacity(chunk.len());
         for run in chunk.chunk_by(|a, b| a.0.name == b.0.name) {
             let first = binds.len() + 1;
-            let placeholders: Vec<String> = (first..first + run.len()).map(|n| format!("${n}")).collect();
+            let placeholders = conn.dialect().parameters(first, run.len());
             binds.extend(run.iter().map(|(_, id)| text(id)));
             let name = run[0].0.name;
             selects.push(format!(
-                "SELECT '{name}', id, view FROM {prefix}{name} WHERE id IN ({})",
-                placeholders.join(", ")
+                "SELECT '{name}', id, view FROM {prefix}{name} WHERE id IN ({placeholders})"
             ));
         }
         let sql = selects.join(" UNION ALL ");
@@ -642,41 +749,73 @@ fn add_row(model: &mut CrmModel, loaded: &mut Loaded, table: &str, row: Vec<Cell
     Ok(())
 }
 
-/// Writes every row of `model` whose JSON differs from what was loaded.
+/// Writes every row of `touched` whose JSON in `model` differs from what
+/// was loaded (the rows a batch could change: `add_keys` names them all).
+/// With `remember`, `loaded` then holds what was written.
 async fn write_changed(
     conn: &mut dyn Exec,
     prefix: &str,
     model: &CrmModel,
-    loaded: &Loaded,
+    touched: &Keys,
+    loaded: &mut Loaded,
+    remember: bool,
 ) -> Result<(), ProjectionError> {
-    let changed =
-        |table: &'static str, id: &Uuid, view: String| (loaded.views.get(&(table, *id)) != Some(&view)).then_some(view);
+    let mut written = Vec::new();
+    let mut changed = |table: &'static str, id: &Uuid, view: String| {
+        if loaded.views.get(&(table, *id)) == Some(&view) {
+            return None;
+        }
+        if remember {
+            written.push(((table, *id), view.clone()));
+        }
+        Some(view)
+    };
     let mut users = Vec::new();
-    for (id, user) in &model.users {
+    for (id, user) in touched
+        .users
+        .iter()
+        .filter_map(|id| model.users.get(id).map(|row| (id, row)))
+    {
         if let Some(view) = changed(USERS.name, id, to_json(user)) {
             users.push(vec![text(id), Cell::Text(Some(view))]);
         }
     }
     let mut contacts = Vec::new();
-    for (id, contact) in &model.contacts {
+    for (id, contact) in touched
+        .contacts
+        .iter()
+        .filter_map(|id| model.contacts.get(id).map(|row| (id, row)))
+    {
         if let Some(view) = changed(CONTACTS.name, id, to_json(contact)) {
             contacts.push(contact_row(contact, view));
         }
     }
     let mut accounts = Vec::new();
-    for (id, account) in &model.accounts {
+    for (id, account) in touched
+        .accounts
+        .iter()
+        .filter_map(|id| model.accounts.get(id).map(|row| (id, row)))
+    {
         if let Some(view) = changed(ACCOUNTS.name, id, to_json(account)) {
             accounts.push(account_row(account, view));
         }
     }
     let mut deals = Vec::new();
-    for (id, deal) in &model.deals {
+    for (id, deal) in touched
+        .deals
+        .iter()
+        .filter_map(|id| model.deals.get(id).map(|row| (id, row)))
+    {
         if let Some(view) = changed(DEALS.name, id, to_json(deal)) {
             deals.push(deal_row(deal, view));
         }
     }
     let mut interactions = Vec::new();
-    for (id, interaction) in &model.interactions {
+    for (id, interaction) in touched
+        .interactions
+        .iter()
+        .filter_map(|id| model.interactions.get(id).map(|row| (id, row)))
+    {
         if let Some(view) = changed(INTERACTIONS.name, id, to_json(interaction)) {
             interactions.push(vec![
                 text(id),
@@ -692,6 +831,7 @@ async fn write_changed(
     upsert(conn, prefix, &ACCOUNTS, accounts).await?;
     upsert(conn, prefix, &DEALS, deals).await?;
     upsert(conn, prefix, &INTERACTIONS, interactions).await?;
+    loaded.views.extend(written);
     Ok(())
 }
 
@@ -804,11 +944,11 @@ async fn upsert(conn: &mut dyn Exec, prefix: &str, table: &Table, rows: Vec<Vec<
             table.columns.join(", ")
         );
         for (n, _) in chunk.iter().enumerate() {
-            let placeholders: Vec<String> = (1..=width).map(|c| format!("${}", n * width + c)).collect();
+            let placeholders = conn.dialect().parameters(n * width + 1, width);
             if n > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("({})", placeholders.join(", ")));
+            sql.push_str(&format!("({placeholders})"));
         }
         sql.push_str(&format!(" ON CONFLICT (id) DO UPDATE SET {}", updates.join(", ")));
         conn.run(&sql, chunk.iter().flatten().cloned().collect()).await?;
