@@ -102,6 +102,18 @@ impl Projector {
     }
 
     pub async fn open_with(store: Store, options: ProjectorOptions) -> Result<Arc<Self>, ProjectionError> {
+        let projector = Self::open_unfolded(store, options).await?;
+        projector.catch_up().await?;
+        Ok(projector)
+    }
+
+    /// Opens the tables without folding what they lack: for a rebuild,
+    /// which folds everything aside anyway. Serves stale reads until then.
+    pub async fn open_for_rebuild(store: Store) -> Result<Arc<Self>, ProjectionError> {
+        Self::open_unfolded(store, ProjectorOptions::default()).await
+    }
+
+    async fn open_unfolded(store: Store, options: ProjectorOptions) -> Result<Arc<Self>, ProjectionError> {
         let tables = Tables::open(store.url(), store.schema(), options.read_connections_max).await?;
         let position = match tables.state().await? {
             Some(state) if state.model_version == MODEL_VERSION => state.position,
@@ -134,7 +146,6 @@ impl Projector {
             applied,
             written,
         });
-        projector.catch_up().await?;
         Ok(projector)
     }
 
@@ -415,6 +426,11 @@ impl Projector {
     /// length of one request, not for the life of the server.
     pub async fn whole(&self, with_interactions: bool) -> Result<CrmModel, ProjectionError> {
         self.tables.whole(with_interactions).await
+    }
+
+    /// Every user and deal, in one model: all the pipeline report reads.
+    pub async fn deals(&self) -> Result<CrmModel, ProjectionError> {
+        self.tables.deals().await
     }
 
     /// Closes the read-model connections.

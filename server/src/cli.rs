@@ -497,7 +497,9 @@ async fn audit(store: &Store, filter: eventstore::LogFilter, after: u64, limit: 
 }
 
 async fn rebuild(store: &Store) -> Result<Output, String> {
-    let projector = projector(store).await?;
+    let projector = projections::Projector::open_for_rebuild(store.clone())
+        .await
+        .map_err(|e| format!("cannot open the read models: {e}"))?;
     let bar = progress_bar(
         store.head().await.map_err(|e| e.to_string())?,
         "rebuilding the read models",

@@ -9,21 +9,36 @@ use projections::{CrmModel, HistoryEntry, ProjectionError, Projector, TimelineIt
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Runs `report` over the live model measured now, or over the model as it
-/// stood at `as_of`: the same report function either way.
+/// Runs `report` over the live read models measured now (`live` loads
+/// what the report reads), or over the model as it stood at `as_of`: the
+/// same report function either way.
 pub async fn at<R>(
     projector: &Projector,
     as_of: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
+    live: Reads,
     report: impl FnOnce(&CrmModel, DateTime<Utc>) -> R,
 ) -> Result<R, ProjectionError> {
     match as_of {
         None => {
             projector.catch_up().await?;
-            Ok(report(&projector.whole(false).await?, now))
+            let model = match live {
+                Reads::Deals => projector.deals().await?,
+                Reads::Records => projector.whole(false).await?,
+            };
+            Ok(report(&model, now))
         }
         Some(as_of) => Ok(report(&projector.as_of(as_of).await?, as_of)),
     }
+}
+
+/// What a live report reads from the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Users and deals.
+    Deals,
+    /// Users, contacts, accounts and deals (never interactions).
+    Records,
 }
 
 /// Which report, with its parameters.
@@ -43,7 +58,11 @@ pub async fn report(
     now: DateTime<Utc>,
 ) -> Result<Value, ProjectionError> {
     let json = |value: Result<Value, serde_json::Error>| value.expect("reports serialise");
-    at(projector, as_of, now, |model, as_of| match request {
+    let reads = match request {
+        ReportRequest::Pipeline => Reads::Deals,
+        _ => Reads::Records,
+    };
+    at(projector, as_of, now, reads, |model, as_of| match request {
         ReportRequest::Pipeline => json(serde_json::to_value(reports::pipeline(model, pipeline, as_of))),
         ReportRequest::DataQuality(thresholds) => json(serde_json::to_value(reports::data_quality(
             model,

@@ -1,6 +1,6 @@
 //! `crm serve`: the HTTP API with live read models, started and stopped
 //! cleanly. On SIGTERM or ctrl-c the server stops accepting, lets in-flight
-//! requests finish, ends the SSE tails, saves the read-model snapshot and
+//! requests finish, ends the SSE tails and
 //! drains the writer: nothing acknowledged is lost.
 
 use std::net::SocketAddr;

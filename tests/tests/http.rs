@@ -47,6 +47,7 @@ on_both_backends!(
     import_export_import_round_trips_and_a_reimport_changes_nothing,
     the_openapi_document_lists_every_route,
     sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged,
+    sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models,
 );
 
 /// A running `crm serve`, killed on drop.
@@ -123,6 +124,13 @@ impl Server {
         assert!(sent.success(), "SIGTERM delivered");
         let status = self.child.wait().expect("the server exits");
         (self.database.take().expect("the store is still ours"), status)
+    }
+
+    /// Sends SIGKILL: no shutdown of any kind; hands back the store.
+    fn kill(&mut self) -> TestDatabase {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.database.take().expect("the store is still ours")
     }
 
     async fn call(
@@ -1069,6 +1077,80 @@ async fn sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged(s
     assert!(
         restarted.n_events().await > acknowledged.len() as u64,
         "the admin and every acknowledged account are in the log"
+    );
+}
+
+/// Writers create contacts without pause; the server is SIGKILLed under
+/// them. Every create that was answered 201 must be in the log and in the
+/// read models after a restart (they commit in one transaction), and the
+/// read models must agree with a rebuild from the log.
+async fn sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models(server: &Server) {
+    let database = match server.database.as_ref().map(|d| d.kind) {
+        Some(eventstore::testing::BackendKind::Postgres) => match TestDatabase::postgres().await {
+            Some(database) => database,
+            None => return,
+        },
+        _ => TestDatabase::sqlite(),
+    };
+    let mut own = Server::start(database).await;
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let (client, base, admin) = (own.client.clone(), own.base.clone(), own.admin.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for n in 0..10_000 {
+                    let request = client
+                        .post(format!("{base}/v1/contacts"))
+                        .bearer_auth(&admin)
+                        .json(&json!({"name": format!("Writer {writer} contact {n}")}));
+                    let Ok(response) = request.send().await else { break };
+                    if response.status() != StatusCode::CREATED {
+                        break;
+                    }
+                    match response.json::<Value>().await {
+                        Ok(view) => acknowledged.push(id(&view)),
+                        Err(_) => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let database = tokio::task::block_in_place(|| own.kill());
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.expect("task"));
+    }
+    assert!(acknowledged.len() > 8, "writes were acknowledged before the kill");
+    let restarted = Server::start_with(database, Some(own.admin.clone())).await;
+    for contact in &acknowledged {
+        let (status, _) = restarted
+            .admin(Method::GET, &format!("/v1/contacts/{contact}"), None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "acknowledged contact {contact} survived SIGKILL"
+        );
+    }
+    let n_events = restarted.n_events().await;
+    assert!(
+        n_events > acknowledged.len() as u64,
+        "every acknowledged create is in the log"
+    );
+    let (_, before) = restarted.admin(Method::GET, "/v1/reports/owners", None).await;
+    let (status, _) = restarted.admin(Method::POST, "/v1/admin/rebuild", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, after) = restarted.admin(Method::GET, "/v1/reports/owners", None).await;
+    assert_eq!(
+        before["unowned"], after["unowned"],
+        "the read models agree with a rebuild"
+    );
+    let n_contacts = after["unowned"]["records"].as_u64().expect("a count");
+    assert!(
+        n_contacts >= acknowledged.len() as u64,
+        "{n_contacts} contacts after the rebuild"
     );
 }
 
