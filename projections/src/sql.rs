@@ -72,6 +72,23 @@ pub(crate) trait Exec: Send {
     fn run<'a>(&'a mut self, sql: &'a str, binds: Vec<Cell>) -> BoxFuture<'a, Result<(), sqlx::Error>>;
 }
 
+/// `sql` with `binds` bound in order.
+fn bound<DB>(sql: &str, binds: Vec<Cell>) -> sqlx::query::Query<'_, DB, <DB as sqlx::Database>::Arguments<'_>>
+where
+    DB: sqlx::Database,
+    Option<String>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut query = sqlx::query::<DB>(sql);
+    for cell in binds {
+        query = match cell {
+            Cell::Text(text) => query.bind(text),
+            Cell::Int(n) => query.bind(n),
+        };
+    }
+    query
+}
+
 macro_rules! exec_on {
     ($connection:ty, $database:ty, $dialect:expr) => {
         impl Exec for $connection {
@@ -87,14 +104,7 @@ macro_rules! exec_on {
                 kinds: &'a [Kind],
             ) -> BoxFuture<'a, Result<Vec<Vec<Cell>>, sqlx::Error>> {
                 Box::pin(async move {
-                    let mut query = sqlx::query::<$database>(sql);
-                    for cell in binds {
-                        query = match cell {
-                            Cell::Text(text) => query.bind(text),
-                            Cell::Int(n) => query.bind(n),
-                        };
-                    }
-                    let rows = query.fetch_all(&mut *self).await?;
+                    let rows = bound::<$database>(sql, binds).fetch_all(&mut *self).await?;
                     rows.iter()
                         .map(|row| {
                             kinds
@@ -112,14 +122,10 @@ macro_rules! exec_on {
 
             fn run<'a>(&'a mut self, sql: &'a str, binds: Vec<Cell>) -> BoxFuture<'a, Result<(), sqlx::Error>> {
                 Box::pin(async move {
-                    let mut query = sqlx::query::<$database>(sql);
-                    for cell in binds {
-                        query = match cell {
-                            Cell::Text(text) => query.bind(text),
-                            Cell::Int(n) => query.bind(n),
-                        };
-                    }
-                    query.execute(&mut *self).await.map(|_| ())
+                    bound::<$database>(sql, binds)
+                        .execute(&mut *self)
+                        .await
+                        .map(|_| ())
                 })
             }
         }

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use domain::RecordKind;
+use eventstore::Store;
 use eventstore::testing::TestDatabase;
-use eventstore::{AppendRequest, ExpectedVersion, NewEvent, Store};
 use projections::{CrmModel, Projector, ProjectorOptions};
 use serde_json::json;
 use sqlx::Connection;
-use support::{History, day0, days_ago};
+use support::{History, append_request, day0, days_ago};
 
 /// A history with every kind of event, spread over time.
 fn history() -> History {
@@ -53,22 +53,7 @@ fn history() -> History {
 /// Appends the history's events to the store, one append per stream run.
 async fn append_all(store: &Store, history: &History, range: std::ops::Range<usize>) {
     for recorded in &history.log[range] {
-        let request = AppendRequest {
-            stream_id: recorded.stream_id.clone(),
-            expected: ExpectedVersion::Exact(recorded.version - 1),
-            events: vec![NewEvent {
-                event_type: recorded.event_type.clone(),
-                schema_version: recorded.schema_version,
-                data: recorded.data.clone(),
-                occurred_at: recorded.occurred_at,
-            }],
-            actor: recorded.actor.clone(),
-            correlation_id: None,
-            causation_id: None,
-            idempotency_key: None,
-            request_hash: None,
-        };
-        let result = store.append(request).await.expect("append");
+        let result = store.append(append_request(recorded)).await.expect("append");
         assert_eq!(
             result.last_position, recorded.position,
             "positions match the pure history"

@@ -17,7 +17,7 @@ use projections::CrmModel;
 use projections::reports::{self, QualityThresholds};
 use proptest::prelude::*;
 use serde_json::json;
-use support::{History, day0};
+use support::{History, append_request, day0};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -256,28 +256,10 @@ proptest! {
 /// Appends a history to a fresh SQLite store, folds it into the tables in
 /// batches of `batch_events`, and reads the tables back as one model.
 async fn folded_through_tables(history: &History, batch_events: usize, split: usize) -> CrmModel {
-    use eventstore::{AppendRequest, ExpectedVersion, NewEvent};
+    use eventstore::AppendRequest;
     let database = eventstore::testing::TestDatabase::sqlite();
     let store = database.open().await;
-    let requests: Vec<AppendRequest> = history
-        .log
-        .iter()
-        .map(|recorded| AppendRequest {
-            stream_id: recorded.stream_id.clone(),
-            expected: ExpectedVersion::Exact(recorded.version - 1),
-            events: vec![NewEvent {
-                event_type: recorded.event_type.clone(),
-                schema_version: recorded.schema_version,
-                data: recorded.data.clone(),
-                occurred_at: recorded.occurred_at,
-            }],
-            actor: recorded.actor.clone(),
-            correlation_id: None,
-            causation_id: None,
-            idempotency_key: None,
-            request_hash: None,
-        })
-        .collect();
+    let requests: Vec<AppendRequest> = history.log.iter().map(append_request).collect();
     let mut requests = requests.into_iter();
     // The first part is folded by catch-up when the projector opens, the
     // rest inside the transactions that append it (group commits of any size).

@@ -5,10 +5,29 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use domain::*;
-use eventstore::{GENESIS_HASH, RecordedEvent};
+use eventstore::{AppendRequest, ExpectedVersion, GENESIS_HASH, NewEvent, RecordedEvent};
 use projections::CrmModel;
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+/// The append that stores `recorded` again, at its version, in a real log.
+pub fn append_request(recorded: &RecordedEvent) -> AppendRequest {
+    AppendRequest {
+        stream_id: recorded.stream_id.clone(),
+        expected: ExpectedVersion::Exact(recorded.version - 1),
+        events: vec![NewEvent {
+            event_type: recorded.event_type.clone(),
+            schema_version: recorded.schema_version,
+            data: recorded.data.clone(),
+            occurred_at: recorded.occurred_at,
+        }],
+        actor: recorded.actor.clone(),
+        correlation_id: None,
+        causation_id: None,
+        idempotency_key: None,
+        request_hash: None,
+    }
+}
 
 /// The fixed "now" of the tests.
 pub fn day0() -> DateTime<Utc> {

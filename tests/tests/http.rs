@@ -117,6 +117,16 @@ impl Server {
         }
     }
 
+    /// A new server on a fresh database of the same backend as `server`'s,
+    /// for a test that stops it; `None` where PostgreSQL is not reachable.
+    async fn of_its_own_like(server: &Server) -> Option<Self> {
+        let database = match server.database.as_ref().map(|d| d.kind) {
+            Some(eventstore::testing::BackendKind::Postgres) => TestDatabase::postgres().await?,
+            _ => TestDatabase::sqlite(),
+        };
+        Some(Self::start(database).await)
+    }
+
     /// Sends SIGTERM and waits for the process to exit; hands back the store.
     fn terminate(&mut self) -> (TestDatabase, std::process::ExitStatus) {
         let pid = self.child.id().to_string();
@@ -782,27 +792,10 @@ async fn two_servers_on_one_database_see_each_others_writes_at_once(server: &Ser
     let other = Server::start_with(database, Some(server.admin.clone())).await;
     let account = server.create("accounts", json!({"name": "Acme"})).await;
     for n in 0..25 {
-        let deal = server
-            .create(
-                "deals",
-                json!({"title": format!("Deal {n}"), "account_id": id(&account)}),
-            )
-            .await;
-        let (status, seen) = other
-            .admin(Method::GET, &format!("/v1/deals/{}", id(&deal)), None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "the other server sees the deal at once");
-        assert_eq!(seen, deal, "and sees it as written");
-        let written = other
-            .create(
-                "contacts",
-                json!({"name": format!("Person {n}"), "account_id": id(&account)}),
-            )
-            .await;
-        let (status, _) = server
-            .admin(Method::GET, &format!("/v1/contacts/{}", id(&written)), None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "and the first sees the other's writes");
+        let deal = json!({"title": format!("Deal {n}"), "account_id": id(&account)});
+        created_here_seen_there(server, &other, "deals", deal).await;
+        let contact = json!({"name": format!("Person {n}"), "account_id": id(&account)});
+        created_here_seen_there(&other, server, "contacts", contact).await;
     }
     let query = format!("/v1/deals?account_id={}&limit=500", id(&account));
     let (_, listed) = other.admin(Method::GET, &query, None).await;
@@ -818,6 +811,17 @@ async fn two_servers_on_one_database_see_each_others_writes_at_once(server: &Ser
         rebuilt["totals"], here["totals"],
         "a rebuild on one agrees with the live tables"
     );
+}
+
+/// Creates a record through `here` and reads it through `there` at once:
+/// the same view, no waiting.
+async fn created_here_seen_there(here: &Server, there: &Server, kind: &str, body: Value) {
+    let written = here.create(kind, body).await;
+    let (status, seen) = there
+        .admin(Method::GET, &format!("/v1/{kind}/{}", id(&written)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "the other server sees the {kind} at once");
+    assert_eq!(seen, written, "and sees it as written");
 }
 
 async fn history_timeline_audit_and_reports_tell_who_changed_what(server: &Server) {
@@ -1028,14 +1032,9 @@ async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server:
 
 async fn sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged(server: &Server) {
     // The harness hands out a shared server; this test needs one of its own to stop.
-    let database = match server.database.as_ref().map(|d| d.kind) {
-        Some(eventstore::testing::BackendKind::Postgres) => match TestDatabase::postgres().await {
-            Some(database) => database,
-            None => return,
-        },
-        _ => TestDatabase::sqlite(),
+    let Some(mut own) = Server::of_its_own_like(server).await else {
+        return;
     };
-    let mut own = Server::start(database).await;
     let requests: Vec<_> = (0..40)
         .map(|n| {
             let request = own
@@ -1085,14 +1084,9 @@ async fn sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged(s
 /// read models after a restart (they commit in one transaction), and the
 /// read models must agree with a rebuild from the log.
 async fn sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models(server: &Server) {
-    let database = match server.database.as_ref().map(|d| d.kind) {
-        Some(eventstore::testing::BackendKind::Postgres) => match TestDatabase::postgres().await {
-            Some(database) => database,
-            None => return,
-        },
-        _ => TestDatabase::sqlite(),
+    let Some(mut own) = Server::of_its_own_like(server).await else {
+        return;
     };
-    let mut own = Server::start(database).await;
     let writers: Vec<_> = (0..8)
         .map(|writer| {
             let (client, base, admin) = (own.client.clone(), own.base.clone(), own.admin.clone());
