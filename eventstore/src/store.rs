@@ -14,6 +14,10 @@ use crate::model::{APPEND_EVENTS_MAX, EVENT_DATA_BYTES_MAX, IDENTIFIER_BYTES_MAX
 use crate::writer::{self, Pending};
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, TokenRecord, VerifyReport};
 
+/// Events `verify` reads at a time: small enough that walking a large log
+/// leaves no lasting mark on the process's memory.
+const VERIFY_BATCH_EVENTS: usize = 1_000;
+
 /// How to open a store, beyond its URL.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -243,7 +247,7 @@ impl Store {
         let mut previous_hash = GENESIS_HASH.to_owned();
         let mut expected_position = 1;
         loop {
-            let batch = self.read_all(expected_position - 1, READ_BATCH_MAX).await?;
+            let batch = self.read_all(expected_position - 1, VERIFY_BATCH_EVENTS).await?;
             let Some(last) = batch.last().map(|e| e.position) else {
                 break;
             };
