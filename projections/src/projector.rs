@@ -33,7 +33,7 @@ use crate::ProjectionError;
 use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::sql::Exec;
-use crate::tables::{Dialect, FoldMode, Folded, LIVE, ListFilter, NEXT, RowCache, State, Tables};
+use crate::tables::{FoldMode, Folded, LIVE, ListFilter, NEXT, RowCache, State, Tables};
 
 /// Events read from the log and folded in one transaction by catch-up
 /// (appends made through this process fold in their own transaction).
@@ -134,7 +134,6 @@ impl Projector {
         let applied = Arc::new(watch::channel(position).0);
         let written = Arc::new(WrittenViews::default());
         store.set_commit_hook(Arc::new(LiveFold {
-            dialect: tables.dialect(),
             applied: Arc::clone(&applied),
             written: Arc::clone(&written),
         }));
@@ -500,7 +499,6 @@ fn keys_of(decoded: &[(&RecordedEvent, Event)]) -> Keys {
 /// was swapped in, or catch-up is still running), it folds nothing and
 /// catch-up does it instead.
 struct LiveFold {
-    dialect: Dialect,
     applied: Arc<watch::Sender<u64>>,
     written: Arc<WrittenViews>,
 }
@@ -571,7 +569,7 @@ impl CommitHook for LiveFold {
                 exact: true,
             };
             let mut views = Vec::new();
-            let folded = crate::tables::fold_rows(conn, self.dialect, LIVE, mode, &keys, None, |model| {
+            let folded = crate::tables::fold_rows(conn, LIVE, mode, &keys, None, |model| {
                 for (recorded, event) in &decoded {
                     model.apply(recorded, event);
                 }

@@ -134,10 +134,6 @@ impl Tables {
         Ok(tables)
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
     pub async fn close(&self) {
         self.writer.close().await;
         self.readers.close().await;
@@ -219,7 +215,7 @@ impl Tables {
     ) -> Result<Folded, ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
-        let folded = fold_rows(&mut *tx, self.dialect, prefix, mode, keys, cache, fold).await?;
+        let folded = fold_rows(&mut *tx, prefix, mode, keys, cache, fold).await?;
         tx.commit().await?;
         Ok(folded)
     }
@@ -371,7 +367,6 @@ pub(crate) enum Folded {
 /// tables, the position they reach.
 pub(crate) async fn fold_rows(
     conn: &mut dyn Exec,
-    dialect: Dialect,
     prefix: &str,
     mode: FoldMode,
     keys: &Keys,
@@ -382,7 +377,8 @@ pub(crate) async fn fold_rows(
     let covered = match mode {
         FoldMode::Aside { covered } => covered,
         FoldMode::Live { first_position, exact } => {
-            let Some(live) = read_state(conn, lock_clause(dialect)).await? else {
+            let lock = lock_clause(conn.dialect());
+            let Some(live) = read_state(conn, lock).await? else {
                 return Ok(Folded::Skipped(None));
             };
             let behind = live.position + 1 < first_position;
