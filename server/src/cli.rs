@@ -419,6 +419,14 @@ async fn serve(app: &App, addr: std::net::SocketAddr, demo: Option<(usize, u64)>
 
 async fn demo(store: &Store, contacts: usize, seed: u64, until: Option<chrono::NaiveDate>) -> Result<Output, String> {
     let report = run_demo(store, contacts, seed, until).await?;
+    // Fold the new history into the read models in one rebuild (the fast
+    // path), so the first `serve` after the demo starts at once.
+    projections::Projector::open_for_rebuild(store.clone())
+        .await
+        .map_err(|e| format!("cannot open the read models: {e}"))?
+        .rebuild()
+        .await
+        .map_err(|e| format!("cannot fold the demo into the read models: {e}"))?;
     Ok(Output {
         text: format!(
             "demo history written: {} events; {} users, {} accounts, {} contacts, {} deals, {} interactions",
