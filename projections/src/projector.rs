@@ -251,19 +251,37 @@ impl Projector {
         let mut cache = RowCache::default();
         let mut position = self.fold_aside(0, &mut cache, &mut progress).await?;
         self.tables.index_next(generation).await?;
-        // Fold what was appended meanwhile with the live fold paused, then swap.
-        let applying = self.applying.lock().await;
+        // What was appended meanwhile, still without holding anyone up.
         position = self.fold_aside(position, &mut cache, &mut progress).await?;
-        self.tables
-            .swap_in_next(State {
-                model_version: MODEL_VERSION,
-                generation,
-                position,
+        // The rest inside the swap, which appends wait for: none can fold
+        // into the old tables after the new ones have caught up.
+        let applying = self.applying.lock().await;
+        let mut swap = self.tables.begin_swap().await?;
+        loop {
+            let batch = self.store.read_all(position, self.options.rebuild_batch_events).await?;
+            let Some(last) = batch.last().map(|e| e.position) else {
+                break;
+            };
+            let decoded = decode_all(&batch)?;
+            let keys = keys_of(&decoded);
+            let mode = FoldMode::Aside { covered: position };
+            swap.fold(mode, &keys, Some(&mut cache), |model| {
+                for (recorded, event) in &decoded {
+                    model.apply(recorded, event);
+                }
             })
             .await?;
-        // Appends folded into the old tables after the last batch above are
-        // not in the new ones: say where the new tables stand, and fold them.
+            position = last;
+            progress(position);
+        }
+        swap.finish(State {
+            model_version: MODEL_VERSION,
+            generation,
+            position,
+        })
+        .await?;
         self.applied.send_replace(position);
+        // Appends by processes that fold nothing themselves: fold them now.
         self.fold_pending(position).await?;
         drop(applying);
         Ok(RebuildReport {

@@ -185,21 +185,17 @@ impl Tables {
         Ok(())
     }
 
-    /// Puts the rebuilt tables in place of the live ones, atomically.
-    pub async fn swap_in_next(&self, state: State) -> Result<(), ProjectionError> {
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = self.begin(&mut conn).await?;
+    /// Starts the rebuild's last step: one transaction that holds the live
+    /// state row (on SQLite, the whole database), so appends wait for it and
+    /// none folds into the old tables after the new ones caught up.
+    pub async fn begin_swap(&self) -> Result<Swap, ProjectionError> {
+        let mut tx = match self.dialect {
+            Dialect::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.writer.begin().await?,
+        };
         // The state row first, as every fold takes it first: no deadlock.
         read_state(&mut *tx, self.lock_clause()).await?;
-        execute_all(&mut *tx, drop_sql(LIVE)).await?;
-        let renames = TABLES
-            .iter()
-            .map(|t| format!("ALTER TABLE {NEXT}{0} RENAME TO {LIVE}{0}", t.name))
-            .collect();
-        execute_all(&mut *tx, renames).await?;
-        write_state(&mut *tx, state).await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(Swap { tx })
     }
 
     /// Folds one batch of events into the tables with `prefix`, in a
@@ -334,6 +330,38 @@ impl Tables {
         let mut conn = self.readers.acquire().await?;
         let rows = conn.fetch(&sql, Vec::new(), &[Kind::Text, Kind::Text]).await?;
         rows.into_iter().map(|row| view_of(row, table.name)).collect()
+    }
+}
+
+/// The rebuild's last step in progress (`Tables::begin_swap`).
+#[derive(Debug)]
+pub(crate) struct Swap {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+}
+
+impl Swap {
+    /// Folds the last events into the rebuild tables, inside the swap.
+    pub async fn fold(
+        &mut self,
+        mode: FoldMode,
+        keys: &Keys,
+        cache: Option<&mut RowCache>,
+        fold: impl FnOnce(&mut CrmModel),
+    ) -> Result<Folded, ProjectionError> {
+        fold_rows(&mut *self.tx, NEXT, mode, keys, cache, fold).await
+    }
+
+    /// Puts the rebuilt tables in place of the live ones, atomically.
+    pub async fn finish(mut self, state: State) -> Result<(), ProjectionError> {
+        execute_all(&mut *self.tx, drop_sql(LIVE)).await?;
+        let renames = TABLES
+            .iter()
+            .map(|t| format!("ALTER TABLE {NEXT}{0} RENAME TO {LIVE}{0}", t.name))
+            .collect();
+        execute_all(&mut *self.tx, renames).await?;
+        write_state(&mut *self.tx, state).await?;
+        self.tx.commit().await?;
+        Ok(())
     }
 }
 

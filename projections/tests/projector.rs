@@ -207,6 +207,46 @@ async fn a_rebuild_killed_halfway_leaves_the_live_tables_serving() {
     assert_eq!(tables_of(&projector).await, expected);
 }
 
+/// Appends keep coming while a rebuild folds aside and swaps: none may be
+/// lost between the old tables and the new ones.
+async fn a_rebuild_under_appends_misses_none(database: TestDatabase) {
+    let store = database.open().await;
+    let history = history();
+    let half = history.log.len() / 2;
+    append_all(&store, &history, 0..half).await;
+    let projector = Projector::open_with(store.clone(), small_batches())
+        .await
+        .expect("open");
+    let writer = {
+        let (store, history) = (store.clone(), history.clone());
+        tokio::spawn(async move {
+            for n in half..history.log.len() {
+                append_all(&store, &history, n..n + 1).await;
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for _ in 0..3 {
+        projector.rebuild().await.expect("rebuild");
+    }
+    writer.await.expect("the writer");
+    projector.catch_up().await.expect("catch up");
+    assert_eq!(tables_of(&projector).await, json_of(&history.model()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_rebuild_under_appends_misses_none() {
+    a_rebuild_under_appends_misses_none(TestDatabase::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rebuild_under_appends_misses_none() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    a_rebuild_under_appends_misses_none(database).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_loop_folds_another_process_appends_without_being_asked() {
     let database = TestDatabase::sqlite();

@@ -38,7 +38,7 @@ pub fn days_ago(days: i64) -> DateTime<Utc> {
     day0() - Duration::days(days)
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct History {
     pub log: Vec<RecordedEvent>,
     n_ids: u128,
