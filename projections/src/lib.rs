@@ -24,7 +24,7 @@ pub use projector::{
     FOLD_BATCH_EVENTS, LIVE_POLL, Projector, ProjectorOptions, REBUILD_BATCH_EVENTS, RebuildReport, fold,
 };
 pub use tables::ListFilter;
-pub use views::{interaction_view, record_fields, record_view};
+pub use views::{interaction_view, record_fields, record_view, view_of};
 
 /// Why a read model could not be brought up to date.
 #[derive(Debug, thiserror::Error)]

@@ -178,6 +178,19 @@ pub struct Keys {
     pub interactions: BTreeSet<Uuid>,
 }
 
+impl Keys {
+    /// The ids of one kind of record.
+    pub fn of_kind_mut(&mut self, kind: RecordKind) -> &mut BTreeSet<Uuid> {
+        match kind {
+            RecordKind::Contact => &mut self.contacts,
+            RecordKind::Account => &mut self.accounts,
+            RecordKind::Deal => &mut self.deals,
+            RecordKind::Interaction => &mut self.interactions,
+            RecordKind::User => &mut self.users,
+        }
+    }
+}
+
 /// Every read model's state, folded from the log up to `position`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CrmModel {

@@ -33,7 +33,7 @@ use crate::ProjectionError;
 use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::sql::Exec;
-use crate::tables::{FoldMode, Folded, LIVE, ListFilter, NEXT, RowCache, State, Tables};
+use crate::tables::{FoldMode, Folded, LIVE, ListFilter, NEXT, RowCache, State, Swap, Tables};
 
 /// Events read from the log and folded in one transaction by catch-up
 /// (appends made through this process fold in their own transaction).
@@ -192,20 +192,11 @@ impl Projector {
                     ));
                 }
             };
-            self.publish(after);
+            advance(&self.applied, after);
             if after >= target && batch.len() < self.options.fold_batch_events {
                 return Ok(n_applied);
             }
         }
-    }
-
-    /// Records that the live tables cover `position`.
-    fn publish(&self, position: u64) {
-        self.applied.send_if_modified(|current| {
-            let advanced = position > *current;
-            *current = (*current).max(position);
-            advanced
-        });
     }
 
     /// Returns once the live tables cover `position` (read-your-writes). When
@@ -249,31 +240,17 @@ impl Projector {
         let generation = self.tables.state().await?.map_or(1, |s| s.generation + 1);
         self.tables.prepare_next().await?;
         let mut cache = RowCache::default();
-        let mut position = self.fold_aside(0, &mut cache, &mut progress).await?;
+        let mut position = self.fold_aside(0, &mut cache, &mut progress, None).await?;
         self.tables.index_next(generation).await?;
         // What was appended meanwhile, still without holding anyone up.
-        position = self.fold_aside(position, &mut cache, &mut progress).await?;
+        position = self.fold_aside(position, &mut cache, &mut progress, None).await?;
         // The rest inside the swap, which appends wait for: none can fold
         // into the old tables after the new ones have caught up.
         let applying = self.applying.lock().await;
         let mut swap = self.tables.begin_swap().await?;
-        loop {
-            let batch = self.store.read_all(position, self.options.rebuild_batch_events).await?;
-            let Some(last) = batch.last().map(|e| e.position) else {
-                break;
-            };
-            let decoded = decode_all(&batch)?;
-            let keys = keys_of(&decoded);
-            let mode = FoldMode::Aside { covered: position };
-            swap.fold(mode, &keys, Some(&mut cache), |model| {
-                for (recorded, event) in &decoded {
-                    model.apply(recorded, event);
-                }
-            })
+        position = self
+            .fold_aside(position, &mut cache, &mut progress, Some(&mut swap))
             .await?;
-            position = last;
-            progress(position);
-        }
         swap.finish(State {
             model_version: MODEL_VERSION,
             generation,
@@ -290,19 +267,32 @@ impl Projector {
         })
     }
 
+    /// Folds the log after `position` into the rebuild tables, a batch per
+    /// transaction, or inside `swap` when it is given.
     async fn fold_aside(
         &self,
         mut position: u64,
         cache: &mut RowCache,
         progress: &mut impl FnMut(u64),
+        mut swap: Option<&mut Swap>,
     ) -> Result<u64, ProjectionError> {
         loop {
             let batch = self.store.read_all(position, self.options.rebuild_batch_events).await?;
             let Some(last) = batch.last().map(|e| e.position) else {
                 return Ok(position);
             };
+            let decoded = decode_all(&batch)?;
+            let keys = keys_of(&decoded);
             let mode = FoldMode::Aside { covered: position };
-            fold_batch(&self.tables, NEXT, mode, &batch, Some(&mut *cache)).await?;
+            let fold = |model: &mut CrmModel| apply_all(model, &decoded);
+            match swap.as_deref_mut() {
+                Some(swap) => swap.fold(mode, &keys, Some(&mut *cache), fold).await?,
+                None => {
+                    self.tables
+                        .fold_batch(NEXT, mode, &keys, Some(&mut *cache), fold)
+                        .await?
+                }
+            };
             position = last;
             progress(position);
         }
@@ -315,19 +305,7 @@ impl Projector {
 
     /// The view of one contact, account, deal or interaction.
     pub async fn view(&self, kind: RecordKind, id: Uuid) -> Result<Option<Value>, ProjectionError> {
-        let mut keys = Keys::default();
-        match kind {
-            RecordKind::Contact => keys.contacts.insert(id),
-            RecordKind::Account => keys.accounts.insert(id),
-            RecordKind::Deal => keys.deals.insert(id),
-            RecordKind::Interaction => keys.interactions.insert(id),
-            RecordKind::User => keys.users.insert(id),
-        };
-        let model = self.tables.load(&keys).await?;
-        Ok(match kind {
-            RecordKind::Interaction => crate::interaction_view(&model, id),
-            _ => crate::record_view(&model, kind, id),
-        })
+        Ok(self.views(kind, &[id]).await?.pop())
     }
 
     /// The view of a record as the append that ended at `position` left
@@ -350,22 +328,9 @@ impl Projector {
     /// with no record are left out.
     pub async fn views(&self, kind: RecordKind, ids: &[Uuid]) -> Result<Vec<Value>, ProjectionError> {
         let mut keys = Keys::default();
-        let set = match kind {
-            RecordKind::Contact => &mut keys.contacts,
-            RecordKind::Account => &mut keys.accounts,
-            RecordKind::Deal => &mut keys.deals,
-            RecordKind::Interaction => &mut keys.interactions,
-            RecordKind::User => &mut keys.users,
-        };
-        set.extend(ids.iter().copied());
+        keys.of_kind_mut(kind).extend(ids.iter().copied());
         let model = self.tables.load(&keys).await?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| match kind {
-                RecordKind::Interaction => crate::interaction_view(&model, *id),
-                _ => crate::record_view(&model, kind, *id),
-            })
-            .collect())
+        Ok(ids.iter().filter_map(|id| crate::view_of(&model, kind, *id)).collect())
     }
 
     /// One page of live contacts, accounts or deals, in id order, and the
@@ -411,20 +376,14 @@ impl Projector {
     /// history and timeline read.
     pub async fn record_context(&self, kind: RecordKind, id: Uuid) -> Result<CrmModel, ProjectionError> {
         let mut model = self.tables.users().await?;
-        let mut keys = Keys::default();
         let column = match kind {
             RecordKind::Contact => Some("contact_id"),
             RecordKind::Account => Some("account_id"),
             RecordKind::Deal => Some("deal_id"),
             RecordKind::Interaction | RecordKind::User => None,
         };
-        match kind {
-            RecordKind::Contact => keys.contacts.insert(id),
-            RecordKind::Account => keys.accounts.insert(id),
-            RecordKind::Deal => keys.deals.insert(id),
-            RecordKind::Interaction => keys.interactions.insert(id),
-            RecordKind::User => false,
-        };
+        let mut keys = Keys::default();
+        keys.of_kind_mut(kind).insert(id);
         let record = self.tables.load(&keys).await?;
         model.contacts = record.contacts;
         model.accounts = record.accounts;
@@ -465,14 +424,26 @@ fn written_views(model: &CrmModel, decoded: &[(&RecordedEvent, Event)]) -> Vec<(
     }
     last.into_iter()
         .filter_map(|((kind, id), position)| {
-            let view = match kind {
-                RecordKind::Interaction => crate::interaction_view(model, id),
-                RecordKind::User => None,
-                _ => crate::record_view(model, kind, id),
-            }?;
+            let view = crate::view_of(model, kind, id)?;
             Some(((kind, id, position), view))
         })
         .collect()
+}
+
+/// Records that the live tables cover `position` (never moving it back).
+fn advance(applied: &watch::Sender<u64>, position: u64) {
+    applied.send_if_modified(|current| {
+        let advanced = position > *current;
+        *current = (*current).max(position);
+        advanced
+    });
+}
+
+/// Applies decoded events in order: the one fold, over whatever model.
+fn apply_all(model: &mut CrmModel, decoded: &[(&RecordedEvent, Event)]) {
+    for (recorded, event) in decoded {
+        model.apply(recorded, event);
+    }
 }
 
 /// Decodes a batch and folds it into the tables with `prefix` in one
@@ -487,11 +458,7 @@ async fn fold_batch(
     let decoded = decode_all(batch)?;
     let keys = keys_of(&decoded);
     tables
-        .fold_batch(prefix, mode, &keys, cache, |model| {
-            for (recorded, event) in &decoded {
-                model.apply(recorded, event);
-            }
-        })
+        .fold_batch(prefix, mode, &keys, cache, |model| apply_all(model, &decoded))
         .await
 }
 
@@ -588,9 +555,7 @@ impl CommitHook for LiveFold {
             };
             let mut views = Vec::new();
             let folded = crate::tables::fold_rows(conn, LIVE, mode, &keys, None, |model| {
-                for (recorded, event) in &decoded {
-                    model.apply(recorded, event);
-                }
+                apply_all(model, &decoded);
                 views = written_views(model, &decoded);
             })
             .await
@@ -608,11 +573,7 @@ impl CommitHook for LiveFold {
     fn committed(&self, covered: Option<u64>) {
         self.written.settle(covered.is_some());
         if let Some(position) = covered {
-            self.applied.send_if_modified(|current| {
-                let advanced = position > *current;
-                *current = (*current).max(position);
-                advanced
-            });
+            advance(&self.applied, position);
         }
     }
 }
@@ -620,15 +581,6 @@ impl CommitHook for LiveFold {
 /// Folds the log from the start into a new model, in bounded batches. With
 /// `occurred_until`, only the events that had happened by then count.
 pub async fn fold(store: &Store, occurred_until: Option<DateTime<Utc>>) -> Result<CrmModel, ProjectionError> {
-    fold_with_progress(store, occurred_until, |_| {}).await
-}
-
-/// `fold`, calling `progress` with the last position read after each batch.
-pub async fn fold_with_progress(
-    store: &Store,
-    occurred_until: Option<DateTime<Utc>>,
-    mut progress: impl FnMut(u64),
-) -> Result<CrmModel, ProjectionError> {
     let mut model = CrmModel::default();
     let mut after = 0;
     loop {
@@ -641,7 +593,6 @@ pub async fn fold_with_progress(
             }
             model.apply(recorded, &decode(recorded)?);
         }
-        progress(after);
     }
     Ok(model)
 }

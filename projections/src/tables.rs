@@ -16,7 +16,7 @@
 //! one transaction; index names carry a generation number, so a swapped-in
 //! table's indexes never collide with the next rebuild's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 use sqlx::any::AnyPoolOptions;
@@ -246,7 +246,7 @@ impl Tables {
     /// Every user: few, and needed to name the people behind events.
     pub async fn users(&self) -> Result<CrmModel, ProjectionError> {
         let mut model = CrmModel::default();
-        for (id, view) in self.all_views::<UserView>(&USERS, "").await? {
+        for (id, view) in self.all_views::<UserView>(&USERS).await? {
             model.users.insert(id, view);
         }
         Ok(model)
@@ -255,17 +255,17 @@ impl Tables {
     /// Every user and deal: all the pipeline reads.
     pub async fn deals(&self) -> Result<CrmModel, ProjectionError> {
         let mut model = self.users().await?;
-        model.deals = self.all_views(&DEALS, "").await?.into_iter().collect();
+        model.deals = self.all_views(&DEALS).await?.into_iter().collect();
         Ok(model)
     }
 
     /// Every row of the live tables, except interactions unless asked for.
     pub async fn whole(&self, with_interactions: bool) -> Result<CrmModel, ProjectionError> {
         let mut model = self.deals().await?;
-        model.contacts = self.all_views(&CONTACTS, "").await?.into_iter().collect();
-        model.accounts = self.all_views(&ACCOUNTS, "").await?.into_iter().collect();
+        model.contacts = self.all_views(&CONTACTS).await?.into_iter().collect();
+        model.accounts = self.all_views(&ACCOUNTS).await?.into_iter().collect();
         if with_interactions {
-            model.interactions = self.all_views(&INTERACTIONS, "").await?.into_iter().collect();
+            model.interactions = self.all_views(&INTERACTIONS).await?.into_iter().collect();
         }
         if let Some(state) = self.state().await? {
             model.position = state.position;
@@ -321,12 +321,9 @@ impl Tables {
             .collect()
     }
 
-    async fn all_views<T: DeserializeOwned>(
-        &self,
-        table: &Table,
-        condition: &str,
-    ) -> Result<Vec<(Uuid, T)>, ProjectionError> {
-        let sql = format!("SELECT id, view FROM {LIVE}{} {condition} ORDER BY id", table.name);
+    /// Every row of a live table, in id order.
+    async fn all_views<T: DeserializeOwned>(&self, table: &Table) -> Result<Vec<(Uuid, T)>, ProjectionError> {
+        let sql = format!("SELECT id, view FROM {LIVE}{} ORDER BY id", table.name);
         let mut conn = self.readers.acquire().await?;
         let rows = conn.fetch(&sql, Vec::new(), &[Kind::Text, Kind::Text]).await?;
         rows.into_iter().map(|row| view_of(row, table.name)).collect()
@@ -790,79 +787,78 @@ async fn write_changed(
     loaded: &mut Loaded,
     remember: bool,
 ) -> Result<(), ProjectionError> {
-    let mut written = Vec::new();
-    let mut changed = |table: &'static str, id: &Uuid, view: String| {
-        if loaded.views.get(&(table, *id)) == Some(&view) {
-            return None;
-        }
-        if remember {
-            written.push(((table, *id), view.clone()));
-        }
-        Some(view)
+    let mut changes = Changes {
+        loaded,
+        remember,
+        written: Vec::new(),
     };
-    let mut users = Vec::new();
-    for (id, user) in touched
-        .users
-        .iter()
-        .filter_map(|id| model.users.get(id).map(|row| (id, row)))
-    {
-        if let Some(view) = changed(USERS.name, id, to_json(user)) {
-            users.push(vec![text(id), Cell::Text(Some(view))]);
-        }
-    }
-    let mut contacts = Vec::new();
-    for (id, contact) in touched
-        .contacts
-        .iter()
-        .filter_map(|id| model.contacts.get(id).map(|row| (id, row)))
-    {
-        if let Some(view) = changed(CONTACTS.name, id, to_json(contact)) {
-            contacts.push(contact_row(contact, view));
-        }
-    }
-    let mut accounts = Vec::new();
-    for (id, account) in touched
-        .accounts
-        .iter()
-        .filter_map(|id| model.accounts.get(id).map(|row| (id, row)))
-    {
-        if let Some(view) = changed(ACCOUNTS.name, id, to_json(account)) {
-            accounts.push(account_row(account, view));
-        }
-    }
-    let mut deals = Vec::new();
-    for (id, deal) in touched
-        .deals
-        .iter()
-        .filter_map(|id| model.deals.get(id).map(|row| (id, row)))
-    {
-        if let Some(view) = changed(DEALS.name, id, to_json(deal)) {
-            deals.push(deal_row(deal, view));
-        }
-    }
-    let mut interactions = Vec::new();
-    for (id, interaction) in touched
-        .interactions
-        .iter()
-        .filter_map(|id| model.interactions.get(id).map(|row| (id, row)))
-    {
-        if let Some(view) = changed(INTERACTIONS.name, id, to_json(interaction)) {
-            interactions.push(vec![
+    let users = changes.rows(&USERS, &touched.users, &model.users, |id, _, view| {
+        vec![text(id), Cell::Text(Some(view))]
+    });
+    let contacts = changes.rows(&CONTACTS, &touched.contacts, &model.contacts, |_, contact, view| {
+        contact_row(contact, view)
+    });
+    let accounts = changes.rows(&ACCOUNTS, &touched.accounts, &model.accounts, |_, account, view| {
+        account_row(account, view)
+    });
+    let deals = changes.rows(&DEALS, &touched.deals, &model.deals, |_, deal, view| {
+        deal_row(deal, view)
+    });
+    let interactions = changes.rows(
+        &INTERACTIONS,
+        &touched.interactions,
+        &model.interactions,
+        |id, interaction, view| {
+            vec![
                 text(id),
                 optional_text(interaction.logged.contact_id),
                 optional_text(interaction.logged.deal_id),
                 optional_text(interaction.account_id),
                 Cell::Text(Some(view)),
-            ]);
-        }
-    }
+            ]
+        },
+    );
     upsert(conn, prefix, &USERS, users).await?;
     upsert(conn, prefix, &CONTACTS, contacts).await?;
     upsert(conn, prefix, &ACCOUNTS, accounts).await?;
     upsert(conn, prefix, &DEALS, deals).await?;
     upsert(conn, prefix, &INTERACTIONS, interactions).await?;
+    let written = changes.written;
     loaded.views.extend(written);
     Ok(())
+}
+
+/// Picks the rows a batch changed, table by table.
+struct Changes<'a> {
+    loaded: &'a Loaded,
+    remember: bool,
+    /// With `remember`: the JSON of every row picked, for `Loaded`.
+    written: Vec<((&'static str, Uuid), String)>,
+}
+
+impl Changes<'_> {
+    /// The rows of `table` among `ids` whose JSON differs from what was
+    /// loaded, each made by `row` from its id, its view and that JSON.
+    fn rows<T: serde::Serialize>(
+        &mut self,
+        table: &Table,
+        ids: &BTreeSet<Uuid>,
+        views: &BTreeMap<Uuid, T>,
+        row: impl Fn(&Uuid, &T, String) -> Vec<Cell>,
+    ) -> Vec<Vec<Cell>> {
+        let mut rows = Vec::new();
+        for (id, view) in ids.iter().filter_map(|id| views.get(id).map(|view| (id, view))) {
+            let json = to_json(view);
+            if self.loaded.views.get(&(table.name, *id)) == Some(&json) {
+                continue;
+            }
+            if self.remember {
+                self.written.push(((table.name, *id), json.clone()));
+            }
+            rows.push(row(id, view, json));
+        }
+        rows
+    }
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {

@@ -63,6 +63,15 @@ pub fn record_view(model: &CrmModel, kind: RecordKind, id: Uuid) -> Option<Value
     Some(with_meta(id, kind, Value::Object(fields), meta))
 }
 
+/// The view of any record as the API shows it: an interaction's, or a
+/// contact's, account's or deal's; `None` if `model` has no such record.
+pub fn view_of(model: &CrmModel, kind: RecordKind, id: Uuid) -> Option<Value> {
+    match kind {
+        RecordKind::Interaction => interaction_view(model, id),
+        _ => record_view(model, kind, id),
+    }
+}
+
 /// The view of one interaction; `None` if there is no such interaction.
 pub fn interaction_view(model: &CrmModel, id: Uuid) -> Option<Value> {
     let view = model.interactions.get(&id)?;

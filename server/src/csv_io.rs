@@ -494,10 +494,7 @@ pub fn export(model: &CrmModel, kind: RecordKind) -> Result<Vec<u8>, csv::Error>
         RecordKind::User => vec![],
     };
     for id in ids {
-        let view = match kind {
-            RecordKind::Interaction => projections::interaction_view(model, id),
-            _ => projections::record_view(model, kind, id),
-        };
+        let view = projections::view_of(model, kind, id);
         let Some(mut view) = view else { continue };
         if let Some(amount) = view.get("amount").cloned() {
             view["amount_value_minor"] = amount.get("value_minor").cloned().unwrap_or(Value::Null);

@@ -700,24 +700,39 @@ async fn an_idempotent_retry_returns_the_first_response_and_appends_nothing(serv
     );
 }
 
-async fn of_sixteen_concurrent_patches_with_one_version_exactly_one_wins(server: &Server) {
-    let contact = server.create("contacts", json!({"name": "Ada"})).await;
-    let path = format!("{}/v1/contacts/{}", server.base, id(&contact));
+/// Sixteen PATCHes of one contact's title sent at once, with `if_match` if
+/// given: for each, its number, status, ETag and body.
+async fn sixteen_concurrent_title_patches(
+    server: &Server,
+    contact: &Value,
+    if_match: Option<&str>,
+) -> Vec<(usize, StatusCode, Option<reqwest::header::HeaderValue>, Value)> {
+    let path = format!("{}/v1/contacts/{}", server.base, id(contact));
     let patches: Vec<_> = (0..16)
         .map(|n| {
-            let request = server
-                .client
-                .patch(&path)
-                .bearer_auth(&server.admin)
-                .header("If-Match", "\"1\"")
-                .json(&json!({"title": format!("Title {n}")}));
-            tokio::spawn(async move { request.send().await.expect("answer").status() })
+            let mut request = server.client.patch(&path).bearer_auth(&server.admin);
+            if let Some(version) = if_match {
+                request = request.header("If-Match", version);
+            }
+            let request = request.json(&json!({"title": format!("Title {n}")}));
+            tokio::spawn(async move {
+                let response = request.send().await.expect("answer");
+                let (status, etag) = (response.status(), response.headers().get("etag").cloned());
+                (n, status, etag, response.json::<Value>().await.expect("a JSON body"))
+            })
         })
         .collect();
-    let mut statuses = Vec::new();
+    let mut answers = Vec::new();
     for patch in patches {
-        statuses.push(patch.await.expect("task"));
+        answers.push(patch.await.expect("task"));
     }
+    answers
+}
+
+async fn of_sixteen_concurrent_patches_with_one_version_exactly_one_wins(server: &Server) {
+    let contact = server.create("contacts", json!({"name": "Ada"})).await;
+    let answers = sixteen_concurrent_title_patches(server, &contact, Some("\"1\"")).await;
+    let statuses: Vec<StatusCode> = answers.iter().map(|answer| answer.1).collect();
     assert_eq!(
         statuses.iter().filter(|s| **s == StatusCode::OK).count(),
         1,
@@ -739,25 +754,9 @@ async fn of_sixteen_concurrent_patches_with_one_version_exactly_one_wins(server:
 
 async fn concurrent_patches_without_a_version_lose_no_update_and_answer_what_they_wrote(server: &Server) {
     let contact = server.create("contacts", json!({"name": "Ada"})).await;
-    let path = format!("{}/v1/contacts/{}", server.base, id(&contact));
-    let patches: Vec<_> = (0..16)
-        .map(|n| {
-            let request = server
-                .client
-                .patch(&path)
-                .bearer_auth(&server.admin)
-                .json(&json!({"title": format!("Title {n}")}));
-            tokio::spawn(async move {
-                let response = request.send().await.expect("answer");
-                let (status, etag) = (response.status(), response.headers().get("etag").cloned());
-                (n, status, etag, response.json::<Value>().await.expect("a view"))
-            })
-        })
-        .collect();
     let mut versions = Vec::new();
     let mut answers = Vec::new();
-    for patch in patches {
-        let (n, status, etag, view) = patch.await.expect("task");
+    for (n, status, etag, view) in sixteen_concurrent_title_patches(server, &contact, None).await {
         assert_eq!(status, StatusCode::OK, "a lost race is retried inside: {view}");
         assert_eq!(view["title"], format!("Title {n}"), "the answer shows this write");
         let version = view["version"].as_u64().expect("a version");

@@ -39,14 +39,6 @@ fn etag(version: u64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).expect("digits are a valid header value")
 }
 
-/// The view of a record in `model`, as every write and read returns it.
-fn view_of(model: &CrmModel, kind: RecordKind, id: Uuid) -> Option<Value> {
-    match kind {
-        RecordKind::Interaction => projections::interaction_view(model, id),
-        _ => projections::record_view(model, kind, id),
-    }
-}
-
 /// A response carrying a record view, its ETag and, for creations, its Location.
 fn record_response(status: StatusCode, kind: RecordKind, id: Uuid, view: Value) -> Response {
     let mut headers = HeaderMap::new();
@@ -88,7 +80,8 @@ async fn replay(state: &AppState, status: StatusCode, result: &AppendResult) -> 
     for recorded in stream.iter().take_while(|e| e.version <= result.stream_version) {
         model.apply(recorded, &projections::decode(recorded)?);
     }
-    let view = view_of(&model, kind, id).ok_or_else(|| ApiError::internal(&"a replayed record has no view"))?;
+    let view =
+        projections::view_of(&model, kind, id).ok_or_else(|| ApiError::internal(&"a replayed record has no view"))?;
     let mut response = record_response(status, kind, id, view);
     response
         .headers_mut()
