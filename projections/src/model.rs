@@ -421,53 +421,27 @@ impl CrmModel {
         if let Ok(actor) = Uuid::parse_str(&recorded.actor) {
             keys.users.insert(actor);
         }
+        let (kind, id) = event.record();
+        keys.of_kind_mut(kind).insert(id);
         match event {
-            Event::UserRegistered(e) => {
-                keys.users.insert(e.user_id);
-            }
-            Event::AccountCreated(e) => {
-                keys.accounts.insert(e.account_id);
-            }
-            Event::AccountUpdated(e) => {
-                keys.accounts.insert(e.account_id);
-            }
-            Event::AccountArchived(e) => {
-                keys.accounts.insert(e.account_id);
-            }
-            Event::ContactCreated(e) => {
-                keys.contacts.insert(e.contact_id);
-                keys.accounts.extend(e.fields.account_id);
-            }
-            Event::ContactUpdated(e) => {
-                keys.contacts.insert(e.contact_id);
-                keys.accounts.extend(e.changes.account_id.flatten());
-            }
-            Event::ContactArchived(e) => {
-                keys.contacts.insert(e.contact_id);
-            }
-            Event::DealCreated(e) => {
-                keys.deals.insert(e.deal_id);
-                keys.accounts.insert(e.fields.account_id);
-            }
-            Event::DealUpdated(e) => {
-                keys.deals.insert(e.deal_id);
-                keys.accounts.extend(e.changes.account_id);
-            }
-            Event::DealStageChanged(e) => {
-                keys.deals.insert(e.deal_id);
-            }
-            Event::DealClosed(e) => {
-                keys.deals.insert(e.deal_id);
-            }
-            Event::DealArchived(e) => {
-                keys.deals.insert(e.deal_id);
-            }
+            Event::ContactCreated(e) => keys.accounts.extend(e.fields.account_id),
+            Event::ContactUpdated(e) => keys.accounts.extend(e.changes.account_id.flatten()),
+            Event::DealCreated(e) => keys.accounts.extend([e.fields.account_id]),
+            Event::DealUpdated(e) => keys.accounts.extend(e.changes.account_id),
             Event::InteractionLogged(e) => {
-                keys.interactions.insert(e.interaction_id);
                 keys.contacts.extend(e.contact_id);
                 keys.deals.extend(e.deal_id);
                 keys.accounts.extend(e.account_id);
             }
+            // Events that name no record but their own.
+            Event::UserRegistered(_)
+            | Event::AccountCreated(_)
+            | Event::AccountUpdated(_)
+            | Event::AccountArchived(_)
+            | Event::ContactArchived(_)
+            | Event::DealStageChanged(_)
+            | Event::DealClosed(_)
+            | Event::DealArchived(_) => {}
         }
     }
 

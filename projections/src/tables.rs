@@ -745,34 +745,24 @@ async fn load_into(
 
 /// Puts one loaded (id, view) row of `table` into the partial model.
 fn add_row(model: &mut CrmModel, loaded: &mut Loaded, table: &str, row: Vec<Cell>) -> Result<(), ProjectionError> {
-    let (key, raw) = match table {
-        "users" => {
-            let (id, raw, view) = raw_view_of::<UserView>(row, table)?;
-            model.users.insert(id, view);
-            ((USERS.name, id), raw)
-        }
-        "contacts" => {
-            let (id, raw, view) = raw_view_of::<ContactView>(row, table)?;
-            model.contacts.insert(id, view);
-            ((CONTACTS.name, id), raw)
-        }
-        "accounts" => {
-            let (id, raw, view) = raw_view_of::<AccountView>(row, table)?;
-            model.accounts.insert(id, view);
-            ((ACCOUNTS.name, id), raw)
-        }
-        "deals" => {
-            let (id, raw, view) = raw_view_of::<DealView>(row, table)?;
-            model.deals.insert(id, view);
-            ((DEALS.name, id), raw)
-        }
-        _ => {
-            let (id, raw, view) = raw_view_of::<InteractionView>(row, table)?;
-            model.interactions.insert(id, view);
-            ((INTERACTIONS.name, id), raw)
-        }
-    };
-    loaded.views.insert(key, raw);
+    match table {
+        "users" => put(&mut model.users, loaded, &USERS, row),
+        "contacts" => put(&mut model.contacts, loaded, &CONTACTS, row),
+        "accounts" => put(&mut model.accounts, loaded, &ACCOUNTS, row),
+        "deals" => put(&mut model.deals, loaded, &DEALS, row),
+        _ => put(&mut model.interactions, loaded, &INTERACTIONS, row),
+    }
+}
+
+fn put<T: DeserializeOwned>(
+    views: &mut BTreeMap<Uuid, T>,
+    loaded: &mut Loaded,
+    table: &Table,
+    row: Vec<Cell>,
+) -> Result<(), ProjectionError> {
+    let (id, raw, view) = raw_view_of(row, table.name)?;
+    views.insert(id, view);
+    loaded.views.insert((table.name, id), raw);
     Ok(())
 }
 
