@@ -11,6 +11,8 @@ mod history;
 mod model;
 mod projector;
 pub mod reports;
+mod rows;
+mod schema;
 mod sql;
 mod tables;
 mod views;
@@ -43,4 +45,8 @@ pub enum ProjectionError {
     /// by other software. `crm rebuild` refolds them from the log.
     #[error("the read-model tables are damaged: {0}")]
     ReadModel(String),
+    /// The question cannot be answered as asked (a cursor no list gave, a
+    /// filter naming nothing): fix the request; retrying it is useless.
+    #[error("{0}")]
+    BadRequest(String),
 }

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 /// Bumped whenever `apply` or the views change shape: read-model tables
 /// written by another version are dropped and refolded from the log.
-pub const MODEL_VERSION: u32 = 2;
+pub const MODEL_VERSION: u32 = 3;
 
 /// Which event did something, when, and who did it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -303,6 +303,25 @@ impl Projector {
         fold(&self.store, Some(as_of)).await
     }
 
+    /// Answers a report: from the live tables measured at `now`, or, with
+    /// `as_of`, from the model folded up to then, put in tables of its own
+    /// and read by the same queries.
+    pub async fn report(
+        &self,
+        config: &domain::Pipeline,
+        request: &crate::reports::ReportRequest,
+        as_of: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Value, ProjectionError> {
+        let Some(as_of) = as_of else {
+            self.catch_up().await?;
+            return self.tables.report(config, request, now).await;
+        };
+        let model = self.as_of(as_of).await?;
+        let mut reports = crate::reports::of_model(&model, config, std::slice::from_ref(request), as_of).await?;
+        Ok(reports.pop().unwrap_or_default())
+    }
+
     /// The view of one contact, account, deal or interaction.
     pub async fn view(&self, kind: RecordKind, id: Uuid) -> Result<Option<Value>, ProjectionError> {
         Ok(self.views(kind, &[id]).await?.pop())

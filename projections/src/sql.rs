@@ -11,6 +11,8 @@ use sqlx::Row;
 pub(crate) enum Cell {
     Text(Option<String>),
     Int(i64),
+    /// An integer column that may be NULL.
+    OptInt(Option<i64>),
 }
 
 impl Cell {
@@ -18,12 +20,14 @@ impl Cell {
         match self {
             Self::Text(text) => text,
             Self::Int(n) => Some(n.to_string()),
+            Self::OptInt(n) => n.map(|n| n.to_string()),
         }
     }
 
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Self::Int(n) => Some(*n),
+            Self::OptInt(n) => *n,
             Self::Text(_) => None,
         }
     }
@@ -34,6 +38,8 @@ impl Cell {
 pub(crate) enum Kind {
     Text,
     Int,
+    /// An integer that may be NULL (an empty `SUM`, a missing value).
+    OptInt,
 }
 
 /// Which database a connection talks to.
@@ -78,12 +84,14 @@ where
     DB: sqlx::Database,
     Option<String>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     let mut query = sqlx::query::<DB>(sql);
     for cell in binds {
         query = match cell {
             Cell::Text(text) => query.bind(text),
             Cell::Int(n) => query.bind(n),
+            Cell::OptInt(n) => query.bind(n),
         };
     }
     query
@@ -113,6 +121,7 @@ macro_rules! exec_on {
                                 .map(|(i, kind)| match kind {
                                     Kind::Text => row.try_get::<Option<String>, _>(i).map(Cell::Text),
                                     Kind::Int => row.try_get::<i64, _>(i).map(Cell::Int),
+                                    Kind::OptInt => row.try_get::<Option<i64>, _>(i).map(Cell::OptInt),
                                 })
                                 .collect()
                         })

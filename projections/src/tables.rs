@@ -25,14 +25,15 @@ use sqlx::{AnyConnection, AnyPool, Connection};
 use uuid::Uuid;
 
 use crate::ProjectionError;
-use crate::model::{AccountView, ContactView, CrmModel, DealView, InteractionView, Keys, UserView};
+use crate::model::{CrmModel, InteractionView, Keys, UserView};
+use crate::rows::{account_row, contact_row, deal_row, interaction_row, text, user_row};
+use crate::schema::{
+    ACCOUNTS, CONTACTS, DEALS, INTERACTIONS, Table, USERS, create_indexes_sql, create_tables_sql, drop_sql,
+};
+pub(crate) use crate::schema::{LIVE, NEXT, TABLES};
 pub(crate) use crate::sql::Dialect;
 use crate::sql::{Cell, Exec, Kind};
 
-/// The tables that serve reads.
-pub(crate) const LIVE: &str = "rm_";
-/// The tables a rebuild fills before they are swapped in.
-pub(crate) const NEXT: &str = "rm_next_";
 /// The one row of `rm_state` this version keeps.
 const STATE_NAME: &str = "crm";
 /// Ids per `IN (...)` list and rows per multi-row insert: far below both
@@ -51,53 +52,6 @@ pub(crate) struct State {
     pub generation: u64,
     pub position: u64,
 }
-
-/// A table of one record kind: its name without prefix and its columns,
-/// `id` first and `view` last.
-struct Table {
-    name: &'static str,
-    columns: &'static [&'static str],
-    indexed: &'static [&'static str],
-}
-
-const RECORD_COLUMNS: &[&str] = &[
-    "id",
-    "archived",
-    "owner_id",
-    "account_id",
-    "stage",
-    "external_id",
-    "search",
-    "view",
-];
-const RECORD_INDEXED: &[&str] = &["owner_id", "account_id", "external_id"];
-
-const USERS: Table = Table {
-    name: "users",
-    columns: &["id", "view"],
-    indexed: &[],
-};
-const CONTACTS: Table = Table {
-    name: "contacts",
-    columns: RECORD_COLUMNS,
-    indexed: RECORD_INDEXED,
-};
-const ACCOUNTS: Table = Table {
-    name: "accounts",
-    columns: RECORD_COLUMNS,
-    indexed: RECORD_INDEXED,
-};
-const DEALS: Table = Table {
-    name: "deals",
-    columns: RECORD_COLUMNS,
-    indexed: RECORD_INDEXED,
-};
-const INTERACTIONS: Table = Table {
-    name: "interactions",
-    columns: &["id", "contact_id", "deal_id", "account_id", "view"],
-    indexed: &["contact_id", "deal_id", "account_id"],
-};
-const TABLES: [&Table; 5] = [&USERS, &CONTACTS, &ACCOUNTS, &DEALS, &INTERACTIONS];
 
 /// Connections to the read-model tables.
 #[derive(Debug, Clone)]
@@ -275,7 +229,7 @@ impl Tables {
 
     /// The interactions that name a record (for an account: that touched it).
     pub async fn interactions_of(&self, column: &str, id: Uuid) -> Result<Vec<InteractionView>, ProjectionError> {
-        debug_assert!(INTERACTIONS.indexed.contains(&column));
+        debug_assert!(INTERACTIONS.indexes.iter().any(|i| i.columns == column));
         let sql = format!("SELECT id, view FROM {LIVE}interactions WHERE {column} = $1 ORDER BY id");
         let mut conn = self.readers.acquire().await?;
         let rows = conn.fetch(&sql, vec![text(&id)], &[Kind::Text, Kind::Text]).await?;
@@ -319,6 +273,59 @@ impl Tables {
         rows.into_iter()
             .map(|row| parse_id(row.into_iter().next().and_then(Cell::into_text)))
             .collect()
+    }
+
+    /// Answers a report from the live tables, measured at `as_of`, inside
+    /// one read transaction: its summary and its pages agree.
+    pub async fn report(
+        &self,
+        config: &domain::Pipeline,
+        request: &crate::reports::ReportRequest,
+        as_of: chrono::DateTime<chrono::Utc>,
+    ) -> Result<serde_json::Value, ProjectionError> {
+        let mut conn = self.readers.acquire().await?;
+        let mut tx = conn.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            tx.run("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", Vec::new())
+                .await?;
+        }
+        let report = crate::reports::run(&mut *tx, config, request, as_of).await;
+        tx.rollback().await?;
+        report
+    }
+
+    /// Tables of their own, in memory, holding `model`'s users, contacts,
+    /// accounts and deals: what a report as of a past date reads, with the
+    /// same queries as the live tables.
+    pub async fn scratch(model: &CrmModel) -> Result<Self, ProjectionError> {
+        sqlx::any::install_default_drivers();
+        // One connection for good: an in-memory database lives as long as it.
+        let pool = AnyPoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect("sqlite::memory:")
+            .await?;
+        let tables = Self {
+            writer: pool.clone(),
+            readers: pool,
+            dialect: Dialect::Sqlite,
+        };
+        let mut conn = tables.writer.acquire().await?;
+        let mut tx = conn.begin().await?;
+        execute_all(&mut *tx, create_tables_sql(LIVE, Dialect::Sqlite)).await?;
+        let every = Keys {
+            users: model.users.keys().copied().collect(),
+            contacts: model.contacts.keys().copied().collect(),
+            accounts: model.accounts.keys().copied().collect(),
+            deals: model.deals.keys().copied().collect(),
+            interactions: Default::default(),
+        };
+        write_changed(&mut *tx, LIVE, model, &every, &mut Loaded::default(), false).await?;
+        execute_all(&mut *tx, create_indexes_sql(LIVE, 0)).await?;
+        tx.commit().await?;
+        Ok(tables)
     }
 
     /// Every row of a live table, in id order.
@@ -578,53 +585,6 @@ async fn execute_all(conn: &mut dyn Exec, statements: Vec<String>) -> Result<(),
     Ok(())
 }
 
-fn drop_sql(prefix: &str) -> Vec<String> {
-    TABLES
-        .iter()
-        .map(|t| format!("DROP TABLE IF EXISTS {prefix}{}", t.name))
-        .collect()
-}
-
-/// The tables, without their secondary indexes. On SQLite they are
-/// `WITHOUT ROWID`: the id is the key, with no second tree beside it.
-fn create_tables_sql(prefix: &str, dialect: Dialect) -> Vec<String> {
-    let options = match dialect {
-        Dialect::Sqlite => " WITHOUT ROWID",
-        Dialect::Postgres => "",
-    };
-    TABLES
-        .iter()
-        .map(|table| {
-            let columns: Vec<String> = table
-                .columns
-                .iter()
-                .map(|c| match *c {
-                    "id" => "id TEXT PRIMARY KEY".to_owned(),
-                    "archived" => "archived BIGINT NOT NULL".to_owned(),
-                    "view" | "search" => format!("{c} TEXT NOT NULL"),
-                    other => format!("{other} TEXT"),
-                })
-                .collect();
-            format!("CREATE TABLE {prefix}{} ({}){options}", table.name, columns.join(", "))
-        })
-        .collect()
-}
-
-/// The secondary indexes: created after a rebuild has filled its tables,
-/// which is far cheaper than keeping them up to date row by row.
-fn create_indexes_sql(prefix: &str, generation: u64) -> Vec<String> {
-    let mut sql = Vec::new();
-    for table in TABLES {
-        for column in table.indexed {
-            sql.push(format!(
-                "CREATE INDEX {LIVE}{0}_{column}_g{generation} ON {prefix}{0} ({column})",
-                table.name
-            ));
-        }
-    }
-    sql
-}
-
 async fn write_state(conn: &mut dyn Exec, state: State) -> Result<(), ProjectionError> {
     let sql = "INSERT INTO rm_state (name, model_version, generation, position) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (name) DO UPDATE SET model_version = excluded.model_version, \
@@ -782,8 +742,8 @@ async fn write_changed(
         remember,
         written: Vec::new(),
     };
-    let users = changes.rows(&USERS, &touched.users, &model.users, |id, _, view| {
-        vec![text(id), Cell::Text(Some(view))]
+    let users = changes.rows(&USERS, &touched.users, &model.users, |_, user, view| {
+        user_row(user, view)
     });
     let contacts = changes.rows(&CONTACTS, &touched.contacts, &model.contacts, |_, contact, view| {
         contact_row(contact, view)
@@ -798,15 +758,7 @@ async fn write_changed(
         &INTERACTIONS,
         &touched.interactions,
         &model.interactions,
-        |id, interaction, view| {
-            vec![
-                text(id),
-                optional_text(interaction.logged.contact_id),
-                optional_text(interaction.logged.deal_id),
-                optional_text(interaction.account_id),
-                Cell::Text(Some(view)),
-            ]
-        },
+        |_, interaction, view| interaction_row(interaction, view),
     );
     upsert(conn, prefix, &USERS, users).await?;
     upsert(conn, prefix, &CONTACTS, contacts).await?;
@@ -855,110 +807,17 @@ fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("views serialise: every map key is a string")
 }
 
-fn text(id: &Uuid) -> Cell {
-    Cell::Text(Some(id.to_string()))
-}
-
-fn optional_text(id: Option<Uuid>) -> Cell {
-    Cell::Text(id.map(|id| id.to_string()))
-}
-
-/// Lower case, one field a line: what `q` searches.
-fn search_text<'a>(parts: impl IntoIterator<Item = Option<&'a str>>) -> Cell {
-    let parts: Vec<String> = parts.into_iter().flatten().map(str::to_lowercase).collect();
-    Cell::Text(Some(parts.join("\n")))
-}
-
-/// The filterable columns of a contact, account or deal row.
-struct RecordColumns<'a> {
-    id: &'a Uuid,
-    archived: bool,
-    owner_id: Option<Uuid>,
-    account_id: Option<Uuid>,
-    stage: Option<&'a str>,
-    external_id: Option<&'a str>,
-    search: Cell,
-}
-
-impl RecordColumns<'_> {
-    /// The row, in `RECORD_COLUMNS` order.
-    fn row(self, view: String) -> Vec<Cell> {
-        vec![
-            text(self.id),
-            Cell::Int(i64::from(self.archived)),
-            optional_text(self.owner_id),
-            optional_text(self.account_id),
-            Cell::Text(self.stage.map(str::to_owned)),
-            Cell::Text(self.external_id.map(str::to_owned)),
-            self.search,
-            Cell::Text(Some(view)),
-        ]
-    }
-}
-
-fn contact_row(contact: &ContactView, view: String) -> Vec<Cell> {
-    let fields = &contact.fields;
-    RecordColumns {
-        id: &contact.id,
-        archived: contact.meta.archived,
-        owner_id: fields.owner_id,
-        account_id: fields.account_id,
-        stage: None,
-        external_id: fields.external_id.as_ref().map(|e| e.as_str()),
-        search: search_text([
-            Some(fields.name.as_str()),
-            fields.email.as_ref().map(|e| e.as_str()),
-            fields.title.as_ref().map(|t| t.as_str()),
-        ]),
-    }
-    .row(view)
-}
-
-fn account_row(account: &AccountView, view: String) -> Vec<Cell> {
-    let fields = &account.fields;
-    RecordColumns {
-        id: &account.id,
-        archived: account.meta.archived,
-        owner_id: fields.owner_id,
-        account_id: Some(account.id),
-        stage: None,
-        external_id: fields.external_id.as_ref().map(|e| e.as_str()),
-        search: search_text([Some(fields.name.as_str()), fields.domain.as_ref().map(|d| d.as_str())]),
-    }
-    .row(view)
-}
-
-fn deal_row(deal: &DealView, view: String) -> Vec<Cell> {
-    let fields = &deal.fields;
-    RecordColumns {
-        id: &deal.id,
-        archived: deal.meta.archived,
-        owner_id: fields.owner_id,
-        account_id: Some(fields.account_id),
-        stage: Some(deal.stage.as_str()),
-        external_id: fields.external_id.as_ref().map(|e| e.as_str()),
-        search: search_text([Some(fields.title.as_str())]),
-    }
-    .row(view)
-}
-
 /// Inserts or replaces rows, many to a statement.
 async fn upsert(conn: &mut dyn Exec, prefix: &str, table: &Table, rows: Vec<Vec<Cell>>) -> Result<(), ProjectionError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let width = table.columns.len();
+    let columns: Vec<&str> = table.column_names().collect();
+    let width = columns.len();
     let rows_per_statement = (ROWS_PER_STATEMENT_MAX * 4 / width).max(1);
-    let updates: Vec<String> = table.columns[1..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
+    let updates: Vec<String> = columns[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
     for chunk in rows.chunks(rows_per_statement) {
-        let mut sql = format!(
-            "INSERT INTO {prefix}{} ({}) VALUES ",
-            table.name,
-            table.columns.join(", ")
-        );
+        let mut sql = format!("INSERT INTO {prefix}{} ({}) VALUES ", table.name, columns.join(", "));
         for (n, _) in chunk.iter().enumerate() {
             let placeholders = conn.dialect().parameters(n * width + 1, width);
             if n > 0 {

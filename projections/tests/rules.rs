@@ -2,10 +2,12 @@
 
 mod support;
 
-use domain::{Pipeline, RecordKind};
-use projections::reports::{self, QualityThresholds};
+use domain::RecordKind;
+use projections::reports::{
+    self, DataQualityReport, NeglectedAccountsReport, OwnersReport, PipelineReport, QualityThresholds, ReportRequest,
+};
 use serde_json::json;
-use support::{History, day0, days_ago};
+use support::{History, day0, days_ago, report};
 use uuid::Uuid;
 
 fn thresholds() -> QualityThresholds {
@@ -19,8 +21,42 @@ fn ids<T>(entries: &[T], id: impl Fn(&T) -> Uuid) -> Vec<Uuid> {
     entries.iter().map(id).collect()
 }
 
-fn quality(history: &History) -> reports::DataQualityReport {
-    reports::data_quality(&history.model(), &Pipeline::default(), day0(), thresholds())
+fn quality_with(history: &History, thresholds: QualityThresholds) -> DataQualityReport {
+    let request = ReportRequest::DataQuality {
+        thresholds,
+        scope: reports::Scope::default(),
+        page: reports::PageRequest::default(),
+    };
+    report(&history.model(), request)
+}
+
+fn quality(history: &History) -> DataQualityReport {
+    quality_with(history, thresholds())
+}
+
+fn pipeline(history: &History) -> PipelineReport {
+    let request = ReportRequest::Pipeline {
+        scope: reports::Scope::default(),
+        page: reports::PageRequest::default(),
+    };
+    report(&history.model(), request)
+}
+
+fn neglected(history: &History) -> NeglectedAccountsReport {
+    let request = ReportRequest::NeglectedAccounts {
+        days: 30,
+        scope: reports::Scope::default(),
+        page: reports::PageRequest::default(),
+    };
+    report(&history.model(), request)
+}
+
+fn owners(history: &History) -> OwnersReport {
+    let request = ReportRequest::Owners {
+        thresholds: thresholds(),
+        scope: reports::Scope::default(),
+    };
+    report(&history.model(), request)
 }
 
 #[test]
@@ -108,7 +144,7 @@ fn archived_records_leave_every_report() {
         "an archived contact is nobody's duplicate: {:?}",
         report.duplicates
     );
-    let neglected = reports::neglected_accounts(&history.model(), day0(), 30);
+    let neglected = neglected(&history);
     assert!(neglected.accounts.is_empty(), "its only customer contact is archived");
 }
 
@@ -141,7 +177,7 @@ fn records_with_no_owner_are_listed_without_one_and_counted_as_unowned() {
             .map(|o| (o.name.as_str(), o.department.as_str())),
         Some(("Ann", "Sales"))
     );
-    let owners = reports::owners(&history.model(), day0(), thresholds());
+    let owners = owners(&history);
     assert_eq!(owners.unowned.records, 1);
     assert_eq!(owners.unowned.stale, 1);
     let ann_line = owners
@@ -176,7 +212,7 @@ fn incomplete_contacts_name_what_is_missing_and_score_completeness() {
     let entries: Vec<(Uuid, Vec<&str>, f64)> = report
         .incomplete
         .iter()
-        .map(|e| (e.id, e.missing.clone(), e.completeness))
+        .map(|e| (e.id, e.missing.iter().map(String::as_str).collect(), e.completeness))
         .collect();
     assert_eq!(
         entries,
@@ -251,7 +287,7 @@ fn deals_rot_after_their_stage_rotting_days_measured_from_entering_the_stage() {
     history.move_deal(fresh, "negotiation", "system", days_ago(7));
     let closed = deal(&mut history, "Won long ago");
     history.close_deal(closed, true, "system", days_ago(50));
-    let report = reports::pipeline(&history.model(), &Pipeline::default(), day0());
+    let report = pipeline(&history);
     assert_eq!(
         ids(&report.rotting_deals, |d| d.id),
         [rotting],
@@ -283,7 +319,7 @@ fn pipeline_sums_amounts_per_currency_and_weights_them_by_stage() {
         "system",
         days_ago(1),
     );
-    let report = reports::pipeline(&history.model(), &Pipeline::default(), day0());
+    let report = pipeline(&history);
     let proposal = report
         .stages
         .iter()
@@ -337,7 +373,7 @@ fn neglected_accounts_have_open_deals_or_customers_and_no_recent_interaction() {
         days_ago(10),
     );
     let idle = history.account(json!({"name": "Nothing to lose"}), "system", days_ago(400));
-    let report = reports::neglected_accounts(&history.model(), day0(), 30);
+    let report = neglected(&history);
     assert_eq!(
         ids(&report.accounts, |a| a.id),
         [never, quiet],
@@ -358,17 +394,14 @@ fn neglected_accounts_have_open_deals_or_customers_and_no_recent_interaction() {
 fn changing_a_threshold_applies_to_all_history() {
     let mut history = History::default();
     history.contact(json!({"name": "Forty Days"}), "system", days_ago(40));
-    let model = history.model();
-    let strict = reports::data_quality(
-        &model,
-        &Pipeline::default(),
-        day0(),
+    let strict = quality_with(
+        &history,
         QualityThresholds {
             stale_days: 30,
             never_updated_days: 30,
         },
     );
-    let lenient = reports::data_quality(&model, &Pipeline::default(), day0(), thresholds());
+    let lenient = quality(&history);
     assert_eq!((strict.summary.stale, lenient.summary.stale), (1, 0));
 }
 

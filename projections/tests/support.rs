@@ -244,3 +244,71 @@ impl History {
         model
     }
 }
+
+/// A report over a model measured at `as_of`, as the product answers it: the
+/// model put in tables of its own and read by the live queries.
+pub fn reports_json(
+    model: &CrmModel,
+    requests: &[projections::reports::ReportRequest],
+    as_of: DateTime<Utc>,
+) -> Vec<Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(projections::reports::of_model(
+            model,
+            &Pipeline::default(),
+            requests,
+            as_of,
+        ))
+        .expect("report")
+}
+
+/// `report_json` at day 0, typed.
+pub fn report<T: serde::de::DeserializeOwned>(model: &CrmModel, request: projections::reports::ReportRequest) -> T {
+    let mut reports = reports_json(model, &[request], day0());
+    serde_json::from_value(reports.pop().unwrap_or_default()).expect("the report has its type")
+}
+
+/// The thresholds the report properties use.
+pub fn thresholds() -> projections::reports::QualityThresholds {
+    projections::reports::QualityThresholds {
+        stale_days: 60,
+        never_updated_days: 20,
+    }
+}
+
+/// Every report, and each data-quality list on its own.
+pub fn every_report() -> Vec<projections::reports::ReportRequest> {
+    use projections::reports::{PageRequest, QualityList, ReportRequest, Scope};
+    let (scope, page) = (Scope::default(), PageRequest::default());
+    let mut requests = vec![
+        ReportRequest::Pipeline {
+            scope: scope.clone(),
+            page: page.clone(),
+        },
+        ReportRequest::DataQuality {
+            thresholds: thresholds(),
+            scope: scope.clone(),
+            page: page.clone(),
+        },
+        ReportRequest::NeglectedAccounts {
+            days: 30,
+            scope: scope.clone(),
+            page: page.clone(),
+        },
+        ReportRequest::Owners {
+            thresholds: thresholds(),
+            scope: scope.clone(),
+        },
+    ];
+    requests.extend(QualityList::ALL.into_iter().map(|list| ReportRequest::QualityList {
+        list,
+        thresholds: thresholds(),
+        scope: scope.clone(),
+        page: page.clone(),
+    }));
+    requests
+}

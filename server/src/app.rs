@@ -505,9 +505,9 @@ impl From<projections::ProjectionError> for AppError {
         match error {
             projections::ProjectionError::Store(error) => Self::Store(error),
             projections::ProjectionError::Unreadable { position, reason } => Self::Unreadable { position, reason },
-            other @ (projections::ProjectionError::Database(_) | projections::ProjectionError::ReadModel(_)) => {
-                Self::ReadModel(other.to_string())
-            }
+            other @ (projections::ProjectionError::Database(_)
+            | projections::ProjectionError::ReadModel(_)
+            | projections::ProjectionError::BadRequest(_)) => Self::ReadModel(other.to_string()),
         }
     }
 }

@@ -122,6 +122,8 @@ enum Command {
         /// Report as of this time (RFC 3339): folds the events that had happened by then.
         #[arg(long, global = true)]
         as_of: Option<chrono::DateTime<Utc>>,
+        #[command(flatten)]
+        scope: ReportScope,
     },
     /// Every change to a record, oldest first, with who made it.
     History { kind: RecordKind, id: Uuid },
@@ -154,6 +156,26 @@ enum Command {
     },
 }
 
+/// Which records a report covers, and which page of its list.
+#[derive(Debug, clap::Args)]
+struct ReportScope {
+    /// Only records this user owns.
+    #[arg(long, global = true)]
+    owner_id: Option<Uuid>,
+    /// Only records owned by people of this department.
+    #[arg(long, global = true)]
+    department: Option<String>,
+    /// Only records of this kind (contact, account, deal).
+    #[arg(long, global = true, value_parser = ["contact", "account", "deal"])]
+    kind: Option<String>,
+    /// Entries per list.
+    #[arg(long, global = true, default_value_t = projections::reports::REPORT_PAGE_DEFAULT)]
+    limit: usize,
+    /// The next page of a list (the cursor the page before printed).
+    #[arg(long, global = true)]
+    cursor: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum ReportKind {
     /// Open deals per stage, weighted amounts, win rate, rotting deals.
@@ -164,6 +186,12 @@ enum ReportKind {
         stale_days: u32,
         #[arg(long, default_value_t = 30)]
         never_updated_days: u32,
+        /// One list only, a page at a time (stale, never_updated, incomplete, duplicates, rotting_deals).
+        #[arg(long)]
+        list: Option<String>,
+        /// incomplete: only records missing this (owner, email or phone, ...).
+        #[arg(long)]
+        missing: Option<String>,
     },
     /// Accounts with open deals or customers and no interaction for DAYS.
     NeglectedAccounts {
@@ -317,7 +345,7 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
         Command::Show { kind, id } => show(&app, kind, id).await,
         Command::Events { after, limit } => events(&store, after, limit).await,
         Command::Verify => verify(&store).await,
-        Command::Report { report, as_of } => run_report(&app, report, as_of, now).await,
+        Command::Report { report, as_of, scope } => run_report(&app, report, scope, as_of, now).await,
         Command::History { kind, id } => history(&store, kind, id).await,
         Command::Timeline { kind, id } => timeline(&store, kind, id).await,
         Command::Audit {
@@ -598,36 +626,79 @@ async fn projector(store: &Store) -> Result<std::sync::Arc<projections::Projecto
 async fn run_report(
     app: &App,
     report: ReportKind,
+    scope: ReportScope,
     as_of: Option<chrono::DateTime<Utc>>,
     now: chrono::DateTime<Utc>,
 ) -> Result<Output, String> {
-    use crate::queries::ReportRequest;
-    use projections::reports::QualityThresholds;
+    use projections::reports::{PageRequest, QualityList, QualityThresholds, ReportRequest, Scope};
     let projector = projector(&app.store).await?;
+    let kind = scope
+        .kind
+        .as_deref()
+        .and_then(|raw| RecordKind::ALL.into_iter().find(|k| k.as_str() == raw));
+    let mut filter = Scope {
+        owner_id: scope.owner_id,
+        department: scope.department,
+        kind,
+        missing: None,
+    };
+    let page = PageRequest {
+        cursor: scope.cursor,
+        limit: scope.limit.clamp(1, projections::reports::REPORT_PAGE_MAX),
+    };
+    let thresholds = |stale_days, never_updated_days| QualityThresholds {
+        stale_days,
+        never_updated_days,
+    };
     let (request, render): (ReportRequest, fn(&Value) -> String) = match report {
-        ReportKind::Pipeline => (ReportRequest::Pipeline, crate::render::pipeline),
+        ReportKind::Pipeline => (ReportRequest::Pipeline { scope: filter, page }, crate::render::pipeline),
         ReportKind::DataQuality {
             stale_days,
             never_updated_days,
-        } => (
-            ReportRequest::DataQuality(QualityThresholds {
-                stale_days,
-                never_updated_days,
-            }),
-            crate::render::data_quality,
-        ),
+            list,
+            missing,
+        } => {
+            filter.missing = missing;
+            let thresholds = thresholds(stale_days, never_updated_days);
+            match list {
+                None => (
+                    ReportRequest::DataQuality {
+                        thresholds,
+                        scope: filter,
+                        page,
+                    },
+                    crate::render::data_quality,
+                ),
+                Some(name) => {
+                    let list = QualityList::parse(&name).ok_or_else(|| {
+                        format!("no data-quality list {name:?}; one of stale, never_updated, incomplete, duplicates, rotting_deals")
+                    })?;
+                    let request = ReportRequest::QualityList {
+                        list,
+                        thresholds,
+                        scope: filter,
+                        page,
+                    };
+                    (request, crate::render::quality_list)
+                }
+            }
+        }
         ReportKind::NeglectedAccounts { days } => (
-            ReportRequest::NeglectedAccounts { days },
+            ReportRequest::NeglectedAccounts {
+                days,
+                scope: filter,
+                page,
+            },
             crate::render::neglected_accounts,
         ),
         ReportKind::Owners {
             stale_days,
             never_updated_days,
         } => (
-            ReportRequest::Owners(QualityThresholds {
-                stale_days,
-                never_updated_days,
-            }),
+            ReportRequest::Owners {
+                thresholds: thresholds(stale_days, never_updated_days),
+                scope: filter,
+            },
             crate::render::owners,
         ),
     };

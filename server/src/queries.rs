@@ -4,52 +4,13 @@
 use chrono::{DateTime, Utc};
 use domain::{Pipeline, RecordKind};
 use eventstore::StoreError;
-use projections::reports::{self, QualityThresholds};
-use projections::{CrmModel, HistoryEntry, ProjectionError, Projector, TimelineItem};
+use projections::reports::ReportRequest;
+use projections::{HistoryEntry, ProjectionError, Projector, TimelineItem};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Runs `report` over the live read models measured now (`live` loads
-/// what the report reads), or over the model as it stood at `as_of`: the
-/// same report function either way.
-pub async fn at<R>(
-    projector: &Projector,
-    as_of: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-    live: Reads,
-    report: impl FnOnce(&CrmModel, DateTime<Utc>) -> R,
-) -> Result<R, ProjectionError> {
-    match as_of {
-        None => {
-            projector.catch_up().await?;
-            let model = match live {
-                Reads::Deals => projector.deals().await?,
-                Reads::Records => projector.whole(false).await?,
-            };
-            Ok(report(&model, now))
-        }
-        Some(as_of) => Ok(report(&projector.as_of(as_of).await?, as_of)),
-    }
-}
-
-/// What a live report reads from the tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reads {
-    /// Users and deals.
-    Deals,
-    /// Users, contacts, accounts and deals (never interactions).
-    Records,
-}
-
-/// Which report, with its parameters.
-#[derive(Debug, Clone)]
-pub enum ReportRequest {
-    Pipeline,
-    DataQuality(QualityThresholds),
-    NeglectedAccounts { days: u32 },
-    Owners(QualityThresholds),
-}
-
+/// Answers a report over the live read models measured now, or as the
+/// log stood at `as_of`: the same queries either way.
 pub async fn report(
     projector: &Projector,
     pipeline: &Pipeline,
@@ -57,25 +18,7 @@ pub async fn report(
     as_of: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<Value, ProjectionError> {
-    let json = |value: Result<Value, serde_json::Error>| value.expect("reports serialise");
-    let reads = match request {
-        ReportRequest::Pipeline => Reads::Deals,
-        _ => Reads::Records,
-    };
-    at(projector, as_of, now, reads, |model, as_of| match request {
-        ReportRequest::Pipeline => json(serde_json::to_value(reports::pipeline(model, pipeline, as_of))),
-        ReportRequest::DataQuality(thresholds) => json(serde_json::to_value(reports::data_quality(
-            model,
-            pipeline,
-            as_of,
-            *thresholds,
-        ))),
-        ReportRequest::NeglectedAccounts { days } => {
-            json(serde_json::to_value(reports::neglected_accounts(model, as_of, *days)))
-        }
-        ReportRequest::Owners(thresholds) => json(serde_json::to_value(reports::owners(model, as_of, *thresholds))),
-    })
-    .await
+    projector.report(pipeline, request, as_of, now).await
 }
 
 /// Why a record query found nothing to show.

@@ -141,7 +141,28 @@ pub fn data_quality(report: &Value) -> String {
     );
     out += &clock_list("stale", &report["stale"]);
     out += &clock_list("never updated", &report["never_updated"]);
-    let incomplete: Vec<Vec<String>> = items(&report["incomplete"])
+    out += &incomplete(&report["incomplete"]);
+    out += &duplicates(&report["duplicates"]);
+    out += &rotting(&report["rotting_deals"]);
+    for (list, total) in [
+        ("stale", &s["stale"]),
+        ("never_updated", &s["never_updated"]),
+        ("incomplete", &s["incomplete"]),
+        ("duplicates", &s["duplicate_groups"]),
+        ("rotting_deals", &s["rotting_deals"]),
+    ] {
+        if let Some(cursor) = report["next_cursors"][list].as_str() {
+            out += &format!(
+                "{list}: {} shown of {total}; more with --list {list} --cursor {cursor}\n",
+                items(&report[list]).count()
+            );
+        }
+    }
+    out
+}
+
+fn incomplete(entries: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(entries)
         .map(|e| {
             vec![
                 text(&e["kind"]),
@@ -152,13 +173,18 @@ pub fn data_quality(report: &Value) -> String {
             ]
         })
         .collect();
-    if !incomplete.is_empty() {
-        out += &format!(
-            "incomplete:\n{}\n",
-            table(&["kind", "name", "owner", "why", "completeness"], incomplete)
-        );
+    if rows.is_empty() {
+        return "incomplete: none\n".into();
     }
-    for group in items(&report["duplicates"]) {
+    format!(
+        "incomplete:\n{}\n",
+        table(&["kind", "name", "owner", "why", "completeness"], rows)
+    )
+}
+
+fn duplicates(groups: &Value) -> String {
+    let mut out = String::new();
+    for group in items(groups) {
         let names: Vec<String> = items(&group["records"]).map(|r| text(&r["name"])).collect();
         out += &format!(
             "duplicates ({}: {}): {}\n",
@@ -167,7 +193,23 @@ pub fn data_quality(report: &Value) -> String {
             names.join(", ")
         );
     }
-    out + &rotting(&report["rotting_deals"])
+    out
+}
+
+/// One page of one data-quality list, and where the next starts.
+pub fn quality_list(page: &Value) -> String {
+    let items_of = &page["items"];
+    let mut out = match page["list"].as_str() {
+        Some("incomplete") => incomplete(items_of),
+        Some("duplicates") => duplicates(items_of),
+        Some("rotting_deals") => rotting(items_of),
+        _ => clock_list(&text(&page["list"]), items_of),
+    };
+    out += &format!("{} shown of {}", items(items_of).count(), page["total"]);
+    match page["next_cursor"].as_str() {
+        Some(cursor) => out + &format!("; next page: --cursor {cursor}\n"),
+        None => out + "\n",
+    }
 }
 
 pub fn neglected_accounts(report: &Value) -> String {
@@ -182,12 +224,17 @@ pub fn neglected_accounts(report: &Value) -> String {
             ]
         })
         .collect();
-    format!(
-        "Neglected accounts as of {} (no interaction for {} days)\n{}",
+    let mut out = format!(
+        "Neglected accounts as of {} (no interaction for {} days): {}\n{}",
         text(&report["as_of"]),
         report["days"],
+        report["total"],
         table(&["account", "owner", "why", "departments that touched it"], rows)
-    )
+    );
+    if let Some(cursor) = report["next_cursor"].as_str() {
+        out += &format!("\nnext page: --cursor {cursor}");
+    }
+    out
 }
 
 pub fn owners(report: &Value) -> String {

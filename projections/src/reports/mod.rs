@@ -1,27 +1,37 @@
-//! Reports: pure queries over a folded `CrmModel`, measured at `as_of`.
-//! The same functions answer live reports (the live model, `as_of` now) and
-//! reports as of a past date (a model folded from the events that had
-//! happened by then). Every list has a stable order, so the same model gives
-//! the same JSON, byte for byte.
+//! Reports: indexed queries over the read-model tables, measured at
+//! `as_of`. The same queries answer live reports (the live tables, `as_of`
+//! now) and reports as of a past date (the same tables, filled from the
+//! model folded up to then). Every list is sorted by a stored value and the
+//! record id, and cut into cursor pages; every summary is a `COUNT` that
+//! never reads the entries it counts. So a report costs what its page holds,
+//! and the same tables give the same JSON, byte for byte.
 
+mod duplicates;
 mod neglected;
 mod owners;
 mod pipeline;
 mod quality;
+pub(crate) mod query;
 
-use chrono::{DateTime, Duration, Utc};
-use domain::{DealStatus, RecordKind};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use domain::{Pipeline, RecordKind};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
-use crate::model::{CrmModel, RecordMeta};
+use crate::ProjectionError;
+use crate::model::UserView;
+use crate::schema::{ACCOUNTS, CONTACTS, DEALS, LIVE, Table};
+use crate::sql::{Exec, Kind};
+use query::Sql;
 
-pub use neglected::{NeglectedAccount, NeglectedAccountsReport, neglected_accounts};
-pub use owners::{OwnerLine, OwnersReport, UnownedLine, owners};
-pub use pipeline::{Amounts, PipelineReport, PipelineTotals, RottingDeal, StageLine, pipeline, rotting_deals};
-pub use quality::{
-    ClockEntry, DataQualityReport, DuplicateGroup, DuplicateMember, IncompleteEntry, QualitySummary, data_quality,
-};
+pub use duplicates::{DuplicateGroup, DuplicateMember};
+pub use neglected::{NeglectedAccount, NeglectedAccountsReport};
+pub use owners::{OwnerLine, OwnersReport, UnownedLine};
+pub use pipeline::{Amounts, PipelineReport, PipelineTotals, RottingDeal, StageLine};
+pub use quality::{ClockEntry, DataQualityReport, IncompleteEntry, QualityCursors, QualitySummary};
 
 /// When a record counts as stale or never updated. Changing a threshold
 /// applies to all history: every report is a replay.
@@ -43,81 +53,287 @@ impl Default for QualityThresholds {
     }
 }
 
+/// Which records a report covers: every filter a report takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Only records this user owns.
+    pub owner_id: Option<Uuid>,
+    /// Only records owned by people of this department.
+    pub department: Option<String>,
+    /// Only records of this kind (contact, account or deal).
+    pub kind: Option<RecordKind>,
+    /// incomplete: only records missing this (`owner`, `email or phone`, ...).
+    pub missing: Option<String>,
+}
+
+/// Which page of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The `next_cursor` of the page before; none for the first page.
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+/// Entries per report list page unless asked otherwise.
+pub const REPORT_PAGE_DEFAULT: usize = 100;
+/// Entries per report list page at most.
+pub const REPORT_PAGE_MAX: usize = 500;
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self {
+            cursor: None,
+            limit: REPORT_PAGE_DEFAULT,
+        }
+    }
+}
+
+/// One of the data-quality report's lists, paged on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QualityList {
+    Stale,
+    NeverUpdated,
+    Incomplete,
+    Duplicates,
+    RottingDeals,
+}
+
+impl QualityList {
+    pub const ALL: [Self; 5] = [
+        Self::Stale,
+        Self::NeverUpdated,
+        Self::Incomplete,
+        Self::Duplicates,
+        Self::RottingDeals,
+    ];
+
+    /// The list's name in paths and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Stale => "stale",
+            Self::NeverUpdated => "never_updated",
+            Self::Incomplete => "incomplete",
+            Self::Duplicates => "duplicates",
+            Self::RottingDeals => "rotting_deals",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|list| list.name() == name)
+    }
+}
+
+/// A report and its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportRequest {
+    Pipeline {
+        scope: Scope,
+        page: PageRequest,
+    },
+    DataQuality {
+        thresholds: QualityThresholds,
+        scope: Scope,
+        page: PageRequest,
+    },
+    /// One list of the data-quality report, a page at a time.
+    QualityList {
+        list: QualityList,
+        thresholds: QualityThresholds,
+        scope: Scope,
+        page: PageRequest,
+    },
+    NeglectedAccounts {
+        days: u32,
+        scope: Scope,
+        page: PageRequest,
+    },
+    Owners {
+        thresholds: QualityThresholds,
+        scope: Scope,
+    },
+}
+
+/// A page of one list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListPage<T> {
+    pub as_of: DateTime<Utc>,
+    pub list: String,
+    /// Entries in the whole list (all pages), within the scope.
+    pub total: u64,
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
 /// The owner of a record, as a manager reads it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerRef {
     pub id: Uuid,
     pub name: String,
     pub department: String,
 }
 
-pub(crate) fn owner_ref(model: &CrmModel, owner_id: Option<Uuid>) -> Option<OwnerRef> {
-    let user = owner_id.and_then(|id| model.users.get(&id))?;
-    Some(OwnerRef {
-        id: user.id,
-        name: user.name.clone(),
-        department: user.department.clone(),
+/// What a report reads besides its rows: the users (few: they name every
+/// owner), the scope resolved against them, and the instant it measures at.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub users: BTreeMap<Uuid, UserView>,
+    pub as_of: DateTime<Utc>,
+    /// The owners a scope allows; `None` for everyone (and nobody).
+    pub owners: Option<Vec<Uuid>>,
+    pub kind: Option<RecordKind>,
+    pub missing: Option<i64>,
+}
+
+impl Context {
+    pub fn owner_ref(&self, owner_id: Option<Uuid>) -> Option<OwnerRef> {
+        let user = owner_id.and_then(|id| self.users.get(&id))?;
+        Some(OwnerRef {
+            id: user.id,
+            name: user.name.clone(),
+            department: user.department.clone(),
+        })
+    }
+
+    /// ` AND owner_id IN (...)` when the scope names owners.
+    pub fn scope(&self, sql: &mut Sql) {
+        if let Some(owners) = &self.owners {
+            sql.push(" AND owner_id IN ");
+            sql.bind_ids(owners);
+        }
+    }
+
+    /// The record tables the scope's kind allows, among `tables`.
+    pub fn tables<'t>(&self, tables: &[&'t Table]) -> Vec<&'t Table> {
+        tables
+            .iter()
+            .filter(|t| {
+                self.kind
+                    .is_none_or(|kind| crate::rows::kind_of_table(t.name) == Some(kind))
+            })
+            .copied()
+            .collect()
+    }
+}
+
+/// The three record tables.
+pub(crate) const RECORD_TABLES: [&Table; 3] = [&CONTACTS, &ACCOUNTS, &DEALS];
+
+async fn load_users(conn: &mut dyn Exec) -> Result<BTreeMap<Uuid, UserView>, ProjectionError> {
+    let sql = format!("SELECT id, view FROM {LIVE}users ORDER BY id");
+    let rows = conn.fetch(&sql, Vec::new(), &[Kind::Text, Kind::Text]).await?;
+    let mut users = BTreeMap::new();
+    for row in rows {
+        let raw = row.get(1).cloned().and_then(|c| c.into_text()).unwrap_or_default();
+        let user: UserView = serde_json::from_str(&raw)
+            .map_err(|e| ProjectionError::ReadModel(format!("a users row does not decode: {e}")))?;
+        users.insert(user.id, user);
+    }
+    Ok(users)
+}
+
+fn context(users: BTreeMap<Uuid, UserView>, scope: &Scope, as_of: DateTime<Utc>) -> Result<Context, ProjectionError> {
+    let mut owners: Option<Vec<Uuid>> = scope.owner_id.map(|id| vec![id]);
+    if let Some(department) = &scope.department {
+        let members = users.values().filter(|u| &u.department == department).map(|u| u.id);
+        owners = Some(match owners {
+            Some(ids) => ids
+                .into_iter()
+                .filter(|id| users.get(id).is_some_and(|u| &u.department == department))
+                .collect(),
+            None => members.collect(),
+        });
+    }
+    let missing = match &scope.missing {
+        None => None,
+        Some(name) => Some(crate::rows::check_bit(name).ok_or_else(|| {
+            ProjectionError::BadRequest(format!(
+                "missing={name:?} names no completeness check; one of: {}",
+                crate::rows::CHECKS.join(", ")
+            ))
+        })?),
+    };
+    Ok(Context {
+        users,
+        as_of,
+        owners,
+        kind: scope.kind,
+        missing,
     })
+}
+
+/// Answers `request` from the tables `conn` reads (the live ones, or a
+/// model's as of a date), measured at `as_of`.
+pub(crate) async fn run(
+    conn: &mut dyn Exec,
+    config: &Pipeline,
+    request: &ReportRequest,
+    as_of: DateTime<Utc>,
+) -> Result<Value, ProjectionError> {
+    let users = load_users(conn).await?;
+    let json = |value: Result<Value, serde_json::Error>| value.map_err(|e| ProjectionError::ReadModel(e.to_string()));
+    match request {
+        ReportRequest::Pipeline { scope, page } => {
+            let context = context(users, scope, as_of)?;
+            json(serde_json::to_value(
+                pipeline::pipeline(conn, &context, config, page).await?,
+            ))
+        }
+        ReportRequest::DataQuality {
+            thresholds,
+            scope,
+            page,
+        } => {
+            let context = context(users, scope, as_of)?;
+            let report = quality::data_quality(conn, &context, config, *thresholds, page).await?;
+            json(serde_json::to_value(report))
+        }
+        ReportRequest::QualityList {
+            list,
+            thresholds,
+            scope,
+            page,
+        } => {
+            let context = context(users, scope, as_of)?;
+            quality::list(conn, &context, config, *list, *thresholds, page).await
+        }
+        ReportRequest::NeglectedAccounts { days, scope, page } => {
+            let context = context(users, scope, as_of)?;
+            json(serde_json::to_value(
+                neglected::neglected_accounts(conn, &context, *days, page).await?,
+            ))
+        }
+        ReportRequest::Owners { thresholds, scope } => {
+            let context = context(users, scope, as_of)?;
+            json(serde_json::to_value(owners::owners(conn, &context, *thresholds).await?))
+        }
+    }
+}
+
+/// Answers each of `requests` over a model (a fold of the log cut
+/// anywhere), put in tables of its own: what reports as of a date read, with
+/// the queries of the live tables.
+pub async fn of_model(
+    model: &crate::CrmModel,
+    config: &Pipeline,
+    requests: &[ReportRequest],
+    as_of: DateTime<Utc>,
+) -> Result<Vec<Value>, ProjectionError> {
+    let scratch = crate::tables::Tables::scratch(model).await?;
+    let mut reports = Vec::with_capacity(requests.len());
+    for request in requests {
+        match scratch.report(config, request, as_of).await {
+            Ok(report) => reports.push(report),
+            Err(error) => {
+                scratch.close().await;
+                return Err(error);
+            }
+        }
+    }
+    scratch.close().await;
+    Ok(reports)
 }
 
 /// Whole days from `from` to `to`, rounded down.
 pub(crate) fn days_between(from: DateTime<Utc>, to: DateTime<Utc>) -> i64 {
     (to - from).num_days()
-}
-
-/// Strictly more than `days` days: a record exactly N days old is not yet past N.
-pub(crate) fn older_than(from: DateTime<Utc>, as_of: DateTime<Utc>, days: u32) -> bool {
-    as_of - from > Duration::days(i64::from(days))
-}
-
-/// A live record that can go stale: a contact, an account or an open deal,
-/// not archived.
-#[derive(Debug, Clone)]
-pub(crate) struct Subject<'a> {
-    pub kind: RecordKind,
-    pub id: Uuid,
-    pub name: &'a str,
-    pub owner_id: Option<Uuid>,
-    pub meta: &'a RecordMeta,
-}
-
-pub(crate) fn subjects(model: &CrmModel) -> impl Iterator<Item = Subject<'_>> {
-    let contacts = model.contacts.values().map(|c| Subject {
-        kind: RecordKind::Contact,
-        id: c.id,
-        name: c.fields.name.as_str(),
-        owner_id: c.fields.owner_id,
-        meta: &c.meta,
-    });
-    let accounts = model.accounts.values().map(|a| Subject {
-        kind: RecordKind::Account,
-        id: a.id,
-        name: a.fields.name.as_str(),
-        owner_id: a.fields.owner_id,
-        meta: &a.meta,
-    });
-    let deals = model
-        .deals
-        .values()
-        .filter(|d| d.status == DealStatus::Open)
-        .map(|d| Subject {
-            kind: RecordKind::Deal,
-            id: d.id,
-            name: d.fields.title.as_str(),
-            owner_id: d.fields.owner_id,
-            meta: &d.meta,
-        });
-    contacts.chain(accounts).chain(deals).filter(|s| !s.meta.archived)
-}
-
-pub(crate) fn is_stale(meta: &RecordMeta, as_of: DateTime<Utc>, thresholds: &QualityThresholds) -> bool {
-    older_than(meta.last_touched_at, as_of, thresholds.stale_days)
-}
-
-/// Nothing happened since creation (no change, no interaction) for longer
-/// than the threshold.
-pub(crate) fn is_never_updated(meta: &RecordMeta, as_of: DateTime<Utc>, thresholds: &QualityThresholds) -> bool {
-    meta.version == 1
-        && meta.interaction_count == 0
-        && older_than(meta.created_at, as_of, thresholds.never_updated_days)
 }

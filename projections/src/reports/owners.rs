@@ -1,18 +1,21 @@
 //! Per owner: how many records each person owns, how many of them are stale
 //! or were never updated, and when the person last did anything, so a
-//! manager sees who is not keeping records up to date.
+//! manager sees who is not keeping records up to date. One `GROUP BY
+//! owner_id` per record table, read from its clock index alone.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{OwnerRef, QualityThresholds, is_never_updated, is_stale, subjects};
-use crate::model::CrmModel;
-use domain::RecordKind;
+use super::query::{Sql, cutoff, table_name};
+use super::{Context, OwnerRef, QualityThresholds, RECORD_TABLES};
+use crate::ProjectionError;
+use crate::sql::{Cell, Exec, Kind};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OwnerLine {
     pub owner: Option<OwnerRef>,
     pub role: Option<domain::Role>,
@@ -27,33 +30,65 @@ pub struct OwnerLine {
     pub last_activity_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UnownedLine {
     pub records: u64,
     pub stale: u64,
     pub never_updated: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OwnersReport {
     pub as_of: DateTime<Utc>,
     pub thresholds: QualityThresholds,
     pub owners: Vec<OwnerLine>,
-    /// Records nobody owns (or whose owner is not a known user).
+    /// Records nobody owns (or whose owner is not a known user); counted
+    /// only when the report is not narrowed to owners.
     pub unowned: UnownedLine,
 }
 
-pub fn owners(model: &CrmModel, as_of: DateTime<Utc>, thresholds: QualityThresholds) -> OwnersReport {
-    let mut lines: BTreeMap<Uuid, OwnerLine> = model
+/// Records, stale ones and never-updated ones per owner, in one table.
+async fn counts(
+    conn: &mut dyn Exec,
+    context: &Context,
+    table: &str,
+    thresholds: QualityThresholds,
+) -> Result<Vec<(Option<Uuid>, [u64; 3])>, ProjectionError> {
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("SELECT owner_id, COUNT(*), CAST(SUM(CASE WHEN touched_at < ");
+    sql.bind(Cell::Int(cutoff(context.as_of, thresholds.stale_days)));
+    sql.push(" THEN 1 ELSE 0 END) AS BIGINT), CAST(SUM(CASE WHEN fresh = 1 AND created_at < ");
+    sql.bind(Cell::Int(cutoff(context.as_of, thresholds.never_updated_days)));
+    let _ = write!(
+        sql.text,
+        " THEN 1 ELSE 0 END) AS BIGINT) FROM {table} WHERE subject = 1"
+    );
+    context.scope(&mut sql);
+    sql.push(" GROUP BY owner_id");
+    let rows = sql.fetch(conn, &[Kind::Text, Kind::Int, Kind::Int, Kind::Int]).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let owner = row[0].clone().into_text().and_then(|raw| Uuid::parse_str(&raw).ok());
+            let n = |i: usize| u64::try_from(row[i].as_int().unwrap_or(0)).unwrap_or(0);
+            (owner, [n(1), n(2), n(3)])
+        })
+        .collect())
+}
+
+pub(crate) async fn owners(
+    conn: &mut dyn Exec,
+    context: &Context,
+    thresholds: QualityThresholds,
+) -> Result<OwnersReport, ProjectionError> {
+    let in_scope = |id: &Uuid| context.owners.as_ref().is_none_or(|owners| owners.contains(id));
+    let mut lines: BTreeMap<Uuid, OwnerLine> = context
         .users
         .values()
+        .filter(|user| in_scope(&user.id))
         .map(|user| {
             let line = OwnerLine {
-                owner: Some(OwnerRef {
-                    id: user.id,
-                    name: user.name.clone(),
-                    department: user.department.clone(),
-                }),
+                owner: context.owner_ref(Some(user.id)),
                 role: Some(user.role),
                 last_activity_at: user.last_activity_at,
                 ..OwnerLine::default()
@@ -62,23 +97,23 @@ pub fn owners(model: &CrmModel, as_of: DateTime<Utc>, thresholds: QualityThresho
         })
         .collect();
     let mut unowned = UnownedLine::default();
-    for subject in subjects(model) {
-        let stale = is_stale(subject.meta, as_of, &thresholds);
-        let never_updated = is_never_updated(subject.meta, as_of, &thresholds);
-        let Some(line) = subject.owner_id.and_then(|id| lines.get_mut(&id)) else {
-            unowned.records += 1;
-            unowned.stale += u64::from(stale);
-            unowned.never_updated += u64::from(never_updated);
-            continue;
-        };
-        match subject.kind {
-            RecordKind::Contact => line.contacts += 1,
-            RecordKind::Account => line.accounts += 1,
-            _ => line.open_deals += 1,
+    for table in context.tables(&RECORD_TABLES) {
+        for (owner, [records, stale, never_updated]) in counts(conn, context, &table_name(table), thresholds).await? {
+            let Some(line) = owner.and_then(|id| lines.get_mut(&id)) else {
+                unowned.records += records;
+                unowned.stale += stale;
+                unowned.never_updated += never_updated;
+                continue;
+            };
+            match table.name {
+                "contacts" => line.contacts += records,
+                "accounts" => line.accounts += records,
+                _ => line.open_deals += records,
+            }
+            line.records_owned += records;
+            line.stale += stale;
+            line.never_updated += never_updated;
         }
-        line.records_owned += 1;
-        line.stale += u64::from(stale);
-        line.never_updated += u64::from(never_updated);
     }
     let mut owners: Vec<OwnerLine> = lines.into_values().collect();
     for line in &mut owners {
@@ -95,10 +130,10 @@ pub fn owners(model: &CrmModel, as_of: DateTime<Utc>, thresholds: QualityThresho
                 key(a).cmp(&key(b))
             })
     });
-    OwnersReport {
-        as_of,
+    Ok(OwnersReport {
+        as_of: context.as_of,
         thresholds,
         owners,
         unowned,
-    }
+    })
 }

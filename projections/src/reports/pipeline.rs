@@ -1,22 +1,29 @@
 //! The pipeline: where open deals stand, stage by stage in pipeline order,
 //! what they are worth (weighted by each stage's win probability), how long
-//! they have sat, which are rotting, and how many were won and lost.
+//! they have sat, which are rotting, and how many were won and lost. The
+//! figures are `GROUP BY` sums over the deals table; only the rotting deals
+//! are listed, a page at a time.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use domain::{DealStatus, Pipeline};
-use serde::Serialize;
+use domain::Pipeline;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{OwnerRef, days_between, older_than, owner_ref};
-use crate::model::{CrmModel, DealView, EventRef};
+use super::query::{Keyset, Sql, count, cutoff, keyset_page, next_cursor, table_name};
+use super::{Context, ListPage, OwnerRef, PageRequest, QualityList, days_between};
+use crate::ProjectionError;
+use crate::model::EventRef;
+use crate::schema::DEALS;
+use crate::sql::{Cell, Exec, Kind};
 
 /// Amounts in minor units, per ISO 4217 currency: deals in different
 /// currencies are never added together.
 pub type Amounts = BTreeMap<String, i64>;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageLine {
     pub stage: String,
     pub probability_percent: u8,
@@ -25,19 +32,20 @@ pub struct StageLine {
     pub configured: bool,
     pub count: u64,
     pub amount: Amounts,
+    /// The stage's amount per currency times its win probability.
     pub weighted_amount: Amounts,
     /// Mean days the stage's open deals have been in it; null when empty.
     pub average_days_in_stage: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineTotals {
     pub count: u64,
     pub amount: Amounts,
     pub weighted_amount: Amounts,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RottingDeal {
     pub id: Uuid,
     pub title: String,
@@ -50,7 +58,13 @@ pub struct RottingDeal {
     pub clock_reset_by: EventRef,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Where the rotting deals' second page starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RottingCursor {
+    pub rotting_deals: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineReport {
     pub as_of: DateTime<Utc>,
     pub stages: Vec<StageLine>,
@@ -59,18 +73,10 @@ pub struct PipelineReport {
     pub lost: u64,
     /// won / (won + lost); null before any deal closed.
     pub win_rate: Option<f64>,
+    /// Open deals in their stage past its rotting days, longest first (a page).
     pub rotting_deals: Vec<RottingDeal>,
-}
-
-fn open_deals(model: &CrmModel) -> impl Iterator<Item = &DealView> {
-    model
-        .deals
-        .values()
-        .filter(|d| !d.meta.archived && d.status == DealStatus::Open)
-}
-
-fn add(amounts: &mut Amounts, currency: &str, value: i64) {
-    *amounts.entry(currency.to_owned()).or_default() += value;
+    pub rotting_deals_total: u64,
+    pub next_cursors: RottingCursor,
 }
 
 fn round(value: f64, decimals: i32) -> f64 {
@@ -78,89 +84,197 @@ fn round(value: f64, decimals: i32) -> f64 {
     (value * scale).round() / scale
 }
 
-pub fn pipeline(model: &CrmModel, config: &Pipeline, as_of: DateTime<Utc>) -> PipelineReport {
+/// Open deals per (stage, currency): count, amount, and the sum of the
+/// seconds at which they entered their stage.
+struct Group {
+    stage: String,
+    currency: Option<String>,
+    count: u64,
+    amount: i64,
+    entered_seconds: i64,
+}
+
+async fn groups(conn: &mut dyn Exec, context: &Context) -> Result<Vec<Group>, ProjectionError> {
+    let mut sql = Sql::new(conn.dialect());
+    let _ = write!(
+        sql.text,
+        "SELECT stage, currency, COUNT(*), CAST(SUM(amount) AS BIGINT), \
+         CAST(SUM(stage_entered_at / 1000000) AS BIGINT) FROM {} WHERE subject = 1",
+        table_name(&DEALS)
+    );
+    context.scope(&mut sql);
+    sql.push(" GROUP BY stage, currency ORDER BY stage, currency");
+    let kinds = [Kind::Text, Kind::Text, Kind::Int, Kind::OptInt, Kind::OptInt];
+    let rows = sql.fetch(conn, &kinds).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Group {
+            stage: row[0].clone().into_text().unwrap_or_default(),
+            currency: row[1].clone().into_text(),
+            count: u64::try_from(row[2].as_int().unwrap_or(0)).unwrap_or(0),
+            amount: row[3].as_int().unwrap_or(0),
+            entered_seconds: row[4].as_int().unwrap_or(0),
+        })
+        .collect())
+}
+
+fn empty_line(stage: &str, probability_percent: u8, rotting_days: u32, configured: bool) -> StageLine {
+    StageLine {
+        stage: stage.to_owned(),
+        probability_percent,
+        rotting_days,
+        configured,
+        count: 0,
+        amount: Amounts::new(),
+        weighted_amount: Amounts::new(),
+        average_days_in_stage: None,
+    }
+}
+
+fn stage_lines(config: &Pipeline, groups: &[Group], as_of: DateTime<Utc>) -> Vec<StageLine> {
     let mut stages: Vec<StageLine> = config
         .stages()
         .iter()
-        .map(|s| StageLine {
-            stage: s.name.clone(),
-            probability_percent: s.probability_percent,
-            rotting_days: s.rotting_days,
-            configured: true,
-            count: 0,
-            amount: Amounts::new(),
-            weighted_amount: Amounts::new(),
-            average_days_in_stage: None,
-        })
+        .map(|s| empty_line(&s.name, s.probability_percent, s.rotting_days, true))
         .collect();
+    let mut entered: BTreeMap<String, i64> = BTreeMap::new();
+    for group in groups {
+        let index = match stages.iter().position(|line| line.stage == group.stage) {
+            Some(index) => index,
+            None => {
+                stages.push(empty_line(&group.stage, 0, 0, false));
+                stages.len() - 1
+            }
+        };
+        let line = &mut stages[index];
+        line.count += group.count;
+        *entered.entry(group.stage.clone()).or_default() += group.entered_seconds;
+        if let Some(currency) = &group.currency {
+            let weighted = i128::from(group.amount) * i128::from(line.probability_percent) / 100;
+            line.amount.insert(currency.clone(), group.amount);
+            line.weighted_amount
+                .insert(currency.clone(), i64::try_from(weighted).unwrap_or(i64::MAX));
+        }
+    }
+    for line in stages.iter_mut().filter(|line| line.count > 0) {
+        let sum_entered = entered.get(&line.stage).copied().unwrap_or(0) as f64;
+        let mean_seconds = as_of.timestamp() as f64 - sum_entered / line.count as f64;
+        line.average_days_in_stage = Some(round(mean_seconds / 86_400.0, 1));
+    }
+    stages
+}
+
+fn totals(stages: &[StageLine]) -> PipelineTotals {
     let mut totals = PipelineTotals {
         count: 0,
         amount: Amounts::new(),
         weighted_amount: Amounts::new(),
     };
-    let mut days_in_stage: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for deal in open_deals(model) {
-        let index = match stages.iter().position(|line| line.stage == deal.stage.as_str()) {
-            Some(index) => index,
-            None => {
-                stages.push(StageLine {
-                    stage: deal.stage.as_str().to_owned(),
-                    probability_percent: 0,
-                    rotting_days: 0,
-                    configured: false,
-                    count: 0,
-                    amount: Amounts::new(),
-                    weighted_amount: Amounts::new(),
-                    average_days_in_stage: None,
-                });
-                stages.len() - 1
-            }
-        };
-        let line = &mut stages[index];
-        line.count += 1;
-        totals.count += 1;
-        if let Some(amount) = &deal.fields.amount {
-            let currency = amount.currency().code();
-            let weighted = (i128::from(amount.value_minor()) * i128::from(line.probability_percent) / 100) as i64;
-            add(&mut line.amount, currency, amount.value_minor());
-            add(&mut line.weighted_amount, currency, weighted);
-            add(&mut totals.amount, currency, amount.value_minor());
-            add(&mut totals.weighted_amount, currency, weighted);
+    for line in stages {
+        totals.count += line.count;
+        for (currency, value) in &line.amount {
+            *totals.amount.entry(currency.clone()).or_default() += value;
         }
-        let days = (as_of - deal.stage_entered.occurred_at).num_seconds() as f64 / 86_400.0;
-        days_in_stage.entry(line.stage.clone()).or_default().push(days);
-    }
-    for line in &mut stages {
-        if let Some(days) = days_in_stage.get(&line.stage) {
-            line.average_days_in_stage = Some(round(days.iter().sum::<f64>() / days.len() as f64, 1));
+        for (currency, value) in &line.weighted_amount {
+            *totals.weighted_amount.entry(currency.clone()).or_default() += value;
         }
     }
-    let closed = model.deals.values().filter(|d| !d.meta.archived);
-    let won = closed.clone().filter(|d| d.status == DealStatus::Won).count() as u64;
-    let lost = closed.filter(|d| d.status == DealStatus::Lost).count() as u64;
-    let win_rate = (won + lost > 0).then(|| round(won as f64 / (won + lost) as f64, 4));
-    PipelineReport {
-        as_of,
+    totals
+}
+
+/// Won and lost deals (not archived), all time.
+async fn closed(conn: &mut dyn Exec, context: &Context) -> Result<(u64, u64), ProjectionError> {
+    let mut sql = Sql::new(conn.dialect());
+    let _ = write!(
+        sql.text,
+        "SELECT status, COUNT(*) FROM {} WHERE archived = 0 AND status IN ('won', 'lost')",
+        table_name(&DEALS)
+    );
+    context.scope(&mut sql);
+    sql.push(" GROUP BY status");
+    let (mut won, mut lost) = (0, 0);
+    for row in sql.fetch(conn, &[Kind::Text, Kind::Int]).await? {
+        let n = u64::try_from(row[1].as_int().unwrap_or(0)).unwrap_or(0);
+        match row[0].clone().into_text().as_deref() {
+            Some("won") => won = n,
+            _ => lost = n,
+        }
+    }
+    Ok((won, lost))
+}
+
+pub(crate) async fn pipeline(
+    conn: &mut dyn Exec,
+    context: &Context,
+    config: &Pipeline,
+    page: &PageRequest,
+) -> Result<PipelineReport, ProjectionError> {
+    let stages = stage_lines(config, &groups(conn, context).await?, context.as_of);
+    let (won, lost) = closed(conn, context).await?;
+    let rotting = rotting_page(conn, context, config, page).await?;
+    Ok(PipelineReport {
+        as_of: context.as_of,
+        totals: totals(&stages),
         stages,
-        totals,
         won,
         lost,
-        win_rate,
-        rotting_deals: rotting_deals(model, config, as_of),
-    }
+        win_rate: (won + lost > 0).then(|| round(won as f64 / (won + lost) as f64, 4)),
+        rotting_deals: rotting.items,
+        rotting_deals_total: rotting.total,
+        next_cursors: RottingCursor {
+            rotting_deals: rotting.next_cursor,
+        },
+    })
 }
 
 /// Open deals in a stage for longer than its rotting days, longest first.
 /// Deals in a stage the pipeline no longer defines never rot.
-pub fn rotting_deals(model: &CrmModel, config: &Pipeline, as_of: DateTime<Utc>) -> Vec<RottingDeal> {
-    let mut rotting: Vec<RottingDeal> = open_deals(model)
+pub(crate) async fn rotting_page(
+    conn: &mut dyn Exec,
+    context: &Context,
+    config: &Pipeline,
+    page: &PageRequest,
+) -> Result<ListPage<RottingDeal>, ProjectionError> {
+    let tables = if context.kind.is_none_or(|k| k == domain::RecordKind::Deal) {
+        vec![&DEALS]
+    } else {
+        Vec::new()
+    };
+    let after = page.cursor.as_deref().map(Keyset::parse).transpose()?;
+    let condition = |sql: &mut Sql| {
+        sql.push("subject = 1 AND (");
+        let stages = config.stages();
+        if stages.is_empty() {
+            sql.push("1 = 0");
+        }
+        for (n, stage) in stages.iter().enumerate() {
+            if n > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("(stage = ");
+            sql.bind(Cell::Text(Some(stage.name.clone())));
+            sql.push(" AND stage_entered_at < ");
+            sql.bind(Cell::Int(cutoff(context.as_of, stage.rotting_days)));
+            sql.push(")");
+        }
+        sql.push(")");
+        context.scope(sql);
+    };
+    let rows = keyset_page(conn, &tables, "stage_entered_at", after, page.limit, condition).await?;
+    let total = count(conn, &tables, condition).await?;
+    let next_cursor = next_cursor(&rows, page.limit, |(key, row)| Keyset {
+        key: *key,
+        id: row.id(),
+    });
+    let items = rows
+        .into_iter()
+        .filter_map(|(_, row)| match row {
+            super::query::RecordRow::Deal(deal) => Some(deal),
+            _ => None,
+        })
         .filter_map(|deal| {
             let stage = config.definition(deal.stage.as_str())?;
-            let entered = deal.stage_entered.occurred_at;
-            if !older_than(entered, as_of, stage.rotting_days) {
-                return None;
-            }
-            let days_in_stage = days_between(entered, as_of);
+            let days_in_stage = days_between(deal.stage_entered.occurred_at, context.as_of);
             Some(RottingDeal {
                 id: deal.id,
                 title: deal.fields.title.to_string(),
@@ -171,11 +285,16 @@ pub fn rotting_deals(model: &CrmModel, config: &Pipeline, as_of: DateTime<Utc>) 
                     "in {} for {days_in_stage} days; the stage rots after {}",
                     stage.name, stage.rotting_days
                 ),
-                owner: owner_ref(model, deal.fields.owner_id),
+                owner: context.owner_ref(deal.fields.owner_id),
                 clock_reset_by: deal.stage_entered.clone(),
             })
         })
         .collect();
-    rotting.sort_by(|a, b| b.days_in_stage.cmp(&a.days_in_stage).then(a.id.cmp(&b.id)));
-    rotting
+    Ok(ListPage {
+        as_of: context.as_of,
+        list: QualityList::RottingDeals.name().to_owned(),
+        total,
+        items,
+        next_cursor,
+    })
 }

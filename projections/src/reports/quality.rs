@@ -3,20 +3,23 @@
 //! why it is listed, who owns it, and (for the clock-based lists) which event
 //! last reset its clock, so nobody has to guess.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 use domain::{Pipeline, RecordKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
+use super::query::{Keyset, RecordRow, Sql, count, cutoff, keyset_page, next_cursor};
 use super::{
-    OwnerRef, QualityThresholds, RottingDeal, Subject, days_between, is_never_updated, is_stale, owner_ref,
-    rotting_deals, subjects,
+    Context, DuplicateGroup, ListPage, OwnerRef, PageRequest, QualityList, QualityThresholds, RECORD_TABLES,
+    RottingDeal, days_between, duplicates, pipeline,
 };
-use crate::model::{CrmModel, EventRef};
+use crate::ProjectionError;
+use crate::model::EventRef;
+use crate::rows::failed_checks;
+use crate::sql::Cell;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClockEntry {
     pub kind: RecordKind,
     pub id: Uuid,
@@ -30,35 +33,19 @@ pub struct ClockEntry {
     pub clock_reset_by: EventRef,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncompleteEntry {
     pub kind: RecordKind,
     pub id: Uuid,
     pub name: String,
     pub reason: String,
     pub owner: Option<OwnerRef>,
-    pub missing: Vec<&'static str>,
+    pub missing: Vec<String>,
     /// Share of the record's completeness checks it passes, 0 to 1.
     pub completeness: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DuplicateMember {
-    pub kind: RecordKind,
-    pub id: Uuid,
-    pub name: String,
-    pub owner: Option<OwnerRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DuplicateGroup {
-    pub reason: String,
-    /// The normalised value the records share.
-    pub key: String,
-    pub records: Vec<DuplicateMember>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QualitySummary {
     pub records: u64,
     pub stale: u64,
@@ -68,7 +55,18 @@ pub struct QualitySummary {
     pub rotting_deals: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Where each list's second page starts; null for a list that fits its first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QualityCursors {
+    pub stale: Option<String>,
+    pub never_updated: Option<String>,
+    pub incomplete: Option<String>,
+    pub duplicates: Option<String>,
+    pub rotting_deals: Option<String>,
+}
+
+/// The summary, and the first page of every list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataQualityReport {
     pub as_of: DateTime<Utc>,
     pub thresholds: QualityThresholds,
@@ -78,182 +76,218 @@ pub struct DataQualityReport {
     pub incomplete: Vec<IncompleteEntry>,
     pub duplicates: Vec<DuplicateGroup>,
     pub rotting_deals: Vec<RottingDeal>,
+    pub next_cursors: QualityCursors,
 }
 
-pub fn data_quality(
-    model: &CrmModel,
+pub(crate) async fn data_quality(
+    conn: &mut dyn crate::sql::Exec,
+    context: &Context,
     config: &Pipeline,
-    as_of: DateTime<Utc>,
     thresholds: QualityThresholds,
-) -> DataQualityReport {
-    let mut stale = Vec::new();
-    let mut never_updated = Vec::new();
-    let mut n_records = 0;
-    for subject in subjects(model) {
-        n_records += 1;
-        let days = days_between(subject.meta.last_touched_at, as_of);
-        if is_stale(subject.meta, as_of, &thresholds) {
-            let reason = format!("last touched {days} days ago; stale after {}", thresholds.stale_days);
-            stale.push(clock_entry(model, &subject, as_of, reason));
-        }
-        if is_never_updated(subject.meta, as_of, &thresholds) {
-            let age = days_between(subject.meta.created_at, as_of);
-            let reason = format!("created {age} days ago and never changed or contacted since");
-            never_updated.push(clock_entry(model, &subject, as_of, reason));
-        }
-    }
-    stale.sort_by(|a, b| b.days_since_touch.cmp(&a.days_since_touch).then(a.id.cmp(&b.id)));
-    never_updated.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-    let incomplete = incomplete(model);
-    let duplicates = duplicates(model);
-    let rotting = rotting_deals(model, config, as_of);
-    let summary = QualitySummary {
-        records: n_records,
-        stale: stale.len() as u64,
-        never_updated: never_updated.len() as u64,
-        incomplete: incomplete.len() as u64,
-        duplicate_groups: duplicates.len() as u64,
-        rotting_deals: rotting.len() as u64,
+    page: &PageRequest,
+) -> Result<DataQualityReport, ProjectionError> {
+    let first = PageRequest {
+        cursor: None,
+        limit: page.limit,
     };
-    DataQualityReport {
-        as_of,
+    let records = count(conn, &context.tables(&RECORD_TABLES), |sql| {
+        sql.push("subject = 1");
+        context.scope(sql);
+    })
+    .await?;
+    let stale = clock_page(conn, context, Clock::Stale, thresholds, &first).await?;
+    let never_updated = clock_page(conn, context, Clock::NeverUpdated, thresholds, &first).await?;
+    let incomplete = incomplete_page(conn, context, &first).await?;
+    let duplicates = duplicates::page(conn, context, &first).await?;
+    let rotting = pipeline::rotting_page(conn, context, config, &first).await?;
+    Ok(DataQualityReport {
+        as_of: context.as_of,
         thresholds,
-        summary,
-        stale,
-        never_updated,
-        incomplete,
-        duplicates,
-        rotting_deals: rotting,
-    }
+        summary: QualitySummary {
+            records,
+            stale: stale.total,
+            never_updated: never_updated.total,
+            incomplete: incomplete.total,
+            duplicate_groups: duplicates.total,
+            rotting_deals: rotting.total,
+        },
+        next_cursors: QualityCursors {
+            stale: stale.next_cursor,
+            never_updated: never_updated.next_cursor,
+            incomplete: incomplete.next_cursor,
+            duplicates: duplicates.next_cursor,
+            rotting_deals: rotting.next_cursor,
+        },
+        stale: stale.items,
+        never_updated: never_updated.items,
+        incomplete: incomplete.items,
+        duplicates: duplicates.items,
+        rotting_deals: rotting.items,
+    })
 }
 
-fn clock_entry(model: &CrmModel, subject: &Subject<'_>, as_of: DateTime<Utc>, reason: String) -> ClockEntry {
-    ClockEntry {
-        kind: subject.kind,
-        id: subject.id,
-        name: subject.name.to_owned(),
-        reason,
-        owner: owner_ref(model, subject.owner_id),
-        created_at: subject.meta.created_at,
-        last_touched_at: subject.meta.last_touched_at,
-        days_since_touch: days_between(subject.meta.last_touched_at, as_of),
-        clock_reset_by: subject.meta.last_touch.clone(),
-    }
+/// One page of one list.
+pub(crate) async fn list(
+    conn: &mut dyn crate::sql::Exec,
+    context: &Context,
+    config: &Pipeline,
+    list: QualityList,
+    thresholds: QualityThresholds,
+    page: &PageRequest,
+) -> Result<Value, ProjectionError> {
+    let value = match list {
+        QualityList::Stale => serde_json::to_value(clock_page(conn, context, Clock::Stale, thresholds, page).await?),
+        QualityList::NeverUpdated => {
+            serde_json::to_value(clock_page(conn, context, Clock::NeverUpdated, thresholds, page).await?)
+        }
+        QualityList::Incomplete => serde_json::to_value(incomplete_page(conn, context, page).await?),
+        QualityList::Duplicates => serde_json::to_value(duplicates::page(conn, context, page).await?),
+        QualityList::RottingDeals => serde_json::to_value(pipeline::rotting_page(conn, context, config, page).await?),
+    };
+    value.map_err(|e| ProjectionError::ReadModel(e.to_string()))
 }
 
-/// The checks each kind of record must pass to be complete, and whether it does.
-fn completeness_checks(model: &CrmModel, subject: &Subject<'_>) -> Vec<(&'static str, bool)> {
-    let has_owner = subject.owner_id.is_some();
-    match subject.kind {
-        RecordKind::Contact => {
-            let contact = &model.contacts[&subject.id];
-            vec![
-                (
-                    "email or phone",
-                    contact.fields.email.is_some() || contact.fields.phone.is_some(),
-                ),
-                ("owner", has_owner),
-                ("account", contact.fields.account_id.is_some()),
-            ]
-        }
-        RecordKind::Account => {
-            let account = &model.accounts[&subject.id];
-            vec![("owner", has_owner), ("domain", account.fields.domain.is_some())]
-        }
-        RecordKind::Deal => {
-            let deal = &model.deals[&subject.id];
-            vec![
-                ("owner", has_owner),
-                ("amount", deal.fields.amount.is_some()),
-                ("expected close", deal.fields.expected_close.is_some()),
-            ]
-        }
-        RecordKind::Interaction | RecordKind::User => vec![],
-    }
+/// The two lists measured by a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clock {
+    /// Last touched more than `stale_days` ago: longest untouched first.
+    Stale,
+    /// Nothing happened since creation, more than `never_updated_days`
+    /// ago: oldest first.
+    NeverUpdated,
 }
 
-fn incomplete(model: &CrmModel) -> Vec<IncompleteEntry> {
-    let mut entries: Vec<IncompleteEntry> = subjects(model)
-        .filter_map(|subject| {
-            let checks = completeness_checks(model, &subject);
-            let missing: Vec<&'static str> = checks.iter().filter(|(_, ok)| !ok).map(|(name, _)| *name).collect();
-            if missing.is_empty() {
-                return None;
+impl Clock {
+    fn list(self) -> QualityList {
+        match self {
+            Self::Stale => QualityList::Stale,
+            Self::NeverUpdated => QualityList::NeverUpdated,
+        }
+    }
+
+    /// The column the list is sorted by.
+    fn sort(self) -> &'static str {
+        match self {
+            Self::Stale => "touched_at",
+            Self::NeverUpdated => "created_at",
+        }
+    }
+
+    /// The `WHERE` terms of the list (the scope included).
+    fn condition(self, context: &Context, thresholds: QualityThresholds, sql: &mut Sql) {
+        match self {
+            Self::Stale => {
+                sql.push("subject = 1 AND touched_at < ");
+                sql.bind(Cell::Int(cutoff(context.as_of, thresholds.stale_days)));
             }
-            let passed = checks.len() - missing.len();
-            Some(IncompleteEntry {
-                kind: subject.kind,
-                id: subject.id,
-                name: subject.name.to_owned(),
-                reason: format!("missing {}", missing.join(", ")),
-                owner: owner_ref(model, subject.owner_id),
-                completeness: (passed as f64 / checks.len() as f64 * 100.0).round() / 100.0,
-                missing,
-            })
+            Self::NeverUpdated => {
+                sql.push("subject = 1 AND fresh = 1 AND created_at < ");
+                sql.bind(Cell::Int(cutoff(context.as_of, thresholds.never_updated_days)));
+            }
+        }
+        context.scope(sql);
+    }
+
+    fn reason(self, row: &RecordRow, as_of: DateTime<Utc>, thresholds: QualityThresholds) -> String {
+        let meta = row.meta();
+        match self {
+            Self::Stale => format!(
+                "last touched {} days ago; stale after {}",
+                days_between(meta.last_touched_at, as_of),
+                thresholds.stale_days
+            ),
+            Self::NeverUpdated => format!(
+                "created {} days ago and never changed or contacted since",
+                days_between(meta.created_at, as_of)
+            ),
+        }
+    }
+}
+
+async fn clock_page(
+    conn: &mut dyn crate::sql::Exec,
+    context: &Context,
+    clock: Clock,
+    thresholds: QualityThresholds,
+    page: &PageRequest,
+) -> Result<ListPage<ClockEntry>, ProjectionError> {
+    let tables = context.tables(&RECORD_TABLES);
+    let after = page.cursor.as_deref().map(Keyset::parse).transpose()?;
+    let condition = |sql: &mut Sql| clock.condition(context, thresholds, sql);
+    let rows = keyset_page(conn, &tables, clock.sort(), after, page.limit, condition).await?;
+    let total = count(conn, &tables, condition).await?;
+    let next_cursor = next_cursor(&rows, page.limit, |(key, row)| Keyset {
+        key: *key,
+        id: row.id(),
+    });
+    let items = rows
+        .iter()
+        .map(|(_, row)| {
+            let meta = row.meta();
+            ClockEntry {
+                kind: row.kind(),
+                id: row.id(),
+                name: row.name().to_owned(),
+                reason: clock.reason(row, context.as_of, thresholds),
+                owner: context.owner_ref(row.owner_id()),
+                created_at: meta.created_at,
+                last_touched_at: meta.last_touched_at,
+                days_since_touch: days_between(meta.last_touched_at, context.as_of),
+                clock_reset_by: meta.last_touch.clone(),
+            }
         })
         .collect();
-    entries.sort_by(|a, b| a.completeness.total_cmp(&b.completeness).then(a.id.cmp(&b.id)));
-    entries
+    Ok(ListPage {
+        as_of: context.as_of,
+        list: clock.list().name().to_owned(),
+        total,
+        items,
+        next_cursor,
+    })
 }
 
-/// Lower case, single spaces: "Ada  Lovelace" and "ada lovelace" are one name.
-fn normalized_name(name: &str) -> String {
-    name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
-}
-
-fn duplicates(model: &CrmModel) -> Vec<DuplicateGroup> {
-    let mut groups: BTreeMap<(&'static str, String), Vec<DuplicateMember>> = BTreeMap::new();
-    for contact in model.contacts.values().filter(|c| !c.meta.archived) {
-        let member = || DuplicateMember {
-            kind: RecordKind::Contact,
-            id: contact.id,
-            name: contact.fields.name.to_string(),
-            owner: owner_ref(model, contact.fields.owner_id),
-        };
-        if let Some(email) = &contact.fields.email {
-            groups
-                .entry(("same email", email.normalized()))
-                .or_default()
-                .push(member());
+/// Records failing a completeness check: least complete first.
+async fn incomplete_page(
+    conn: &mut dyn crate::sql::Exec,
+    context: &Context,
+    page: &PageRequest,
+) -> Result<ListPage<IncompleteEntry>, ProjectionError> {
+    let tables = context.tables(&RECORD_TABLES);
+    let after = page.cursor.as_deref().map(Keyset::parse).transpose()?;
+    let condition = |sql: &mut Sql| {
+        sql.push("subject = 1 AND missing <> 0");
+        if let Some(bit) = context.missing {
+            sql.push(" AND (missing & ");
+            sql.bind(Cell::Int(bit)).push(") <> 0");
         }
-        if let Some(phone) = &contact.fields.phone {
-            groups
-                .entry(("same phone", phone.as_str().to_owned()))
-                .or_default()
-                .push(member());
-        }
-        if let Some(account_id) = contact.fields.account_id {
-            let key = format!(
-                "{} @ account {account_id}",
-                normalized_name(contact.fields.name.as_str())
-            );
-            groups
-                .entry(("same name within one account", key))
-                .or_default()
-                .push(member());
-        }
-    }
-    for account in model.accounts.values().filter(|a| !a.meta.archived) {
-        if let Some(domain) = &account.fields.domain {
-            let member = DuplicateMember {
-                kind: RecordKind::Account,
-                id: account.id,
-                name: account.fields.name.to_string(),
-                owner: owner_ref(model, account.fields.owner_id),
-            };
-            groups
-                .entry(("accounts with the same domain", domain.as_str().to_owned()))
-                .or_default()
-                .push(member);
-        }
-    }
-    groups
-        .into_iter()
-        .filter(|(_, records)| records.len() > 1)
-        .map(|((reason, key), records)| DuplicateGroup {
-            reason: reason.to_owned(),
-            key,
-            records,
+        context.scope(sql);
+    };
+    let rows = keyset_page(conn, &tables, "completeness", after, page.limit, condition).await?;
+    let total = count(conn, &tables, condition).await?;
+    let next_cursor = next_cursor(&rows, page.limit, |(key, row)| Keyset {
+        key: *key,
+        id: row.id(),
+    });
+    let items = rows
+        .iter()
+        .map(|(completeness, row)| {
+            let missing: Vec<String> = failed_checks(&row.checks()).into_iter().map(str::to_owned).collect();
+            IncompleteEntry {
+                kind: row.kind(),
+                id: row.id(),
+                name: row.name().to_owned(),
+                reason: format!("missing {}", missing.join(", ")),
+                owner: context.owner_ref(row.owner_id()),
+                missing,
+                completeness: *completeness as f64 / 100.0,
+            }
         })
-        .collect()
+        .collect();
+    Ok(ListPage {
+        as_of: context.as_of,
+        list: QualityList::Incomplete.name().to_owned(),
+        total,
+        items,
+        next_cursor,
+    })
 }

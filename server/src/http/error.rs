@@ -174,6 +174,7 @@ impl From<ProjectionError> for ApiError {
     fn from(error: ProjectionError) -> Self {
         match error {
             ProjectionError::Store(error) => error.into(),
+            ProjectionError::BadRequest(detail) => Self::bad_request(detail),
             ProjectionError::Unreadable { .. } | ProjectionError::Database(_) | ProjectionError::ReadModel(_) => {
                 Self::internal(&error)
             }

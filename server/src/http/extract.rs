@@ -168,3 +168,20 @@ impl IdempotencyKey {
         self.0.as_ref().map(|key| format!("{user_id} {route} {key}"))
     }
 }
+
+/// Query parameters, refused as problem+json (400) when they do not parse.
+/// Report queries deny unknown parameters, so a misspelt filter is an error
+/// rather than a silently wider answer.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    }
+}

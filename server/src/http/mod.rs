@@ -94,6 +94,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(read::audit))
         .routes(routes!(read::pipeline))
         .routes(routes!(read::data_quality))
+        .routes(routes!(read::data_quality_list))
         .routes(routes!(read::neglected_accounts))
         .routes(routes!(read::owners))
         .routes(routes!(events::list))

@@ -4,17 +4,20 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
+use domain::RecordKind;
 use eventstore::LogFilter;
-use projections::reports::QualityThresholds;
+use projections::reports::{
+    PageRequest, QualityList, QualityThresholds, REPORT_PAGE_DEFAULT, REPORT_PAGE_MAX, ReportRequest, Scope,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Reader;
+use super::extract::{Params, Reader};
 use super::records::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, record_kind};
-use crate::queries::{self, ReportRequest};
+use crate::queries;
 
 #[utoipa::path(get, path = "/v1/{kind}/{id}/history", tag = "history",
     params(("kind" = String, Path, description = "contacts, accounts or deals"), ("id" = Uuid, Path)),
@@ -85,6 +88,7 @@ pub async fn audit(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     /// Report as of this time (RFC 3339; default now): folds the events that
     /// had happened by then and measures ages from it.
@@ -95,6 +99,18 @@ pub struct ReportQuery {
     pub never_updated_days: Option<u32>,
     /// neglected-accounts: days without an interaction (default 30).
     pub days: Option<u32>,
+    /// Only records this user owns.
+    pub owner_id: Option<Uuid>,
+    /// Only records owned by people of this department.
+    pub department: Option<String>,
+    /// Only records of this kind: contact, account or deal.
+    pub kind: Option<String>,
+    /// incomplete: only records missing this (email or phone, owner, account, domain, amount, expected close).
+    pub missing: Option<String>,
+    /// Entries per list page (default 100, at most 500).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the page before (list endpoints and neglected-accounts).
+    pub cursor: Option<String>,
 }
 
 impl ReportQuery {
@@ -104,6 +120,37 @@ impl ReportQuery {
             stale_days: self.stale_days.unwrap_or(defaults.stale_days),
             never_updated_days: self.never_updated_days.unwrap_or(defaults.never_updated_days),
         }
+    }
+
+    fn scope(&self) -> Result<Scope, ApiError> {
+        let kind = match self.kind.as_deref() {
+            None => None,
+            Some(raw) => Some(
+                [RecordKind::Contact, RecordKind::Account, RecordKind::Deal]
+                    .into_iter()
+                    .find(|k| k.as_str() == raw)
+                    .ok_or_else(|| ApiError::bad_request(format!("kind={raw:?}: one of contact, account, deal")))?,
+            ),
+        };
+        Ok(Scope {
+            owner_id: self.owner_id,
+            department: self.department.clone(),
+            kind,
+            missing: self.missing.clone(),
+        })
+    }
+
+    /// The page asked for; a cursor only where the answer is one list.
+    fn page(&self, paged: bool) -> Result<PageRequest, ApiError> {
+        if self.cursor.is_some() && !paged {
+            return Err(ApiError::bad_request(
+                "cursor pages one list: use /v1/reports/data-quality/{list} or the report's list endpoint",
+            ));
+        }
+        Ok(PageRequest {
+            cursor: self.cursor.clone(),
+            limit: self.limit.unwrap_or(REPORT_PAGE_DEFAULT).clamp(1, REPORT_PAGE_MAX),
+        })
     }
 }
 
@@ -117,52 +164,92 @@ async fn report(
 }
 
 #[utoipa::path(get, path = "/v1/reports/pipeline", tag = "reports", params(ReportQuery),
-    responses((status = 200, description = "per stage in pipeline order: count, amount and weighted amount per currency, average days in stage; totals; won, lost, win rate; rotting deals", body = Object)),
+    responses((status = 200, description = "per stage in pipeline order: count, amount and weighted amount per currency, average days in stage; totals; won, lost, win rate; the first page of rotting deals, rotting_deals_total and next_cursors.rotting_deals", body = Object),
+              (status = 400, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn pipeline(
     State(state): State<AppState>,
     _reader: Reader,
-    Query(query): Query<ReportQuery>,
+    Params(query): Params<ReportQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    report(&state, ReportRequest::Pipeline, query.as_of).await
+    let request = ReportRequest::Pipeline {
+        scope: query.scope()?,
+        page: query.page(false)?,
+    };
+    report(&state, request, query.as_of).await
 }
 
 #[utoipa::path(get, path = "/v1/reports/data-quality", tag = "reports", params(ReportQuery),
-    responses((status = 200, description = "summary; stale, never_updated, incomplete, duplicates, rotting_deals; each entry with its reason, owner and the event that last reset its clock", body = Object)),
+    responses((status = 200, description = "summary counts; the first page of stale, never_updated, incomplete, duplicates and rotting_deals, each entry with its reason, owner and the event that last reset its clock; next_cursors per list", body = Object),
+              (status = 400, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn data_quality(
     State(state): State<AppState>,
     _reader: Reader,
-    Query(query): Query<ReportQuery>,
+    Params(query): Params<ReportQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    report(&state, ReportRequest::DataQuality(query.thresholds()), query.as_of).await
+    let request = ReportRequest::DataQuality {
+        thresholds: query.thresholds(),
+        scope: query.scope()?,
+        page: query.page(false)?,
+    };
+    report(&state, request, query.as_of).await
+}
+
+#[utoipa::path(get, path = "/v1/reports/data-quality/{list}", tag = "reports",
+    params(("list" = String, Path, description = "stale, never_updated, incomplete, duplicates or rotting_deals"), ReportQuery),
+    responses((status = 200, description = "{as_of, list, total, items, next_cursor}: one page of one list", body = Object),
+              (status = 400, body = super::error::Problem), (status = 404, body = super::error::Problem)),
+    security(("bearer" = [])))]
+pub async fn data_quality_list(
+    State(state): State<AppState>,
+    Path(list): Path<String>,
+    _reader: Reader,
+    Params(query): Params<ReportQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let list = QualityList::parse(&list).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no data-quality list {list:?}; one of stale, never_updated, incomplete, duplicates, rotting_deals"
+        ))
+    })?;
+    let request = ReportRequest::QualityList {
+        list,
+        thresholds: query.thresholds(),
+        scope: query.scope()?,
+        page: query.page(true)?,
+    };
+    report(&state, request, query.as_of).await
 }
 
 #[utoipa::path(get, path = "/v1/reports/neglected-accounts", tag = "reports", params(ReportQuery),
-    responses((status = 200, description = "accounts with open deals or customer contacts and no interaction for `days`, or never", body = Object)),
+    responses((status = 200, description = "{as_of, days, total, accounts, next_cursor}: accounts with open deals or customer contacts and no interaction for `days`, or never; never contacted first, then the longest silence", body = Object),
+              (status = 400, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn neglected_accounts(
     State(state): State<AppState>,
     _reader: Reader,
-    Query(query): Query<ReportQuery>,
+    Params(query): Params<ReportQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    report(
-        &state,
-        ReportRequest::NeglectedAccounts {
-            days: query.days.unwrap_or(30),
-        },
-        query.as_of,
-    )
-    .await
+    let request = ReportRequest::NeglectedAccounts {
+        days: query.days.unwrap_or(30),
+        scope: query.scope()?,
+        page: query.page(true)?,
+    };
+    report(&state, request, query.as_of).await
 }
 
 #[utoipa::path(get, path = "/v1/reports/owners", tag = "reports", params(ReportQuery),
-    responses((status = 200, description = "per owner: records owned, stale and never-updated counts, last activity", body = Object)),
+    responses((status = 200, description = "per owner: records owned, stale and never-updated counts, last activity", body = Object),
+              (status = 400, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn owners(
     State(state): State<AppState>,
     _reader: Reader,
-    Query(query): Query<ReportQuery>,
+    Params(query): Params<ReportQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    report(&state, ReportRequest::Owners(query.thresholds()), query.as_of).await
+    let request = ReportRequest::Owners {
+        thresholds: query.thresholds(),
+        scope: query.scope()?,
+    };
+    report(&state, request, query.as_of).await
 }

@@ -1,0 +1,222 @@
+//! Duplicates: groups of live records sharing a normalised value (a
+//! contact's email or phone, its name within one account; an account's
+//! domain). Groups are found by `GROUP BY` over each value's partial index
+//! and paged by (reason, value); their members are read for the page only.
+
+use std::fmt::Write as _;
+
+use domain::RecordKind;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::query::{RecordRow, Sql, table_name};
+use super::{Context, ListPage, OwnerRef, PageRequest, QualityList};
+use crate::ProjectionError;
+use crate::schema::{ACCOUNTS, CONTACTS, Table};
+use crate::sql::{Cell, Exec, Kind};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DuplicateMember {
+    pub kind: RecordKind,
+    pub id: Uuid,
+    pub name: String,
+    pub owner: Option<OwnerRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DuplicateGroup {
+    pub reason: String,
+    /// The normalised value the records share.
+    pub key: String,
+    pub records: Vec<DuplicateMember>,
+}
+
+/// What makes records duplicates: a reason, and the column holding the value.
+struct Rule {
+    reason: &'static str,
+    table: &'static Table,
+    column: &'static str,
+}
+
+/// In the order groups are listed.
+const RULES: [Rule; 4] = [
+    Rule {
+        reason: "accounts with the same domain",
+        table: &ACCOUNTS,
+        column: "dup_domain",
+    },
+    Rule {
+        reason: "same email",
+        table: &CONTACTS,
+        column: "dup_email",
+    },
+    Rule {
+        reason: "same name within one account",
+        table: &CONTACTS,
+        column: "dup_name",
+    },
+    Rule {
+        reason: "same phone",
+        table: &CONTACTS,
+        column: "dup_phone",
+    },
+];
+
+/// Where a page of groups starts: after this value of this rule.
+struct GroupCursor {
+    rule: usize,
+    key: String,
+}
+
+impl GroupCursor {
+    fn parse(cursor: &str) -> Result<Self, ProjectionError> {
+        let bad = || ProjectionError::BadRequest(format!("cursor {cursor:?} is not one this list gave"));
+        let (rule, key) = cursor.split_once('.').ok_or_else(bad)?;
+        let rule: usize = rule.parse().map_err(|_| bad())?;
+        if rule >= RULES.len() {
+            return Err(bad());
+        }
+        Ok(Self {
+            rule,
+            key: key.to_owned(),
+        })
+    }
+}
+
+/// `FROM ... WHERE ... GROUP BY ... HAVING ...` of one rule's groups: values
+/// two live records share, at least one of them in the scope.
+fn groups_sql(sql: &mut Sql, context: &Context, rule: &Rule, after: Option<&str>) {
+    let column = rule.column;
+    let _ = write!(sql.text, " FROM {} WHERE {column} IS NOT NULL", table_name(rule.table));
+    if let Some(after) = after {
+        let _ = write!(sql.text, " AND {column} > ");
+        sql.bind(Cell::Text(Some(after.to_owned())));
+    }
+    let _ = write!(sql.text, " GROUP BY {column} HAVING COUNT(*) > 1");
+    if let Some(owners) = &context.owners {
+        sql.push(" AND SUM(CASE WHEN owner_id IN ");
+        sql.bind_ids(owners);
+        sql.push(" THEN 1 ELSE 0 END) > 0");
+    }
+}
+
+fn rules_in_scope(context: &Context) -> impl Iterator<Item = (usize, &'static Rule)> + '_ {
+    RULES.iter().enumerate().filter(|(_, rule)| {
+        let kind = if rule.table.name == ACCOUNTS.name {
+            RecordKind::Account
+        } else {
+            RecordKind::Contact
+        };
+        context.kind.is_none_or(|k| k == kind)
+    })
+}
+
+pub(crate) async fn page(
+    conn: &mut dyn Exec,
+    context: &Context,
+    page: &PageRequest,
+) -> Result<ListPage<DuplicateGroup>, ProjectionError> {
+    let cursor = page.cursor.as_deref().map(GroupCursor::parse).transpose()?;
+    let mut groups = Vec::new();
+    let mut total = 0;
+    let mut last = None;
+    for (n, rule) in rules_in_scope(context) {
+        let mut counted = Sql::new(conn.dialect());
+        counted.push("SELECT COUNT(*) FROM (SELECT 1 AS one");
+        groups_sql(&mut counted, context, rule, None);
+        counted.push(") AS groups");
+        total += counted.count(conn).await?;
+        let remaining = page.limit - groups.len();
+        let after = match &cursor {
+            Some(c) if c.rule > n => continue,
+            Some(c) if c.rule == n => Some(c.key.as_str()),
+            _ => None,
+        };
+        if remaining == 0 {
+            continue;
+        }
+        let keys = group_keys(conn, context, rule, after, remaining).await?;
+        if let Some(key) = keys.last() {
+            last = Some(format!("{n}.{key}"));
+        }
+        groups.extend(members(conn, context, rule, &keys).await?);
+    }
+    let next_cursor = (groups.len() == page.limit).then_some(last).flatten();
+    Ok(ListPage {
+        as_of: context.as_of,
+        list: QualityList::Duplicates.name().to_owned(),
+        total,
+        items: groups,
+        next_cursor,
+    })
+}
+
+async fn group_keys(
+    conn: &mut dyn Exec,
+    context: &Context,
+    rule: &Rule,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, ProjectionError> {
+    let mut sql = Sql::new(conn.dialect());
+    let _ = write!(sql.text, "SELECT {}", rule.column);
+    groups_sql(&mut sql, context, rule, after);
+    let _ = write!(sql.text, " ORDER BY {} LIMIT {limit}", rule.column);
+    let rows = sql.fetch(conn, &[Kind::Text]).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| row.into_iter().next().and_then(Cell::into_text))
+        .collect())
+}
+
+/// The groups of `keys`, each with its live members in id order.
+async fn members(
+    conn: &mut dyn Exec,
+    context: &Context,
+    rule: &Rule,
+    keys: &[String],
+) -> Result<Vec<DuplicateGroup>, ProjectionError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = Sql::new(conn.dialect());
+    let column = rule.column;
+    let _ = write!(
+        sql.text,
+        "SELECT {column}, id, view FROM {} WHERE {column} IN (",
+        table_name(rule.table)
+    );
+    for (n, key) in keys.iter().enumerate() {
+        if n > 0 {
+            sql.push(", ");
+        }
+        sql.bind(Cell::Text(Some(key.clone())));
+    }
+    let _ = write!(sql.text, ") ORDER BY {column}, id");
+    let rows = sql.fetch(conn, &[Kind::Text, Kind::Text, Kind::Text]).await?;
+    let mut groups: Vec<DuplicateGroup> = Vec::with_capacity(keys.len());
+    for row in rows {
+        let mut cells = row.into_iter().map(Cell::into_text);
+        let (key, id, view) = (
+            cells.next().flatten().unwrap_or_default(),
+            cells.next().flatten().unwrap_or_default(),
+            cells.next().flatten().unwrap_or_default(),
+        );
+        let record = RecordRow::decode(rule.table.name, &id, &view)?;
+        let member = DuplicateMember {
+            kind: record.kind(),
+            id: record.id(),
+            name: record.name().to_owned(),
+            owner: context.owner_ref(record.owner_id()),
+        };
+        match groups.last_mut() {
+            Some(group) if group.key == key => group.records.push(member),
+            _ => groups.push(DuplicateGroup {
+                reason: rule.reason.to_owned(),
+                key,
+                records: vec![member],
+            }),
+        }
+    }
+    Ok(groups)
+}

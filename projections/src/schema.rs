@@ -1,0 +1,223 @@
+//! The shape of the read-model tables: their columns and indexes, and the
+//! statements that create and drop them. One definition for both databases:
+//! the types (`TEXT`, `BIGINT`) and the partial indexes are read alike by
+//! SQLite and PostgreSQL.
+//!
+//! Times are microseconds since 1970 (`BIGINT`), so that every comparison a
+//! report makes is an integer comparison an index can answer.
+
+/// The tables that serve reads.
+pub(crate) const LIVE: &str = "rm_";
+/// The tables a rebuild fills before they are swapped in.
+pub(crate) const NEXT: &str = "rm_next_";
+
+/// `last_interaction_at` of an account nobody ever interacted with: sorts
+/// before every real time, so "never" comes first among the neglected.
+pub(crate) const NEVER: i64 = i64::MIN;
+
+/// A column's SQL type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnType {
+    /// The record's id: the primary key.
+    Key,
+    Text,
+    TextNotNull,
+    Int,
+    IntNotNull,
+}
+
+#[derive(Debug)]
+pub(crate) struct Column {
+    pub name: &'static str,
+    pub sql_type: ColumnType,
+}
+
+/// A secondary index: its columns and, for a partial index, the rows it holds.
+#[derive(Debug)]
+pub(crate) struct Index {
+    pub name: &'static str,
+    pub columns: &'static str,
+    pub filter: Option<&'static str>,
+}
+
+/// A table of one record kind: its name without prefix and its columns,
+/// `id` first and `view` last.
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub name: &'static str,
+    pub columns: &'static [Column],
+    pub indexes: &'static [Index],
+}
+
+impl Table {
+    pub fn column_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.columns.iter().map(|c| c.name)
+    }
+}
+
+const fn column(name: &'static str, sql_type: ColumnType) -> Column {
+    Column { name, sql_type }
+}
+
+const fn index(name: &'static str, columns: &'static str, filter: Option<&'static str>) -> Index {
+    Index { name, columns, filter }
+}
+
+/// Contacts, accounts and deals share one set of columns (those a kind has
+/// no use for stay NULL), so that a report reads all three alike.
+const RECORD_COLUMNS: &[Column] = &[
+    column("id", ColumnType::Key),
+    column("archived", ColumnType::IntNotNull),
+    column("owner_id", ColumnType::Text),
+    column("account_id", ColumnType::Text),
+    column("stage", ColumnType::Text),
+    column("external_id", ColumnType::Text),
+    column("search", ColumnType::TextNotNull),
+    // 1 for a record that can go stale: not archived (and for a deal, open).
+    column("subject", ColumnType::IntNotNull),
+    column("created_at", ColumnType::IntNotNull),
+    // The last touch: what stale reports measure from.
+    column("touched_at", ColumnType::IntNotNull),
+    // 1 while nothing happened since creation (no change, no interaction).
+    column("fresh", ColumnType::IntNotNull),
+    // The completeness checks failed, one bit each (`rows::CHECKS`), and
+    // the share passed, in percent.
+    column("missing", ColumnType::IntNotNull),
+    column("completeness", ColumnType::IntNotNull),
+    column("status", ColumnType::Text),
+    column("lifecycle", ColumnType::Text),
+    column("stage_entered_at", ColumnType::Int),
+    column("last_interaction_at", ColumnType::Int),
+    column("amount", ColumnType::Int),
+    column("currency", ColumnType::Text),
+    // Normalised values two records must not share (NULL when archived).
+    column("dup_email", ColumnType::Text),
+    column("dup_phone", ColumnType::Text),
+    column("dup_name", ColumnType::Text),
+    column("dup_domain", ColumnType::Text),
+    column("view", ColumnType::TextNotNull),
+];
+
+/// What every record table is searched by: lists, and the clock-based
+/// report lists (stale, never updated, incomplete, per owner).
+macro_rules! record_indexes {
+    ($($extra:expr),* $(,)?) => {
+        &[
+            index("owner_id", "owner_id", None),
+            index("account_id", "account_id", None),
+            index("external_id", "external_id", None),
+            // Stale pages and counts, and the per-owner figures, read from
+            // the index alone.
+            index("touched", "subject, touched_at, id, owner_id, fresh, created_at", None),
+            index("fresh", "created_at, id", Some("subject = 1 AND fresh = 1")),
+            index("incomplete", "completeness, id", Some("subject = 1 AND missing <> 0")),
+            $($extra),*
+        ]
+    };
+}
+
+pub(crate) const USERS: Table = Table {
+    name: "users",
+    columns: &[column("id", ColumnType::Key), column("view", ColumnType::TextNotNull)],
+    indexes: &[],
+};
+pub(crate) const CONTACTS: Table = Table {
+    name: "contacts",
+    columns: RECORD_COLUMNS,
+    indexes: record_indexes![
+        index("dup_email", "dup_email, id", Some("dup_email IS NOT NULL")),
+        index("dup_phone", "dup_phone, id", Some("dup_phone IS NOT NULL")),
+        index("dup_name", "dup_name, id", Some("dup_name IS NOT NULL")),
+    ],
+};
+pub(crate) const ACCOUNTS: Table = Table {
+    name: "accounts",
+    columns: RECORD_COLUMNS,
+    indexes: record_indexes![
+        index("dup_domain", "dup_domain, id", Some("dup_domain IS NOT NULL")),
+        index("silence", "last_interaction_at, id", Some("archived = 0")),
+    ],
+};
+pub(crate) const DEALS: Table = Table {
+    name: "deals",
+    columns: RECORD_COLUMNS,
+    indexes: record_indexes![
+        index("rotting", "stage_entered_at, id", Some("subject = 1")),
+        index("status", "status, stage", None),
+    ],
+};
+pub(crate) const INTERACTIONS: Table = Table {
+    name: "interactions",
+    columns: &[
+        column("id", ColumnType::Key),
+        column("contact_id", ColumnType::Text),
+        column("deal_id", ColumnType::Text),
+        column("account_id", ColumnType::Text),
+        column("view", ColumnType::TextNotNull),
+    ],
+    indexes: &[
+        index("contact_id", "contact_id", None),
+        index("deal_id", "deal_id", None),
+        index("account_id", "account_id", None),
+    ],
+};
+pub(crate) const TABLES: [&Table; 5] = [&USERS, &CONTACTS, &ACCOUNTS, &DEALS, &INTERACTIONS];
+
+/// Which database a statement is for: the two differ only in table options.
+pub(crate) use crate::sql::Dialect;
+
+pub(crate) fn drop_sql(prefix: &str) -> Vec<String> {
+    TABLES
+        .iter()
+        .map(|t| format!("DROP TABLE IF EXISTS {prefix}{}", t.name))
+        .collect()
+}
+
+/// The tables, without their secondary indexes. On SQLite they are
+/// `WITHOUT ROWID`: the id is the key, with no second tree beside it.
+pub(crate) fn create_tables_sql(prefix: &str, dialect: Dialect) -> Vec<String> {
+    // Text sorts byte by byte on both, whatever the database's locale, so
+    // pages (and reports as of a date, folded on SQLite) come in one order.
+    let (options, text) = match dialect {
+        Dialect::Sqlite => (" WITHOUT ROWID", "TEXT"),
+        Dialect::Postgres => ("", "TEXT COLLATE \"C\""),
+    };
+    TABLES
+        .iter()
+        .map(|table| {
+            let columns: Vec<String> = table
+                .columns
+                .iter()
+                .map(|c| {
+                    let sql_type = match c.sql_type {
+                        ColumnType::Key => format!("{text} PRIMARY KEY"),
+                        ColumnType::Text => text.to_owned(),
+                        ColumnType::TextNotNull => format!("{text} NOT NULL"),
+                        ColumnType::Int => "BIGINT".to_owned(),
+                        ColumnType::IntNotNull => "BIGINT NOT NULL".to_owned(),
+                    };
+                    format!("{} {sql_type}", c.name)
+                })
+                .collect();
+            format!("CREATE TABLE {prefix}{} ({}){options}", table.name, columns.join(", "))
+        })
+        .collect()
+}
+
+/// The secondary indexes: created after a rebuild has filled its tables,
+/// which is far cheaper than keeping them up to date row by row. Their
+/// names carry the generation, so a swapped-in table's indexes never collide
+/// with the next rebuild's.
+pub(crate) fn create_indexes_sql(prefix: &str, generation: u64) -> Vec<String> {
+    let mut sql = Vec::new();
+    for table in TABLES {
+        for index in table.indexes {
+            let filter = index.filter.map(|f| format!(" WHERE {f}")).unwrap_or_default();
+            sql.push(format!(
+                "CREATE INDEX {LIVE}{0}_{1}_g{generation} ON {prefix}{0} ({2}){filter}",
+                table.name, index.name, index.columns
+            ));
+        }
+    }
+    sql
+}
