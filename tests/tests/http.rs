@@ -43,6 +43,7 @@ on_both_backends!(
     concurrent_patches_without_a_version_lose_no_update_and_answer_what_they_wrote,
     two_servers_on_one_database_see_each_others_writes_at_once,
     history_timeline_audit_and_reports_tell_who_changed_what,
+    report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_cannot_answer,
     the_event_stream_delivers_a_new_event,
     import_export_import_round_trips_and_a_reimport_changes_nothing,
     the_openapi_document_lists_every_route,
@@ -901,6 +902,69 @@ async fn history_timeline_audit_and_reports_tell_who_changed_what(server: &Serve
     );
 }
 
+async fn report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_cannot_answer(server: &Server) {
+    let account = server.create("accounts", json!({"name": "Acme"})).await;
+    for n in 0..6 {
+        server.create("contacts", json!({"name": format!("Person {n}")})).await;
+    }
+    let (status, report) = server
+        .admin(Method::GET, "/v1/reports/data-quality?limit=2", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report["summary"]["incomplete"], 7,
+        "six contacts and the account: {report}"
+    );
+    assert_eq!(report["incomplete"].as_array().map(Vec::len), Some(2));
+    let mut cursor = report["next_cursors"]["incomplete"].as_str().map(str::to_owned);
+    let mut seen: Vec<Value> = report["incomplete"].as_array().cloned().unwrap_or_default();
+    while let Some(after) = cursor {
+        let path = format!("/v1/reports/data-quality/incomplete?limit=2&cursor={after}");
+        let (status, page) = server.admin(Method::GET, &path, None).await;
+        assert_eq!((status, page["total"].as_u64()), (StatusCode::OK, Some(7)), "{page}");
+        seen.extend(page["items"].as_array().cloned().unwrap_or_default());
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+    }
+    let mut ids: Vec<&str> = seen.iter().filter_map(|e| e["id"].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 7, "every entry once: {seen:?}");
+    let (_, accounts) = server
+        .admin(Method::GET, "/v1/reports/data-quality/incomplete?kind=account", None)
+        .await;
+    assert_eq!(accounts["items"][0]["id"], account["id"], "{accounts}");
+    assert_eq!(accounts["total"], 1);
+    let (_, missing_account) = server
+        .admin(Method::GET, "/v1/reports/data-quality/incomplete?missing=domain", None)
+        .await;
+    assert_eq!(missing_account["total"], 1, "only the account has a domain to miss");
+    let before = server.n_events().await;
+    for (path, expected) in [
+        ("/v1/reports/data-quality?owner=someone", StatusCode::BAD_REQUEST),
+        (
+            "/v1/reports/data-quality/stale?cursor=not-a-cursor",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/v1/reports/data-quality?cursor=1.x", StatusCode::BAD_REQUEST),
+        ("/v1/reports/data-quality/incomplete?kind=user", StatusCode::BAD_REQUEST),
+        (
+            "/v1/reports/data-quality/incomplete?missing=love",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/v1/reports/pipeline?as_of=yesterday", StatusCode::BAD_REQUEST),
+        ("/v1/reports/data-quality/everything", StatusCode::NOT_FOUND),
+    ] {
+        let (status, problem) = server.admin(Method::GET, path, None).await;
+        assert_eq!(status, expected, "{path}: {problem}");
+        assert_eq!(
+            problem["status"],
+            expected.as_u16(),
+            "{path} answers problem+json: {problem}"
+        );
+    }
+    assert_eq!(server.n_events().await, before);
+}
+
 async fn the_event_stream_delivers_a_new_event(server: &Server) {
     let head = server.n_events().await;
     let response = server
@@ -1168,6 +1232,7 @@ async fn the_openapi_document_lists_every_route(server: &Server) {
         ("/v1/events/stream", "get"),
         ("/v1/reports/pipeline", "get"),
         ("/v1/reports/data-quality", "get"),
+        ("/v1/reports/data-quality/{list}", "get"),
         ("/v1/reports/neglected-accounts", "get"),
         ("/v1/reports/owners", "get"),
         ("/v1/admin/rebuild", "post"),
