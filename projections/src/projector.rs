@@ -417,15 +417,11 @@ impl Projector {
     }
 
     /// Every record of the live tables in one model, interactions only when
-    /// asked for. Reports still read whole models; this costs memory for the
-    /// length of one request, not for the life of the server.
+    /// asked for: what CSV exports and imports read (reports never do). It
+    /// costs memory for the length of one request, not for the life of the
+    /// server.
     pub async fn whole(&self, with_interactions: bool) -> Result<CrmModel, ProjectionError> {
         self.tables.whole(with_interactions).await
-    }
-
-    /// Every user and deal, in one model: all the pipeline report reads.
-    pub async fn deals(&self) -> Result<CrmModel, ProjectionError> {
-        self.tables.deals().await
     }
 
     /// Closes the read-model connections.

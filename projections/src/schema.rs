@@ -99,18 +99,34 @@ const RECORD_COLUMNS: &[Column] = &[
 ];
 
 /// What every record table is searched by: lists, and the clock-based
-/// report lists (stale, never updated, incomplete, per owner).
+/// report lists (stale, never updated, incomplete, per owner). Each report
+/// index ends with the columns its queries test (the subject flag, the
+/// owner), so that SQLite answers a page or a count from the index alone
+/// instead of reading a row, with its view, per entry.
 macro_rules! record_indexes {
     ($($extra:expr),* $(,)?) => {
         &[
-            index("owner_id", "owner_id", None),
-            index("account_id", "account_id", None),
+            // Lists by owner, and every report narrowed to owners.
+            index(
+                "owner_id",
+                "owner_id, subject, touched_at, fresh, created_at, missing, completeness, archived, id",
+                None,
+            ),
             index("external_id", "external_id", None),
-            // Stale pages and counts, and the per-owner figures, read from
-            // the index alone.
-            index("touched", "subject, touched_at, id, owner_id, fresh, created_at", None),
-            index("fresh", "created_at, id", Some("subject = 1 AND fresh = 1")),
-            index("incomplete", "completeness, id", Some("subject = 1 AND missing <> 0")),
+            // Lists by account, and the stakes of neglected accounts.
+            index("account_id", "account_id, subject, lifecycle", None),
+            // Stale pages and counts, and the per-owner figures. It starts
+            // with the time, not the subject flag: an index led by a flag
+            // almost every row has would look selective to SQLite's planner
+            // (which keeps no statistics here) and win over the partial
+            // indexes below.
+            index("touched", "touched_at, id, subject, owner_id, fresh, created_at", None),
+            index("fresh", "created_at, id, subject, fresh, owner_id", Some("subject = 1 AND fresh = 1")),
+            index(
+                "incomplete",
+                "completeness, id, subject, missing, owner_id",
+                Some("subject = 1 AND missing <> 0"),
+            ),
             $($extra),*
         ]
     };
@@ -125,25 +141,38 @@ pub(crate) const CONTACTS: Table = Table {
     name: "contacts",
     columns: RECORD_COLUMNS,
     indexes: record_indexes![
-        index("dup_email", "dup_email, id", Some("dup_email IS NOT NULL")),
-        index("dup_phone", "dup_phone, id", Some("dup_phone IS NOT NULL")),
-        index("dup_name", "dup_name, id", Some("dup_name IS NOT NULL")),
+        index("dup_email", "dup_email, id, owner_id", Some("dup_email IS NOT NULL")),
+        index("dup_phone", "dup_phone, id, owner_id", Some("dup_phone IS NOT NULL")),
+        index("dup_name", "dup_name, id, owner_id", Some("dup_name IS NOT NULL")),
     ],
 };
 pub(crate) const ACCOUNTS: Table = Table {
     name: "accounts",
     columns: RECORD_COLUMNS,
     indexes: record_indexes![
-        index("dup_domain", "dup_domain, id", Some("dup_domain IS NOT NULL")),
-        index("silence", "last_interaction_at, id", Some("archived = 0")),
+        index("dup_domain", "dup_domain, id, owner_id", Some("dup_domain IS NOT NULL")),
+        index(
+            "silence",
+            "last_interaction_at, id, archived, owner_id",
+            Some("archived = 0")
+        ),
     ],
 };
 pub(crate) const DEALS: Table = Table {
     name: "deals",
     columns: RECORD_COLUMNS,
     indexes: record_indexes![
-        index("rotting", "stage_entered_at, id", Some("subject = 1")),
-        index("status", "status, stage", None),
+        index(
+            "rotting",
+            "stage_entered_at, id, subject, stage, owner_id",
+            Some("subject = 1")
+        ),
+        // The pipeline's sums, from the index alone.
+        index(
+            "status",
+            "status, archived, subject, stage, currency, amount, stage_entered_at, owner_id",
+            None
+        ),
     ],
 };
 pub(crate) const INTERACTIONS: Table = Table {

@@ -206,16 +206,10 @@ impl Tables {
         Ok(model)
     }
 
-    /// Every user and deal: all the pipeline reads.
-    pub async fn deals(&self) -> Result<CrmModel, ProjectionError> {
-        let mut model = self.users().await?;
-        model.deals = self.all_views(&DEALS).await?.into_iter().collect();
-        Ok(model)
-    }
-
     /// Every row of the live tables, except interactions unless asked for.
     pub async fn whole(&self, with_interactions: bool) -> Result<CrmModel, ProjectionError> {
-        let mut model = self.deals().await?;
+        let mut model = self.users().await?;
+        model.deals = self.all_views(&DEALS).await?.into_iter().collect();
         model.contacts = self.all_views(&CONTACTS).await?.into_iter().collect();
         model.accounts = self.all_views(&ACCOUNTS).await?.into_iter().collect();
         if with_interactions {

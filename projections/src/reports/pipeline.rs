@@ -99,7 +99,8 @@ async fn groups(conn: &mut dyn Exec, context: &Context) -> Result<Vec<Group>, Pr
     let _ = write!(
         sql.text,
         "SELECT stage, currency, COUNT(*), CAST(SUM(amount) AS BIGINT), \
-         CAST(SUM(stage_entered_at / 1000000) AS BIGINT) FROM {} WHERE subject = 1",
+         CAST(SUM(stage_entered_at / 1000000) AS BIGINT) FROM {} \
+         WHERE status = 'open' AND archived = 0",
         table_name(&DEALS)
     );
     context.scope(&mut sql);
