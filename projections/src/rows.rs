@@ -100,7 +100,7 @@ fn owned(text: Option<&str>) -> Cell {
 
 /// The columns of a contact, account or deal row, in `RECORD_COLUMNS` order.
 #[derive(Debug, Default)]
-struct RecordRow<'a> {
+struct RecordColumns<'a> {
     owner_id: Option<Uuid>,
     account_id: Option<Uuid>,
     stage: Option<&'a str>,
@@ -121,7 +121,7 @@ struct RecordRow<'a> {
     dup_domain: Option<String>,
 }
 
-impl RecordRow<'_> {
+impl RecordColumns<'_> {
     fn row(self, id: &Uuid, meta: &RecordMeta, view: String) -> Vec<Cell> {
         let failed: i64 = self
             .checks
@@ -177,7 +177,7 @@ pub(crate) fn interaction_row(interaction: &InteractionView, view: String) -> Ve
 
 pub(crate) fn contact_row(contact: &ContactView, view: String) -> Vec<Cell> {
     let fields = &contact.fields;
-    RecordRow {
+    RecordColumns {
         owner_id: fields.owner_id,
         account_id: fields.account_id,
         external_id: fields.external_id.as_ref().map(|e| e.as_str()),
@@ -193,14 +193,14 @@ pub(crate) fn contact_row(contact: &ContactView, view: String) -> Vec<Cell> {
         dup_name: fields
             .account_id
             .map(|account| format!("{} @ account {account}", normalized_name(fields.name.as_str()))),
-        ..RecordRow::default()
+        ..RecordColumns::default()
     }
     .row(&contact.id, &contact.meta, view)
 }
 
 pub(crate) fn account_row(account: &AccountView, view: String) -> Vec<Cell> {
     let fields = &account.fields;
-    RecordRow {
+    RecordColumns {
         owner_id: fields.owner_id,
         account_id: Some(account.id),
         external_id: fields.external_id.as_ref().map(|e| e.as_str()),
@@ -213,14 +213,14 @@ pub(crate) fn account_row(account: &AccountView, view: String) -> Vec<Cell> {
                 .map_or(NEVER, |i| micros(i.at.occurred_at)),
         ),
         dup_domain: fields.domain.as_ref().map(|d| d.as_str().to_owned()),
-        ..RecordRow::default()
+        ..RecordColumns::default()
     }
     .row(&account.id, &account.meta, view)
 }
 
 pub(crate) fn deal_row(deal: &DealView, view: String) -> Vec<Cell> {
     let fields = &deal.fields;
-    RecordRow {
+    RecordColumns {
         owner_id: fields.owner_id,
         account_id: Some(fields.account_id),
         stage: Some(deal.stage.as_str()),
@@ -234,7 +234,7 @@ pub(crate) fn deal_row(deal: &DealView, view: String) -> Vec<Cell> {
             .amount
             .as_ref()
             .map(|amount| (amount.value_minor(), amount.currency().code())),
-        ..RecordRow::default()
+        ..RecordColumns::default()
     }
     .row(&deal.id, &deal.meta, view)
 }

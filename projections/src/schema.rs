@@ -192,8 +192,7 @@ pub(crate) const INTERACTIONS: Table = Table {
 };
 pub(crate) const TABLES: [&Table; 5] = [&USERS, &CONTACTS, &ACCOUNTS, &DEALS, &INTERACTIONS];
 
-/// Which database a statement is for: the two differ only in table options.
-pub(crate) use crate::sql::Dialect;
+use crate::sql::Dialect;
 
 pub(crate) fn drop_sql(prefix: &str) -> Vec<String> {
     TABLES

@@ -428,22 +428,17 @@ pub(crate) async fn fold_rows(
     model.position = covered;
     load_into(conn, prefix, &not_held(keys, &model), &mut model, &mut loaded).await?;
     let mut touched = keys.clone();
-    for id in keys
+    let accounts_of_contacts = keys
         .contacts
         .iter()
         .filter_map(|id| model.contacts.get(id))
-        .filter_map(|c| c.fields.account_id)
-    {
-        touched.accounts.insert(id);
-    }
-    for id in keys
+        .filter_map(|c| c.fields.account_id);
+    let accounts_of_deals = keys
         .deals
         .iter()
         .filter_map(|id| model.deals.get(id))
-        .map(|d| d.fields.account_id)
-    {
-        touched.accounts.insert(id);
-    }
+        .map(|d| d.fields.account_id);
+    touched.accounts.extend(accounts_of_contacts.chain(accounts_of_deals));
     load_into(conn, prefix, &not_held(&touched, &model), &mut model, &mut loaded).await?;
     fold(&mut model);
     write_changed(conn, prefix, &model, &touched, &mut loaded, remember).await?;

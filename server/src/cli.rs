@@ -632,10 +632,7 @@ async fn run_report(
 ) -> Result<Output, String> {
     use projections::reports::{PageRequest, QualityList, QualityThresholds, ReportRequest, Scope};
     let projector = projector(&app.store).await?;
-    let kind = scope
-        .kind
-        .as_deref()
-        .and_then(|raw| RecordKind::ALL.into_iter().find(|k| k.as_str() == raw));
+    let kind = scope.kind.as_deref().and_then(projections::reports::record_kind);
     let mut filter = Scope {
         owner_id: scope.owner_id,
         department: scope.department,
@@ -702,7 +699,8 @@ async fn run_report(
             crate::render::owners,
         ),
     };
-    let value = crate::queries::report(&projector, &app.rules.pipeline, &request, as_of, now)
+    let value = projector
+        .report(&app.rules.pipeline, &request, as_of, now)
         .await
         .map_err(|e| e.to_string())?;
     Ok(Output {

@@ -1,25 +1,10 @@
-//! Read-side queries shared by the command line and the HTTP API: reports
-//! live or as of a date, and a record's history, timeline and view.
+//! Read-side queries shared by the command line and the HTTP API: a
+//! record's history, timeline and view (reports: `Projector::report`).
 
-use chrono::{DateTime, Utc};
-use domain::{Pipeline, RecordKind};
+use domain::RecordKind;
 use eventstore::StoreError;
-use projections::reports::ReportRequest;
 use projections::{HistoryEntry, ProjectionError, Projector, TimelineItem};
-use serde_json::Value;
 use uuid::Uuid;
-
-/// Answers a report over the live read models measured now, or as the
-/// log stood at `as_of`: the same queries either way.
-pub async fn report(
-    projector: &Projector,
-    pipeline: &Pipeline,
-    request: &ReportRequest,
-    as_of: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<Value, ProjectionError> {
-    projector.report(pipeline, request, as_of, now).await
-}
 
 /// Why a record query found nothing to show.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::query::{RecordRow, Sql, table_name};
 use super::{Context, ListPage, OwnerRef, PageRequest, QualityList};
 use crate::ProjectionError;
+use crate::rows::kind_of_table;
 use crate::schema::{ACCOUNTS, CONTACTS, Table};
 use crate::sql::{Cell, Exec, Kind};
 
@@ -101,14 +102,10 @@ fn groups_sql(sql: &mut Sql, context: &Context, rule: &Rule, after: Option<&str>
 }
 
 fn rules_in_scope(context: &Context) -> impl Iterator<Item = (usize, &'static Rule)> + '_ {
-    RULES.iter().enumerate().filter(|(_, rule)| {
-        let kind = if rule.table.name == ACCOUNTS.name {
-            RecordKind::Account
-        } else {
-            RecordKind::Contact
-        };
-        context.kind.is_none_or(|k| k == kind)
-    })
+    RULES
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| context.kind.is_none_or(|k| kind_of_table(rule.table.name) == Some(k)))
 }
 
 pub(crate) async fn page(

@@ -215,6 +215,14 @@ impl Context {
     }
 }
 
+/// The record kind a report's `kind` filter names: contact, account or deal.
+pub fn record_kind(name: &str) -> Option<RecordKind> {
+    RECORD_TABLES
+        .iter()
+        .filter_map(|t| crate::rows::kind_of_table(t.name))
+        .find(|kind| kind.as_str() == name)
+}
+
 /// The three record tables.
 pub(crate) const RECORD_TABLES: [&Table; 3] = [&CONTACTS, &ACCOUNTS, &DEALS];
 
@@ -319,18 +327,16 @@ pub async fn of_model(
     as_of: DateTime<Utc>,
 ) -> Result<Vec<Value>, ProjectionError> {
     let scratch = crate::tables::Tables::scratch(model).await?;
-    let mut reports = Vec::with_capacity(requests.len());
-    for request in requests {
-        match scratch.report(config, request, as_of).await {
-            Ok(report) => reports.push(report),
-            Err(error) => {
-                scratch.close().await;
-                return Err(error);
-            }
+    let reports = async {
+        let mut reports = Vec::with_capacity(requests.len());
+        for request in requests {
+            reports.push(scratch.report(config, request, as_of).await?);
         }
+        Ok(reports)
     }
+    .await;
     scratch.close().await;
-    Ok(reports)
+    reports
 }
 
 /// Whole days from `from` to `to`, rounded down.

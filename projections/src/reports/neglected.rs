@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::query::{Keyset, RecordRow, Sql, count, cutoff, keyset_page, next_cursor, table_name};
+use super::query::{RecordRow, Sql, cutoff, keyset_list, table_name};
 use super::{Context, OwnerRef, PageRequest, days_between};
 use crate::ProjectionError;
 use crate::model::InteractionRef;
@@ -65,27 +65,17 @@ pub(crate) async fn neglected_accounts(
     days: u32,
     page: &PageRequest,
 ) -> Result<NeglectedAccountsReport, ProjectionError> {
-    let after = page.cursor.as_deref().map(Keyset::parse).transpose()?;
-    let tables = if context.kind.is_none_or(|k| k == domain::RecordKind::Account) {
-        vec![&ACCOUNTS]
-    } else {
-        Vec::new()
-    };
+    let tables = context.tables(&[&ACCOUNTS]);
     let (deals, customers) = (open_deals_sql(), customers_sql());
-    // `keyset_page` and `count` name the table they read `a`.
+    // `keyset_list` names the table it reads `a`.
     let condition = |sql: &mut Sql| {
         sql.push("archived = 0 AND last_interaction_at < ");
         sql.bind(Cell::Int(cutoff(context.as_of, days)));
         let _ = write!(sql.text, " AND (EXISTS ({deals}) OR EXISTS ({customers}))");
         context.scope(sql);
     };
-    let rows = keyset_page(conn, &tables, "last_interaction_at", after, page.limit, condition).await?;
-    let total = count(conn, &tables, condition).await?;
-    let next_cursor = next_cursor(&rows, page.limit, |(key, row)| Keyset {
-        key: *key,
-        id: row.id(),
-    });
-    let ids: Vec<Uuid> = rows.iter().map(|(_, row)| row.id()).collect();
+    let list = keyset_list(conn, &tables, "last_interaction_at", page, condition).await?;
+    let ids: Vec<Uuid> = list.rows.iter().map(|(_, row)| row.id()).collect();
     let open_deals = per_account(conn, &format!("{} WHERE subject = 1", table_name(&DEALS)), &ids).await?;
     let customers = per_account(
         conn,
@@ -93,7 +83,8 @@ pub(crate) async fn neglected_accounts(
         &ids,
     )
     .await?;
-    let accounts = rows
+    let accounts = list
+        .rows
         .into_iter()
         .filter_map(|(_, row)| match row {
             RecordRow::Account(account) => Some(account),
@@ -122,9 +113,9 @@ pub(crate) async fn neglected_accounts(
     Ok(NeglectedAccountsReport {
         as_of: context.as_of,
         days,
-        total,
+        total: list.total,
         accounts,
-        next_cursor,
+        next_cursor: list.next_cursor,
     })
 }
 

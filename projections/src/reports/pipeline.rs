@@ -12,7 +12,7 @@ use domain::Pipeline;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::query::{Keyset, Sql, count, cutoff, keyset_page, next_cursor, table_name};
+use super::query::{RecordRow, Sql, cutoff, keyset_list, table_name};
 use super::{Context, ListPage, OwnerRef, PageRequest, QualityList, days_between};
 use crate::ProjectionError;
 use crate::model::EventRef;
@@ -236,12 +236,7 @@ pub(crate) async fn rotting_page(
     config: &Pipeline,
     page: &PageRequest,
 ) -> Result<ListPage<RottingDeal>, ProjectionError> {
-    let tables = if context.kind.is_none_or(|k| k == domain::RecordKind::Deal) {
-        vec![&DEALS]
-    } else {
-        Vec::new()
-    };
-    let after = page.cursor.as_deref().map(Keyset::parse).transpose()?;
+    let tables = context.tables(&[&DEALS]);
     let condition = |sql: &mut Sql| {
         sql.push("subject = 1 AND (");
         let stages = config.stages();
@@ -261,16 +256,12 @@ pub(crate) async fn rotting_page(
         sql.push(")");
         context.scope(sql);
     };
-    let rows = keyset_page(conn, &tables, "stage_entered_at", after, page.limit, condition).await?;
-    let total = count(conn, &tables, condition).await?;
-    let next_cursor = next_cursor(&rows, page.limit, |(key, row)| Keyset {
-        key: *key,
-        id: row.id(),
-    });
-    let items = rows
+    let list = keyset_list(conn, &tables, "stage_entered_at", page, condition).await?;
+    let items = list
+        .rows
         .into_iter()
         .filter_map(|(_, row)| match row {
-            super::query::RecordRow::Deal(deal) => Some(deal),
+            RecordRow::Deal(deal) => Some(deal),
             _ => None,
         })
         .filter_map(|deal| {
@@ -294,8 +285,8 @@ pub(crate) async fn rotting_page(
     Ok(ListPage {
         as_of: context.as_of,
         list: QualityList::RottingDeals.name().to_owned(),
-        total,
+        total: list.total,
         items,
-        next_cursor,
+        next_cursor: list.next_cursor,
     })
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::query::{Keyset, RecordRow, Sql, count, cutoff, keyset_page, next_cursor};
+use super::query::{RecordRow, Sql, count, cutoff, keyset_list};
 use super::{
     Context, DuplicateGroup, ListPage, OwnerRef, PageRequest, QualityList, QualityThresholds, RECORD_TABLES,
     RottingDeal, days_between, duplicates, pipeline,
@@ -212,15 +212,10 @@ async fn clock_page(
     page: &PageRequest,
 ) -> Result<ListPage<ClockEntry>, ProjectionError> {
     let tables = context.tables(&RECORD_TABLES);
-    let after = page.cursor.as_deref().map(Keyset::parse).transpose()?;
     let condition = |sql: &mut Sql| clock.condition(context, thresholds, sql);
-    let rows = keyset_page(conn, &tables, clock.sort(), after, page.limit, condition).await?;
-    let total = count(conn, &tables, condition).await?;
-    let next_cursor = next_cursor(&rows, page.limit, |(key, row)| Keyset {
-        key: *key,
-        id: row.id(),
-    });
-    let items = rows
+    let list = keyset_list(conn, &tables, clock.sort(), page, condition).await?;
+    let items = list
+        .rows
         .iter()
         .map(|(_, row)| {
             let meta = row.meta();
@@ -240,9 +235,9 @@ async fn clock_page(
     Ok(ListPage {
         as_of: context.as_of,
         list: clock.list().name().to_owned(),
-        total,
+        total: list.total,
         items,
-        next_cursor,
+        next_cursor: list.next_cursor,
     })
 }
 
@@ -253,7 +248,6 @@ async fn incomplete_page(
     page: &PageRequest,
 ) -> Result<ListPage<IncompleteEntry>, ProjectionError> {
     let tables = context.tables(&RECORD_TABLES);
-    let after = page.cursor.as_deref().map(Keyset::parse).transpose()?;
     let condition = |sql: &mut Sql| {
         sql.push("subject = 1 AND missing <> 0");
         if let Some(bit) = context.missing {
@@ -262,13 +256,9 @@ async fn incomplete_page(
         }
         context.scope(sql);
     };
-    let rows = keyset_page(conn, &tables, "completeness", after, page.limit, condition).await?;
-    let total = count(conn, &tables, condition).await?;
-    let next_cursor = next_cursor(&rows, page.limit, |(key, row)| Keyset {
-        key: *key,
-        id: row.id(),
-    });
-    let items = rows
+    let list = keyset_list(conn, &tables, "completeness", page, condition).await?;
+    let items = list
+        .rows
         .iter()
         .map(|(completeness, row)| {
             let missing: Vec<String> = failed_checks(&row.checks()).into_iter().map(str::to_owned).collect();
@@ -286,8 +276,8 @@ async fn incomplete_page(
     Ok(ListPage {
         as_of: context.as_of,
         list: QualityList::Incomplete.name().to_owned(),
-        total,
+        total: list.total,
         items,
-        next_cursor,
+        next_cursor: list.next_cursor,
     })
 }

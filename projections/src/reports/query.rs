@@ -8,6 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use domain::RecordKind;
 use uuid::Uuid;
 
+use super::PageRequest;
 use crate::ProjectionError;
 use crate::model::{AccountView, ContactView, DealView, RecordMeta};
 use crate::rows::micros;
@@ -184,12 +185,51 @@ impl RecordRow {
     }
 }
 
+/// One page of a list sorted by `(sort, id)`: its rows (each with its sort
+/// key), how many entries the whole list holds, and where the next page starts.
+#[derive(Debug)]
+pub(crate) struct KeysetList {
+    pub rows: Vec<(i64, RecordRow)>,
+    pub total: u64,
+    pub next_cursor: Option<String>,
+}
+
+/// The page `page` asks for of the list of `tables` rows meeting
+/// `condition`, sorted by `(sort, id)`, with the list's total.
+pub(crate) async fn keyset_list(
+    conn: &mut dyn Exec,
+    tables: &[&Table],
+    sort: &str,
+    page: &PageRequest,
+    condition: impl Fn(&mut Sql),
+) -> Result<KeysetList, ProjectionError> {
+    let after = page.cursor.as_deref().map(Keyset::parse).transpose()?;
+    let rows = keyset_page(conn, tables, sort, after, page.limit, &condition).await?;
+    let total = count(conn, tables, &condition).await?;
+    let next_cursor = (rows.len() == page.limit)
+        .then(|| {
+            rows.last().map(|(key, row)| {
+                Keyset {
+                    key: *key,
+                    id: row.id(),
+                }
+                .format()
+            })
+        })
+        .flatten();
+    Ok(KeysetList {
+        rows,
+        total,
+        next_cursor,
+    })
+}
+
 /// One page of a list sorted by `(sort, id)` across `tables`: each table
 /// gives its first `limit` rows past the cursor through its index, and the
 /// union keeps the first `limit` of those. `condition` writes the `WHERE`
 /// terms after `WHERE` (the scope included), over the table named `a`. Returns each row's sort key
 /// and record.
-pub(crate) async fn keyset_page(
+async fn keyset_page(
     conn: &mut dyn Exec,
     tables: &[&Table],
     sort: &str,
@@ -250,11 +290,4 @@ pub(crate) async fn count(
         total += sql.count(conn).await?;
     }
     Ok(total)
-}
-
-/// The cursor of the page after `page`, when `page` is full.
-pub(crate) fn next_cursor<T>(page: &[T], limit: usize, keyset: impl Fn(&T) -> Keyset) -> Option<String> {
-    (page.len() == limit)
-        .then(|| page.last().map(|last| keyset(last).format()))
-        .flatten()
 }

@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
-use domain::RecordKind;
 use eventstore::LogFilter;
 use projections::reports::{
     PageRequest, QualityList, QualityThresholds, REPORT_PAGE_DEFAULT, REPORT_PAGE_MAX, ReportRequest, Scope,
@@ -126,9 +125,7 @@ impl ReportQuery {
         let kind = match self.kind.as_deref() {
             None => None,
             Some(raw) => Some(
-                [RecordKind::Contact, RecordKind::Account, RecordKind::Deal]
-                    .into_iter()
-                    .find(|k| k.as_str() == raw)
+                projections::reports::record_kind(raw)
                     .ok_or_else(|| ApiError::bad_request(format!("kind={raw:?}: one of contact, account, deal")))?,
             ),
         };
@@ -159,7 +156,8 @@ async fn report(
     request: ReportRequest,
     as_of: Option<DateTime<Utc>>,
 ) -> Result<Json<Value>, ApiError> {
-    let value = queries::report(&state.projector, &state.app.rules.pipeline, &request, as_of, Utc::now()).await?;
+    let pipeline = &state.app.rules.pipeline;
+    let value = state.projector.report(pipeline, &request, as_of, Utc::now()).await?;
     Ok(Json(value))
 }
 
