@@ -26,9 +26,10 @@ use eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Bumped whenever `apply` or the views change shape: read-model tables
-/// written by another version are dropped and refolded from the log.
-pub const MODEL_VERSION: u32 = 3;
+/// Bumped whenever `apply`, the views or the tables change shape: read-model
+/// tables written by another version are refolded from the log aside and
+/// swapped in (`Projector::open`).
+pub const MODEL_VERSION: u32 = 4;
 
 /// Which event did something, when, and who did it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,6 +180,15 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// Adds every key of `other`.
+    pub fn extend(&mut self, other: Keys) {
+        self.users.extend(other.users);
+        self.contacts.extend(other.contacts);
+        self.accounts.extend(other.accounts);
+        self.deals.extend(other.deals);
+        self.interactions.extend(other.interactions);
+    }
+
     /// The ids of one kind of record.
     pub fn of_kind_mut(&mut self, kind: RecordKind) -> &mut BTreeSet<Uuid> {
         match kind {

@@ -26,20 +26,22 @@ use eventstore::{CommitHook, HookConnection, RecordedEvent, Store};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::sql::Exec;
-use crate::tables::{FoldMode, Folded, LIVE, ListFilter, NEXT, RowCache, State, Swap, Tables};
+use crate::tables::{AsideRows, Folded, ListFilter, LiveBatch, RowCache, State, Swap, Tables};
 
 /// Events read from the log and folded in one transaction by catch-up
 /// (appends made through this process fold in their own transaction).
 pub const FOLD_BATCH_EVENTS: usize = 5_000;
-/// Events folded in one transaction by a rebuild.
+/// Events a rebuild reads and folds at a time.
 pub const REBUILD_BATCH_EVENTS: usize = 5_000;
+/// Rows a rebuild holds at most between writes (about 2 KB each in memory).
+pub const REBUILD_ROWS_MAX: usize = 50_000;
 /// How long the live loop waits for news before checking again (it is woken
 /// at once by appends of this process; this bounds the delay for others').
 pub const LIVE_POLL: Duration = Duration::from_millis(500);
@@ -58,6 +60,9 @@ pub struct ProjectorOptions {
     pub fold_batch_events: usize,
     /// Events per rebuild batch.
     pub rebuild_batch_events: usize,
+    /// Rows a rebuild holds (and writes back once) before it writes them
+    /// and starts again: what bounds its memory.
+    pub rebuild_rows_max: usize,
     /// Connections kept for reading the tables.
     pub read_connections_max: u32,
 }
@@ -67,6 +72,7 @@ impl Default for ProjectorOptions {
         Self {
             fold_batch_events: FOLD_BATCH_EVENTS,
             rebuild_batch_events: REBUILD_BATCH_EVENTS,
+            rebuild_rows_max: REBUILD_ROWS_MAX,
             read_connections_max: 8,
         }
     }
@@ -96,39 +102,47 @@ impl std::fmt::Debug for Projector {
 impl Projector {
     /// Opens the read-model tables in the log's database and folds in what
     /// the log holds after their position. Tables written by another
-    /// `MODEL_VERSION`, or none at all, are refolded from the start.
+    /// `MODEL_VERSION`, or none at all over a log of more than a batch, are
+    /// refolded from the start the way a rebuild does (aside, rows written
+    /// once per fill; the old tables serve other servers meanwhile).
     pub async fn open(store: Store) -> Result<Arc<Self>, ProjectionError> {
         Self::open_with(store, ProjectorOptions::default()).await
     }
 
     pub async fn open_with(store: Store, options: ProjectorOptions) -> Result<Arc<Self>, ProjectionError> {
-        let projector = Self::open_unfolded(store, options).await?;
-        projector.catch_up().await?;
+        let (projector, current) = Self::open_unfolded(store, options).await?;
+        let empty_over_a_log =
+            projector.position() == 0 && projector.store.head().await? > options.fold_batch_events as u64;
+        if !current || empty_over_a_log {
+            projector.rebuild().await?;
+        } else {
+            projector.catch_up().await?;
+        }
         Ok(projector)
     }
 
     /// Opens the tables without folding what they lack: for a rebuild,
     /// which folds everything aside anyway. Serves stale reads until then.
     pub async fn open_for_rebuild(store: Store) -> Result<Arc<Self>, ProjectionError> {
-        Self::open_unfolded(store, ProjectorOptions::default()).await
+        Ok(Self::open_unfolded(store, ProjectorOptions::default()).await?.0)
     }
 
-    async fn open_unfolded(store: Store, options: ProjectorOptions) -> Result<Arc<Self>, ProjectionError> {
+    /// Opens the tables; says whether they are of this `MODEL_VERSION`.
+    async fn open_unfolded(store: Store, options: ProjectorOptions) -> Result<(Arc<Self>, bool), ProjectionError> {
         let tables = Tables::open(store.url(), store.schema(), options.read_connections_max).await?;
-        let position = match tables.state().await? {
-            Some(state) if state.model_version == MODEL_VERSION => state.position,
+        let (position, current) = match tables.state().await? {
+            Some(state) if state.model_version == MODEL_VERSION => (state.position, true),
             Some(state) => {
                 tracing::info!(
                     saved = state.model_version,
                     current = MODEL_VERSION,
                     "the read-model tables are from another version; refolding them from the log"
                 );
-                tables.reset(state.generation + 1).await?;
-                0
+                (0, false)
             }
             None => {
                 tables.reset(1).await?;
-                0
+                (0, true)
             }
         };
         let applied = Arc::new(watch::channel(position).0);
@@ -145,7 +159,7 @@ impl Projector {
             applied,
             written,
         });
-        Ok(projector)
+        Ok((projector, current))
     }
 
     pub fn store(&self) -> &Store {
@@ -174,11 +188,11 @@ impl Projector {
             let Some(first) = batch.first().map(|e| e.position) else {
                 return Ok(n_applied);
             };
-            let mode = FoldMode::Live {
+            let live = LiveBatch {
                 first_position: first,
                 exact: false,
             };
-            after = match fold_batch(&self.tables, LIVE, mode, &batch, Some(&mut cache)).await? {
+            after = match fold_batch(&self.tables, live, &batch, Some(&mut cache)).await? {
                 Folded::Covered(position) => {
                     n_applied += batch.len() as u64;
                     position
@@ -239,24 +253,25 @@ impl Projector {
         let started = Instant::now();
         let generation = self.tables.state().await?.map_or(1, |s| s.generation + 1);
         self.tables.prepare_next().await?;
-        let mut cache = RowCache::default();
-        let mut position = self.fold_aside(0, &mut cache, &mut progress, None).await?;
+        let mut rows = AsideRows::new(self.options.rebuild_rows_max);
+        let mut position = self.fold_aside(0, &mut rows, &mut progress, None).await?;
+        self.tables.flush_aside(&mut rows).await?;
         self.tables.index_next(generation).await?;
         // What was appended meanwhile, still without holding anyone up.
-        position = self.fold_aside(position, &mut cache, &mut progress, None).await?;
+        position = self.fold_aside(position, &mut rows, &mut progress, None).await?;
         // The rest inside the swap, which appends wait for: none can fold
         // into the old tables after the new ones have caught up.
         let applying = self.applying.lock().await;
         let mut swap = self.tables.begin_swap().await?;
         position = self
-            .fold_aside(position, &mut cache, &mut progress, Some(&mut swap))
+            .fold_aside(position, &mut rows, &mut progress, Some(&mut swap))
             .await?;
-        swap.finish(State {
+        let state = State {
             model_version: MODEL_VERSION,
             generation,
             position,
-        })
-        .await?;
+        };
+        swap.finish(&mut rows, state).await?;
         self.applied.send_replace(position);
         // Appends by processes that fold nothing themselves: fold them now.
         self.fold_pending(position).await?;
@@ -267,35 +282,32 @@ impl Projector {
         })
     }
 
-    /// Folds the log after `position` into the rebuild tables, a batch per
-    /// transaction, or inside `swap` when it is given.
+    /// Folds the log after `position` into the rebuild's rows (written to
+    /// the rebuild tables when full), or inside `swap` when it is given.
+    /// A task reads and decodes the next batches meanwhile, on the other core.
     async fn fold_aside(
         &self,
         mut position: u64,
-        cache: &mut RowCache,
+        rows: &mut AsideRows,
         progress: &mut impl FnMut(u64),
         mut swap: Option<&mut Swap>,
     ) -> Result<u64, ProjectionError> {
-        loop {
-            let batch = self.store.read_all(position, self.options.rebuild_batch_events).await?;
-            let Some(last) = batch.last().map(|e| e.position) else {
-                return Ok(position);
-            };
-            let decoded = decode_all(&batch)?;
-            let keys = keys_of(&decoded);
-            let mode = FoldMode::Aside { covered: position };
-            let fold = |model: &mut CrmModel| apply_all(model, &decoded);
-            match swap.as_deref_mut() {
-                Some(swap) => swap.fold(mode, &keys, Some(&mut *cache), fold).await?,
-                None => {
-                    self.tables
-                        .fold_batch(NEXT, mode, &keys, Some(&mut *cache), fold)
-                        .await?
+        let mut batches = read_ahead(self.store.clone(), position, self.options.rebuild_batch_events);
+        while let Some(batch) = batches.recv().await {
+            let batch = batch?;
+            let fold = |model: &mut CrmModel| {
+                for (recorded, event) in &batch.events {
+                    model.apply(recorded, event);
                 }
             };
-            position = last;
+            match swap.as_deref_mut() {
+                Some(swap) => swap.fold(rows, &batch.keys, fold).await?,
+                None => self.tables.fold_aside(rows, &batch.keys, fold).await?,
+            }
+            position = batch.last;
             progress(position);
         }
+        Ok(position)
     }
 
     /// The model as it stood at `as_of`: the events that had happened by then.
@@ -465,16 +477,60 @@ fn apply_all(model: &mut CrmModel, decoded: &[(&RecordedEvent, Event)]) {
 /// transaction of its own.
 async fn fold_batch(
     tables: &Tables,
-    prefix: &str,
-    mode: FoldMode,
+    live: LiveBatch,
     batch: &[RecordedEvent],
     cache: Option<&mut RowCache>,
 ) -> Result<Folded, ProjectionError> {
     let decoded = decode_all(batch)?;
     let keys = keys_of(&decoded);
     tables
-        .fold_batch(prefix, mode, &keys, cache, |model| apply_all(model, &decoded))
+        .fold_batch(live, &keys, cache, |model| apply_all(model, &decoded))
         .await
+}
+
+/// A batch of the log, decoded, with the keys of the rows it needs.
+struct DecodedBatch {
+    events: Vec<(RecordedEvent, Event)>,
+    keys: Keys,
+    last: u64,
+}
+
+/// Reads and decodes the log after `position` in batches of `size` on a
+/// task of its own, up to two batches ahead of the consumer, until the log
+/// ends (or the consumer goes away).
+fn read_ahead(store: Store, mut position: u64, size: usize) -> mpsc::Receiver<Result<DecodedBatch, ProjectionError>> {
+    let (sender, receiver) = mpsc::channel(2);
+    tokio::spawn(async move {
+        loop {
+            let batch = match store.read_all(position, size).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    let _ = sender.send(Err(error.into())).await;
+                    return;
+                }
+            };
+            let Some(last) = batch.last().map(|e| e.position) else {
+                return;
+            };
+            let decoded: Result<Vec<_>, _> = batch
+                .into_iter()
+                .map(|recorded| decode(&recorded).map(|event| (recorded, event)))
+                .collect();
+            let batch = decoded.map(|events| {
+                let mut keys = Keys::default();
+                for (recorded, event) in &events {
+                    CrmModel::add_keys(recorded, event, &mut keys);
+                }
+                DecodedBatch { events, keys, last }
+            });
+            let failed = batch.is_err();
+            if sender.send(batch).await.is_err() || failed {
+                return;
+            }
+            position = last;
+        }
+    });
+    receiver
 }
 
 fn decode_all(batch: &[RecordedEvent]) -> Result<Vec<(&RecordedEvent, Event)>, ProjectionError> {
@@ -564,12 +620,12 @@ impl CommitHook for LiveFold {
                 HookConnection::Sqlite(conn) => conn,
                 HookConnection::Postgres(conn) => conn,
             };
-            let mode = FoldMode::Live {
+            let live = LiveBatch {
                 first_position: first,
                 exact: true,
             };
             let mut views = Vec::new();
-            let folded = crate::tables::fold_rows(conn, LIVE, mode, &keys, None, |model| {
+            let folded = crate::tables::fold_rows(conn, live, &keys, None, |model| {
                 apply_all(model, &decoded);
                 views = written_views(model, &decoded);
             })

@@ -184,6 +184,7 @@ pub(crate) fn contact_row(contact: &ContactView, view: String) -> Vec<Cell> {
         search: search_text([
             Some(fields.name.as_str()),
             fields.email.as_ref().map(|e| e.as_str()),
+            fields.phone.as_ref().map(|p| p.as_str()),
             fields.title.as_ref().map(|t| t.as_str()),
         ]),
         checks: contact_checks(contact),

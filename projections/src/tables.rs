@@ -28,7 +28,8 @@ use crate::ProjectionError;
 use crate::model::{CrmModel, InteractionView, Keys, UserView};
 use crate::rows::{account_row, contact_row, deal_row, interaction_row, text, user_row};
 use crate::schema::{
-    ACCOUNTS, CONTACTS, DEALS, INTERACTIONS, Table, USERS, create_indexes_sql, create_tables_sql, drop_sql,
+    ACCOUNTS, CONTACTS, DEALS, INTERACTIONS, SearchIndex, Table, USERS, create_indexes_sql, create_tables_sql,
+    drop_sql, search_table,
 };
 pub(crate) use crate::schema::{LIVE, NEXT, TABLES};
 pub(crate) use crate::sql::Dialect;
@@ -60,6 +61,7 @@ pub(crate) struct Tables {
     writer: AnyPool,
     readers: AnyPool,
     dialect: Dialect,
+    search: SearchIndex,
 }
 
 impl Tables {
@@ -74,10 +76,15 @@ impl Tables {
         };
         let writer = pool(url, dialect, schema, 1, true).await?;
         let readers = pool(url, dialect, schema, readers_max.max(1), false).await?;
+        let search = match dialect {
+            Dialect::Sqlite => SearchIndex::Fts5,
+            Dialect::Postgres => trigrams(&writer).await?,
+        };
         let tables = Self {
             writer,
             readers,
             dialect,
+            search,
         };
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS rm_state (name TEXT PRIMARY KEY, model_version BIGINT NOT NULL, \
@@ -105,7 +112,7 @@ impl Tables {
         let mut tx = self.begin(&mut conn).await?;
         execute_all(&mut *tx, drop_sql(LIVE)).await?;
         execute_all(&mut *tx, create_tables_sql(LIVE, self.dialect)).await?;
-        execute_all(&mut *tx, create_indexes_sql(LIVE, generation)).await?;
+        execute_all(&mut *tx, create_indexes_sql(LIVE, generation, &self.search)).await?;
         write_state(
             &mut *tx,
             State {
@@ -134,7 +141,7 @@ impl Tables {
     pub async fn index_next(&self, generation: u64) -> Result<(), ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
-        execute_all(&mut *tx, create_indexes_sql(NEXT, generation)).await?;
+        execute_all(&mut *tx, create_indexes_sql(NEXT, generation, &self.search)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -149,25 +156,54 @@ impl Tables {
         };
         // The state row first, as every fold takes it first: no deadlock.
         read_state(&mut *tx, self.lock_clause()).await?;
-        Ok(Swap { tx })
+        Ok(Swap {
+            tx,
+            search: self.search.clone(),
+        })
     }
 
-    /// Folds one batch of events into the tables with `prefix`, in a
-    /// transaction of its own (catch-up and rebuilds; appends fold inside
-    /// their own transaction through the commit hook).
+    /// Folds one batch of events into the live tables, in a transaction of
+    /// its own (catch-up; appends fold inside their own transaction through
+    /// the commit hook).
     pub async fn fold_batch(
         &self,
-        prefix: &str,
-        mode: FoldMode,
+        batch: LiveBatch,
         keys: &Keys,
         cache: Option<&mut RowCache>,
         fold: impl FnOnce(&mut CrmModel),
     ) -> Result<Folded, ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
-        let folded = fold_rows(&mut *tx, prefix, mode, keys, cache, fold).await?;
+        let folded = fold_rows(&mut *tx, batch, keys, cache, fold).await?;
         tx.commit().await?;
         Ok(folded)
+    }
+
+    /// Folds one batch of a rebuild into `rows`, writing (in a transaction)
+    /// only when they are full.
+    pub async fn fold_aside(
+        &self,
+        rows: &mut AsideRows,
+        keys: &Keys,
+        fold: impl FnOnce(&mut CrmModel),
+    ) -> Result<(), ProjectionError> {
+        let mut conn = self.writer.acquire().await?;
+        rows.fold(&mut *conn, keys, fold).await?;
+        if rows.full() {
+            let mut tx = self.begin(&mut conn).await?;
+            rows.flush(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes what a rebuild's rows hold that the tables do not.
+    pub async fn flush_aside(&self, rows: &mut AsideRows) -> Result<(), ProjectionError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = self.begin(&mut conn).await?;
+        rows.flush(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// What holds the state row until the transaction ends.
@@ -253,13 +289,25 @@ impl Tables {
             condition(&mut sql, "stage", "=", stage.clone());
         }
         if let Some(needle) = &filter.text {
-            condition(
-                &mut sql,
-                "search",
-                "LIKE",
-                format!("%{}%", escape_like(&needle.to_lowercase())),
-            );
-            sql.push_str(" ESCAPE '\\'");
+            let needle = needle.to_lowercase();
+            let searched = TABLES.iter().find(|t| t.name == kind_table && t.searched);
+            match searched {
+                // A needle of three characters or more is looked up in the
+                // trigram index; a shorter one matches so many rows that
+                // reading them in id order finds a page at once.
+                Some(table) if self.search == SearchIndex::Fts5 && needle.chars().count() >= 3 => {
+                    let fts = search_table(LIVE, table);
+                    binds.push(Cell::Text(Some(format!("\"{}\"", needle.replace('"', "\"\"")))));
+                    sql.push_str(&format!(
+                        " AND rowid IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ${})",
+                        binds.len()
+                    ));
+                }
+                _ => {
+                    condition(&mut sql, "search", "LIKE", format!("%{}%", escape_like(&needle)));
+                    sql.push_str(" ESCAPE '\\'");
+                }
+            }
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", filter.limit));
         let mut conn = self.readers.acquire().await?;
@@ -305,6 +353,8 @@ impl Tables {
             writer: pool.clone(),
             readers: pool,
             dialect: Dialect::Sqlite,
+            // Reports as of a date search nothing.
+            search: SearchIndex::None,
         };
         let mut conn = tables.writer.acquire().await?;
         let mut tx = conn.begin().await?;
@@ -317,7 +367,7 @@ impl Tables {
             interactions: Default::default(),
         };
         write_changed(&mut *tx, LIVE, model, &every, &mut Loaded::default(), false).await?;
-        execute_all(&mut *tx, create_indexes_sql(LIVE, 0)).await?;
+        execute_all(&mut *tx, create_indexes_sql(LIVE, 0, &SearchIndex::None)).await?;
         tx.commit().await?;
         Ok(tables)
     }
@@ -335,27 +385,42 @@ impl Tables {
 #[derive(Debug)]
 pub(crate) struct Swap {
     tx: sqlx::Transaction<'static, sqlx::Any>,
+    search: SearchIndex,
 }
 
 impl Swap {
-    /// Folds the last events into the rebuild tables, inside the swap.
+    /// Folds the last events into the rebuild's rows, inside the swap.
     pub async fn fold(
         &mut self,
-        mode: FoldMode,
+        rows: &mut AsideRows,
         keys: &Keys,
-        cache: Option<&mut RowCache>,
         fold: impl FnOnce(&mut CrmModel),
-    ) -> Result<Folded, ProjectionError> {
-        fold_rows(&mut *self.tx, NEXT, mode, keys, cache, fold).await
+    ) -> Result<(), ProjectionError> {
+        rows.fold(&mut *self.tx, keys, fold).await?;
+        if rows.full() {
+            rows.flush(&mut *self.tx).await?;
+        }
+        Ok(())
     }
 
-    /// Puts the rebuilt tables in place of the live ones, atomically.
-    pub async fn finish(mut self, state: State) -> Result<(), ProjectionError> {
+    /// Writes the rebuild's last rows and puts the rebuilt tables in place
+    /// of the live ones, atomically.
+    pub async fn finish(mut self, rows: &mut AsideRows, state: State) -> Result<(), ProjectionError> {
+        rows.flush(&mut *self.tx).await?;
         execute_all(&mut *self.tx, drop_sql(LIVE)).await?;
-        let renames = TABLES
+        let mut renames: Vec<String> = TABLES
             .iter()
             .map(|t| format!("ALTER TABLE {NEXT}{0} RENAME TO {LIVE}{0}", t.name))
             .collect();
+        if self.search == SearchIndex::Fts5 {
+            renames.extend(TABLES.iter().filter(|t| t.searched).map(|t| {
+                format!(
+                    "ALTER TABLE {} RENAME TO {}",
+                    search_table(NEXT, t),
+                    search_table(LIVE, t)
+                )
+            }));
+        }
         execute_all(&mut *self.tx, renames).await?;
         write_state(&mut *self.tx, state).await?;
         self.tx.commit().await?;
@@ -363,17 +428,14 @@ impl Swap {
     }
 }
 
-/// How a batch meets the tables' state row.
+/// How a batch meets the live tables' state row, which is read and locked:
+/// the batch starts at `first_position`. With `exact`, the tables must end
+/// right before it (an append's own events), else nothing is folded;
+/// without, events the tables already cover are skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FoldMode {
-    /// The live tables, whose state row is read and locked: the batch
-    /// starts at `first_position`. With `exact`, the tables must end right
-    /// before it (an append's own events), else nothing is folded; without,
-    /// events the tables already cover are skipped.
-    Live { first_position: u64, exact: bool },
-    /// Rebuild tables, which cover `covered` and keep no state row until
-    /// they are swapped in.
-    Aside { covered: u64 },
+pub(crate) struct LiveBatch {
+    pub first_position: u64,
+    pub exact: bool,
 }
 
 /// What a batch did.
@@ -386,36 +448,28 @@ pub(crate) enum Folded {
     Skipped(Option<u64>),
 }
 
-/// Folds one batch into the tables with `prefix` on `conn`, inside the
-/// caller's transaction: loads the rows `keys` names (then the accounts of
-/// the contacts and deals loaded), runs `fold` over them (`CrmModel::apply`
-/// on a partial model), writes back the rows that changed and, for the live
-/// tables, the position they reach.
+/// Folds one batch into the live tables on `conn`, inside the caller's
+/// transaction: loads the rows `keys` names (then the accounts of the
+/// contacts and deals loaded), runs `fold` over them (`CrmModel::apply` on a
+/// partial model), writes back the rows that changed and the position the
+/// tables reach.
 pub(crate) async fn fold_rows(
     conn: &mut dyn Exec,
-    prefix: &str,
-    mode: FoldMode,
+    batch: LiveBatch,
     keys: &Keys,
     mut cache: Option<&mut RowCache>,
     fold: impl FnOnce(&mut CrmModel),
 ) -> Result<Folded, ProjectionError> {
-    let mut state = None;
-    let covered = match mode {
-        FoldMode::Aside { covered } => covered,
-        FoldMode::Live { first_position, exact } => {
-            let lock = lock_clause(conn.dialect());
-            let Some(live) = read_state(conn, lock).await? else {
-                return Ok(Folded::Skipped(None));
-            };
-            let behind = live.position + 1 < first_position;
-            let contiguous = live.position + 1 == first_position;
-            if live.model_version != crate::MODEL_VERSION || behind || (exact && !contiguous) {
-                return Ok(Folded::Skipped(Some(live.position)));
-            }
-            state = Some(live);
-            live.position
-        }
+    let lock = lock_clause(conn.dialect());
+    let Some(mut state) = read_state(conn, lock).await? else {
+        return Ok(Folded::Skipped(None));
     };
+    let behind = state.position + 1 < batch.first_position;
+    let contiguous = state.position + 1 == batch.first_position;
+    if state.model_version != crate::MODEL_VERSION || behind || (batch.exact && !contiguous) {
+        return Ok(Folded::Skipped(Some(state.position)));
+    }
+    let covered = state.position;
     let remember = cache.is_some();
     let (mut model, mut loaded) = match cache.as_deref_mut() {
         // What the cache holds is what the tables hold only if nothing else
@@ -426,7 +480,32 @@ pub(crate) async fn fold_rows(
         _ => (CrmModel::default(), Loaded::default()),
     };
     model.position = covered;
-    load_into(conn, prefix, &not_held(keys, &model), &mut model, &mut loaded).await?;
+    let touched = load_touched(conn, LIVE, keys, &mut model, &mut loaded).await?;
+    fold(&mut model);
+    write_changed(conn, LIVE, &model, &touched, &mut loaded, remember).await?;
+    let position = model.position;
+    state.position = position;
+    write_state(conn, state).await?;
+    if let Some(cache) = cache
+        && rows_held(&model) <= ROW_CACHE_ROWS_MAX
+    {
+        cache.model = model;
+        cache.loaded = loaded;
+    }
+    Ok(Folded::Covered(position))
+}
+
+/// Loads the rows `keys` names that `model` does not hold yet, then the
+/// accounts of the contacts and deals among them (a fold touches a record's
+/// account too); returns every key the fold may change.
+async fn load_touched(
+    conn: &mut dyn Exec,
+    prefix: &str,
+    keys: &Keys,
+    model: &mut CrmModel,
+    loaded: &mut Loaded,
+) -> Result<Keys, ProjectionError> {
+    load_into(conn, prefix, &not_held(keys, model), model, loaded).await?;
     let mut touched = keys.clone();
     let accounts_of_contacts = keys
         .contacts
@@ -439,40 +518,81 @@ pub(crate) async fn fold_rows(
         .filter_map(|id| model.deals.get(id))
         .map(|d| d.fields.account_id);
     touched.accounts.extend(accounts_of_contacts.chain(accounts_of_deals));
-    load_into(conn, prefix, &not_held(&touched, &model), &mut model, &mut loaded).await?;
-    fold(&mut model);
-    write_changed(conn, prefix, &model, &touched, &mut loaded, remember).await?;
-    let position = model.position;
-    if let Some(mut state) = state {
-        state.position = position;
-        write_state(conn, state).await?;
-    }
-    if let Some(cache) = cache {
-        let n_rows = model.users.len()
-            + model.contacts.len()
-            + model.accounts.len()
-            + model.deals.len()
-            + model.interactions.len();
-        if n_rows <= ROW_CACHE_ROWS_MAX {
-            cache.model = model;
-            cache.loaded = loaded;
-        }
-    }
-    Ok(Folded::Covered(position))
+    load_into(conn, prefix, &not_held(&touched, model), model, loaded).await?;
+    Ok(touched)
 }
 
-/// Rows a rebuild keeps from one batch to the next, so that hot rows (the
-/// users, the big accounts) are not read back for every batch. Only for
-/// tables nobody else writes: what the rebuild wrote last is what they hold.
+/// Rows catch-up keeps from one batch to the next, so that hot rows (the
+/// users, the big accounts) are not read back for every batch. Valid only
+/// while nobody else folds: the position check in `fold_rows` sees that.
 #[derive(Debug, Default)]
 pub(crate) struct RowCache {
     model: CrmModel,
     loaded: Loaded,
 }
 
-/// Rows a `RowCache` holds at most; past this it starts again empty, so a
-/// rebuild's memory does not grow with the log.
+/// Rows a `RowCache` holds at most; past this it starts again empty, so
+/// catch-up's memory does not grow with the log.
 const ROW_CACHE_ROWS_MAX: usize = 50_000;
+
+fn rows_held(model: &CrmModel) -> usize {
+    model.users.len() + model.contacts.len() + model.accounts.len() + model.deals.len() + model.interactions.len()
+}
+
+/// A rebuild's rows: a write-back cache over the rebuild tables, which
+/// nobody else writes. Batches fold into the rows held here; a row is
+/// written once when the cache is full (or the rebuild is done), however
+/// many batches changed it meanwhile, so a hot account costs one write per
+/// fill instead of one per batch. Killed before a flush, nothing is lost
+/// that a rebuild needs: the tables are not swapped in until it ends.
+#[derive(Debug)]
+pub(crate) struct AsideRows {
+    model: CrmModel,
+    loaded: Loaded,
+    /// Rows changed since they were last written.
+    dirty: Keys,
+    /// Rows held at most: past this they are written and forgotten.
+    rows_max: usize,
+}
+
+impl AsideRows {
+    pub fn new(rows_max: usize) -> Self {
+        Self {
+            model: CrmModel::default(),
+            loaded: Loaded::default(),
+            dirty: Keys::default(),
+            rows_max,
+        }
+    }
+
+    /// Loads the rows a batch needs and does not hold yet, runs `fold` over
+    /// them and remembers which it may have changed. Writes nothing.
+    async fn fold(
+        &mut self,
+        conn: &mut dyn Exec,
+        keys: &Keys,
+        fold: impl FnOnce(&mut CrmModel),
+    ) -> Result<(), ProjectionError> {
+        let touched = load_touched(conn, NEXT, keys, &mut self.model, &mut self.loaded).await?;
+        fold(&mut self.model);
+        self.dirty.extend(touched);
+        Ok(())
+    }
+
+    fn full(&self) -> bool {
+        rows_held(&self.model) > self.rows_max
+    }
+
+    /// Writes every row changed since it was last written, then forgets
+    /// them all.
+    async fn flush(&mut self, conn: &mut dyn Exec) -> Result<(), ProjectionError> {
+        let dirty = std::mem::take(&mut self.dirty);
+        write_changed(conn, NEXT, &self.model, &dirty, &mut self.loaded, false).await?;
+        self.model = CrmModel::default();
+        self.loaded = Loaded::default();
+        Ok(())
+    }
+}
 
 /// The keys whose rows `model` does not hold yet.
 fn not_held(keys: &Keys, model: &CrmModel) -> Keys {
@@ -555,6 +675,43 @@ async fn pool(
         .connect(url)
         .await?;
     Ok(pool)
+}
+
+/// The search index PostgreSQL can have: trigrams from `pg_trgm`, installed
+/// if it is not yet (it is a trusted extension: a database owner may). When
+/// it cannot be, searches read the rows, and the log says why.
+async fn trigrams(pool: &AnyPool) -> Result<SearchIndex, ProjectionError> {
+    let installed_in = || async {
+        let schema: Option<(String,)> = sqlx::query_as(
+            "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
+             WHERE e.extname = 'pg_trgm'",
+        )
+        .fetch_optional(pool)
+        .await?;
+        Ok::<_, sqlx::Error>(schema.map(|(schema,)| schema))
+    };
+    if let Some(schema) = installed_in().await? {
+        return Ok(SearchIndex::Trigrams { schema });
+    }
+    // In `public`, which outlives any one crm schema in the database; else
+    // in this one.
+    let mut created = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+        .execute(pool)
+        .await;
+    if created.is_err() {
+        created = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            .execute(pool)
+            .await;
+    }
+    // Another server may have created it at the same moment.
+    match (installed_in().await?, created) {
+        (Some(schema), _) => Ok(SearchIndex::Trigrams { schema }),
+        (None, Err(error)) => {
+            tracing::warn!(%error, "pg_trgm is not available: record searches will read every row");
+            Ok(SearchIndex::None)
+        }
+        (None, Ok(_)) => Ok(SearchIndex::None),
+    }
 }
 
 /// `FOR UPDATE` on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already holds
@@ -727,73 +884,75 @@ async fn write_changed(
     remember: bool,
 ) -> Result<(), ProjectionError> {
     let mut changes = Changes {
+        conn,
+        prefix,
         loaded,
         remember,
-        written: Vec::new(),
     };
-    let users = changes.rows(&USERS, &touched.users, &model.users, |_, user, view| {
-        user_row(user, view)
-    });
-    let contacts = changes.rows(&CONTACTS, &touched.contacts, &model.contacts, |_, contact, view| {
-        contact_row(contact, view)
-    });
-    let accounts = changes.rows(&ACCOUNTS, &touched.accounts, &model.accounts, |_, account, view| {
-        account_row(account, view)
-    });
-    let deals = changes.rows(&DEALS, &touched.deals, &model.deals, |_, deal, view| {
-        deal_row(deal, view)
-    });
-    let interactions = changes.rows(
-        &INTERACTIONS,
-        &touched.interactions,
-        &model.interactions,
-        |_, interaction, view| interaction_row(interaction, view),
-    );
-    upsert(conn, prefix, &USERS, users).await?;
-    upsert(conn, prefix, &CONTACTS, contacts).await?;
-    upsert(conn, prefix, &ACCOUNTS, accounts).await?;
-    upsert(conn, prefix, &DEALS, deals).await?;
-    upsert(conn, prefix, &INTERACTIONS, interactions).await?;
-    let written = changes.written;
-    loaded.views.extend(written);
-    Ok(())
+    changes.write(&USERS, &touched.users, &model.users, user_row).await?;
+    changes
+        .write(&CONTACTS, &touched.contacts, &model.contacts, contact_row)
+        .await?;
+    changes
+        .write(&ACCOUNTS, &touched.accounts, &model.accounts, account_row)
+        .await?;
+    changes.write(&DEALS, &touched.deals, &model.deals, deal_row).await?;
+    changes
+        .write(
+            &INTERACTIONS,
+            &touched.interactions,
+            &model.interactions,
+            interaction_row,
+        )
+        .await
 }
 
-/// Picks the rows a batch changed, table by table.
+/// Writes the rows a batch changed, table by table, a statement at a time
+/// (so a rebuild's flush never holds every row it writes at once).
 struct Changes<'a> {
-    loaded: &'a Loaded,
+    conn: &'a mut dyn Exec,
+    prefix: &'a str,
+    loaded: &'a mut Loaded,
+    /// Whether `loaded` then holds the JSON written.
     remember: bool,
-    /// With `remember`: the JSON of every row picked, for `Loaded`.
-    written: Vec<((&'static str, Uuid), String)>,
 }
 
 impl Changes<'_> {
-    /// The rows of `table` among `ids` whose JSON differs from what was
-    /// loaded, each made by `row` from its id, its view and that JSON.
-    fn rows<T: serde::Serialize>(
+    /// Writes the rows of `table` among `ids` whose JSON differs from what
+    /// was loaded, each made by `row` from its view and that JSON.
+    async fn write<T: serde::Serialize>(
         &mut self,
         table: &Table,
         ids: &BTreeSet<Uuid>,
         views: &BTreeMap<Uuid, T>,
-        row: impl Fn(&Uuid, &T, String) -> Vec<Cell>,
-    ) -> Vec<Vec<Cell>> {
+        row: impl Fn(&T, String) -> Vec<Cell>,
+    ) -> Result<(), ProjectionError> {
         let mut rows = Vec::new();
         for (id, view) in ids.iter().filter_map(|id| views.get(id).map(|view| (id, view))) {
             let json = to_json(view);
-            if self.loaded.views.get(&(table.name, *id)) == Some(&json) {
+            let key = (table.name, *id);
+            if self.loaded.views.get(&key) == Some(&json) {
                 continue;
             }
             if self.remember {
-                self.written.push(((table.name, *id), json.clone()));
+                self.loaded.views.insert(key, json.clone());
             }
-            rows.push(row(id, view, json));
+            rows.push(row(view, json));
+            if rows.len() == rows_per_statement(table) {
+                upsert(&mut *self.conn, self.prefix, table, std::mem::take(&mut rows)).await?;
+            }
         }
-        rows
+        upsert(&mut *self.conn, self.prefix, table, rows).await
     }
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("views serialise: every map key is a string")
+}
+
+/// Rows of `table` one multi-row insert writes.
+fn rows_per_statement(table: &Table) -> usize {
+    (ROWS_PER_STATEMENT_MAX * 4 / table.columns.len()).max(1)
 }
 
 /// Inserts or replaces rows, many to a statement.
@@ -803,9 +962,8 @@ async fn upsert(conn: &mut dyn Exec, prefix: &str, table: &Table, rows: Vec<Vec<
     }
     let columns: Vec<&str> = table.column_names().collect();
     let width = columns.len();
-    let rows_per_statement = (ROWS_PER_STATEMENT_MAX * 4 / width).max(1);
     let updates: Vec<String> = columns[1..].iter().map(|c| format!("{c} = excluded.{c}")).collect();
-    for chunk in rows.chunks(rows_per_statement) {
+    for chunk in rows.chunks(rows_per_statement(table)) {
         let mut sql = format!("INSERT INTO {prefix}{} ({}) VALUES ", table.name, columns.join(", "));
         for (n, _) in chunk.iter().enumerate() {
             let placeholders = conn.dialect().parameters(n * width + 1, width);

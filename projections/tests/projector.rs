@@ -71,6 +71,7 @@ fn small_batches() -> ProjectorOptions {
     ProjectorOptions {
         fold_batch_events: 3,
         rebuild_batch_events: 7,
+        rebuild_rows_max: 5,
         ..ProjectorOptions::default()
     }
 }

@@ -250,14 +250,18 @@ async fn folded_through_tables(history: &History, batch_events: usize, split: us
     let store = database.open().await;
     let requests: Vec<AppendRequest> = history.log.iter().map(append_request).collect();
     let mut requests = requests.into_iter();
-    // The first part is folded by catch-up when the projector opens, the
-    // rest inside the transactions that append it (group commits of any size).
+    // The first part is folded when the projector opens, the rest inside
+    // the transactions that append it (group commits of any size).
     let before: Vec<AppendRequest> = requests.by_ref().take(split).collect();
     for result in store.append_all(before).await.expect("append") {
         result.expect("each append");
     }
+    // A log longer than a batch is folded the way a rebuild does, in rows
+    // written back when `batch_events` of them are held.
     let options = projections::ProjectorOptions {
         fold_batch_events: batch_events,
+        rebuild_batch_events: batch_events,
+        rebuild_rows_max: batch_events,
         ..projections::ProjectorOptions::default()
     };
     let projector = projections::Projector::open_with(store.clone(), options)

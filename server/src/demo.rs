@@ -549,7 +549,11 @@ fn plan(builder: &mut Builder, options: &DemoOptions) -> Vec<Planned> {
     plan
 }
 
-/// Writes the demo history into `store`, calling `progress(done, total)`.
+/// Requests appended at a time.
+const APPEND_CHUNK: usize = 2_000;
+
+/// Writes the demo history into `store`, calling `progress(done, total)`
+/// with the planned actions done.
 pub async fn generate(
     store: &Store,
     options: &DemoOptions,
@@ -564,9 +568,15 @@ pub async fn generate(
         accounts: HashMap::new(),
         deals: HashMap::new(),
     };
+    if store.head().await.map_err(|e| e.to_string())? > 0 {
+        return Err("the demo fills an empty store; this one already holds events (use a new --database)".into());
+    }
     let plan = plan(&mut builder, options);
     let mut report = DemoReport::default();
-    for (at, actor, action) in &plan {
+    let total = plan.len() as u64;
+    // Decided and written as it goes, a few thousand requests at a time, so
+    // the events never all sit in memory at once.
+    for (done, (at, actor, action)) in plan.iter().enumerate() {
         let before = builder.requests.len();
         builder.apply(*at, *actor, action);
         if builder.requests.len() > before {
@@ -579,18 +589,15 @@ pub async fn generate(
                 _ => {}
             }
         }
-    }
-    if store.head().await.map_err(|e| e.to_string())? > 0 {
-        return Err("the demo fills an empty store; this one already holds events (use a new --database)".into());
-    }
-    let requests = std::mem::take(&mut builder.requests);
-    let total = requests.iter().map(|r| r.events.len() as u64).sum();
-    for chunk in requests.chunks(2_000) {
-        for result in store.append_all(chunk.to_vec()).await.map_err(|e| e.to_string())? {
-            let appended = result.map_err(|e| format!("the demo history could not be written: {e}"))?;
-            report.events += appended.last_position - appended.first_position + 1;
+        let last = done + 1 == plan.len();
+        if builder.requests.len() >= APPEND_CHUNK || (last && !builder.requests.is_empty()) {
+            let requests = std::mem::take(&mut builder.requests);
+            for result in store.append_all(requests).await.map_err(|e| e.to_string())? {
+                let appended = result.map_err(|e| format!("the demo history could not be written: {e}"))?;
+                report.events += appended.last_position - appended.first_position + 1;
+            }
+            progress(done as u64 + 1, total);
         }
-        progress(report.events, total);
     }
     Ok(report)
 }

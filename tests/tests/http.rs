@@ -36,6 +36,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     records_can_be_created_read_listed_changed_and_archived,
+    search_finds_records_by_any_piece_of_name_email_phone_or_domain_before_and_after_a_rebuild,
     every_error_status_of_the_contract_is_a_problem_and_appends_nothing,
     each_role_reaches_exactly_its_routes,
     an_idempotent_retry_returns_the_first_response_and_appends_nothing,
@@ -328,6 +329,107 @@ type ErrorCase = (
     Option<&'static str>,
     StatusCode,
 );
+
+/// The names a search (`q`) finds, in list order, all pages followed.
+async fn found(server: &Server, kind: &str, query: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/v1/{kind}?limit=2&q={query}{cursor}");
+        let (status, page) = server.admin(Method::GET, &path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        for item in page["items"].as_array().expect("items") {
+            let name = item.get("name").or_else(|| item.get("title")).and_then(Value::as_str);
+            names.push(name.expect("a name").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return names,
+        }
+    }
+}
+
+async fn search_finds_records_by_any_piece_of_name_email_phone_or_domain_before_and_after_a_rebuild(server: &Server) {
+    let acme = server
+        .create(
+            "accounts",
+            json!({"name": "Acme Rockets", "domain": "acme-rockets.example"}),
+        )
+        .await;
+    server
+        .create("accounts", json!({"name": "Globex", "domain": "globex.example"}))
+        .await;
+    for (name, email, phone) in [
+        ("Ada Lovelace", "ada@analytical.example", "+44 20 7946 0018"),
+        ("Grace Hopper", "grace@cobol.example", "+1 212 555 0147"),
+        (
+            "Adam \"Quote\" 100%_sure",
+            "adam@analytical.example",
+            "+33 1 23 45 67 89",
+        ),
+    ] {
+        server
+            .create("contacts", json!({"name": name, "email": email, "phone": phone}))
+            .await;
+    }
+    server
+        .create("deals", json!({"title": "Rocket fuel, 2027", "account_id": id(&acme)}))
+        .await;
+    let expectations: [(&str, &str, &[&str]); 13] = [
+        // A prefix, a substring in the middle, any case.
+        ("contacts", "ada", &["Ada Lovelace", "Adam \"Quote\" 100%_sure"]),
+        ("contacts", "LOVEL", &["Ada Lovelace"]),
+        ("contacts", "ovelac", &["Ada Lovelace"]),
+        // Email and phone (digits of its E.164 form), a piece of either.
+        ("contacts", "cobol.exa", &["Grace Hopper"]),
+        ("contacts", "analytical", &["Ada Lovelace", "Adam \"Quote\" 100%_sure"]),
+        ("contacts", "2125550", &["Grace Hopper"]),
+        // Two characters: too short for trigrams, still found.
+        ("contacts", "gr", &["Grace Hopper"]),
+        // Quotes and LIKE wildcards are plain characters.
+        ("contacts", "%22quote%22", &["Adam \"Quote\" 100%_sure"]),
+        ("contacts", "100%25_", &["Adam \"Quote\" 100%_sure"]),
+        ("contacts", "%25", &["Adam \"Quote\" 100%_sure"]),
+        ("contacts", "nobody", &[]),
+        ("accounts", "rockets.exa", &["Acme Rockets"]),
+        ("deals", "fuel", &["Rocket fuel, 2027"]),
+    ];
+    for (kind, query, expected) in expectations {
+        assert_eq!(found(server, kind, query).await, expected, "{kind}?q={query}");
+    }
+    // A change moves the record in the index: the old email no longer finds it.
+    let (_, page) = server.admin(Method::GET, "/v1/contacts?q=lovelace", None).await;
+    let path = format!("/v1/contacts/{}", id(&page["items"][0]));
+    let (status, _) = server
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"email": "countess@lovelace.example"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        found(server, "contacts", "analytical").await,
+        ["Adam \"Quote\" 100%_sure"]
+    );
+    assert_eq!(found(server, "contacts", "countess").await, ["Ada Lovelace"]);
+    // A rebuild swaps in tables indexed anew, and they keep following changes.
+    let (status, _) = server.admin(Method::POST, "/v1/admin/rebuild", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found(server, "contacts", "countess").await, ["Ada Lovelace"]);
+    assert_eq!(found(server, "accounts", "globex").await, ["Globex"]);
+    server
+        .create(
+            "contacts",
+            json!({"name": "Katherine Johnson", "email": "kj@nasa.example"}),
+        )
+        .await;
+    assert_eq!(found(server, "contacts", "nasa.ex").await, ["Katherine Johnson"]);
+    assert_eq!(
+        found(server, "contacts", "ada").await,
+        ["Ada Lovelace", "Adam \"Quote\" 100%_sure"]
+    );
+}
 
 async fn every_error_status_of_the_contract_is_a_problem_and_appends_nothing(server: &Server) {
     let account = server.create("accounts", json!({"name": "Acme"})).await;
