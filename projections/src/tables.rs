@@ -288,21 +288,32 @@ impl Tables {
         if let Some(stage) = &filter.stage {
             condition(&mut sql, "stage", "=", stage.clone());
         }
+        let mut conn = self.readers.acquire().await?;
         if let Some(needle) = &filter.text {
             let needle = needle.to_lowercase();
-            let searched = TABLES.iter().find(|t| t.name == kind_table && t.searched);
-            match searched {
-                // A needle of three characters or more is looked up in the
-                // trigram index; a shorter one matches so many rows that
-                // reading them in id order finds a page at once.
-                Some(table) if self.search == SearchIndex::Fts5 && needle.chars().count() >= 3 => {
-                    let fts = search_table(LIVE, table);
-                    binds.push(Cell::Text(Some(format!("\"{}\"", needle.replace('"', "\"\"")))));
+            let indexed = TABLES
+                .iter()
+                .find(|t| t.name == kind_table && t.searched && self.search == SearchIndex::Fts5)
+                .filter(|_| needle.chars().count() >= 3);
+            let phrase = format!("\"{}\"", needle.replace('"', "\"\""));
+            let fts = indexed.map(|table| search_table(LIVE, table));
+            let sparse = match &fts {
+                Some(fts) => sparse_match(&mut *conn, kind_table, fts, &phrase, filter.limit).await?,
+                None => false,
+            };
+            match fts {
+                // Few rows hold the needle: the trigram index names them all,
+                // and the page is the first of those in id order.
+                Some(fts) if sparse => {
+                    binds.push(Cell::Text(Some(phrase)));
                     sql.push_str(&format!(
                         " AND rowid IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ${})",
                         binds.len()
                     ));
                 }
+                // Many rows hold it (or it is under three characters, which
+                // trigrams cannot look up): reading rows in id order fills a
+                // page after a few of them.
                 _ => {
                     condition(&mut sql, "search", "LIKE", format!("%{}%", escape_like(&needle)));
                     sql.push_str(" ESCAPE '\\'");
@@ -310,7 +321,6 @@ impl Tables {
             }
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", filter.limit));
-        let mut conn = self.readers.acquire().await?;
         let rows = conn.fetch(&sql, binds, &[Kind::Text]).await?;
         rows.into_iter()
             .map(|row| parse_id(row.into_iter().next().and_then(Cell::into_text)))
@@ -675,6 +685,31 @@ async fn pool(
         .connect(url)
         .await?;
     Ok(pool)
+}
+
+/// Whether few enough rows of `table` hold `phrase` that sorting them all
+/// by id costs less than reading rows in id order until a page of `limit`
+/// is full. Matches are counted up to a cap that balances the two: taking
+/// all `cap` costs about as much as reading `limit * rows / cap` rows, so
+/// the cap is the square root of `limit * rows` (times 2, a row read costing
+/// about twice a match), which bounds either way to a few thousand rows.
+async fn sparse_match(
+    conn: &mut dyn Exec,
+    table: &str,
+    fts: &str,
+    phrase: &str,
+    limit: usize,
+) -> Result<bool, ProjectionError> {
+    let sql = format!("SELECT COALESCE(MAX(rowid), 0) FROM {LIVE}{table}");
+    let rows = conn.fetch(&sql, Vec::new(), &[Kind::Int]).await?;
+    let n_rows = rows.first().and_then(|r| r.first()).and_then(Cell::as_int).unwrap_or(0);
+    let cap = ((2.0 * limit as f64 * n_rows.max(1) as f64).sqrt() as i64).max(1_000);
+    let sql = format!("SELECT COUNT(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH $1 LIMIT {cap})");
+    let rows = conn
+        .fetch(&sql, vec![Cell::Text(Some(phrase.to_owned()))], &[Kind::Int])
+        .await?;
+    let matches = rows.first().and_then(|r| r.first()).and_then(Cell::as_int).unwrap_or(0);
+    Ok(matches < cap)
 }
 
 /// The search index PostgreSQL can have: trigrams from `pg_trgm`, installed
