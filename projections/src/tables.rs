@@ -703,7 +703,7 @@ async fn sparse_match(
     let sql = format!("SELECT COALESCE(MAX(rowid), 0) FROM {LIVE}{table}");
     let rows = conn.fetch(&sql, Vec::new(), &[Kind::Int]).await?;
     let n_rows = rows.first().and_then(|r| r.first()).and_then(Cell::as_int).unwrap_or(0);
-    let cap = ((2.0 * limit as f64 * n_rows.max(1) as f64).sqrt() as i64).max(1_000);
+    let cap = ((2.0 * limit as f64 * n_rows.max(1) as f64).sqrt() as i64).max(1);
     let sql = format!("SELECT COUNT(*) FROM (SELECT 1 FROM {fts} WHERE {fts} MATCH $1 LIMIT {cap})");
     let rows = conn
         .fetch(&sql, vec![Cell::Text(Some(phrase.to_owned()))], &[Kind::Int])
