@@ -295,11 +295,7 @@ impl Projector {
         let mut batches = read_ahead(self.store.clone(), position, self.options.rebuild_batch_events);
         while let Some(batch) = batches.recv().await {
             let batch = batch?;
-            let fold = |model: &mut CrmModel| {
-                for (recorded, event) in &batch.events {
-                    model.apply(recorded, event);
-                }
-            };
+            let fold = |model: &mut CrmModel| apply_all(model, pairs(&batch.events));
             match swap.as_deref_mut() {
                 Some(swap) => swap.fold(rows, &batch.keys, fold).await?,
                 None => self.tables.fold_aside(rows, &batch.keys, fold).await?,
@@ -467,7 +463,7 @@ fn advance(applied: &watch::Sender<u64>, position: u64) {
 }
 
 /// Applies decoded events in order: the one fold, over whatever model.
-fn apply_all(model: &mut CrmModel, decoded: &[(&RecordedEvent, Event)]) {
+fn apply_all<'a>(model: &mut CrmModel, decoded: impl IntoIterator<Item = (&'a RecordedEvent, &'a Event)>) {
     for (recorded, event) in decoded {
         model.apply(recorded, event);
     }
@@ -482,9 +478,9 @@ async fn fold_batch(
     cache: Option<&mut RowCache>,
 ) -> Result<Folded, ProjectionError> {
     let decoded = decode_all(batch)?;
-    let keys = keys_of(&decoded);
+    let keys = keys_of(pairs(&decoded));
     tables
-        .fold_batch(live, &keys, cache, |model| apply_all(model, &decoded))
+        .fold_batch(live, &keys, cache, |model| apply_all(model, pairs(&decoded)))
         .await
 }
 
@@ -516,12 +512,10 @@ fn read_ahead(store: Store, mut position: u64, size: usize) -> mpsc::Receiver<Re
                 .into_iter()
                 .map(|recorded| decode(&recorded).map(|event| (recorded, event)))
                 .collect();
-            let batch = decoded.map(|events| {
-                let mut keys = Keys::default();
-                for (recorded, event) in &events {
-                    CrmModel::add_keys(recorded, event, &mut keys);
-                }
-                DecodedBatch { events, keys, last }
+            let batch = decoded.map(|events| DecodedBatch {
+                keys: keys_of(pairs(&events)),
+                events,
+                last,
             });
             let failed = batch.is_err();
             if sender.send(batch).await.is_err() || failed {
@@ -540,12 +534,20 @@ fn decode_all(batch: &[RecordedEvent]) -> Result<Vec<(&RecordedEvent, Event)>, P
         .collect()
 }
 
-fn keys_of(decoded: &[(&RecordedEvent, Event)]) -> Keys {
+/// The rows decoded events read or write.
+fn keys_of<'a>(decoded: impl IntoIterator<Item = (&'a RecordedEvent, &'a Event)>) -> Keys {
     let mut keys = Keys::default();
     for (recorded, event) in decoded {
         CrmModel::add_keys(recorded, event, &mut keys);
     }
     keys
+}
+
+/// Decoded events as the pairs `apply_all` and `keys_of` take.
+fn pairs<'a, R: std::borrow::Borrow<RecordedEvent> + 'a>(
+    decoded: &'a [(R, Event)],
+) -> impl Iterator<Item = (&'a RecordedEvent, &'a Event)> {
+    decoded.iter().map(|(recorded, event)| (recorded.borrow(), event))
 }
 
 /// Folds each append's events into the live tables inside the append's own
@@ -615,7 +617,7 @@ impl CommitHook for LiveFold {
                 return Ok(None);
             };
             let decoded = decode_all(events).map_err(|e| e.to_string())?;
-            let keys = keys_of(&decoded);
+            let keys = keys_of(pairs(&decoded));
             let conn: &mut dyn Exec = match conn {
                 HookConnection::Sqlite(conn) => conn,
                 HookConnection::Postgres(conn) => conn,
@@ -626,7 +628,7 @@ impl CommitHook for LiveFold {
             };
             let mut views = Vec::new();
             let folded = crate::tables::fold_rows(conn, live, &keys, None, |model| {
-                apply_all(model, &decoded);
+                apply_all(model, pairs(&decoded));
                 views = written_views(model, &decoded);
             })
             .await

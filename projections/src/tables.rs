@@ -189,10 +189,10 @@ impl Tables {
     ) -> Result<(), ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         rows.fold(&mut *conn, keys, fold).await?;
+        // The pool's one writer connection goes back before the flush takes it.
+        drop(conn);
         if rows.full() {
-            let mut tx = self.begin(&mut conn).await?;
-            rows.flush(&mut *tx).await?;
-            tx.commit().await?;
+            self.flush_aside(rows).await?;
         }
         Ok(())
     }
