@@ -1,6 +1,8 @@
 //! The one trait both databases implement. Everything above it (validation,
 //! group commit, waiting for new events, verification) is shared.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 
@@ -22,7 +24,7 @@ pub trait Backend: Send + Sync + 'static {
     fn commit<'a>(
         &'a self,
         requests: &'a [AppendRequest],
-        hook: Option<&'a dyn CommitHook>,
+        hook: Option<&'a Arc<dyn CommitHook>>,
     ) -> BoxFuture<'a, Result<(BatchOutcome, Option<u64>), StoreError>>;
 
     /// A stream's events from `from_version` (1-based) on, oldest first.

@@ -33,6 +33,9 @@ pub enum StoreError {
     /// acknowledged, so nothing was lost.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// As `Database`, from SQLite's append connection.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The schema could not be brought up to date.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),

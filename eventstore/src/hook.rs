@@ -11,14 +11,15 @@
 use std::sync::{Arc, RwLock};
 
 use futures_util::future::BoxFuture;
-use sqlx::{PgConnection, SqliteConnection};
+use sqlx::PgConnection;
 
 use crate::RecordedEvent;
 
 /// The append transaction's connection, inside the hook's savepoint.
 #[derive(Debug)]
 pub enum HookConnection<'a> {
-    Sqlite(&'a mut SqliteConnection),
+    /// SQLite's append connection, on the thread that owns it.
+    Sqlite(&'a mut rusqlite::Connection),
     Postgres(&'a mut PgConnection),
 }
 
@@ -50,12 +51,6 @@ pub(crate) fn current(slot: &HookSlot) -> Option<Arc<dyn CommitHook>> {
 /// A backend's connection, as a hook sees it.
 pub(crate) trait AsHookConnection {
     fn as_hook_connection(&mut self) -> HookConnection<'_>;
-}
-
-impl AsHookConnection for SqliteConnection {
-    fn as_hook_connection(&mut self) -> HookConnection<'_> {
-        HookConnection::Sqlite(self)
-    }
 }
 
 impl AsHookConnection for PgConnection {

@@ -18,6 +18,7 @@ mod model;
 mod plan;
 mod postgres;
 mod sqlite;
+mod sqlite_appender;
 mod store;
 mod writer;
 

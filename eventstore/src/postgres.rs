@@ -13,6 +13,7 @@
 //! whole batch of callers.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
@@ -205,7 +206,7 @@ impl Backend for PostgresBackend {
     fn commit<'a>(
         &'a self,
         requests: &'a [AppendRequest],
-        hook: Option<&'a dyn CommitHook>,
+        hook: Option<&'a Arc<dyn CommitHook>>,
     ) -> BoxFuture<'a, Result<(BatchOutcome, Option<u64>), StoreError>> {
         Box::pin(async move {
             let mut tx = self.writer.begin().await?;
@@ -218,7 +219,7 @@ impl Backend for PostgresBackend {
                 return Err(StoreError::from_insert(error, requests));
             }
             let covered = match hook {
-                Some(hook) if !plan.events.is_empty() => run_in_savepoint(&mut tx, hook, &plan.events).await,
+                Some(hook) if !plan.events.is_empty() => run_in_savepoint(&mut tx, hook.as_ref(), &plan.events).await,
                 _ => None,
             };
             tx.commit().await?;

@@ -9,16 +9,18 @@
 //! group commit shares that one sync among all callers of a batch.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::backend::{Backend, BatchOutcome};
-use crate::hook::{CommitHook, run_in_savepoint};
-use crate::plan::{self, BatchContext, StoredKey, Tail};
+use crate::hook::CommitHook;
+use crate::plan::StoredKey;
+use crate::sqlite_appender::Appender;
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
 /// How long a connection waits for another process's write lock.
@@ -27,6 +29,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub(crate) struct SqliteBackend {
+    /// Appends: a native connection on a thread of its own.
+    appender: Appender,
+    /// Everything else that writes (tokens, snapshots, migrations).
     writer: SqlitePool,
     readers: SqlitePool,
 }
@@ -41,25 +46,34 @@ impl SqliteBackend {
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&writer).await?;
+        // A connection to a local file does not go stale: no ping (a
+        // round trip to the connection's thread) before each use.
         let readers = SqlitePoolOptions::new()
             .max_connections(options.read_connections_max.max(1))
-            .connect_with(connect.read_only(true))
+            .test_before_acquire(false)
+            .connect_with(connect.clone().read_only(true))
             .await?;
-        Ok(Self { writer, readers })
+        let appender = Appender::open(connect.get_filename(), BUSY_TIMEOUT)?;
+        Ok(Self {
+            appender,
+            writer,
+            readers,
+        })
     }
 }
 
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, schema_version, data, actor, \
      occurred_at, recorded_at, correlation_id, causation_id, hash";
 
-fn format_time(time: DateTime<Utc>) -> String {
+pub(crate) fn format_time(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-fn parse_time(position: u64, raw: &str) -> Result<DateTime<Utc>, StoreError> {
+pub(crate) fn parse_time(position: u64, raw: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| StoreError::Corrupt {
@@ -111,98 +125,6 @@ fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
     })
 }
 
-async fn load_context(
-    conn: &mut SqliteConnection,
-    requests: &[AppendRequest],
-) -> Result<(Tail, BatchContext), StoreError> {
-    let tail = sqlx::query("SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let tail = match tail {
-        Some(row) => {
-            let position = to_u64(row.try_get("position")?);
-            Tail {
-                position,
-                hash: row.try_get("hash")?,
-                recorded_at: Some(parse_time(position, row.try_get("recorded_at")?)?),
-            }
-        }
-        None => Tail::empty(),
-    };
-    // One statement each for all streams and all keys of the batch: every
-    // sqlx-sqlite statement is a round trip to the connection's thread.
-    let (streams, keys) = plan::touched(requests);
-    let mut context = BatchContext::default();
-    let versions = sqlx::query(
-        "SELECT j.value AS stream_id, \
-         COALESCE((SELECT MAX(version) FROM events WHERE stream_id = j.value), 0) AS version \
-         FROM json_each(?) AS j",
-    )
-    .bind(serde_json::to_string(&streams).expect("strings serialise"))
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in versions {
-        context
-            .stream_versions
-            .insert(row.try_get("stream_id")?, to_u64(row.try_get("version")?));
-    }
-    if !keys.is_empty() {
-        let rows =
-            sqlx::query("SELECT * FROM idempotency_keys WHERE idempotency_key IN (SELECT value FROM json_each(?))")
-                .bind(serde_json::to_string(&keys).expect("strings serialise"))
-                .fetch_all(&mut *conn)
-                .await?;
-        for row in rows {
-            let stored = key_from_row(&row)?;
-            context.keys.insert(stored.key.clone(), stored);
-        }
-    }
-    Ok((tail, context))
-}
-
-/// Rows per multi-row INSERT: 12 columns each stays well under SQLite's
-/// limit of 32,766 bound parameters.
-const INSERT_ROWS_MAX: usize = 1_000;
-
-async fn insert(conn: &mut SqliteConnection, events: &[RecordedEvent], keys: &[StoredKey]) -> Result<(), sqlx::Error> {
-    for chunk in events.chunks(INSERT_ROWS_MAX) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
-             occurred_at, recorded_at, correlation_id, causation_id, hash) ",
-        );
-        insert.push_values(chunk, |mut row, e| {
-            row.push_bind(e.position as i64)
-                .push_bind(e.stream_id.clone())
-                .push_bind(e.version as i64)
-                .push_bind(e.event_type.clone())
-                .push_bind(e.schema_version)
-                .push_bind(e.data.clone())
-                .push_bind(e.actor.clone())
-                .push_bind(format_time(e.occurred_at))
-                .push_bind(format_time(e.recorded_at))
-                .push_bind(e.correlation_id.map(|id| id.to_string()))
-                .push_bind(e.causation_id.map(|id| id.to_string()))
-                .push_bind(e.hash.clone());
-        });
-        insert.build().execute(&mut *conn).await?;
-    }
-    for chunk in keys.chunks(INSERT_ROWS_MAX) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO idempotency_keys (idempotency_key, stream_id, first_position, last_position, stream_version, request_hash) ",
-        );
-        insert.push_values(chunk, |mut row, k| {
-            row.push_bind(k.key.clone())
-                .push_bind(k.stream_id.clone())
-                .push_bind(k.first_position as i64)
-                .push_bind(k.last_position as i64)
-                .push_bind(k.stream_version as i64)
-                .push_bind(k.request_hash.clone());
-        });
-        insert.build().execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
 impl Backend for SqliteBackend {
     fn name(&self) -> &'static str {
         "sqlite"
@@ -211,22 +133,9 @@ impl Backend for SqliteBackend {
     fn commit<'a>(
         &'a self,
         requests: &'a [AppendRequest],
-        hook: Option<&'a dyn CommitHook>,
+        hook: Option<&'a Arc<dyn CommitHook>>,
     ) -> BoxFuture<'a, Result<(BatchOutcome, Option<u64>), StoreError>> {
-        Box::pin(async move {
-            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-            let (tail, context) = load_context(&mut tx, requests).await?;
-            let plan = plan::plan(tail, context, requests, Utc::now());
-            if let Err(error) = insert(&mut tx, &plan.events, &plan.keys).await {
-                return Err(StoreError::from_insert(error, requests));
-            }
-            let covered = match hook {
-                Some(hook) if !plan.events.is_empty() => run_in_savepoint(&mut tx, hook, &plan.events).await,
-                _ => None,
-            };
-            tx.commit().await?;
-            Ok((plan.outcomes, covered))
-        })
+        Box::pin(async move { self.appender.commit(requests, hook).await })
     }
 
     fn read_stream<'a>(

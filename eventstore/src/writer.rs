@@ -49,7 +49,7 @@ async fn run(backend: Arc<dyn Backend>, mut queue: mpsc::Receiver<Pending>, head
             batch.push(next);
         }
         let hook = hook::current(&hook);
-        commit(backend.as_ref(), batch, &head, hook.as_deref()).await;
+        commit(backend.as_ref(), batch, &head, hook.as_ref()).await;
     }
 }
 
@@ -57,7 +57,7 @@ async fn commit(
     backend: &dyn Backend,
     batch: Vec<Pending>,
     head: &watch::Sender<u64>,
-    hook: Option<&dyn hook::CommitHook>,
+    hook: Option<&Arc<dyn hook::CommitHook>>,
 ) {
     let (requests, replies): (Vec<AppendRequest>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
     match backend.commit(&requests, hook).await {

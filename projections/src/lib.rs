@@ -42,6 +42,9 @@ pub enum ProjectionError {
     /// The read-model tables could not be read or written; retry later.
     #[error("the read-model tables: {0}")]
     Database(#[from] sqlx::Error),
+    /// As `Database`, on SQLite's append connection.
+    #[error("the read-model tables: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// A read-model row does not decode: the tables were altered by hand or
     /// by other software. `crm rebuild` refolds them from the log.
     #[error("the read-model tables are damaged: {0}")]

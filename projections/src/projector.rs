@@ -230,9 +230,14 @@ impl Projector {
     /// Keeps the live tables current until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
-            tokio::select! {
-                _ = self.store.wait_for(self.position(), LIVE_POLL) => {}
+            let head = tokio::select! {
+                head = self.store.wait_for(self.position(), LIVE_POLL) => head,
                 _ = shutdown.changed() => break,
+            };
+            // Appends through this process fold themselves (`LiveFold`):
+            // only what the tables still lack is worth reading the log for.
+            if head.as_ref().is_ok_and(|head| self.position() >= *head) {
+                continue;
             }
             if let Err(error) = self.catch_up().await {
                 tracing::error!(%error, "folding new events failed; retrying");

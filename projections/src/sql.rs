@@ -6,6 +6,8 @@
 use futures_util::future::BoxFuture;
 use sqlx::Row;
 
+use crate::ProjectionError;
+
 /// One value bound to a statement or read from a row.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cell {
@@ -72,10 +74,10 @@ pub(crate) trait Exec: Send {
         sql: &'a str,
         binds: Vec<Cell>,
         kinds: &'a [Kind],
-    ) -> BoxFuture<'a, Result<Vec<Vec<Cell>>, sqlx::Error>>;
+    ) -> BoxFuture<'a, Result<Vec<Vec<Cell>>, ProjectionError>>;
 
     /// Runs a statement.
-    fn run<'a>(&'a mut self, sql: &'a str, binds: Vec<Cell>) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+    fn run<'a>(&'a mut self, sql: &'a str, binds: Vec<Cell>) -> BoxFuture<'a, Result<(), ProjectionError>>;
 }
 
 /// `sql` with `binds` bound in order.
@@ -110,10 +112,11 @@ macro_rules! exec_on {
                 sql: &'a str,
                 binds: Vec<Cell>,
                 kinds: &'a [Kind],
-            ) -> BoxFuture<'a, Result<Vec<Vec<Cell>>, sqlx::Error>> {
+            ) -> BoxFuture<'a, Result<Vec<Vec<Cell>>, ProjectionError>> {
                 Box::pin(async move {
                     let rows = bound::<$database>(sql, binds).fetch_all(&mut *self).await?;
-                    rows.iter()
+                    let rows: Result<Vec<Vec<Cell>>, sqlx::Error> = rows
+                        .iter()
                         .map(|row| {
                             kinds
                                 .iter()
@@ -125,16 +128,15 @@ macro_rules! exec_on {
                                 })
                                 .collect()
                         })
-                        .collect()
+                        .collect();
+                    Ok(rows?)
                 })
             }
 
-            fn run<'a>(&'a mut self, sql: &'a str, binds: Vec<Cell>) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+            fn run<'a>(&'a mut self, sql: &'a str, binds: Vec<Cell>) -> BoxFuture<'a, Result<(), ProjectionError>> {
                 Box::pin(async move {
-                    bound::<$database>(sql, binds)
-                        .execute(&mut *self)
-                        .await
-                        .map(|_| ())
+                    bound::<$database>(sql, binds).execute(&mut *self).await?;
+                    Ok(())
                 })
             }
         }
@@ -145,5 +147,65 @@ exec_on!(sqlx::AnyConnection, sqlx::Any, |conn| match conn.backend_name() {
     "SQLite" => Dialect::Sqlite,
     _ => Dialect::Postgres,
 });
-exec_on!(sqlx::SqliteConnection, sqlx::Sqlite, |_| Dialect::Sqlite);
 exec_on!(sqlx::PgConnection, sqlx::Postgres, |_| Dialect::Postgres);
+
+/// SQLite's append connection (the commit hook runs on its own thread):
+/// each statement runs at once, so each future is ready when made.
+impl Exec for rusqlite::Connection {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn fetch<'a>(
+        &'a mut self,
+        sql: &'a str,
+        binds: Vec<Cell>,
+        kinds: &'a [Kind],
+    ) -> BoxFuture<'a, Result<Vec<Vec<Cell>>, ProjectionError>> {
+        let rows = native_fetch(self, sql, binds, kinds).map_err(ProjectionError::from);
+        Box::pin(std::future::ready(rows))
+    }
+
+    fn run<'a>(&'a mut self, sql: &'a str, binds: Vec<Cell>) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        let done = self
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(binds)))
+            .map(|_| ())
+            .map_err(ProjectionError::from);
+        Box::pin(std::future::ready(done))
+    }
+}
+
+fn native_fetch(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    binds: Vec<Cell>,
+    kinds: &[Kind],
+) -> Result<Vec<Vec<Cell>>, rusqlite::Error> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(binds))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let cells = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| match kind {
+                Kind::Text => row.get::<_, Option<String>>(i).map(Cell::Text),
+                Kind::Int => row.get::<_, i64>(i).map(Cell::Int),
+                Kind::OptInt => row.get::<_, Option<i64>>(i).map(Cell::OptInt),
+            })
+            .collect::<Result<_, _>>()?;
+        out.push(cells);
+    }
+    Ok(out)
+}
+
+impl rusqlite::ToSql for Cell {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Self::Text(text) => text.to_sql(),
+            Self::Int(n) => n.to_sql(),
+            Self::OptInt(n) => n.to_sql(),
+        }
+    }
+}

@@ -83,6 +83,8 @@ pub struct App {
     /// registered (there is no event that changes them), so an entry never
     /// goes stale; authentication reads it instead of the user's stream.
     users: Arc<std::sync::RwLock<HashMap<Uuid, Registered>>>,
+    /// API tokens read recently (see `auth::TOKEN_RECHECK`).
+    pub tokens: Arc<crate::auth::TokenCache>,
     /// Commands on one record take turns in this process (striped by the
     /// record's id), so concurrent writers to a hot record queue instead of
     /// losing races and retrying; races with other processes still retry.
@@ -109,6 +111,7 @@ impl App {
             store,
             rules,
             users: Arc::default(),
+            tokens: Arc::default(),
             record_turns: (0..RECORD_TURN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
@@ -506,6 +509,7 @@ impl From<projections::ProjectionError> for AppError {
             projections::ProjectionError::Store(error) => Self::Store(error),
             projections::ProjectionError::Unreadable { position, reason } => Self::Unreadable { position, reason },
             other @ (projections::ProjectionError::Database(_)
+            | projections::ProjectionError::Sqlite(_)
             | projections::ProjectionError::ReadModel(_)
             | projections::ProjectionError::BadRequest(_)) => Self::ReadModel(other.to_string()),
         }

@@ -6,6 +6,10 @@
 //! one in constant time, so response timing says nothing about how close a
 //! guess came.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use chrono::Utc;
 use domain::Role;
 use eventstore::{Store, StoreError, TokenRecord};
@@ -63,6 +67,44 @@ pub async fn issue(store: &Store, user_id: Uuid) -> Result<IssuedToken, StoreErr
     })
 }
 
+/// How long a token's stored record is trusted before it is read again: a
+/// token revoked (by `crm user revoke`, on any server) stops working within
+/// this. A read per request would cost more than the rest of a write.
+pub const TOKEN_RECHECK: Duration = Duration::from_secs(1);
+
+/// Token records remembered by one process; past it the memory is cleared.
+const TOKENS_CACHED_MAX: usize = 10_000;
+
+/// Recently read token records, by public id. Unknown ids are not kept, so
+/// guessing ids cannot fill it.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    records: Mutex<HashMap<String, (Instant, TokenRecord)>>,
+}
+
+impl TokenCache {
+    async fn find(&self, store: &Store, token_id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        if let Some((read_at, record)) = self.lock().get(token_id)
+            && read_at.elapsed() < TOKEN_RECHECK
+        {
+            return Ok(Some(record.clone()));
+        }
+        let record = store.find_token(token_id).await?;
+        if let Some(record) = &record {
+            let mut records = self.lock();
+            if records.len() >= TOKENS_CACHED_MAX {
+                records.clear();
+            }
+            records.insert(token_id.to_owned(), (Instant::now(), record.clone()));
+        }
+        Ok(record)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, TokenRecord)>> {
+        self.records.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// Who a valid token belongs to.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -80,7 +122,7 @@ pub async fn authenticate(app: &App, token: &str) -> Result<Option<Principal>, A
     if token_id.len() != TOKEN_ID_BYTES * 2 || secret.len() != TOKEN_SECRET_BYTES * 2 {
         return Ok(None);
     }
-    let Some(record) = app.store.find_token(token_id).await? else {
+    let Some(record) = app.tokens.find(&app.store, token_id).await? else {
         return Ok(None);
     };
     let matches: bool = sha256_hex(secret)

@@ -62,7 +62,7 @@ impl Sql {
     }
 
     pub async fn fetch(self, conn: &mut dyn Exec, kinds: &[Kind]) -> Result<Vec<Vec<Cell>>, ProjectionError> {
-        Ok(conn.fetch(&self.text, self.binds, kinds).await?)
+        conn.fetch(&self.text, self.binds, kinds).await
     }
 
     /// The one integer a `COUNT(*)` (or a sum) answers; 0 for none.

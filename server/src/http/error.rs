@@ -175,9 +175,10 @@ impl From<ProjectionError> for ApiError {
         match error {
             ProjectionError::Store(error) => error.into(),
             ProjectionError::BadRequest(detail) => Self::bad_request(detail),
-            ProjectionError::Unreadable { .. } | ProjectionError::Database(_) | ProjectionError::ReadModel(_) => {
-                Self::internal(&error)
-            }
+            ProjectionError::Unreadable { .. }
+            | ProjectionError::Database(_)
+            | ProjectionError::Sqlite(_)
+            | ProjectionError::ReadModel(_) => Self::internal(&error),
         }
     }
 }
