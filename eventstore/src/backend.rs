@@ -17,7 +17,7 @@ pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Appends a batch of requests in one transaction that holds the log's
-    /// single-writer lock, running `hook` inside it (in a savepoint) on the
+    /// single-writer lock, running `hook` inside it (its failure undone, see `hook`) on the
     /// events it inserts. A request that conflicts fails alone; an `Err` for
     /// the whole batch means nothing was written. Also returns what the hook
     /// returned.

@@ -22,13 +22,19 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::backend::{Backend, BatchOutcome};
-use crate::hook::{CommitHook, run_in_savepoint};
+use crate::hook::{CommitHook, HookConnection};
 use crate::plan::{self, BatchContext, StoredKey, Tail};
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 pub(crate) struct PostgresBackend {
+    connect: PgConnectOptions,
+    /// The append connection, held by the writer task alone: no pool to
+    /// check it out of, no ping before each commit. Dropped after a failed
+    /// commit, so a restarted server is met with a new connection.
+    appender: tokio::sync::Mutex<Option<PgConnection>>,
+    /// Everything else that writes (tokens, snapshots, migrations).
     writer: PgPool,
     readers: PgPool,
 }
@@ -69,9 +75,14 @@ impl PostgresBackend {
         MIGRATOR.run(&writer).await?;
         let readers = PgPoolOptions::new()
             .max_connections(options.read_connections_max.max(1))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            connect,
+            appender: tokio::sync::Mutex::new(None),
+            writer,
+            readers,
+        })
     }
 }
 
@@ -116,31 +127,32 @@ fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
 }
 
 async fn load_context(conn: &mut PgConnection, requests: &[AppendRequest]) -> Result<(Tail, BatchContext), StoreError> {
-    let tail = sqlx::query("SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let tail = match tail {
-        Some(row) => Tail {
-            position: to_u64(row.try_get("position")?),
-            hash: row.try_get("hash")?,
-            recorded_at: Some(row.try_get("recorded_at")?),
-        },
-        None => Tail::empty(),
-    };
     let (streams, keys) = plan::touched(requests);
     let mut context = BatchContext::default();
-    // One index lookup per stream. (`stream_id = ANY($1) GROUP BY` looks
+    // The tail rides along with each stream's version: one round trip. One
+    // index lookup per stream. (`stream_id = ANY($1) GROUP BY` looks
     // equivalent, but once PostgreSQL switches the prepared statement to a
     // generic plan it scans the whole table: commits slowed linearly with
     // the log's size.)
     let rows = sqlx::query(
-        "SELECT s.stream_id, COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.stream_id), 0) AS version \
-         FROM UNNEST($1::text[]) AS s(stream_id)",
+        "SELECT s.stream_id, \
+         COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.stream_id), 0) AS version, \
+         t.position, t.hash, t.recorded_at \
+         FROM UNNEST($1::text[]) AS s(stream_id) \
+         LEFT JOIN (SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1) AS t ON TRUE",
     )
-        .bind(&streams)
-        .fetch_all(&mut *conn)
-        .await?;
+    .bind(&streams)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut tail = Tail::empty();
     for row in rows {
+        if let Some(position) = row.try_get::<Option<i64>, _>("position")? {
+            tail = Tail {
+                position: to_u64(position),
+                hash: row.try_get("hash")?,
+                recorded_at: Some(row.try_get("recorded_at")?),
+            };
+        }
         context
             .stream_versions
             .insert(row.try_get("stream_id")?, to_u64(row.try_get("version")?));
@@ -198,6 +210,65 @@ async fn insert(conn: &mut PgConnection, events: &[RecordedEvent], keys: &[Store
     Ok(())
 }
 
+/// Commits a batch with its hook, or, if the hook fails, without it.
+async fn commit_with_hook(
+    conn: &mut PgConnection,
+    requests: &[AppendRequest],
+    hook: Option<&dyn CommitHook>,
+) -> Result<(BatchOutcome, Option<u64>), StoreError> {
+    match commit_once(conn, requests, hook).await? {
+        Committed::Done(outcomes, covered) => Ok((outcomes, covered)),
+        Committed::HookFailed(reason) => {
+            tracing::warn!(%reason, "the commit hook failed; the events commit without it");
+            match commit_once(conn, requests, None).await? {
+                Committed::Done(outcomes, _) => Ok((outcomes, None)),
+                Committed::HookFailed(_) => unreachable!("no hook ran"),
+            }
+        }
+    }
+}
+
+/// One group commit. Every statement is a round trip, so there are few:
+/// BEGIN with the lock, tail and versions, insert, the hook's, COMMIT.
+/// The hook runs without a savepoint (two more round trips); when it
+/// fails, the whole transaction is rolled back, for the caller to commit
+/// the batch again without it.
+async fn commit_once(
+    conn: &mut PgConnection,
+    requests: &[AppendRequest],
+    hook: Option<&dyn CommitHook>,
+) -> Result<Committed, StoreError> {
+    let mut tx = conn.begin_with("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE").await?;
+    let (tail, context) = load_context(&mut tx, requests).await?;
+    let plan = plan::plan(tail, context, requests, Utc::now());
+    if let Err(error) = insert(&mut tx, &plan.events, &plan.keys).await {
+        return Err(StoreError::from_insert(error, requests));
+    }
+    let covered = match hook {
+        Some(hook) if !plan.events.is_empty() => {
+            match hook
+                .in_transaction(HookConnection::Postgres(&mut tx), &plan.events)
+                .await
+            {
+                Ok(covered) => covered,
+                Err(reason) => {
+                    tx.rollback().await?;
+                    return Ok(Committed::HookFailed(reason));
+                }
+            }
+        }
+        _ => None,
+    };
+    tx.commit().await?;
+    Ok(Committed::Done(plan.outcomes, covered))
+}
+
+enum Committed {
+    Done(BatchOutcome, Option<u64>),
+    /// The hook failed and nothing was written.
+    HookFailed(String),
+}
+
 impl Backend for PostgresBackend {
     fn name(&self) -> &'static str {
         "postgres"
@@ -209,21 +280,17 @@ impl Backend for PostgresBackend {
         hook: Option<&'a Arc<dyn CommitHook>>,
     ) -> BoxFuture<'a, Result<(BatchOutcome, Option<u64>), StoreError>> {
         Box::pin(async move {
-            let mut tx = self.writer.begin().await?;
-            sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await?;
-            let (tail, context) = load_context(&mut tx, requests).await?;
-            let plan = plan::plan(tail, context, requests, Utc::now());
-            if let Err(error) = insert(&mut tx, &plan.events, &plan.keys).await {
-                return Err(StoreError::from_insert(error, requests));
-            }
-            let covered = match hook {
-                Some(hook) if !plan.events.is_empty() => run_in_savepoint(&mut tx, hook.as_ref(), &plan.events).await,
-                _ => None,
+            let mut appender = self.appender.lock().await;
+            let conn = match &mut *appender {
+                Some(conn) => conn,
+                slot => slot.insert(PgConnection::connect_with(&self.connect).await?),
             };
-            tx.commit().await?;
-            Ok((plan.outcomes, covered))
+            let committed = commit_with_hook(conn, requests, hook.map(|hook| hook.as_ref())).await;
+            if committed.is_err() {
+                // Whatever failed may have been the connection itself.
+                *appender = None;
+            }
+            committed
         })
     }
 

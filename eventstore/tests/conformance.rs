@@ -48,6 +48,7 @@ conformance!(
     an_audit_reads_one_actors_events_within_a_time_span,
     a_snapshot_keeps_its_state_and_position_together,
     a_token_is_found_by_its_public_id_and_its_id_is_unique,
+    a_commit_that_fails_changes_nothing_and_the_next_one_lands,
 );
 
 fn stream() -> String {
@@ -305,6 +306,50 @@ async fn the_database_refuses_update_and_delete(database: &TestDatabase) {
     }
     assert_eq!(whole_log(&store).await.len(), 2);
     assert_verifies(&store, 2).await;
+}
+
+/// A COMMIT can fail (a full disk, an I/O error, a deferred constraint):
+/// that append is refused and leaves nothing, and the store keeps writing
+/// once the cause is gone, without a restart.
+async fn a_commit_that_fails_changes_nothing_and_the_next_one_lands(database: &TestDatabase) {
+    let store = database.open().await;
+    store
+        .append(append(&stream(), ExpectedVersion::NoStream, 1))
+        .await
+        .expect("append");
+    // Each append now breaks a constraint checked only at COMMIT.
+    let (trap, untrap) = match database.kind {
+        BackendKind::Sqlite => (
+            "CREATE TABLE canary_parent (id INTEGER PRIMARY KEY); \
+             CREATE TABLE canary (parent INTEGER REFERENCES canary_parent (id) DEFERRABLE INITIALLY DEFERRED); \
+             CREATE TRIGGER canary_on_append AFTER INSERT ON events BEGIN INSERT INTO canary (parent) VALUES (42); END;",
+            "DROP TRIGGER canary_on_append",
+        ),
+        BackendKind::Postgres => (
+            "CREATE TABLE canary_parent (id BIGINT PRIMARY KEY); \
+             CREATE TABLE canary (parent BIGINT REFERENCES canary_parent (id) DEFERRABLE INITIALLY DEFERRED); \
+             CREATE FUNCTION canary_insert() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO canary (parent) VALUES (42); RETURN NULL; END $$; \
+             CREATE TRIGGER canary_on_append AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION canary_insert();",
+            "DROP TRIGGER canary_on_append ON events",
+        ),
+    };
+    database.execute_raw(trap).await.expect("set the trap");
+    for _ in 0..2 {
+        let refused = store.append(append(&stream(), ExpectedVersion::NoStream, 2)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Database(_) | StoreError::Sqlite(_))),
+            "a failed COMMIT is the database's error: {refused:?}"
+        );
+    }
+    assert_eq!(whole_log(&store).await.len(), 1, "nothing of the failed appends stays");
+    database.execute_raw(untrap).await.expect("remove the trap");
+    let landed = store
+        .append(append(&stream(), ExpectedVersion::NoStream, 2))
+        .await
+        .expect("the store writes again");
+    assert_eq!((landed.first_position, landed.last_position), (2, 3));
+    assert_verifies(&store, 3).await;
 }
 
 async fn verify_names_the_position_of_an_altered_event(database: &TestDatabase) {
