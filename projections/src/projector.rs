@@ -188,10 +188,7 @@ impl Projector {
             let Some(first) = batch.first().map(|e| e.position) else {
                 return Ok(n_applied);
             };
-            let live = LiveBatch {
-                first_position: first,
-                exact: false,
-            };
+            let live = LiveBatch { first_position: first };
             after = match fold_batch(&self.tables, live, &batch, Some(&mut cache)).await? {
                 Folded::Covered(position) => {
                     n_applied += batch.len() as u64;
@@ -627,12 +624,9 @@ impl CommitHook for LiveFold {
                 HookConnection::Sqlite(conn) => conn,
                 HookConnection::Postgres(conn) => conn,
             };
-            let live = LiveBatch {
-                first_position: first,
-                exact: true,
-            };
+            let last = events.last().map_or(first, |e| e.position);
             let mut views = Vec::new();
-            let folded = crate::tables::fold_rows(conn, live, &keys, None, |model| {
+            let folded = crate::tables::fold_appended(conn, first, last, &keys, |model| {
                 apply_all(model, pairs(&decoded));
                 views = written_views(model, &decoded);
             })

@@ -229,7 +229,7 @@ impl Tables {
     pub async fn load(&self, keys: &Keys) -> Result<CrmModel, ProjectionError> {
         let mut conn = self.readers.acquire().await?;
         let mut model = CrmModel::default();
-        load_into(&mut *conn, LIVE, keys, &mut model, &mut Loaded::default()).await?;
+        load_into(&mut *conn, LIVE, keys, &mut model, &mut Loaded::default(), None).await?;
         Ok(model)
     }
 
@@ -438,14 +438,12 @@ impl Swap {
     }
 }
 
-/// How a batch meets the live tables' state row, which is read and locked:
-/// the batch starts at `first_position`. With `exact`, the tables must end
-/// right before it (an append's own events), else nothing is folded;
-/// without, events the tables already cover are skipped.
+/// How a batch of catch-up meets the live tables' state row, which is read
+/// and locked: the batch starts at `first_position`; events the tables
+/// already cover are skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LiveBatch {
     pub first_position: u64,
-    pub exact: bool,
 }
 
 /// What a batch did.
@@ -475,8 +473,7 @@ pub(crate) async fn fold_rows(
         return Ok(Folded::Skipped(None));
     };
     let behind = state.position + 1 < batch.first_position;
-    let contiguous = state.position + 1 == batch.first_position;
-    if state.model_version != crate::MODEL_VERSION || behind || (batch.exact && !contiguous) {
+    if state.model_version != crate::MODEL_VERSION || behind {
         return Ok(Folded::Skipped(Some(state.position)));
     }
     let covered = state.position;
@@ -505,6 +502,65 @@ pub(crate) async fn fold_rows(
     Ok(Folded::Covered(position))
 }
 
+/// Folds an append's own events (`first..=last`) inside its transaction:
+/// the commit hook. The tables must stand right before `first`, at this
+/// `MODEL_VERSION`, else nothing is folded and catch-up will. The statement
+/// that checks this also moves the state row to `last` (holding it until
+/// COMMIT, as a rebuild's swap expects) and, on PostgreSQL, loads the rows
+/// the batch names: a batch of creates costs two statements, that one and
+/// its upsert. A failure after the claim fails the hook, whose writes are
+/// all undone with it.
+pub(crate) async fn fold_appended(
+    conn: &mut dyn Exec,
+    first: u64,
+    last: u64,
+    keys: &Keys,
+    fold: impl FnOnce(&mut CrmModel),
+) -> Result<Folded, ProjectionError> {
+    let claim = Claim { first, last };
+    let mut model = CrmModel::default();
+    let mut loaded = Loaded::default();
+    if !load_into(conn, LIVE, keys, &mut model, &mut loaded, Some(claim)).await? {
+        let state = read_state(conn, "").await?;
+        return Ok(Folded::Skipped(state.map(|state| state.position)));
+    }
+    model.position = first - 1;
+    let touched = with_accounts(conn, LIVE, keys, &mut model, &mut loaded).await?;
+    fold(&mut model);
+    if model.position != last {
+        return Err(ProjectionError::ReadModel(format!(
+            "an append of positions {first}..={last} folded to {}",
+            model.position
+        )));
+    }
+    write_changed(conn, LIVE, &model, &touched, &mut loaded, false).await?;
+    Ok(Folded::Covered(last))
+}
+
+/// An append's claim on the live state row: from right before `first` to `last`.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    first: u64,
+    last: u64,
+}
+
+impl Claim {
+    /// The statement that moves the state row if it stands right before
+    /// the batch and returns one row if it did, with its binds numbered
+    /// from 1.
+    fn sql(self) -> (&'static str, Vec<Cell>) {
+        let sql = "UPDATE rm_state SET position = $1 WHERE name = $2 AND model_version = $3 AND position = $4 \
+                   RETURNING 'claimed', name, NULL";
+        let binds = vec![
+            Cell::Int(to_i64(self.last)),
+            Cell::Text(Some(STATE_NAME.to_owned())),
+            Cell::Int(i64::from(crate::MODEL_VERSION)),
+            Cell::Int(to_i64(self.first - 1)),
+        ];
+        (sql, binds)
+    }
+}
+
 /// Loads the rows `keys` names that `model` does not hold yet, then the
 /// accounts of the contacts and deals among them (a fold touches a record's
 /// account too); returns every key the fold may change.
@@ -515,8 +571,19 @@ async fn load_touched(
     model: &mut CrmModel,
     loaded: &mut Loaded,
 ) -> Result<Keys, ProjectionError> {
-    load_into(conn, prefix, &not_held(keys, model), model, loaded).await?;
-    let mut touched = keys.clone();
+    load_into(conn, prefix, &not_held(keys, model), model, loaded, None).await?;
+    with_accounts(conn, prefix, keys, model, loaded).await
+}
+
+/// `keys` and the accounts of the contacts and deals among them, loading
+/// those accounts not asked for already.
+async fn with_accounts(
+    conn: &mut dyn Exec,
+    prefix: &str,
+    keys: &Keys,
+    model: &mut CrmModel,
+    loaded: &mut Loaded,
+) -> Result<Keys, ProjectionError> {
     let accounts_of_contacts = keys
         .contacts
         .iter()
@@ -527,8 +594,18 @@ async fn load_touched(
         .iter()
         .filter_map(|id| model.deals.get(id))
         .map(|d| d.fields.account_id);
+    let mut touched = keys.clone();
     touched.accounts.extend(accounts_of_contacts.chain(accounts_of_deals));
-    load_into(conn, prefix, &not_held(&touched, model), model, loaded).await?;
+    let missing = Keys {
+        accounts: touched
+            .accounts
+            .iter()
+            .filter(|id| !keys.accounts.contains(id) && !model.accounts.contains_key(id))
+            .copied()
+            .collect(),
+        ..Keys::default()
+    };
+    load_into(conn, prefix, &missing, model, loaded, None).await?;
     Ok(touched)
 }
 
@@ -852,7 +929,8 @@ async fn load_into(
     keys: &Keys,
     model: &mut CrmModel,
     loaded: &mut Loaded,
-) -> Result<(), ProjectionError> {
+    claim: Option<Claim>,
+) -> Result<bool, ProjectionError> {
     let wanted: Vec<(&Table, &Uuid)> = [
         (&USERS, &keys.users),
         (&CONTACTS, &keys.contacts),
@@ -863,9 +941,33 @@ async fn load_into(
     .into_iter()
     .flat_map(|(table, ids)| ids.iter().map(move |id| (table, id)))
     .collect();
+    // PostgreSQL runs the claim as a CTE of the first load (one round
+    // trip); SQLite, which has no writable CTEs, runs it first.
+    let mut claimed = claim.is_none();
+    let mut claim_cte = None;
+    if let Some(claim) = claim {
+        let (sql, binds) = claim.sql();
+        if conn.dialect() == Dialect::Postgres && !wanted.is_empty() {
+            claim_cte = Some((sql, binds));
+        } else {
+            claimed = !conn
+                .fetch(sql, binds, &[Kind::Text, Kind::Text, Kind::Text])
+                .await?
+                .is_empty();
+            if !claimed {
+                return Ok(false);
+            }
+        }
+    }
     for chunk in wanted.chunks(ROWS_PER_STATEMENT_MAX) {
         let mut selects = Vec::new();
         let mut binds = Vec::with_capacity(chunk.len());
+        let mut with = String::new();
+        if let Some((sql, claim_binds)) = claim_cte.take() {
+            with = format!("WITH claimed AS ({sql}) ");
+            selects.push("SELECT * FROM claimed".to_owned());
+            binds.extend(claim_binds);
+        }
         for run in chunk.chunk_by(|a, b| a.0.name == b.0.name) {
             let first = binds.len() + 1;
             let placeholders = conn.dialect().parameters(first, run.len());
@@ -875,13 +977,17 @@ async fn load_into(
                 "SELECT '{name}', id, view FROM {prefix}{name} WHERE id IN ({placeholders})"
             ));
         }
-        let sql = selects.join(" UNION ALL ");
+        let sql = format!("{with}{}", selects.join(" UNION ALL "));
         for mut row in conn.fetch(&sql, binds, &[Kind::Text, Kind::Text, Kind::Text]).await? {
             let table = row.remove(0).into_text().unwrap_or_default();
+            if table == "claimed" {
+                claimed = true;
+                continue;
+            }
             add_row(model, loaded, &table, row)?;
         }
     }
-    Ok(())
+    Ok(claimed)
 }
 
 /// Puts one loaded (id, view) row of `table` into the partial model.
