@@ -10,7 +10,7 @@ pub struct Rules {
     pub pipeline: Pipeline,
 }
 
-pub trait Aggregate: Default + Clone + std::fmt::Debug {
+pub trait Aggregate: Default + Clone + std::fmt::Debug + Send + Sync + 'static {
     type Command;
 
     /// The events this command causes, or why it is refused. An empty list

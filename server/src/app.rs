@@ -85,6 +85,8 @@ pub struct App {
     users: Arc<std::sync::RwLock<HashMap<Uuid, Registered>>>,
     /// API tokens read recently (see `auth::TOKEN_RECHECK`).
     pub tokens: Arc<crate::auth::TokenCache>,
+    /// Records' states as this process last decided on them.
+    states: Arc<States>,
     /// Commands on one record take turns in this process (striped by the
     /// record's id), so concurrent writers to a hot record queue instead of
     /// losing races and retrying; races with other processes still retry.
@@ -101,6 +103,45 @@ pub struct Registered {
     pub role: domain::Role,
 }
 
+/// Records' states as this process last appended to them, so that a
+/// command on a record written recently does not read its stream again.
+/// Always safe to use: every append names the version its decision was
+/// made at, so a state another process has moved on from fails the append
+/// as a conflict, and the command is decided again from the log.
+#[derive(Debug, Default)]
+struct States {
+    by_id: std::sync::Mutex<HashMap<Uuid, Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+/// Records whose states one process remembers; past it the memory is
+/// cleared and refilled as records are written again.
+const STATES_CACHED_MAX: usize = 10_000;
+
+impl States {
+    fn get<A: Clone + 'static>(&self, id: Uuid) -> Option<A> {
+        self.lock()
+            .get(&id)
+            .and_then(|state| state.downcast_ref::<A>())
+            .cloned()
+    }
+
+    fn put<A: Send + Sync + 'static>(&self, id: Uuid, state: A) {
+        let mut states = self.lock();
+        if states.len() >= STATES_CACHED_MAX {
+            states.clear();
+        }
+        states.insert(id, Arc::new(state));
+    }
+
+    fn forget(&self, id: Uuid) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<dyn std::any::Any + Send + Sync>>> {
+        self.by_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// Users remembered by one process; past it the memory is cleared and
 /// refilled from the log as users come back.
 const USERS_CACHED_MAX: usize = 100_000;
@@ -112,6 +153,7 @@ impl App {
             rules,
             users: Arc::default(),
             tokens: Arc::default(),
+            states: Arc::default(),
             record_turns: (0..RECORD_TURN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
@@ -200,9 +242,13 @@ impl App {
         let stripe = (id.as_u128() % RECORD_TURN_STRIPES as u128) as usize;
         let _turn = self.record_turns[stripe].lock().await;
         for attempt in 0..CONFLICT_RETRIES_MAX {
-            let state: A = match stream {
-                Stream::New if attempt == 0 => A::default(),
-                _ => self.load(kind, id).await?,
+            let remembered = (attempt == 0).then(|| self.states.get::<A>(id)).flatten();
+            let (state, from_memory): (A, bool) = match (stream, remembered) {
+                (Stream::New, _) if attempt == 0 => (A::default(), false),
+                // A pinned version the remembered state does not have may
+                // be one written by another process: read the log.
+                (_, Some(state)) if expected.is_none_or(|expected| expected == state.version()) => (state, true),
+                _ => (self.load(kind, id).await?, false),
             };
             if let Some(expected) = expected
                 && expected != state.version()
@@ -212,7 +258,18 @@ impl App {
                     actual: state.version(),
                 });
             }
-            let events = state.decide(command, &self.rules)?;
+            let events = match state.decide(command, &self.rules) {
+                Ok(events) => events,
+                Err(_) if from_memory => Vec::new(),
+                Err(refused) => return Err(refused.into()),
+            };
+            if events.is_empty() && from_memory {
+                // Only an append checks a remembered state against the log:
+                // a command that changes nothing (or a refusal) is decided
+                // again on the record as it stands.
+                self.states.forget(id);
+                continue;
+            }
             if events.is_empty() {
                 return Ok(Outcome {
                     kind,
@@ -237,6 +294,11 @@ impl App {
             };
             match self.store.append(request).await {
                 Ok(result) => {
+                    let mut next = state;
+                    for event in &events {
+                        next.evolve(event);
+                    }
+                    self.states.put(id, next);
                     return Ok(Outcome {
                         kind,
                         id,
@@ -244,13 +306,15 @@ impl App {
                         appended: Some(result),
                     });
                 }
-                Err(StoreError::Conflict { actual, .. }) if expected.is_some() => {
-                    return Err(AppError::VersionMismatch {
-                        expected: expected.unwrap_or_default(),
-                        actual: actual.unwrap_or_default(),
-                    });
+                Err(StoreError::Conflict { actual, .. }) => {
+                    self.states.forget(id);
+                    if let Some(expected) = expected {
+                        return Err(AppError::VersionMismatch {
+                            expected,
+                            actual: actual.unwrap_or_default(),
+                        });
+                    }
                 }
-                Err(StoreError::Conflict { .. }) => continue,
                 Err(other) => return Err(other.into()),
             }
         }

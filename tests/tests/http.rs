@@ -43,6 +43,7 @@ on_both_backends!(
     of_sixteen_concurrent_patches_with_one_version_exactly_one_wins,
     concurrent_patches_without_a_version_lose_no_update_and_answer_what_they_wrote,
     two_servers_on_one_database_see_each_others_writes_at_once,
+    two_servers_writing_one_record_in_turn_lose_nothing,
     history_timeline_audit_and_reports_tell_who_changed_what,
     report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_cannot_answer,
     the_event_stream_delivers_a_new_event,
@@ -928,6 +929,50 @@ async fn two_servers_on_one_database_see_each_others_writes_at_once(server: &Ser
         rebuilt["totals"], here["totals"],
         "a rebuild on one agrees with the live tables"
     );
+}
+
+/// Each server remembers the states it last wrote; the other server moving
+/// a record on must never let one decide on an old state: no update lost,
+/// If-Match judged against the record's real version.
+async fn two_servers_writing_one_record_in_turn_lose_nothing(server: &Server) {
+    let database = server.database.as_ref().expect("the store").shared();
+    let other = Server::start_with(database, Some(server.admin.clone())).await;
+    let contact = server.create("contacts", json!({"name": "Ada", "tags": ["t0"]})).await;
+    let path = format!("/v1/contacts/{}", id(&contact));
+    let patch = |at: &Server, if_match: Option<u64>, n: usize| {
+        let mut request = at.client.patch(format!("{}{path}", at.base)).bearer_auth(&at.admin);
+        if let Some(version) = if_match {
+            request = request.header("If-Match", format!("\"{version}\""));
+        }
+        let tags: Vec<String> = (0..=n).map(|k| format!("t{k}")).collect();
+        async move {
+            let response = request.json(&json!({"tags": tags})).send().await.expect("answer");
+            (response.status(), response.json::<Value>().await.expect("a JSON body"))
+        }
+    };
+    // `other` writes unpinned, `server` pinned; each finds the record moved
+    // on by the other since it last wrote.
+    let mut version = contact["version"].as_u64().expect("a version");
+    for n in 1..=12 {
+        let (status, written) = patch(&other, None, 2 * n - 1).await;
+        assert_eq!(status, StatusCode::OK, "{written}");
+        version += 1;
+        assert_eq!(written["version"], version, "an unpinned write lands on the last one");
+        let (status, refused) = patch(server, Some(version - 1), 0).await;
+        assert_eq!(
+            status,
+            StatusCode::PRECONDITION_FAILED,
+            "pinned to the version this server wrote last, now old: {refused}"
+        );
+        let (status, written) = patch(server, Some(version), 2 * n).await;
+        assert_eq!(status, StatusCode::OK, "pinned to the other server's write: {written}");
+        version += 1;
+        assert_eq!(written["version"], version);
+    }
+    let (_, stored) = other.admin(Method::GET, &path, None).await;
+    assert_eq!(stored["version"], version);
+    let tags = stored["tags"].as_array().map(Vec::len);
+    assert_eq!(tags, Some(25), "every write's tags are there: {stored}");
 }
 
 /// Creates a record through `here` and reads it through `there` at once:
