@@ -33,16 +33,24 @@ async fn stream(
     Ok(events)
 }
 
+/// Waits until the read models cover the last of a record's events (at
+/// once, unless another process wrote it a moment ago), so that the names
+/// and interactions around a history are at least as new as the history.
+async fn covered(projector: &Projector, events: &[eventstore::RecordedEvent]) -> Result<(), QueryError> {
+    let last = events.last().map_or(0, |event| event.position);
+    Ok(projector.wait_until(last).await?)
+}
+
 pub async fn history(projector: &Projector, kind: RecordKind, id: Uuid) -> Result<Vec<HistoryEntry>, QueryError> {
     let events = stream(projector, kind, id).await?;
-    projector.catch_up().await?;
+    covered(projector, &events).await?;
     let model = projector.record_context(kind, id).await?;
     Ok(projections::history(kind, id, &events, &model)?)
 }
 
 pub async fn timeline(projector: &Projector, kind: RecordKind, id: Uuid) -> Result<Vec<TimelineItem>, QueryError> {
     let events = stream(projector, kind, id).await?;
-    projector.catch_up().await?;
+    covered(projector, &events).await?;
     let model = projector.record_context(kind, id).await?;
     Ok(projections::timeline(kind, id, &events, &model)?)
 }
