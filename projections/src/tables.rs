@@ -730,6 +730,10 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+/// How long a pooled PostgreSQL connection may sit unused before it is
+/// pinged ahead of its next use.
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn pool(
     url: &str,
     dialect: Dialect,
@@ -750,6 +754,18 @@ async fn pool(
     };
     let pool = AnyPoolOptions::new()
         .max_connections(connections_max)
+        // A ping before every use is a round trip per read (on SQLite, two
+        // thread hops); only a connection that sat idle is checked, which is
+        // the one a restarted PostgreSQL will have cut.
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if dialect == Dialect::Postgres && meta.idle_for > IDLE_BEFORE_PING {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _| {
             let setup = setup.clone();
             Box::pin(async move {
