@@ -21,6 +21,10 @@ pub enum BackendKind {
     Postgres,
 }
 
+/// An open PostgreSQL session (see `TestDatabase::session`).
+#[derive(Debug)]
+pub struct Session(#[expect(dead_code, reason = "held open until dropped")] sqlx::PgConnection);
+
 #[derive(Debug)]
 pub struct TestDatabase {
     pub kind: BackendKind,
@@ -102,6 +106,18 @@ impl TestDatabase {
         Store::open(&self.url, &self.options)
             .await
             .expect("the test database opens")
+    }
+
+    /// A PostgreSQL session that runs `sql` and stays open until dropped:
+    /// for tests that play another process holding a session-level lock.
+    pub async fn session(&self, sql: &str) -> Result<Session, sqlx::Error> {
+        let mut options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?;
+        if let Some(schema) = &self.options.schema {
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::raw_sql(sql).execute(&mut conn).await?;
+        Ok(Session(conn))
     }
 
     /// Runs SQL straight on the database, bypassing the store: for tests that

@@ -49,6 +49,9 @@ pub enum ProjectionError {
     /// by other software. `crm rebuild` refolds them from the log.
     #[error("the read-model tables are damaged: {0}")]
     ReadModel(String),
+    /// Someone else is doing this already (a rebuild); try again once it ends.
+    #[error("{0}")]
+    Busy(String),
     /// The question cannot be answered as asked (a cursor no list gave, a
     /// filter naming nothing): fix the request; retrying it is useless.
     #[error("{0}")]

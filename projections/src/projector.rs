@@ -46,6 +46,9 @@ pub const REBUILD_ROWS_MAX: usize = 50_000;
 /// at once by appends of this process; this bounds the delay for others').
 pub const LIVE_POLL: Duration = Duration::from_millis(500);
 
+/// How often a starting server looks whether another one's rebuild is done.
+const REBUILD_WAIT: Duration = Duration::from_secs(1);
+
 /// What a rebuild did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RebuildReport {
@@ -114,10 +117,24 @@ impl Projector {
         let empty_over_a_log =
             projector.position() == 0 && projector.store.head().await? > options.fold_batch_events as u64;
         if !current || empty_over_a_log {
-            projector.rebuild().await?;
-        } else {
-            projector.catch_up().await?;
+            while let Err(error) = projector.rebuild().await {
+                let ProjectionError::Busy(_) = error else {
+                    return Err(error);
+                };
+                // Another server (started with this version too) is
+                // refolding the same tables: take what it swaps in.
+                tracing::info!("another process is rebuilding the read models; waiting for it");
+                tokio::time::sleep(REBUILD_WAIT).await;
+                if let Some(state) = projector.tables.state().await?
+                    && state.model_version == MODEL_VERSION
+                    && state.position > 0
+                {
+                    projector.applied.send_replace(state.position);
+                    break;
+                }
+            }
         }
+        projector.catch_up().await?;
         Ok(projector)
     }
 
@@ -253,6 +270,7 @@ impl Projector {
     /// each batch.
     pub async fn rebuild_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<RebuildReport, ProjectionError> {
         let started = Instant::now();
+        let _one_at_a_time = self.tables.lock_rebuild().await?;
         let generation = self.tables.state().await?.map_or(1, |s| s.generation + 1);
         self.tables.prepare_next().await?;
         let mut rows = AsideRows::new(self.options.rebuild_rows_max);

@@ -62,6 +62,21 @@ pub(crate) struct Tables {
     readers: AnyPool,
     dialect: Dialect,
     search: SearchIndex,
+    /// SQLite: the file whose lock says a rebuild is running.
+    rebuild_lock_file: Option<std::path::PathBuf>,
+}
+
+/// Held while a rebuild fills and swaps in the `rm_next_*` tables: one
+/// rebuild at a time per database, across processes (two would write the
+/// same tables and swap in each other's half-folded rows). Released when
+/// dropped, and by the operating system or PostgreSQL when its process dies.
+#[derive(Debug)]
+#[expect(dead_code, reason = "held for its drop, which releases the lock")]
+pub(crate) enum RebuildLock {
+    /// An exclusive lock on a file beside the SQLite database.
+    File(std::fs::File),
+    /// A session-level advisory lock; closing the session releases it.
+    Postgres(sqlx::AnyConnection),
 }
 
 impl Tables {
@@ -80,11 +95,21 @@ impl Tables {
             Dialect::Sqlite => SearchIndex::Fts5,
             Dialect::Postgres => trigrams(&writer).await?,
         };
+        let rebuild_lock_file = match dialect {
+            Dialect::Sqlite => {
+                let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)?;
+                let mut path = options.get_filename().as_os_str().to_owned();
+                path.push(".rebuild-lock");
+                Some(path.into())
+            }
+            Dialect::Postgres => None,
+        };
         let tables = Self {
             writer,
             readers,
             dialect,
             search,
+            rebuild_lock_file,
         };
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS rm_state (name TEXT PRIMARY KEY, model_version BIGINT NOT NULL, \
@@ -93,6 +118,40 @@ impl Tables {
         .execute(&tables.writer)
         .await?;
         Ok(tables)
+    }
+
+    /// Takes the rebuild lock, or says another rebuild holds it.
+    pub async fn lock_rebuild(&self) -> Result<RebuildLock, ProjectionError> {
+        let busy = || ProjectionError::Busy("another rebuild of these read models is running".into());
+        match &self.rebuild_lock_file {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| ProjectionError::ReadModel(format!("{}: {e}", path.display())))?;
+                match file.try_lock() {
+                    Ok(()) => Ok(RebuildLock::File(file)),
+                    Err(std::fs::TryLockError::WouldBlock) => Err(busy()),
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        Err(ProjectionError::ReadModel(format!("{}: {e}", path.display())))
+                    }
+                }
+            }
+            None => {
+                let mut conn = self.writer.acquire().await?.detach();
+                let locked: bool =
+                    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('crm.rebuild.' || current_schema()))")
+                        .fetch_one(&mut conn)
+                        .await?;
+                if locked {
+                    Ok(RebuildLock::Postgres(conn))
+                } else {
+                    Err(busy())
+                }
+            }
+        }
     }
 
     pub async fn close(&self) {
@@ -365,6 +424,7 @@ impl Tables {
             dialect: Dialect::Sqlite,
             // Reports as of a date search nothing.
             search: SearchIndex::None,
+            rebuild_lock_file: None,
         };
         let mut conn = tables.writer.acquire().await?;
         let mut tx = conn.begin().await?;

@@ -44,6 +44,7 @@ on_both_backends!(
     concurrent_patches_without_a_version_lose_no_update_and_answer_what_they_wrote,
     two_servers_on_one_database_see_each_others_writes_at_once,
     two_servers_writing_one_record_in_turn_lose_nothing,
+    one_rebuild_runs_at_a_time_per_database,
     history_timeline_audit_and_reports_tell_who_changed_what,
     report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_cannot_answer,
     the_event_stream_delivers_a_new_event,
@@ -973,6 +974,61 @@ async fn two_servers_writing_one_record_in_turn_lose_nothing(server: &Server) {
     assert_eq!(stored["version"], version);
     let tags = stored["tags"].as_array().map(Vec::len);
     assert_eq!(tags, Some(25), "every write's tags are there: {stored}");
+}
+
+/// Two rebuilds at once would fill the same aside tables and swap in each
+/// other's half-folded rows: while one runs (here, played by another
+/// process holding its lock), the API and the CLI refuse another.
+async fn one_rebuild_runs_at_a_time_per_database(server: &Server) {
+    server.create("contacts", json!({"name": "Ada"})).await;
+    let database = server.database.as_ref().expect("the store");
+    let held = RebuildHeld::take(database).await;
+    let (status, refused) = server.admin(Method::POST, "/v1/admin/rebuild", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("another rebuild")),
+        "{refused}"
+    );
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_crm-blackbox"));
+    cli.args(["--database", &database.url, "rebuild"]);
+    if let Some(schema) = &database.options.schema {
+        cli.args(["--schema", schema]);
+    }
+    let output = cli.output().expect("crm runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("another rebuild"), "{stderr}");
+    drop(held);
+    let (status, rebuilt) = server.admin(Method::POST, "/v1/admin/rebuild", None).await;
+    assert_eq!(status, StatusCode::OK, "once the other ends: {rebuilt}");
+    let (_, listed) = server.admin(Method::GET, "/v1/contacts", None).await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+}
+
+/// The rebuild lock, held as another process would hold it.
+enum RebuildHeld {
+    File(#[expect(dead_code, reason = "held until dropped")] std::fs::File),
+    Session(#[expect(dead_code, reason = "held until dropped")] eventstore::testing::Session),
+}
+
+impl RebuildHeld {
+    async fn take(database: &TestDatabase) -> Self {
+        match database.url.strip_prefix("sqlite://") {
+            Some(path) => {
+                let file = std::fs::File::create(format!("{path}.rebuild-lock")).expect("the lock file opens");
+                file.try_lock().expect("nobody holds it yet");
+                Self::File(file)
+            }
+            None => Self::Session(
+                database
+                    .session("SELECT pg_advisory_lock(hashtext('crm.rebuild.' || current_schema()))")
+                    .await
+                    .expect("the advisory lock is taken"),
+            ),
+        }
+    }
 }
 
 /// Creates a record through `here` and reads it through `there` at once:

@@ -65,7 +65,8 @@ pub async fn list_users(State(state): State<AppState>, _reader: Reader) -> Resul
 
 #[utoipa::path(post, path = "/v1/admin/rebuild", tag = "admin",
     responses((status = 200, description = "{\"events\": n, \"millis\": t}; reads keep being served meanwhile", body = Object),
-              (status = 403, body = super::error::Problem)),
+              (status = 403, body = super::error::Problem),
+              (status = 409, description = "another rebuild of this database is running", body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn rebuild(State(state): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
     let report = state.projector.rebuild().await?;

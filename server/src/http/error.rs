@@ -175,6 +175,7 @@ impl From<ProjectionError> for ApiError {
         match error {
             ProjectionError::Store(error) => error.into(),
             ProjectionError::BadRequest(detail) => Self::bad_request(detail),
+            ProjectionError::Busy(detail) => Self::new(StatusCode::CONFLICT, "busy", detail),
             ProjectionError::Unreadable { .. }
             | ProjectionError::Database(_)
             | ProjectionError::Sqlite(_)
