@@ -39,6 +39,10 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// A bug: the append's own code (or its commit hook) panicked. The
+    /// batch was rolled back and nothing acknowledged; the store goes on.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The database URL or options are not usable.
     #[error("configuration: {0}")]
     Config(String),

@@ -67,7 +67,19 @@ impl Appender {
             .spawn(move || {
                 let mut conn = conn;
                 while let Ok(job) = queue.recv() {
-                    let outcome = commit(&mut conn, &job.requests, job.hook.as_deref());
+                    // A panic (a bug, most likely in the hook) fails its
+                    // batch, not every batch after it.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        commit(&mut conn, &job.requests, job.hook.as_deref())
+                    }))
+                    .unwrap_or_else(|_| {
+                        if !conn.is_autocommit()
+                            && let Err(error) = conn.execute_batch("ROLLBACK")
+                        {
+                            tracing::warn!(%error, "rolling back a panicked append");
+                        }
+                        Err(StoreError::Internal("an append panicked and was rolled back".into()))
+                    });
                     // A caller that gave up waiting is not an error here:
                     // the writer task answers (or not) its own callers.
                     let _ = job.reply.send(outcome);

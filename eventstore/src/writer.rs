@@ -60,7 +60,7 @@ async fn commit(
     hook: Option<&Arc<dyn hook::CommitHook>>,
 ) {
     let (requests, replies): (Vec<AppendRequest>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
-    match backend.commit(&requests, hook).await {
+    match guarded(backend.commit(&requests, hook)).await {
         Ok((outcomes, covered)) => {
             if let Some(hook) = hook {
                 hook.committed(covered);
@@ -72,7 +72,7 @@ async fn commit(
             // Something in the batch failed the whole transaction. Commit each
             // request alone so one bad request cannot sink the others.
             for (request, reply) in requests.into_iter().zip(replies) {
-                let outcome = match backend.commit(std::slice::from_ref(&request), hook).await {
+                let outcome = match guarded(backend.commit(std::slice::from_ref(&request), hook)).await {
                     Ok((mut outcomes, covered)) => {
                         if let Some(hook) = hook {
                             hook.committed(covered);
@@ -85,6 +85,16 @@ async fn commit(
             }
         }
     }
+}
+
+/// A commit whose panic (a bug, most likely in the hook) fails its batch
+/// instead of ending the writer, and with it every append after.
+async fn guarded<T>(commit: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(commit)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Internal("an append panicked and was rolled back".into())))
 }
 
 fn answer(

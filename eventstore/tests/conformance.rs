@@ -49,6 +49,7 @@ conformance!(
     a_snapshot_keeps_its_state_and_position_together,
     a_token_is_found_by_its_public_id_and_its_id_is_unique,
     a_commit_that_fails_changes_nothing_and_the_next_one_lands,
+    a_commit_hook_that_panics_fails_its_batch_and_the_store_goes_on,
 );
 
 fn stream() -> String {
@@ -350,6 +351,44 @@ async fn a_commit_that_fails_changes_nothing_and_the_next_one_lands(database: &T
         .expect("the store writes again");
     assert_eq!((landed.first_position, landed.last_position), (2, 3));
     assert_verifies(&store, 3).await;
+}
+
+/// A hook that panics on its first batch, then folds nothing.
+struct PanicsOnce(std::sync::atomic::AtomicBool);
+
+impl eventstore::CommitHook for PanicsOnce {
+    fn in_transaction<'a>(
+        &'a self,
+        _conn: eventstore::HookConnection<'a>,
+        _events: &'a [RecordedEvent],
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<u64>, String>> {
+        let first = !self.0.swap(true, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            assert!(!first, "a bug in the hook");
+            Ok(None)
+        })
+    }
+
+    fn committed(&self, _covered: Option<u64>) {}
+}
+
+/// A bug that panics inside a commit fails that batch (rolled back, never
+/// acknowledged) and leaves the store writing.
+async fn a_commit_hook_that_panics_fails_its_batch_and_the_store_goes_on(database: &TestDatabase) {
+    let store = database.open().await;
+    store.set_commit_hook(std::sync::Arc::new(PanicsOnce(Default::default())));
+    let failed = store.append(append(&stream(), ExpectedVersion::NoStream, 2)).await;
+    assert!(matches!(failed, Err(StoreError::Internal(_))), "{failed:?}");
+    assert!(
+        whole_log(&store).await.is_empty(),
+        "nothing of the panicked batch stays"
+    );
+    let landed = store
+        .append(append(&stream(), ExpectedVersion::NoStream, 2))
+        .await
+        .expect("the store writes on");
+    assert_eq!((landed.first_position, landed.last_position), (1, 2));
+    assert_verifies(&store, 2).await;
 }
 
 async fn verify_names_the_position_of_an_altered_event(database: &TestDatabase) {
