@@ -60,17 +60,16 @@ impl StoreError {
     /// version) and on idempotency keys are a backstop behind the writer lock:
     /// they fire only if someone wrote to the log without taking it. For a
     /// lone request that is its conflict; for a batch, the writer retries each
-    /// request alone to find the one. Detected with sqlx's backend-neutral
-    /// check, never a hard-coded error code.
-    pub(crate) fn from_insert(error: sqlx::Error, requests: &[AppendRequest]) -> Self {
-        let unique_violation = error.as_database_error().is_some_and(|e| e.is_unique_violation());
+    /// request alone to find the one. The driver says whether `error` is a
+    /// `unique_violation` (by its named check or code, never a bare number).
+    pub(crate) fn from_insert(error: impl Into<Self>, unique_violation: bool, requests: &[AppendRequest]) -> Self {
         match requests {
             [request] if unique_violation => Self::Conflict {
                 stream_id: request.stream_id.clone(),
                 expected: request.expected,
                 actual: None,
             },
-            _ => Self::Database(error),
+            _ => error.into(),
         }
     }
 }

@@ -122,6 +122,11 @@ pub struct VerifyReport {
     pub head_hash: String,
 }
 
+/// A position or version as stored (a signed integer the schema checks positive).
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).expect("positions and versions are checked positive by the schema")
+}
+
 /// Timestamps are kept to the microsecond, the precision both databases
 /// store, so that what is hashed is exactly what is read back.
 pub fn to_stored_precision(time: DateTime<Utc>) -> DateTime<Utc> {

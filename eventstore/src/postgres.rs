@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::backend::{Backend, BatchOutcome};
 use crate::hook::{CommitHook, HookConnection};
+use crate::model::to_u64;
 use crate::plan::{self, BatchContext, StoredKey, Tail};
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
@@ -104,10 +105,6 @@ impl PostgresBackend {
 
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, schema_version, data, actor, \
      occurred_at, recorded_at, correlation_id, causation_id, hash";
-
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).expect("positions and versions are checked positive by the schema")
-}
 
 fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let position = to_u64(row.try_get("position")?);
@@ -258,7 +255,8 @@ async fn commit_once(
     let (tail, context) = load_context(&mut tx, requests).await?;
     let plan = plan::plan(tail, context, requests, Utc::now());
     if let Err(error) = insert(&mut tx, &plan.events, &plan.keys).await {
-        return Err(StoreError::from_insert(error, requests));
+        let unique_violation = error.as_database_error().is_some_and(|e| e.is_unique_violation());
+        return Err(StoreError::from_insert(error, unique_violation, requests));
     }
     let covered = match hook {
         Some(hook) if !plan.events.is_empty() => {

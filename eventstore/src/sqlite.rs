@@ -19,6 +19,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::backend::{Backend, BatchOutcome};
 use crate::hook::CommitHook;
+use crate::model::to_u64;
 use crate::plan::StoredKey;
 use crate::sqlite_appender::Appender;
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
@@ -90,10 +91,6 @@ fn parse_uuid(position: u64, raw: Option<String>) -> Result<Option<uuid::Uuid>, 
         })
     })
     .transpose()
-}
-
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).expect("positions and versions are checked positive by the schema")
 }
 
 fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {

@@ -20,13 +20,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use crate::backend::BatchOutcome;
 use crate::hook::{CommitHook, HookConnection};
+use crate::model::to_u64;
 use crate::plan::{self, BatchContext, StoredKey, Tail};
+use crate::sqlite::{format_time, parse_time};
 use crate::{AppendRequest, RecordedEvent, StoreError};
 
 /// Prepared statements kept per connection: the store's own few and the
@@ -73,11 +75,7 @@ impl Appender {
                         commit(&mut conn, &job.requests, job.hook.as_deref())
                     }))
                     .unwrap_or_else(|_| {
-                        if !conn.is_autocommit()
-                            && let Err(error) = conn.execute_batch("ROLLBACK")
-                        {
-                            tracing::warn!(%error, "rolling back a panicked append");
-                        }
+                        roll_back(&conn);
                         Err(StoreError::Internal("an append panicked and was rolled back".into()))
                     });
                     // A caller that gave up waiting is not an error here:
@@ -110,14 +108,21 @@ fn commit(conn: &mut Connection, requests: &[AppendRequest], hook: Option<&dyn C
         conn.execute_batch("COMMIT")?;
         Ok(done)
     });
-    if outcome.is_err() && !conn.is_autocommit() {
-        // The error is what the caller hears; a failed rollback leaves
-        // SQLite to roll back itself when the connection next begins.
-        if let Err(error) = conn.execute_batch("ROLLBACK") {
-            tracing::warn!(%error, "rolling back a failed append");
-        }
+    if outcome.is_err() {
+        roll_back(conn);
     }
     outcome
+}
+
+/// Ends the transaction a failed append left open, if any. The failure is
+/// what the caller hears; a failed rollback leaves SQLite to roll back
+/// itself when the connection next begins.
+fn roll_back(conn: &Connection) {
+    if !conn.is_autocommit()
+        && let Err(error) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::warn!(%error, "rolling back a failed append");
+    }
 }
 
 fn in_transaction(
@@ -128,7 +133,8 @@ fn in_transaction(
     let (tail, context) = load_context(conn, requests)?;
     let plan = plan::plan(tail, context, requests, Utc::now());
     if let Err(error) = insert(conn, &plan.events, &plan.keys) {
-        return Err(from_insert(error, requests));
+        let unique_violation = unique_violation(&error);
+        return Err(StoreError::from_insert(error, unique_violation, requests));
     }
     let covered = match hook {
         Some(hook) if !plan.events.is_empty() => run_hook(conn, hook, &plan.events),
@@ -163,10 +169,6 @@ fn run_hook(conn: &mut Connection, hook: &dyn CommitHook, events: &[RecordedEven
     }
 }
 
-fn to_u64(value: i64) -> u64 {
-    u64::try_from(value).expect("positions and versions are checked positive by the schema")
-}
-
 fn load_context(conn: &Connection, requests: &[AppendRequest]) -> Result<(Tail, BatchContext), StoreError> {
     let tail = conn
         .prepare_cached("SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1")?
@@ -184,7 +186,7 @@ fn load_context(conn: &Connection, requests: &[AppendRequest]) -> Result<(Tail, 
             Tail {
                 position,
                 hash,
-                recorded_at: Some(crate::sqlite::parse_time(position, &recorded_at)?),
+                recorded_at: Some(parse_time(position, &recorded_at)?),
             }
         }
         None => Tail::empty(),
@@ -259,26 +261,12 @@ fn insert(conn: &Connection, events: &[RecordedEvent], keys: &[StoredKey]) -> Re
     Ok(())
 }
 
-fn format_time(time: DateTime<Utc>) -> String {
-    crate::sqlite::format_time(time)
-}
-
-/// As `StoreError::from_insert`: a unique key firing behind the write lock
-/// means someone wrote to the log without taking it; for a lone request
-/// that is its conflict, for a batch the writer retries each alone.
-fn from_insert(error: rusqlite::Error, requests: &[AppendRequest]) -> StoreError {
-    let unique_violation = matches!(
-        &error,
+/// Whether a failed insert hit a unique key (see `StoreError::from_insert`).
+fn unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
         rusqlite::Error::SqliteFailure(failure, _)
             if [rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE, rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY]
                 .contains(&failure.extended_code)
-    );
-    match requests {
-        [request] if unique_violation => StoreError::Conflict {
-            stream_id: request.stream_id.clone(),
-            expected: request.expected,
-            actual: None,
-        },
-        _ => error.into(),
-    }
+    )
 }
