@@ -16,6 +16,7 @@ mod hash;
 mod hook;
 mod model;
 mod plan;
+mod pool;
 mod postgres;
 mod sqlite;
 mod sqlite_appender;
@@ -33,5 +34,6 @@ pub use model::{
     APPEND_EVENTS_MAX, AppendRequest, AppendResult, EVENT_DATA_BYTES_MAX, ExpectedVersion, IDENTIFIER_BYTES_MAX,
     LogFilter, NewEvent, READ_BATCH_MAX, RecordedEvent, Snapshot, TokenRecord, VerifyReport, to_stored_precision,
 };
+pub use pool::ping_if_idle;
 pub use store::{Store, StoreOptions, redact};
 pub use writer::{GROUP_COMMIT_EVENTS_MAX, GROUP_COMMIT_REQUESTS_MAX, WRITER_QUEUE_MAX};

@@ -29,10 +29,6 @@ use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, Sto
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// How long a pooled connection may sit unused before it is pinged ahead of
-/// its next use.
-const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
-
 pub(crate) struct PostgresBackend {
     connect: PgConnectOptions,
     /// The append connection, held by the writer task alone: no pool to
@@ -78,20 +74,10 @@ impl PostgresBackend {
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&writer).await?;
-        // A ping before every use is a round trip per read: only a
-        // connection that sat idle (the kind a restarted server has cut) is
-        // checked first.
         let readers = PgPoolOptions::new()
             .max_connections(options.read_connections_max.max(1))
             .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > IDLE_BEFORE_PING {
-                        sqlx::Connection::ping(conn).await?;
-                    }
-                    Ok(true)
-                })
-            })
+            .before_acquire(crate::pool::ping_if_idle)
             .connect_with(connect.clone())
             .await?;
         Ok(Self {

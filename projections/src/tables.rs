@@ -790,10 +790,6 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
-/// How long a pooled PostgreSQL connection may sit unused before it is
-/// pinged ahead of its next use.
-const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(1);
-
 async fn pool(
     url: &str,
     dialect: Dialect,
@@ -812,20 +808,16 @@ async fn pool(
         Dialect::Sqlite => format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"),
         Dialect::Postgres => schema.map(|s| format!("SET search_path TO {s};")).unwrap_or_default(),
     };
-    let pool = AnyPoolOptions::new()
+    // No ping before every use (see `eventstore::ping_if_idle`): a SQLite
+    // file is never cut off; an idle PostgreSQL connection is pinged first.
+    let options = AnyPoolOptions::new()
         .max_connections(connections_max)
-        // A ping before every use is a round trip per read (on SQLite, two
-        // thread hops); only a connection that sat idle is checked, which is
-        // the one a restarted PostgreSQL will have cut.
-        .test_before_acquire(false)
-        .before_acquire(move |conn, meta| {
-            Box::pin(async move {
-                if dialect == Dialect::Postgres && meta.idle_for > IDLE_BEFORE_PING {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
+        .test_before_acquire(false);
+    let options = match dialect {
+        Dialect::Postgres => options.before_acquire(eventstore::ping_if_idle),
+        Dialect::Sqlite => options,
+    };
+    let pool = options
         .after_connect(move |conn, _| {
             let setup = setup.clone();
             Box::pin(async move {
