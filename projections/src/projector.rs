@@ -33,7 +33,7 @@ use crate::ProjectionError;
 use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::sql::Exec;
-use crate::tables::{AsideRows, Folded, ListFilter, LiveBatch, RowCache, State, Swap, Tables};
+use crate::tables::{AsideRows, Folded, ListFilter, RowCache, State, Swap, Tables};
 
 /// Events read from the log and folded in one transaction by catch-up
 /// (appends made through this process fold in their own transaction).
@@ -205,8 +205,7 @@ impl Projector {
             let Some(first) = batch.first().map(|e| e.position) else {
                 return Ok(n_applied);
             };
-            let live = LiveBatch { first_position: first };
-            after = match fold_batch(&self.tables, live, &batch, Some(&mut cache)).await? {
+            after = match fold_batch(&self.tables, first, &batch, Some(&mut cache)).await? {
                 Folded::Covered(position) => {
                     n_applied += batch.len() as u64;
                     position
@@ -489,18 +488,18 @@ fn apply_all<'a>(model: &mut CrmModel, decoded: impl IntoIterator<Item = (&'a Re
     }
 }
 
-/// Decodes a batch and folds it into the tables with `prefix` in one
-/// transaction of its own.
+/// Decodes a batch, which starts at `first`, and folds it into the live
+/// tables in one transaction of its own.
 async fn fold_batch(
     tables: &Tables,
-    live: LiveBatch,
+    first: u64,
     batch: &[RecordedEvent],
     cache: Option<&mut RowCache>,
 ) -> Result<Folded, ProjectionError> {
     let decoded = decode_all(batch)?;
     let keys = keys_of(pairs(&decoded));
     tables
-        .fold_batch(live, &keys, cache, |model| apply_all(model, pairs(&decoded)))
+        .fold_batch(first, &keys, cache, |model| apply_all(model, pairs(&decoded)))
         .await
 }
 

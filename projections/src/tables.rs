@@ -125,18 +125,17 @@ impl Tables {
         let busy = || ProjectionError::Busy("another rebuild of these read models is running".into());
         match &self.rebuild_lock_file {
             Some(path) => {
+                let unusable = |e: std::io::Error| ProjectionError::ReadModel(format!("{}: {e}", path.display()));
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
                     .write(true)
                     .open(path)
-                    .map_err(|e| ProjectionError::ReadModel(format!("{}: {e}", path.display())))?;
+                    .map_err(unusable)?;
                 match file.try_lock() {
                     Ok(()) => Ok(RebuildLock::File(file)),
                     Err(std::fs::TryLockError::WouldBlock) => Err(busy()),
-                    Err(std::fs::TryLockError::Error(e)) => {
-                        Err(ProjectionError::ReadModel(format!("{}: {e}", path.display())))
-                    }
+                    Err(std::fs::TryLockError::Error(e)) => Err(unusable(e)),
                 }
             }
             None => {
@@ -226,14 +225,14 @@ impl Tables {
     /// the commit hook).
     pub async fn fold_batch(
         &self,
-        batch: LiveBatch,
+        first: u64,
         keys: &Keys,
         cache: Option<&mut RowCache>,
         fold: impl FnOnce(&mut CrmModel),
     ) -> Result<Folded, ProjectionError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
-        let folded = fold_rows(&mut *tx, batch, keys, cache, fold).await?;
+        let folded = fold_rows(&mut *tx, first, keys, cache, fold).await?;
         tx.commit().await?;
         Ok(folded)
     }
@@ -498,14 +497,6 @@ impl Swap {
     }
 }
 
-/// How a batch of catch-up meets the live tables' state row, which is read
-/// and locked: the batch starts at `first_position`; events the tables
-/// already cover are skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LiveBatch {
-    pub first_position: u64,
-}
-
 /// What a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Folded {
@@ -516,14 +507,15 @@ pub(crate) enum Folded {
     Skipped(Option<u64>),
 }
 
-/// Folds one batch into the live tables on `conn`, inside the caller's
-/// transaction: loads the rows `keys` names (then the accounts of the
-/// contacts and deals loaded), runs `fold` over them (`CrmModel::apply` on a
-/// partial model), writes back the rows that changed and the position the
-/// tables reach.
+/// Folds one batch of catch-up, which starts at `first`, into the live
+/// tables on `conn`, inside the caller's transaction: reads and locks the
+/// state row (events the tables already cover are skipped), loads the rows
+/// `keys` names (then the accounts of the contacts and deals loaded), runs
+/// `fold` over them (`CrmModel::apply` on a partial model), writes back the
+/// rows that changed and the position the tables reach.
 pub(crate) async fn fold_rows(
     conn: &mut dyn Exec,
-    batch: LiveBatch,
+    first: u64,
     keys: &Keys,
     mut cache: Option<&mut RowCache>,
     fold: impl FnOnce(&mut CrmModel),
@@ -532,7 +524,7 @@ pub(crate) async fn fold_rows(
     let Some(mut state) = read_state(conn, lock).await? else {
         return Ok(Folded::Skipped(None));
     };
-    let behind = state.position + 1 < batch.first_position;
+    let behind = state.position + 1 < first;
     if state.model_version != crate::MODEL_VERSION || behind {
         return Ok(Folded::Skipped(Some(state.position)));
     }
