@@ -2,7 +2,6 @@
 //! command, append what it decided. It also checks what one stream cannot
 //! know alone: that a deal's account exists, that an owner is a user.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -13,6 +12,8 @@ use domain::{
 };
 use eventstore::{AppendRequest, AppendResult, ExpectedVersion, NewEvent, Store, StoreError};
 use uuid::Uuid;
+
+use crate::memo::Bounded;
 
 /// How often a command is decided again after losing a race for its stream,
 /// when the caller did not pin a version.
@@ -82,11 +83,12 @@ pub struct App {
     /// Registered users by id. A user's name and role never change once
     /// registered (there is no event that changes them), so an entry never
     /// goes stale; authentication reads it instead of the user's stream.
-    users: Arc<std::sync::RwLock<HashMap<Uuid, Registered>>>,
+    users: Arc<Bounded<Uuid, Registered>>,
     /// API tokens read recently (see `auth::TOKEN_RECHECK`).
     pub tokens: Arc<crate::auth::TokenCache>,
-    /// Records' states as this process last decided on them.
-    states: Arc<States>,
+    /// Records' states as this process last appended to them (see
+    /// `STATES_CACHED_MAX`).
+    states: Arc<Bounded<Uuid, State>>,
     /// Commands on one record take turns in this process (striped by the
     /// record's id), so concurrent writers to a hot record queue instead of
     /// losing races and retrying; races with other processes still retry.
@@ -108,39 +110,11 @@ pub struct Registered {
 /// Always safe to use: every append names the version its decision was
 /// made at, so a state another process has moved on from fails the append
 /// as a conflict, and the command is decided again from the log.
-#[derive(Debug, Default)]
-struct States {
-    by_id: std::sync::Mutex<HashMap<Uuid, Arc<dyn std::any::Any + Send + Sync>>>,
-}
+type State = Arc<dyn std::any::Any + Send + Sync>;
 
 /// Records whose states one process remembers; past it the memory is
 /// cleared and refilled as records are written again.
 const STATES_CACHED_MAX: usize = 10_000;
-
-impl States {
-    fn get<A: Clone + 'static>(&self, id: Uuid) -> Option<A> {
-        self.lock()
-            .get(&id)
-            .and_then(|state| state.downcast_ref::<A>())
-            .cloned()
-    }
-
-    fn put<A: Send + Sync + 'static>(&self, id: Uuid, state: A) {
-        let mut states = self.lock();
-        if states.len() >= STATES_CACHED_MAX {
-            states.clear();
-        }
-        states.insert(id, Arc::new(state));
-    }
-
-    fn forget(&self, id: Uuid) {
-        self.lock().remove(&id);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<dyn std::any::Any + Send + Sync>>> {
-        self.by_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
 
 /// Users remembered by one process; past it the memory is cleared and
 /// refilled from the log as users come back.
@@ -151,21 +125,16 @@ impl App {
         Self {
             store,
             rules,
-            users: Arc::default(),
+            users: Arc::new(Bounded::new(USERS_CACHED_MAX)),
             tokens: Arc::default(),
-            states: Arc::default(),
+            states: Arc::new(Bounded::new(STATES_CACHED_MAX)),
             record_turns: (0..RECORD_TURN_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
     /// A registered user's name and role, or `None` for an unknown id.
     pub async fn registered_user(&self, user_id: Uuid) -> Result<Option<Registered>, AppError> {
-        let cached = self
-            .users
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&user_id)
-            .cloned();
+        let cached = self.users.get(&user_id);
         if cached.is_some() {
             return Ok(cached);
         }
@@ -176,11 +145,7 @@ impl App {
         }) else {
             return Ok(None);
         };
-        let mut users = self.users.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if users.len() >= USERS_CACHED_MAX {
-            users.clear();
-        }
-        users.insert(user_id, registered.clone());
+        self.users.insert(user_id, registered.clone());
         Ok(Some(registered))
     }
 
@@ -242,7 +207,10 @@ impl App {
         let stripe = (id.as_u128() % RECORD_TURN_STRIPES as u128) as usize;
         let _turn = self.record_turns[stripe].lock().await;
         for attempt in 0..CONFLICT_RETRIES_MAX {
-            let remembered = (attempt == 0).then(|| self.states.get::<A>(id)).flatten();
+            let remembered = (attempt == 0)
+                .then(|| self.states.get(&id))
+                .flatten()
+                .and_then(|state| state.downcast_ref::<A>().cloned());
             let (state, from_memory): (A, bool) = match (stream, remembered) {
                 (Stream::New, _) if attempt == 0 => (A::default(), false),
                 // A pinned version the remembered state does not have may
@@ -267,7 +235,7 @@ impl App {
                 // Only an append checks a remembered state against the log:
                 // a command that changes nothing (or a refusal) is decided
                 // again on the record as it stands.
-                self.states.forget(id);
+                self.states.remove(&id);
                 continue;
             }
             if events.is_empty() {
@@ -298,7 +266,7 @@ impl App {
                     for event in &events {
                         next.evolve(event);
                     }
-                    self.states.put(id, next);
+                    self.states.insert(id, Arc::new(next));
                     return Ok(Outcome {
                         kind,
                         id,
@@ -307,7 +275,7 @@ impl App {
                     });
                 }
                 Err(StoreError::Conflict { actual, .. }) => {
-                    self.states.forget(id);
+                    self.states.remove(&id);
                     if let Some(expected) = expected {
                         return Err(AppError::VersionMismatch {
                             expected,

@@ -6,8 +6,6 @@
 //! one in constant time, so response timing says nothing about how close a
 //! guess came.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -19,6 +17,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::app::{App, AppError};
+use crate::memo::Bounded;
 
 const TOKEN_PREFIX: &str = "crm_";
 const TOKEN_ID_BYTES: usize = 8;
@@ -77,31 +76,32 @@ const TOKENS_CACHED_MAX: usize = 10_000;
 
 /// Recently read token records, by public id. Unknown ids are not kept, so
 /// guessing ids cannot fill it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TokenCache {
-    records: Mutex<HashMap<String, (Instant, TokenRecord)>>,
+    records: Bounded<String, (Instant, TokenRecord)>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            records: Bounded::new(TOKENS_CACHED_MAX),
+        }
+    }
 }
 
 impl TokenCache {
     async fn find(&self, store: &Store, token_id: &str) -> Result<Option<TokenRecord>, StoreError> {
-        if let Some((read_at, record)) = self.lock().get(token_id)
+        if let Some((read_at, record)) = self.records.get(token_id)
             && read_at.elapsed() < TOKEN_RECHECK
         {
-            return Ok(Some(record.clone()));
+            return Ok(Some(record));
         }
         let record = store.find_token(token_id).await?;
         if let Some(record) = &record {
-            let mut records = self.lock();
-            if records.len() >= TOKENS_CACHED_MAX {
-                records.clear();
-            }
-            records.insert(token_id.to_owned(), (Instant::now(), record.clone()));
+            self.records
+                .insert(token_id.to_owned(), (Instant::now(), record.clone()));
         }
         Ok(record)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, TokenRecord)>> {
-        self.records.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

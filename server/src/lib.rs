@@ -10,6 +10,7 @@ pub mod config;
 pub mod csv_io;
 pub mod demo;
 pub mod http;
+mod memo;
 pub mod queries;
 pub mod render;
 pub mod serve;
