@@ -340,6 +340,85 @@ fn pipeline_sums_amounts_per_currency_and_weights_them_by_stage() {
 }
 
 #[test]
+fn pipeline_sums_stay_exact_past_64_bits() {
+    // Amounts are capped at 10^15 minor units now, but a log written before
+    // the cap may hold deals of up to i64::MAX: their sum must not wrap.
+    let mut history = History::default();
+    let acme = history.account(json!({"name": "Acme"}), "system", days_ago(10));
+    for title in ["A", "B"] {
+        history.deal(
+            json!({"title": title, "account_id": acme.to_string(), "stage": "negotiation",
+                   "amount": {"value_minor": 1, "currency": "EUR"}}),
+            "system",
+            days_ago(2),
+        );
+    }
+    for recorded in history.log.iter_mut().filter(|e| e.event_type == "DealCreated") {
+        recorded.data = recorded
+            .data
+            .replace("\"value_minor\":1}", &format!("\"value_minor\":{}}}", i64::MAX));
+    }
+    let report = pipeline(&history);
+    let negotiation = report
+        .stages
+        .iter()
+        .find(|s| s.stage == "negotiation")
+        .expect("negotiation line");
+    let exact = 2 * i128::from(i64::MAX);
+    assert_eq!(negotiation.amount.get("EUR"), Some(&exact));
+    assert_eq!(
+        negotiation.weighted_amount.get("EUR"),
+        Some(&(exact * i128::from(negotiation.probability_percent) / 100))
+    );
+    assert_eq!(report.totals.amount.get("EUR"), Some(&exact));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+    /// Any amounts up to the cap, in any stages and currencies: the report's
+    /// sums and weighted sums equal exact arithmetic.
+    #[test]
+    fn pipeline_sums_equal_exact_arithmetic(
+        deals in proptest::collection::vec((0..=domain::values::MAX_VALUE_MINOR, 0usize..4, proptest::bool::ANY), 1..40)
+    ) {
+        const STAGES: [&str; 4] = ["lead", "qualified", "proposal", "negotiation"];
+        let mut history = History::default();
+        let acme = history.account(json!({"name": "Acme"}), "system", days_ago(10));
+        let mut expected: std::collections::BTreeMap<(&str, &str), i128> = Default::default();
+        for (value, stage, euro) in &deals {
+            let currency = if *euro { "EUR" } else { "JPY" };
+            history.deal(
+                json!({"title": "D", "account_id": acme.to_string(), "stage": STAGES[*stage],
+                       "amount": {"value_minor": value, "currency": currency}}),
+                "system",
+                days_ago(1),
+            );
+            *expected.entry((STAGES[*stage], currency)).or_default() += i128::from(*value);
+        }
+        let report = pipeline(&history);
+        let mut totals: std::collections::BTreeMap<&str, (i128, i128)> = Default::default();
+        for line in &report.stages {
+            for currency in ["EUR", "JPY"] {
+                let sum = expected.get(&(line.stage.as_str(), currency)).copied();
+                proptest::prop_assert_eq!(line.amount.get(currency).copied(), sum);
+                let weighted = sum.map(|sum| sum * i128::from(line.probability_percent) / 100);
+                proptest::prop_assert_eq!(line.weighted_amount.get(currency).copied(), weighted);
+                if let (Some(sum), Some(weighted)) = (sum, weighted) {
+                    let total = totals.entry(currency).or_default();
+                    total.0 += sum;
+                    total.1 += weighted;
+                }
+            }
+        }
+        let sums: std::collections::BTreeMap<String, i128> = totals.iter().map(|(c, t)| ((*c).to_owned(), t.0)).collect();
+        let weighted: std::collections::BTreeMap<String, i128> = totals.iter().map(|(c, t)| ((*c).to_owned(), t.1)).collect();
+        proptest::prop_assert_eq!(&report.totals.amount, &sums);
+        proptest::prop_assert_eq!(&report.totals.weighted_amount, &weighted);
+    }
+}
+
+#[test]
 fn neglected_accounts_have_open_deals_or_customers_and_no_recent_interaction() {
     let mut history = History::default();
     let ann = history.user("Ann", "Sales", days_ago(500));

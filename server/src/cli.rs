@@ -119,8 +119,9 @@ enum Command {
     Report {
         #[command(subcommand)]
         report: ReportKind,
-        /// Report as of this time (RFC 3339): folds the events that had happened by then.
-        #[arg(long, global = true)]
+        /// Report as of this time (RFC 3339, or a date: as of its end, UTC):
+        /// folds the events that had happened by then.
+        #[arg(long, global = true, value_parser = crate::moment::parse_end)]
         as_of: Option<chrono::DateTime<Utc>>,
         #[command(flatten)]
         scope: ReportScope,
@@ -134,9 +135,11 @@ enum Command {
         /// Only this user's changes.
         #[arg(long)]
         actor: Option<String>,
-        #[arg(long)]
+        /// Recorded at or after (RFC 3339, or a date: from its start, UTC).
+        #[arg(long, value_parser = crate::moment::parse_start)]
         since: Option<chrono::DateTime<Utc>>,
-        #[arg(long)]
+        /// Recorded at or before (RFC 3339, or a date: to its end, UTC).
+        #[arg(long, value_parser = crate::moment::parse_end)]
         until: Option<chrono::DateTime<Utc>>,
         #[arg(long, default_value_t = 0)]
         after: u64,

@@ -11,6 +11,7 @@ pub mod csv_io;
 pub mod demo;
 pub mod http;
 mod memo;
+pub mod moment;
 pub mod queries;
 pub mod render;
 pub mod serve;

@@ -34,12 +34,11 @@ fn amounts(value: &Value) -> String {
     }
     map.iter()
         .map(|(currency, minor)| {
-            format!(
-                "{} {currency}",
-                minor
-                    .as_i64()
-                    .map_or("?".into(), |m| format!("{:.2}", m as f64 / 100.0))
-            )
+            let exact = minor.to_string().parse::<i128>().ok();
+            match (exact, domain::values::CurrencyCode::parse(currency)) {
+                (Some(minor), Ok(code)) => format!("{} {currency}", code.format_minor(minor)),
+                _ => format!("{minor} {currency} (minor units)"),
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")

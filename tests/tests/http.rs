@@ -499,6 +499,15 @@ async fn every_error_status_of_the_contract_is_a_problem_and_appends_nothing(ser
         ),
         (
             Method::POST,
+            "/v1/deals".into(),
+            Some("admin"),
+            Some(json!({"title": "Too big", "account_id": uuid::Uuid::now_v7(),
+                        "amount": {"value_minor": i64::MAX, "currency": "EUR"}})),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
             "/v1/contacts".into(),
             Some("admin"),
             Some(huge),
@@ -594,6 +603,54 @@ async fn every_error_status_of_the_contract_is_a_problem_and_appends_nothing(ser
             ),
             None,
             StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            "/v1/contacts?limit=abc".into(),
+            Some("admin"),
+            None,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/contacts?colour=red".into(),
+            Some("admin"),
+            None,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/events?after=-1".into(),
+            Some("admin"),
+            None,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/audit?since=yesterday".into(),
+            Some("admin"),
+            None,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/audit?actor=ann".into(),
+            Some("admin"),
+            None,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/reports/pipeline?as_of=30/09/2026".into(),
+            Some("admin"),
+            None,
+            None,
+            StatusCode::BAD_REQUEST,
         ),
     ];
     for (method, path, token, body, if_match, expected) in cases {
@@ -1105,6 +1162,14 @@ async fn history_timeline_audit_and_reports_tell_who_changed_what(server: &Serve
         .admin(Method::GET, "/v1/reports/data-quality?as_of=2020-01-01T00:00:00Z", None)
         .await;
     assert_eq!(before_any["summary"]["records"], 0, "as of 2020 nothing existed");
+    let (status, by_date) = server
+        .admin(Method::GET, "/v1/reports/data-quality?as_of=2020-01-01", None)
+        .await;
+    assert_eq!(
+        (status, &by_date["as_of"]),
+        (StatusCode::OK, &json!("2020-01-01T23:59:59.999999Z")),
+        "a date alone reports as of the end of that day"
+    );
     let (_, quality) = server
         .admin(Method::GET, "/v1/reports/data-quality?stale_days=0", None)
         .await;

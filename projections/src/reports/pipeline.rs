@@ -20,8 +20,15 @@ use crate::schema::DEALS;
 use crate::sql::{Cell, Exec, Kind};
 
 /// Amounts in minor units, per ISO 4217 currency: deals in different
-/// currencies are never added together.
-pub type Amounts = BTreeMap<String, i64>;
+/// currencies are never added together. Sums are exact: 128 bits hold any
+/// sum of 64-bit amounts a store can hold.
+pub type Amounts = BTreeMap<String, i128>;
+
+/// Amounts are summed in SQL as two parts, `amount / SPLIT` and
+/// `amount % SPLIT`, each of which fits 64 bits summed over billions of
+/// rows (SQLite's `SUM` fails on overflow; PostgreSQL's must be cast back to
+/// `BIGINT`), and joined in 128 bits here.
+const SPLIT: i128 = 1_000_000_000;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageLine {
@@ -90,7 +97,7 @@ struct Group {
     stage: String,
     currency: Option<String>,
     count: u64,
-    amount: i64,
+    amount: i128,
     entered_seconds: i64,
 }
 
@@ -98,14 +105,22 @@ async fn groups(conn: &mut dyn Exec, context: &Context) -> Result<Vec<Group>, Pr
     let mut sql = Sql::new(conn.dialect());
     let _ = write!(
         sql.text,
-        "SELECT stage, currency, COUNT(*), CAST(SUM(amount) AS BIGINT), \
+        "SELECT stage, currency, COUNT(*), CAST(SUM(amount / {SPLIT}) AS BIGINT), \
+         CAST(SUM(amount % {SPLIT}) AS BIGINT), \
          CAST(SUM(stage_entered_at / 1000000) AS BIGINT) FROM {} \
          WHERE status = 'open' AND archived = 0",
         table_name(&DEALS)
     );
     context.scope(&mut sql);
     sql.push(" GROUP BY stage, currency ORDER BY stage, currency");
-    let kinds = [Kind::Text, Kind::Text, Kind::Int, Kind::OptInt, Kind::OptInt];
+    let kinds = [
+        Kind::Text,
+        Kind::Text,
+        Kind::Int,
+        Kind::OptInt,
+        Kind::OptInt,
+        Kind::OptInt,
+    ];
     let rows = sql.fetch(conn, &kinds).await?;
     Ok(rows
         .into_iter()
@@ -113,8 +128,8 @@ async fn groups(conn: &mut dyn Exec, context: &Context) -> Result<Vec<Group>, Pr
             stage: row[0].clone().into_text().unwrap_or_default(),
             currency: row[1].clone().into_text(),
             count: u64::try_from(row[2].as_int().unwrap_or(0)).unwrap_or(0),
-            amount: row[3].as_int().unwrap_or(0),
-            entered_seconds: row[4].as_int().unwrap_or(0),
+            amount: i128::from(row[3].as_int().unwrap_or(0)) * SPLIT + i128::from(row[4].as_int().unwrap_or(0)),
+            entered_seconds: row[5].as_int().unwrap_or(0),
         })
         .collect())
 }
@@ -151,10 +166,9 @@ fn stage_lines(config: &Pipeline, groups: &[Group], as_of: DateTime<Utc>) -> Vec
         line.count += group.count;
         *entered.entry(group.stage.clone()).or_default() += group.entered_seconds;
         if let Some(currency) = &group.currency {
-            let weighted = i128::from(group.amount) * i128::from(line.probability_percent) / 100;
+            let weighted = group.amount * i128::from(line.probability_percent) / 100;
             line.amount.insert(currency.clone(), group.amount);
-            line.weighted_amount
-                .insert(currency.clone(), i64::try_from(weighted).unwrap_or(i64::MAX));
+            line.weighted_amount.insert(currency.clone(), weighted);
         }
     }
     for line in stages.iter_mut().filter(|line| line.count > 0) {

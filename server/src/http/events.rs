@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Reader;
+use super::extract::{Params, Reader};
 
 /// Most events one page or one SSE read returns.
 pub const EVENTS_PAGE_MAX: usize = 1_000;
@@ -22,6 +22,7 @@ pub const EVENTS_PAGE_MAX: usize = 1_000;
 const TAIL_POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Return events after this position (default 0: from the start).
     pub after: Option<u64>,
@@ -35,7 +36,7 @@ pub struct EventsQuery {
 pub async fn list(
     State(state): State<AppState>,
     _reader: Reader,
-    Query(query): Query<EventsQuery>,
+    Params(query): Params<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(100).clamp(1, EVENTS_PAGE_MAX);
@@ -46,6 +47,7 @@ pub async fn list(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct StreamQuery {
     /// Send events after this position. `Last-Event-ID`, sent by a
     /// reconnecting client, takes precedence.
@@ -59,7 +61,7 @@ pub async fn stream_events(
     State(state): State<AppState>,
     _reader: Reader,
     headers: HeaderMap,
-    Query(query): Query<StreamQuery>,
+    Params(query): Params<StreamQuery>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let resume = headers
         .get("last-event-id")

@@ -169,9 +169,9 @@ impl IdempotencyKey {
     }
 }
 
-/// Query parameters, refused as problem+json (400) when they do not parse.
-/// Report queries deny unknown parameters, so a misspelt filter is an error
-/// rather than a silently wider answer.
+/// Query parameters, refused as problem+json (400) naming the parameter when
+/// they do not parse. Every query type denies unknown parameters, so a
+/// misspelt filter is an error rather than a silently wider answer.
 #[derive(Debug)]
 pub struct Params<T>(pub T);
 

@@ -2,7 +2,7 @@
 //! records, and the reports.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use eventstore::LogFilter;
 use projections::reports::{
@@ -47,12 +47,15 @@ pub async fn timeline(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only this user's changes.
     pub actor_id: Option<String>,
-    /// Recorded at or after (RFC 3339).
+    /// Recorded at or after (RFC 3339, or a date: from its start, UTC).
+    #[serde(default, deserialize_with = "crate::moment::start")]
     pub since: Option<DateTime<Utc>>,
-    /// Recorded at or before (RFC 3339).
+    /// Recorded at or before (RFC 3339, or a date: to its end, UTC).
+    #[serde(default, deserialize_with = "crate::moment::end")]
     pub until: Option<DateTime<Utc>>,
     /// The `next_cursor` of the previous page (a log position).
     pub cursor: Option<u64>,
@@ -65,7 +68,7 @@ pub struct AuditQuery {
 pub async fn audit(
     State(state): State<AppState>,
     _reader: Reader,
-    Query(query): Query<AuditQuery>,
+    Params(query): Params<AuditQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT).clamp(1, PAGE_SIZE_MAX);
     let filter = LogFilter {
@@ -89,8 +92,10 @@ pub async fn audit(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
-    /// Report as of this time (RFC 3339; default now): folds the events that
-    /// had happened by then and measures ages from it.
+    /// Report as of this time (RFC 3339, or a date: as of its end, UTC;
+    /// default now): folds the events that had happened by then and
+    /// measures ages from it.
+    #[serde(default, deserialize_with = "crate::moment::end")]
     pub as_of: Option<DateTime<Utc>>,
     /// data-quality and owners: days since the last touch after which a record is stale (default 90).
     pub stale_days: Option<u32>,

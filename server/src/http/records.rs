@@ -1,7 +1,7 @@
 //! Contacts, accounts and deals; deal stages and closing; interactions.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{IdempotencyKey, IfMatch, JsonObject, Reader, Writer};
+use super::extract::{IdempotencyKey, IfMatch, JsonObject, Params, Reader, Writer};
 use crate::app::{Actor, App, AppError, Outcome};
 
 /// Most records one list page returns.
@@ -184,6 +184,7 @@ pub async fn create(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Case-insensitive text in the name, title or email.
     pub q: Option<String>,
@@ -206,7 +207,7 @@ pub async fn list(
     State(state): State<AppState>,
     Path(kind): Path<String>,
     _reader: Reader,
-    Query(query): Query<ListQuery>,
+    Params(query): Params<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let kind = record_kind(&kind)?;
     let filter = projections::ListFilter {
