@@ -56,4 +56,7 @@ pub enum ProjectionError {
     /// filter naming nothing): fix the request; retrying it is useless.
     #[error("{0}")]
     BadRequest(String),
+    /// A bug: a worker thread stopped (panicked) before it finished.
+    #[error("internal error: {0}")]
+    Internal(String),
 }

@@ -177,6 +177,9 @@ pub struct Keys {
     pub accounts: BTreeSet<Uuid>,
     pub deals: BTreeSet<Uuid>,
     pub interactions: BTreeSet<Uuid>,
+    /// Records the batch creates (their stream's first event is in it): no
+    /// row can exist for them before it, so none is looked for.
+    pub created: BTreeSet<Uuid>,
 }
 
 impl Keys {
@@ -187,6 +190,7 @@ impl Keys {
         self.accounts.extend(other.accounts);
         self.deals.extend(other.deals);
         self.interactions.extend(other.interactions);
+        self.created.extend(other.created);
     }
 
     /// The ids of one kind of record.
@@ -433,6 +437,9 @@ impl CrmModel {
         }
         let (kind, id) = event.record();
         keys.of_kind_mut(kind).insert(id);
+        if recorded.version == 1 {
+            keys.created.insert(id);
+        }
         match event {
             Event::ContactCreated(e) => keys.accounts.extend(e.fields.account_id),
             Event::ContactUpdated(e) => keys.accounts.extend(e.changes.account_id.flatten()),

@@ -33,7 +33,7 @@ use crate::ProjectionError;
 use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::sql::Exec;
-use crate::tables::{AsideRows, Folded, ListFilter, RowCache, State, Swap, Tables};
+use crate::tables::{AsideRows, AsideWriter, Folded, ListFilter, RowCache, State, Swap, Tables};
 
 /// Events read from the log and folded in one transaction by catch-up
 /// (appends made through this process fold in their own transaction).
@@ -312,6 +312,11 @@ impl Projector {
         mut swap: Option<&mut Swap>,
     ) -> Result<u64, ProjectionError> {
         let mut batches = read_ahead(self.store.clone(), position, self.options.rebuild_batch_events);
+        if swap.is_none()
+            && let Some(writer) = self.tables.aside_writer()?
+        {
+            return fold_aside_natively(writer, batches, position, rows, progress).await;
+        }
         while let Some(batch) = batches.recv().await {
             let batch = batch?;
             let fold = |model: &mut CrmModel| apply_all(model, pairs(&batch.events));
@@ -501,6 +506,42 @@ async fn fold_batch(
     tables
         .fold_batch(first, &keys, cache, |model| apply_all(model, pairs(&decoded)))
         .await
+}
+
+/// `fold_aside` on SQLite, outside the swap: a blocking thread folds the
+/// batches `read_ahead` sends and writes them through `writer`, while this
+/// task reports its progress.
+async fn fold_aside_natively(
+    mut writer: AsideWriter,
+    mut batches: mpsc::Receiver<Result<DecodedBatch, ProjectionError>>,
+    mut position: u64,
+    rows: &mut AsideRows,
+    progress: &mut impl FnMut(u64),
+) -> Result<u64, ProjectionError> {
+    let (folded, mut done) = mpsc::unbounded_channel();
+    let mut owned = rows.take();
+    let worker = tokio::task::spawn_blocking(move || {
+        let mut fold_all = || {
+            while let Some(batch) = batches.blocking_recv() {
+                let batch = batch?;
+                writer.fold(&mut owned, &batch.keys, |model| apply_all(model, pairs(&batch.events)))?;
+                // The receiver only goes away with this function's caller.
+                let _ = folded.send(batch.last);
+            }
+            Ok(())
+        };
+        let result = fold_all();
+        (owned, result)
+    });
+    while let Some(last) = done.recv().await {
+        position = last;
+        progress(position);
+    }
+    let (owned, result) = worker
+        .await
+        .map_err(|e| ProjectionError::Internal(format!("the rebuild's writer stopped: {e}")))?;
+    *rows = owned;
+    result.map(|()| position)
 }
 
 /// A batch of the log, decoded, with the keys of the rows it needs.

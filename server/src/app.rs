@@ -543,6 +543,7 @@ impl From<projections::ProjectionError> for AppError {
             other @ (projections::ProjectionError::Database(_)
             | projections::ProjectionError::Sqlite(_)
             | projections::ProjectionError::ReadModel(_)
+            | projections::ProjectionError::Internal(_)
             | projections::ProjectionError::BadRequest(_)
             | projections::ProjectionError::Busy(_)) => Self::ReadModel(other.to_string()),
         }

@@ -179,7 +179,8 @@ impl From<ProjectionError> for ApiError {
             ProjectionError::Unreadable { .. }
             | ProjectionError::Database(_)
             | ProjectionError::Sqlite(_)
-            | ProjectionError::ReadModel(_) => Self::internal(&error),
+            | ProjectionError::ReadModel(_)
+            | ProjectionError::Internal(_) => Self::internal(&error),
         }
     }
 }
