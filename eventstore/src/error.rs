@@ -55,7 +55,56 @@ fn describe_version(actual: &Option<u64>) -> String {
     }
 }
 
+/// Whether a database error says the database cannot serve now (it is
+/// unreachable, full, read-only, locked or shutting down) rather than that
+/// the request or the software is wrong: worth retrying after a while.
+pub fn sqlx_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| unavailable_code(&code)),
+        _ => false,
+    }
+}
+
+/// SQLite result codes (primary, or extended with the primary in the low
+/// byte) and PostgreSQL SQLSTATE classes that mean "not now".
+fn unavailable_code(code: &str) -> bool {
+    // A SQLSTATE has five characters; SQLite's extended codes are below 10,000.
+    if code.len() < 5
+        && let Ok(sqlite) = code.parse::<i32>()
+    {
+        // BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN
+        return matches!(sqlite & 0xff, 5 | 6 | 8 | 10 | 13 | 14);
+    }
+    // 08 connection exception, 53 insufficient resources, 57P operator
+    // intervention (shutdown), 40001/40P01 serialization and deadlock.
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "40001" || code == "40P01"
+}
+
+/// `sqlx_unavailable` for SQLite's native connections.
+pub fn rusqlite_unavailable(error: &rusqlite::Error) -> bool {
+    match error {
+        rusqlite::Error::SqliteFailure(failure, _) => unavailable_code(&failure.extended_code.to_string()),
+        _ => false,
+    }
+}
+
 impl StoreError {
+    /// Whether the database could not take or answer the request for now:
+    /// nothing was written, and the same request may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(error) => sqlx_unavailable(error),
+            Self::Sqlite(error) => rusqlite_unavailable(error),
+            _ => false,
+        }
+    }
+
     /// Maps a failed insert of `requests`. The unique keys on (stream,
     /// version) and on idempotency keys are a backstop behind the writer lock:
     /// they fire only if someone wrote to the log without taking it. For a
@@ -70,6 +119,22 @@ impl StoreError {
                 actual: None,
             },
             _ => error.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unavailable_code;
+
+    #[test]
+    fn a_full_locked_or_unreachable_database_is_unavailable_a_broken_rule_is_not() {
+        for code in ["5", "13", "778", "1032", "08006", "57P01", "53100", "40001"] {
+            assert!(unavailable_code(code), "{code}");
+        }
+        // SQLITE_CONSTRAINT_FOREIGNKEY, SQLITE_ERROR, PostgreSQL unique and FK violations, syntax.
+        for code in ["787", "1", "23505", "23503", "42601"] {
+            assert!(!unavailable_code(code), "{code}");
         }
     }
 }

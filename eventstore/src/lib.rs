@@ -27,7 +27,7 @@ mod writer;
 pub mod testing;
 
 pub use backend::{Backend, BatchOutcome};
-pub use error::StoreError;
+pub use error::{StoreError, rusqlite_unavailable, sqlx_unavailable};
 pub use hash::{GENESIS_HASH, event_hash};
 pub use hook::{CommitHook, HookConnection};
 pub use model::{
@@ -35,5 +35,5 @@ pub use model::{
     LogFilter, NewEvent, READ_BATCH_MAX, RecordedEvent, Snapshot, TokenRecord, VerifyReport, to_stored_precision,
 };
 pub use pool::ping_if_idle;
-pub use store::{Store, StoreOptions, redact};
+pub use store::{Store, StoreOptions, WriteHealth, redact};
 pub use writer::{GROUP_COMMIT_EVENTS_MAX, GROUP_COMMIT_REQUESTS_MAX, WRITER_QUEUE_MAX};

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use tokio::sync::{Mutex, oneshot, watch};
 
 use crate::backend::Backend;
@@ -51,6 +53,29 @@ struct Inner {
     hook: HookSlot,
     url: String,
     schema: Option<String>,
+    writes: std::sync::Mutex<WriteHealth>,
+}
+
+/// How the store's last commits went, for readiness checks: whether the
+/// database took the last append, and the last failure and when it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteHealth {
+    /// When an append last committed.
+    pub last_ok: Option<DateTime<Utc>>,
+    /// When an append last failed for the database's sake (not a conflict
+    /// or a refused request), and why.
+    pub last_error: Option<(DateTime<Utc>, String)>,
+}
+
+impl WriteHealth {
+    /// Whether the last append that reached the database failed.
+    pub fn failing(&self) -> bool {
+        match (&self.last_error, self.last_ok) {
+            (Some((failed, _)), Some(ok)) => *failed > ok,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -91,6 +116,7 @@ impl Store {
             hook,
             url: url.to_owned(),
             schema,
+            writes: std::sync::Mutex::default(),
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -127,7 +153,39 @@ impl Store {
             .send(Pending { request, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let result = answer.await.map_err(|_| StoreError::Closed)?;
+        self.note(&result);
+        result
+    }
+
+    /// Notes how an append went, for `write_health`.
+    fn note(&self, result: &Result<AppendResult, StoreError>) {
+        let failure = match result {
+            Ok(_) => None,
+            Err(error @ (StoreError::Database(_) | StoreError::Sqlite(_) | StoreError::Internal(_))) => {
+                Some(error.to_string())
+            }
+            // Conflicts and refused requests say nothing of the database.
+            Err(_) => return,
+        };
+        let mut writes = self
+            .inner
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match failure {
+            None => writes.last_ok = Some(Utc::now()),
+            Some(reason) => writes.last_error = Some((Utc::now(), reason)),
+        }
+    }
+
+    /// How the last appends went.
+    pub fn write_health(&self) -> WriteHealth {
+        self.inner
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Appends many requests in exactly the order given, sharing group
@@ -155,7 +213,9 @@ impl Store {
         }
         let mut results = Vec::with_capacity(answers.len());
         for answer in answers {
-            results.push(answer.await.map_err(|_| StoreError::Closed)?);
+            let result = answer.await.map_err(|_| StoreError::Closed)?;
+            self.note(&result);
+            results.push(result);
         }
         Ok(results)
     }

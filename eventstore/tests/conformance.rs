@@ -344,12 +344,20 @@ async fn a_commit_that_fails_changes_nothing_and_the_next_one_lands(database: &T
         );
     }
     assert_eq!(whole_log(&store).await.len(), 1, "nothing of the failed appends stays");
+    let health = store.write_health();
+    assert!(health.failing(), "readiness sees the failure: {health:?}");
+    assert!(
+        health
+            .last_error
+            .is_some_and(|(_, reason)| reason.contains("FOREIGN KEY") || reason.contains("foreign key"))
+    );
     database.execute_raw(untrap).await.expect("remove the trap");
     let landed = store
         .append(append(&stream(), ExpectedVersion::NoStream, 2))
         .await
         .expect("the store writes again");
     assert_eq!((landed.first_position, landed.last_position), (2, 3));
+    assert!(!store.write_health().failing(), "a commit clears the failure");
     assert_verifies(&store, 3).await;
 }
 

@@ -60,3 +60,16 @@ pub enum ProjectionError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+impl ProjectionError {
+    /// Whether the database could not answer for now (see
+    /// `StoreError::is_unavailable`); the same request may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Store(error) => error.is_unavailable(),
+            Self::Database(error) => eventstore::sqlx_unavailable(error),
+            Self::Sqlite(error) => eventstore::rusqlite_unavailable(error),
+            _ => false,
+        }
+    }
+}

@@ -45,6 +45,7 @@ on_both_backends!(
     two_servers_on_one_database_see_each_others_writes_at_once,
     two_servers_writing_one_record_in_turn_lose_nothing,
     one_rebuild_runs_at_a_time_per_database,
+    readiness_turns_away_traffic_while_commits_fail_and_comes_back,
     history_timeline_audit_and_reports_tell_who_changed_what,
     report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_cannot_answer,
     the_event_stream_delivers_a_new_event,
@@ -1090,6 +1091,72 @@ impl RebuildHeld {
 
 /// Creates a record through `here` and reads it through `there` at once:
 /// the same view, no waiting.
+async fn readiness_turns_away_traffic_while_commits_fail_and_comes_back(server: &Server) {
+    let readiness = || async {
+        let response = server
+            .client
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .expect("the server answers");
+        let retry_after = response.headers().get("retry-after").cloned();
+        let status = response.status();
+        (status, retry_after, response.json::<Value>().await.expect("json"))
+    };
+    server.create("contacts", json!({"name": "Ada"})).await;
+    let (status, _, ready) = readiness().await;
+    assert_eq!((status, &ready["ready"]), (StatusCode::OK, &json!(true)), "{ready}");
+    assert_eq!(ready["read_models"]["lag"], 0, "{ready}");
+    // Every commit now breaks a constraint checked only at COMMIT.
+    let database = server.database.as_ref().expect("the store");
+    let (trap, untrap) = match database.kind {
+        eventstore::testing::BackendKind::Sqlite => (
+            "CREATE TABLE canary_parent (id INTEGER PRIMARY KEY); \
+             CREATE TABLE canary (parent INTEGER REFERENCES canary_parent (id) DEFERRABLE INITIALLY DEFERRED); \
+             CREATE TRIGGER canary_on_append AFTER INSERT ON events BEGIN INSERT INTO canary (parent) VALUES (42); END;",
+            "DROP TRIGGER canary_on_append",
+        ),
+        eventstore::testing::BackendKind::Postgres => (
+            "CREATE TABLE canary_parent (id BIGINT PRIMARY KEY); \
+             CREATE TABLE canary (parent BIGINT REFERENCES canary_parent (id) DEFERRABLE INITIALLY DEFERRED); \
+             CREATE FUNCTION canary_insert() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO canary (parent) VALUES (42); RETURN NULL; END $$; \
+             CREATE TRIGGER canary_on_append AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION canary_insert();",
+            "DROP TRIGGER canary_on_append ON events",
+        ),
+    };
+    database.execute_raw(trap).await.expect("set the trap");
+    let (status, _) = server
+        .admin(Method::POST, "/v1/contacts", Some(json!({"name": "Lost"})))
+        .await;
+    assert!(
+        status.is_server_error(),
+        "the failed commit is the server's error: {status}"
+    );
+    let (status, retry_after, not_ready) = readiness().await;
+    assert_eq!(
+        (status, &not_ready["ready"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!(false)),
+        "{not_ready}"
+    );
+    assert!(retry_after.is_some(), "a load balancer is told when to ask again");
+    assert_eq!(not_ready["writes"]["ok"], false, "{not_ready}");
+    assert!(
+        not_ready["writes"]["last_error"].is_string(),
+        "the cause is named: {not_ready}"
+    );
+    assert_eq!(not_ready["database"]["ok"], true, "reads still work: {not_ready}");
+    database.execute_raw(untrap).await.expect("remove the trap");
+    let (status, _) = server
+        .admin(Method::POST, "/v1/contacts", Some(json!({"name": "Back"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _, ready) = readiness().await;
+    assert_eq!((status, &ready["ready"]), (StatusCode::OK, &json!(true)), "{ready}");
+    let (status, _, _) = server.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "liveness");
+}
+
 async fn created_here_seen_there(here: &Server, there: &Server, kind: &str, body: Value) {
     let written = here.create(kind, body).await;
     let (status, seen) = there

@@ -87,10 +87,23 @@ impl ApiError {
         )
     }
 
+    /// The database cannot serve for now: 503 with `Retry-After`.
+    pub fn unavailable(error: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(%error, "the database is unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database cannot take requests right now; nothing was written; retry after the time in Retry-After",
+        )
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
 }
+
+/// Seconds a 503 asks the client to wait before retrying.
+pub const RETRY_AFTER_SECS: u64 = 5;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -107,6 +120,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         if self.status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body is never read, so this connection cannot
             // carry another request: say so, or a client's next request on
@@ -150,6 +168,7 @@ impl From<StoreError> for ApiError {
                 "shutting-down",
                 "the server is shutting down",
             ),
+            other if other.is_unavailable() => Self::unavailable(&other),
             other => Self::internal(&other),
         }
     }
@@ -176,6 +195,7 @@ impl From<ProjectionError> for ApiError {
             ProjectionError::Store(error) => error.into(),
             ProjectionError::BadRequest(detail) => Self::bad_request(detail),
             ProjectionError::Busy(detail) => Self::new(StatusCode::CONFLICT, "busy", detail),
+            error if error.is_unavailable() => Self::unavailable(&error),
             ProjectionError::Unreadable { .. }
             | ProjectionError::Database(_)
             | ProjectionError::Sqlite(_)

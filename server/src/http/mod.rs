@@ -11,12 +11,16 @@ mod records;
 mod transfer;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::Request;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use chrono::Utc;
 use projections::Projector;
+use serde_json::json;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -70,9 +74,60 @@ impl Modify for BearerAuth {
     }
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "admin", responses((status = 200, description = "the server is up; no token needed")))]
+#[utoipa::path(get, path = "/healthz", tag = "admin", responses((status = 200, description = "liveness: the process answers; no token needed")))]
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// How long readiness waits for the database to answer.
+pub const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Read models further behind the log than this many events are not ready.
+pub const READY_LAG_EVENTS_MAX: u64 = 10_000;
+/// How long a failed commit (with none committed since) keeps the server
+/// not ready; after it, traffic comes back and the next write tells again.
+pub const READY_WRITE_FAILURE_HOLD: Duration = Duration::from_secs(10);
+
+#[utoipa::path(get, path = "/readyz", tag = "admin",
+    responses((status = 200, description = "readiness: the database answers, the last commit went through (or failed over 10 s ago), the read models are within 10,000 events of the log. No token needed. {\"ready\": true, \"database\": {ok, head, millis, error}, \"writes\": {ok, last_ok, last_error, last_error_at}, \"read_models\": {ok, position, lag}}", body = Object),
+              (status = 503, description = "not ready: the same body, with `Retry-After`", body = Object)))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    let started = Instant::now();
+    let head = match tokio::time::timeout(READY_PROBE_TIMEOUT, state.app.store.head()).await {
+        Ok(Ok(head)) => Ok(head),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {} s", READY_PROBE_TIMEOUT.as_secs())),
+    };
+    let database = json!({
+        "ok": head.is_ok(),
+        "head": head.as_ref().ok(),
+        "millis": started.elapsed().as_millis() as u64,
+        "error": head.as_ref().err(),
+    });
+    let health = state.app.store.write_health();
+    let hold = chrono::Duration::from_std(READY_WRITE_FAILURE_HOLD).unwrap_or_default();
+    let writes_ok = !health.failing()
+        || health
+            .last_error
+            .as_ref()
+            .is_some_and(|(at, _)| Utc::now() - *at > hold);
+    let writes = json!({
+        "ok": writes_ok,
+        "last_ok": health.last_ok,
+        "last_error": health.last_error.as_ref().map(|(_, reason)| reason),
+        "last_error_at": health.last_error.as_ref().map(|(at, _)| at),
+    });
+    let position = state.projector.position();
+    let lag = head.as_ref().ok().map(|head| head.saturating_sub(position));
+    let read_models_ok = lag.is_some_and(|lag| lag <= READY_LAG_EVENTS_MAX);
+    let read_models = json!({"ok": read_models_ok, "position": position, "lag": lag});
+    let ready = head.is_ok() && writes_ok && read_models_ok;
+    let body = Json(json!({"ready": ready, "database": database, "writes": writes, "read_models": read_models}));
+    if ready {
+        (StatusCode::OK, body).into_response()
+    } else {
+        let retry_after = [(header::RETRY_AFTER, error::RETRY_AFTER_SECS.to_string())];
+        (StatusCode::SERVICE_UNAVAILABLE, retry_after, body).into_response()
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -83,6 +138,7 @@ async fn not_found() -> ApiError {
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
+        .routes(routes!(readyz))
         .routes(routes!(records::create, records::list))
         .routes(routes!(records::get, records::patch, records::archive))
         .routes(routes!(records::move_stage))
