@@ -55,6 +55,14 @@ enum Command {
         /// Seed of the demo history: the same seed gives the same history.
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Open connections at most; past it a new one is answered 503 and
+        /// closed. Keep `ulimit -n` above this plus 64.
+        #[arg(long, env = "CRM_CONNECTIONS_MAX", default_value_t = crate::http::ConnectionLimits::default().connections_max)]
+        connections_max: usize,
+        /// Seconds a client may take to send a request's headers, or leave
+        /// a kept-alive connection idle.
+        #[arg(long, env = "CRM_HEADER_TIMEOUT_SECS", default_value_t = crate::http::ConnectionLimits::default().header_timeout.as_secs())]
+        header_timeout_secs: u64,
     },
     /// Fill an empty store with a realistic, reproducible two-year history.
     Demo {
@@ -317,7 +325,15 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
             demo,
             contacts,
             seed,
-        } => serve(&app, addr, demo.then_some((contacts, seed))).await,
+            connections_max,
+            header_timeout_secs,
+        } => {
+            let limits = crate::http::ConnectionLimits {
+                connections_max: connections_max.max(1),
+                header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
+            };
+            serve(&app, addr, demo.then_some((contacts, seed)), limits).await
+        }
         Command::Demo { contacts, seed, until } => demo(&store, contacts, seed, until).await,
         Command::Import { kind, file } => import_file(&app, kind, &file, &actor).await,
         Command::Export { kind } => export(&store, kind).await,
@@ -435,13 +451,18 @@ async fn user(app: &App, command: UserCommand, actor: &Actor, now: chrono::DateT
     })
 }
 
-async fn serve(app: &App, addr: std::net::SocketAddr, demo: Option<(usize, u64)>) -> Result<Output, String> {
+async fn serve(
+    app: &App,
+    addr: std::net::SocketAddr,
+    demo: Option<(usize, u64)>,
+    limits: crate::http::ConnectionLimits,
+) -> Result<Output, String> {
     if let Some((contacts, seed)) = demo
         && app.store.head().await.map_err(|e| e.to_string())? == 0
     {
         run_demo(&app.store, contacts, seed, None).await?;
     }
-    crate::serve::run(app.clone(), addr).await?;
+    crate::serve::run(app.clone(), addr, limits).await?;
     Ok(Output {
         value: json!({"stopped": true}),
         text: String::new(),

@@ -54,7 +54,7 @@ async fn stop_signal() {
     let _ = ctrl_c.await;
 }
 
-pub async fn run(app: App, addr: SocketAddr) -> Result<(), String> {
+pub async fn run(app: App, addr: SocketAddr, limits: http::ConnectionLimits) -> Result<(), String> {
     let projector = Projector::open(app.store.clone())
         .await
         .map_err(|e| format!("cannot bring the read models up to date: {e}"))?;
@@ -79,7 +79,7 @@ pub async fn run(app: App, addr: SocketAddr) -> Result<(), String> {
         projector,
         shutdown: shutdown.clone(),
     };
-    let served = http::serve(listener, state, shutdown).await;
+    let served = http::serve(listener, state, shutdown, limits).await;
     let _ = live.await;
     app.store.close().await;
     tracing::info!("stopped");

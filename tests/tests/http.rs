@@ -55,6 +55,54 @@ on_both_backends!(
     sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models,
 );
 
+/// Slow or stalled clients (half a request's headers, then nothing) are cut
+/// off after the header timeout, and while they hold every connection slot a
+/// new client is answered at once (503, Retry-After) instead of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_cut_off_and_never_lock_out_a_new_client() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let server = Server::start_with_args(
+        TestDatabase::sqlite(),
+        None,
+        &["--connections-max", "8", "--header-timeout-secs", "1"],
+    )
+    .await;
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connects");
+        stream
+            .write_all(b"GET /v1/contacts HTTP/1.1\r\nHost: crm\r\n")
+            .await
+            .expect("half a request");
+        stalled.push(stream);
+    }
+    let started = std::time::Instant::now();
+    let response = server
+        .client
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .expect("a new client is answered");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "every slot is held");
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered at once: {:?}",
+        started.elapsed()
+    );
+    let problem: Value = response.json().await.expect("a problem");
+    assert_eq!(problem["status"], 503);
+    // Each stalled connection is closed by the server within the timeout.
+    for stream in &mut stalled {
+        let mut rest = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+        assert!(ended.is_ok(), "a stalled connection is cut off");
+    }
+    let (status, _, _) = server.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "the slots are free again");
+}
+
 /// A running `crm serve`, killed on drop.
 struct Server {
     child: Child,
@@ -79,9 +127,15 @@ impl Server {
     /// Starts on `database`; `known_admin` is the token of an earlier start
     /// (a store that has an admin prints no new token).
     async fn start_with(database: TestDatabase, known_admin: Option<String>) -> Self {
+        Self::start_with_args(database, known_admin, &[]).await
+    }
+
+    /// `start_with`, with more arguments to `crm serve`.
+    async fn start_with_args(database: TestDatabase, known_admin: Option<String>, args: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_crm-blackbox"));
         command
             .args(["serve", "--addr", "127.0.0.1:0", "--database", &database.url])
+            .args(args)
             .env("CRM_LOG", "warn");
         if let Some(schema) = &database.options.schema {
             command.args(["--schema", schema]);

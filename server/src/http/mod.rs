@@ -184,16 +184,94 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What one server takes on at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Open connections at most. Past it, a new connection is answered 503
+    /// with `Retry-After` and closed, so the process never runs out of file
+    /// descriptors (keep its limit, `ulimit -n`, above this plus 64).
+    pub connections_max: usize,
+    /// How long a client may take to send a request's headers, and how long
+    /// a kept-alive connection may sit idle before its next request.
+    pub header_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            connections_max: 1024,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The problem a connection over the limit is answered with, raw, before
+/// any request is read, so it costs no more than the accept.
+const OVER_CAPACITY: &str = r#"{"type":"https://crm.invalid/problems/over-capacity","title":"Service Unavailable","status":503,"detail":"too many open connections; retry after the time in Retry-After"}"#;
+
+fn over_capacity() -> String {
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/problem+json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{OVER_CAPACITY}",
+        OVER_CAPACITY.len()
+    )
+}
+
 /// Serves until `shutdown` turns true, then lets in-flight requests finish.
+/// Each connection gets `limits.header_timeout` to send each request's
+/// headers (a client that sends half a request, or keeps an idle connection,
+/// is cut off then), and at most `limits.connections_max` are open at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
 ) -> std::io::Result<()> {
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections_max));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors (or a connection reset before it was
+                // taken): wait a moment rather than spin on the error.
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt as _;
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = stream.write_all(over_capacity().as_bytes()).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
