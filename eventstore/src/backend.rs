@@ -27,6 +27,12 @@ pub trait Backend: Send + Sync + 'static {
         hook: Option<&'a Arc<dyn CommitHook>>,
     ) -> BoxFuture<'a, Result<(BatchOutcome, Option<u64>), StoreError>>;
 
+    /// Follows appends made by other processes on the same database, calling
+    /// `appended` with the last position of each, for as long as the returned
+    /// future runs. `None` where the database cannot tell (SQLite): readers
+    /// then see others' appends when they next read the head.
+    fn follow_appends(&self, appended: Box<dyn Fn(u64) + Send + Sync>) -> Option<BoxFuture<'static, ()>>;
+
     /// A stream's events from `from_version` (1-based) on, oldest first.
     fn read_stream<'a>(
         &'a self,

@@ -38,7 +38,15 @@ pub(crate) struct PostgresBackend {
     /// Everything else that writes (tokens, snapshots, migrations).
     writer: PgPool,
     readers: PgPool,
+    /// The schema that holds the log, as the notifications of its appends
+    /// name it.
+    schema: String,
 }
+
+/// The channel every append notifies (migration 0005).
+const APPENDS_CHANNEL: &str = "crm_log";
+/// How long to wait before listening again after the connection failed.
+const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A schema name we can put in SQL without quoting surprises.
 fn check_schema(schema: &str) -> Result<(), StoreError> {
@@ -74,6 +82,7 @@ impl PostgresBackend {
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&writer).await?;
+        let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&writer).await?;
         let readers = PgPoolOptions::new()
             .max_connections(options.read_connections_max.max(1))
             .test_before_acquire(false)
@@ -85,6 +94,7 @@ impl PostgresBackend {
             appender: tokio::sync::Mutex::new(None),
             writer,
             readers,
+            schema,
         })
     }
 }
@@ -272,6 +282,48 @@ enum Committed {
 impl Backend for PostgresBackend {
     fn name(&self) -> &'static str {
         "postgres"
+    }
+
+    fn follow_appends(&self, appended: Box<dyn Fn(u64) + Send + Sync>) -> Option<BoxFuture<'static, ()>> {
+        let pool = self.readers.clone();
+        let prefix = format!("{} ", self.schema);
+        Some(Box::pin(async move {
+            loop {
+                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for other servers' appends; retrying");
+                        tokio::time::sleep(LISTEN_RETRY).await;
+                        continue;
+                    }
+                };
+                if let Err(error) = listener.listen(APPENDS_CHANNEL).await {
+                    tracing::warn!(%error, "cannot listen for other servers' appends; retrying");
+                    tokio::time::sleep(LISTEN_RETRY).await;
+                    continue;
+                }
+                // `recv` reconnects by itself after a lost connection (the
+                // appends missed meanwhile are seen at the next head read).
+                loop {
+                    match listener.recv().await {
+                        Ok(notification) => {
+                            let position = notification
+                                .payload()
+                                .strip_prefix(&prefix)
+                                .and_then(|last| last.parse::<u64>().ok());
+                            if let Some(position) = position {
+                                appended(position);
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "lost the feed of other servers' appends; listening again");
+                            tokio::time::sleep(LISTEN_RETRY).await;
+                            break;
+                        }
+                    }
+                }
+            }
+        }))
     }
 
     fn commit<'a>(

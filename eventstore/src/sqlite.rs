@@ -123,6 +123,10 @@ fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
 }
 
 impl Backend for SqliteBackend {
+    fn follow_appends(&self, _appended: Box<dyn Fn(u64) + Send + Sync>) -> Option<BoxFuture<'static, ()>> {
+        None
+    }
+
     fn name(&self) -> &'static str {
         "sqlite"
     }

@@ -54,6 +54,16 @@ struct Inner {
     url: String,
     schema: Option<String>,
     writes: std::sync::Mutex<WriteHealth>,
+    /// Hears of other processes' appends (PostgreSQL), to wake waiters at once.
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(follower) = &self.follower {
+            follower.abort();
+        }
+    }
 }
 
 /// How the store's last commits went, for readiness checks: whether the
@@ -106,8 +116,12 @@ impl Store {
     async fn with_backend(backend: Arc<dyn Backend>, url: &str, schema: Option<String>) -> Result<Self, StoreError> {
         let head_position = backend.head().await?;
         let (head_sender, head) = watch::channel(head_position);
+        let head_sender = Arc::new(head_sender);
         let hook = HookSlot::default();
-        let (sender, task) = writer::spawn(backend.clone(), head_sender, hook.clone());
+        let (sender, task) = writer::spawn(backend.clone(), Arc::clone(&head_sender), hook.clone());
+        let follower = backend
+            .follow_appends(Box::new(move |last| writer::advance(&head_sender, last)))
+            .map(tokio::spawn);
         let inner = Inner {
             backend,
             writer: Mutex::new(Some(sender)),
@@ -117,6 +131,7 @@ impl Store {
             url: url.to_owned(),
             schema,
             writes: std::sync::Mutex::default(),
+            follower,
         };
         Ok(Self { inner: Arc::new(inner) })
     }
@@ -280,8 +295,9 @@ impl Store {
 
     /// Waits until the log holds an event after `after`, or `timeout` has
     /// passed, and returns the head position. Appends through this store wake
-    /// waiters at once; appends by other processes are seen when the wait
-    /// times out and the head is read again, so `timeout` is their poll interval.
+    /// waiters at once, and on PostgreSQL so do other processes' (their
+    /// commits notify); on SQLite those are seen when the wait times out and
+    /// the head is read again, so `timeout` is their poll interval.
     pub async fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, StoreError> {
         let mut head = self.inner.head.clone();
         let seen = *head.borrow_and_update();
@@ -339,6 +355,9 @@ impl Store {
         self.inner.writer.lock().await.take();
         if let Some(task) = self.inner.writer_task.lock().await.take() {
             let _ = task.await;
+        }
+        if let Some(follower) = &self.inner.follower {
+            follower.abort();
         }
         self.inner.backend.close().await;
     }

@@ -26,7 +26,7 @@ pub(crate) struct Pending {
 
 pub(crate) fn spawn(
     backend: Arc<dyn Backend>,
-    head: watch::Sender<u64>,
+    head: Arc<watch::Sender<u64>>,
     hook: HookSlot,
 ) -> (mpsc::Sender<Pending>, tokio::task::JoinHandle<()>) {
     let (sender, receiver) = mpsc::channel(WRITER_QUEUE_MAX);
@@ -34,7 +34,12 @@ pub(crate) fn spawn(
     (sender, task)
 }
 
-async fn run(backend: Arc<dyn Backend>, mut queue: mpsc::Receiver<Pending>, head: watch::Sender<u64>, hook: HookSlot) {
+async fn run(
+    backend: Arc<dyn Backend>,
+    mut queue: mpsc::Receiver<Pending>,
+    head: Arc<watch::Sender<u64>>,
+    hook: HookSlot,
+) {
     while let Some(first) = queue.recv().await {
         // Callers answered by the last commit are waking up to send their
         // next append. Let them run once before draining the queue, or the
@@ -97,6 +102,15 @@ async fn guarded<T>(commit: impl std::future::Future<Output = Result<T, StoreErr
         .unwrap_or_else(|_| Err(StoreError::Internal("an append panicked and was rolled back".into())))
 }
 
+/// Moves the head forward to `last` (never back), waking its waiters.
+pub(crate) fn advance(head: &watch::Sender<u64>, last: u64) {
+    head.send_if_modified(|current| {
+        let advanced = last > *current;
+        *current = (*current).max(last);
+        advanced
+    });
+}
+
 fn answer(
     outcomes: Vec<Result<AppendResult, StoreError>>,
     replies: Vec<oneshot::Sender<Result<AppendResult, StoreError>>>,
@@ -109,11 +123,7 @@ fn answer(
         .map(|r| r.last_position)
         .max();
     if let Some(last) = committed {
-        head.send_if_modified(|current| {
-            let advanced = last > *current;
-            *current = (*current).max(last);
-            advanced
-        });
+        advance(head, last);
     }
     for (outcome, reply) in outcomes.into_iter().zip(replies) {
         // A caller that gave up waiting is not an error: its append stands.

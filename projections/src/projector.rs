@@ -45,6 +45,10 @@ pub const REBUILD_ROWS_MAX: usize = 50_000;
 /// How long the live loop waits for news before checking again (it is woken
 /// at once by appends of this process; this bounds the delay for others').
 pub const LIVE_POLL: Duration = Duration::from_millis(500);
+/// The least time between two catch-ups of the live loop, so that a busy
+/// server's stream of commit notifications costs its peers one read of the
+/// log per pause, not one per commit.
+const CATCH_UP_PAUSE: Duration = Duration::from_millis(20);
 
 /// How often a starting server looks whether another one's rebuild is done.
 const REBUILD_WAIT: Duration = Duration::from_secs(1);
@@ -252,9 +256,14 @@ impl Projector {
             if head.as_ref().is_ok_and(|head| self.position() >= *head) {
                 continue;
             }
-            if let Err(error) = self.catch_up().await {
-                tracing::error!(%error, "folding new events failed; retrying");
-                tokio::time::sleep(LIVE_POLL).await;
+            match self.catch_up().await {
+                // Other servers' appends wake this loop as they commit (on
+                // PostgreSQL): let a few gather before reading the log again.
+                Ok(_) => tokio::time::sleep(CATCH_UP_PAUSE).await,
+                Err(error) => {
+                    tracing::error!(%error, "folding new events failed; retrying");
+                    tokio::time::sleep(LIVE_POLL).await;
+                }
             }
         }
     }

@@ -56,7 +56,7 @@ enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Open connections at most; past it a new one is answered 503 and
-        /// closed. Keep `ulimit -n` above this plus 64.
+        /// closed. Keep `ulimit -n` above this plus 128.
         #[arg(long, env = "CRM_CONNECTIONS_MAX", default_value_t = crate::http::ConnectionLimits::default().connections_max)]
         connections_max: usize,
         /// Seconds a client may take to send a request's headers, or leave

@@ -103,6 +103,46 @@ async fn half_sent_requests_are_cut_off_and_never_lock_out_a_new_client() {
     assert_eq!(status, StatusCode::OK, "the slots are free again");
 }
 
+/// On PostgreSQL every commit notifies the other servers, so an append on
+/// one reaches the live event stream of another at once, not at its next poll
+/// (every 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_on_one_postgres_server_reaches_another_s_event_stream_at_once() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let here = Server::start(database).await;
+    let shared = here.database.as_ref().expect("the store").shared();
+    let there = Server::start_with(shared, Some(here.admin.clone())).await;
+    let head = here.n_events().await;
+    let response = there
+        .client
+        .get(format!("{}/v1/events/stream?after={head}", there.base))
+        .bearer_auth(&there.admin)
+        .send()
+        .await
+        .expect("stream");
+    let mut body = response.bytes_stream();
+    let mut received = String::new();
+    for n in 1..=5 {
+        // Let the stream settle into waiting before the next append.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = std::time::Instant::now();
+        here.create("accounts", json!({"name": format!("Notified {n}")})).await;
+        let wanted = format!("id: {}\n", head + n);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !received.contains(&wanted) {
+            let chunk = tokio::time::timeout_at(deadline, body.next())
+                .await
+                .unwrap_or_else(|_| panic!("append {n} reached the other server within 2 s"))
+                .expect("open")
+                .expect("bytes");
+            received.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(sent.elapsed() < Duration::from_secs(2));
+    }
+}
+
 /// A running `crm serve`, killed on drop.
 struct Server {
     child: Child,

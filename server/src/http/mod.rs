@@ -188,8 +188,9 @@ pub fn router(state: AppState) -> Router {
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
     /// Open connections at most. Past it, a new connection is answered 503
-    /// with `Retry-After` and closed, so the process never runs out of file
-    /// descriptors (keep its limit, `ulimit -n`, above this plus 64).
+    /// with `Retry-After` and closed (up to 64 at a time; more are closed
+    /// unanswered), so the process never runs out of file descriptors (keep
+    /// its limit, `ulimit -n`, above this plus 128).
     pub connections_max: usize,
     /// How long a client may take to send a request's headers, and how long
     /// a kept-alive connection may sit idle before its next request.
@@ -205,16 +206,33 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// The problem a connection over the limit is answered with, raw, before
-/// any request is read, so it costs no more than the accept.
-const OVER_CAPACITY: &str = r#"{"type":"https://crm.invalid/problems/over-capacity","title":"Service Unavailable","status":503,"detail":"too many open connections; retry after the time in Retry-After"}"#;
+/// Connections over the limit being answered at once; past this many more,
+/// a new one is closed unanswered.
+const REFUSING_MAX: usize = 64;
+/// How long a connection over the limit may take to send its request.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
-fn over_capacity() -> String {
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/problem+json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{OVER_CAPACITY}",
-        OVER_CAPACITY.len()
-    )
+/// Answers one connection over the limit: reads its request (for at most
+/// `REFUSAL_TIMEOUT`) and answers 503 with `Retry-After`, then closes it.
+async fn refuse(stream: tokio::net::TcpStream) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(REFUSAL_TIMEOUT)
+        .keep_alive(false);
+    let service = hyper::service::service_fn(|_| async {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "over-capacity",
+            "the server has too many open connections; retry after the time in Retry-After",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        Ok::<_, std::convert::Infallible>(response)
+    });
+    let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT * 2, connection).await;
 }
 
 /// Serves until `shutdown` turns true, then lets in-flight requests finish.
@@ -233,6 +251,7 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections_max));
+    let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSING_MAX));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -249,15 +268,12 @@ pub async fn serve(
             }
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt as _;
-                let mut stream = stream;
-                let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                    let _ = stream.write_all(over_capacity().as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                })
-                .await;
-            });
+            if let Ok(refusing) = Arc::clone(&refusals).try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(refusing);
+                });
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
