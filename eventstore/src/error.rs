@@ -95,6 +95,20 @@ pub fn rusqlite_unavailable(error: &rusqlite::Error) -> bool {
 }
 
 impl StoreError {
+    /// A short name of the kind of failure, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Conflict { .. } => "conflict",
+            Self::IdempotencyKeyReused { .. } | Self::InvalidAppend(_) => "refused",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Closed => "closed",
+            Self::Database(_) | Self::Sqlite(_) if self.is_unavailable() => "unavailable",
+            Self::Database(_) | Self::Sqlite(_) | Self::Migration(_) => "database",
+            Self::Internal(_) => "internal",
+            Self::Config(_) => "config",
+        }
+    }
+
     /// Whether the database could not take or answer the request for now:
     /// nothing was written, and the same request may succeed later.
     pub fn is_unavailable(&self) -> bool {

@@ -53,8 +53,13 @@ async fn run(
             n_events += next.request.events.len();
             batch.push(next);
         }
+        metrics::gauge!("crm_writer_queue_depth").set(queue.len() as f64);
+        metrics::histogram!("crm_commit_batch_requests").record(batch.len() as f64);
+        metrics::histogram!("crm_commit_batch_events").record(n_events as f64);
         let hook = hook::current(&hook);
+        let started = std::time::Instant::now();
         commit(backend.as_ref(), batch, &head, hook.as_ref()).await;
+        metrics::histogram!("crm_commit_seconds").record(started.elapsed().as_secs_f64());
     }
 }
 
@@ -126,6 +131,9 @@ fn answer(
         advance(head, last);
     }
     for (outcome, reply) in outcomes.into_iter().zip(replies) {
+        if let Err(error) = &outcome {
+            metrics::counter!("crm_append_failures_total", "kind" => error.kind()).increment(1);
+        }
         // A caller that gave up waiting is not an error: its append stands.
         let _ = reply.send(outcome);
     }

@@ -78,6 +78,7 @@ pub async fn run(app: App, addr: SocketAddr, limits: http::ConnectionLimits) -> 
         app: app.clone(),
         projector,
         shutdown: shutdown.clone(),
+        metrics: http::metrics::install(),
     };
     let served = http::serve(listener, state, shutdown, limits).await;
     let _ = live.await;

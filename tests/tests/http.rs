@@ -46,6 +46,7 @@ on_both_backends!(
     two_servers_writing_one_record_in_turn_lose_nothing,
     one_rebuild_runs_at_a_time_per_database,
     readiness_turns_away_traffic_while_commits_fail_and_comes_back,
+    metrics_count_requests_by_route_commits_and_read_model_lag,
     history_timeline_audit_and_reports_tell_who_changed_what,
     report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_cannot_answer,
     the_event_stream_delivers_a_new_event,
@@ -1249,6 +1250,55 @@ async fn readiness_turns_away_traffic_while_commits_fail_and_comes_back(server: 
     assert_eq!((status, &ready["ready"]), (StatusCode::OK, &json!(true)), "{ready}");
     let (status, _, _) = server.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK, "liveness");
+}
+
+/// The value of the Prometheus sample `series` (name and labels exactly).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn metrics_count_requests_by_route_commits_and_read_model_lag(server: &Server) {
+    let scrape = || async {
+        let response = server
+            .client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("text")
+    };
+    let created = r#"crm_http_requests_total{method="POST",route="/v1/{kind}",status="201"}"#;
+    let before = sample(&scrape().await, created).unwrap_or(0.0);
+    for name in ["Ada", "Grace", "Edsger"] {
+        server.create("contacts", json!({ "name": name })).await;
+    }
+    let contact = server.create("contacts", json!({"name": "Barbara"})).await;
+    let (status, _) = server
+        .admin(Method::GET, &format!("/v1/contacts/{}", id(&contact)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = scrape().await;
+    assert_eq!(sample(&metrics, created), Some(before + 4.0), "{metrics}");
+    assert!(
+        sample(
+            &metrics,
+            r#"crm_http_requests_total{method="GET",route="/v1/{kind}/{id}",status="200"}"#
+        ) >= Some(1.0),
+        "routes are patterns, not paths: {metrics}"
+    );
+    assert!(
+        sample(&metrics, "crm_commit_batch_requests_count") >= Some(4.0),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("crm_commit_seconds_bucket{le="),
+        "latencies are histograms: {metrics}"
+    );
+    assert_eq!(sample(&metrics, "crm_read_model_lag_events"), Some(0.0), "{metrics}");
+    assert_eq!(sample(&metrics, "crm_writes_failing"), Some(0.0), "{metrics}");
 }
 
 async fn created_here_seen_there(here: &Server, there: &Server, kind: &str, body: Value) {

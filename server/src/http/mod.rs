@@ -6,6 +6,7 @@ mod admin;
 mod error;
 mod events;
 pub mod extract;
+pub mod metrics;
 mod read;
 mod records;
 mod transfer;
@@ -44,6 +45,8 @@ pub struct AppState {
     /// Turns true when the server is shutting down; long-lived responses
     /// (the SSE tail) end so that shutdown can finish.
     pub shutdown: watch::Receiver<bool>,
+    /// What `/metrics` renders; none where no recorder is installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -139,6 +142,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(records::create, records::list))
         .routes(routes!(records::get, records::patch, records::archive))
         .routes(routes!(records::move_stage))
@@ -170,6 +174,7 @@ pub fn router(state: AppState) -> Router {
     routes
         .route("/v1/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
