@@ -141,6 +141,36 @@ impl TestDatabase {
         }
     }
 
+    /// Makes every later COMMIT of an append fail, as a full disk or a broken
+    /// database would, until `let_commits_through`: a trigger on each append
+    /// breaks a foreign key that is checked only at COMMIT.
+    pub async fn fail_commits(&self) -> Result<(), sqlx::Error> {
+        let trap = match self.kind {
+            BackendKind::Sqlite => {
+                "CREATE TABLE canary_parent (id INTEGER PRIMARY KEY); \
+                 CREATE TABLE canary (parent INTEGER REFERENCES canary_parent (id) DEFERRABLE INITIALLY DEFERRED); \
+                 CREATE TRIGGER canary_on_append AFTER INSERT ON events BEGIN INSERT INTO canary (parent) VALUES (42); END;"
+            }
+            BackendKind::Postgres => {
+                "CREATE TABLE canary_parent (id BIGINT PRIMARY KEY); \
+                 CREATE TABLE canary (parent BIGINT REFERENCES canary_parent (id) DEFERRABLE INITIALLY DEFERRED); \
+                 CREATE FUNCTION canary_insert() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN INSERT INTO canary (parent) VALUES (42); RETURN NULL; END $$; \
+                 CREATE TRIGGER canary_on_append AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION canary_insert();"
+            }
+        };
+        self.execute_raw(trap).await
+    }
+
+    /// Undoes `fail_commits`.
+    pub async fn let_commits_through(&self) -> Result<(), sqlx::Error> {
+        self.execute_raw(match self.kind {
+            BackendKind::Sqlite => "DROP TRIGGER canary_on_append",
+            BackendKind::Postgres => "DROP TRIGGER canary_on_append ON events",
+        })
+        .await
+    }
+
     /// The SQL that alters an event's data behind the store's back, with the
     /// immutability triggers switched off as only a database owner could.
     pub fn tamper_sql(&self, position: u64, data: &str) -> String {

@@ -319,23 +319,7 @@ async fn a_commit_that_fails_changes_nothing_and_the_next_one_lands(database: &T
         .await
         .expect("append");
     // Each append now breaks a constraint checked only at COMMIT.
-    let (trap, untrap) = match database.kind {
-        BackendKind::Sqlite => (
-            "CREATE TABLE canary_parent (id INTEGER PRIMARY KEY); \
-             CREATE TABLE canary (parent INTEGER REFERENCES canary_parent (id) DEFERRABLE INITIALLY DEFERRED); \
-             CREATE TRIGGER canary_on_append AFTER INSERT ON events BEGIN INSERT INTO canary (parent) VALUES (42); END;",
-            "DROP TRIGGER canary_on_append",
-        ),
-        BackendKind::Postgres => (
-            "CREATE TABLE canary_parent (id BIGINT PRIMARY KEY); \
-             CREATE TABLE canary (parent BIGINT REFERENCES canary_parent (id) DEFERRABLE INITIALLY DEFERRED); \
-             CREATE FUNCTION canary_insert() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN INSERT INTO canary (parent) VALUES (42); RETURN NULL; END $$; \
-             CREATE TRIGGER canary_on_append AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION canary_insert();",
-            "DROP TRIGGER canary_on_append ON events",
-        ),
-    };
-    database.execute_raw(trap).await.expect("set the trap");
+    database.fail_commits().await.expect("set the trap");
     for _ in 0..2 {
         let refused = store.append(append(&stream(), ExpectedVersion::NoStream, 2)).await;
         assert!(
@@ -351,7 +335,7 @@ async fn a_commit_that_fails_changes_nothing_and_the_next_one_lands(database: &T
             .last_error
             .is_some_and(|(_, reason)| reason.contains("FOREIGN KEY") || reason.contains("foreign key"))
     );
-    database.execute_raw(untrap).await.expect("remove the trap");
+    database.let_commits_through().await.expect("remove the trap");
     let landed = store
         .append(append(&stream(), ExpectedVersion::NoStream, 2))
         .await

@@ -1204,23 +1204,7 @@ async fn readiness_turns_away_traffic_while_commits_fail_and_comes_back(server: 
     assert_eq!(ready["read_models"]["lag"], 0, "{ready}");
     // Every commit now breaks a constraint checked only at COMMIT.
     let database = server.database.as_ref().expect("the store");
-    let (trap, untrap) = match database.kind {
-        eventstore::testing::BackendKind::Sqlite => (
-            "CREATE TABLE canary_parent (id INTEGER PRIMARY KEY); \
-             CREATE TABLE canary (parent INTEGER REFERENCES canary_parent (id) DEFERRABLE INITIALLY DEFERRED); \
-             CREATE TRIGGER canary_on_append AFTER INSERT ON events BEGIN INSERT INTO canary (parent) VALUES (42); END;",
-            "DROP TRIGGER canary_on_append",
-        ),
-        eventstore::testing::BackendKind::Postgres => (
-            "CREATE TABLE canary_parent (id BIGINT PRIMARY KEY); \
-             CREATE TABLE canary (parent BIGINT REFERENCES canary_parent (id) DEFERRABLE INITIALLY DEFERRED); \
-             CREATE FUNCTION canary_insert() RETURNS trigger LANGUAGE plpgsql AS \
-             $$ BEGIN INSERT INTO canary (parent) VALUES (42); RETURN NULL; END $$; \
-             CREATE TRIGGER canary_on_append AFTER INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION canary_insert();",
-            "DROP TRIGGER canary_on_append ON events",
-        ),
-    };
-    database.execute_raw(trap).await.expect("set the trap");
+    database.fail_commits().await.expect("set the trap");
     let (status, _) = server
         .admin(Method::POST, "/v1/contacts", Some(json!({"name": "Lost"})))
         .await;
@@ -1241,7 +1225,7 @@ async fn readiness_turns_away_traffic_while_commits_fail_and_comes_back(server: 
         "the cause is named: {not_ready}"
     );
     assert_eq!(not_ready["database"]["ok"], true, "reads still work: {not_ready}");
-    database.execute_raw(untrap).await.expect("remove the trap");
+    database.let_commits_through().await.expect("remove the trap");
     let (status, _) = server
         .admin(Method::POST, "/v1/contacts", Some(json!({"name": "Back"})))
         .await;
