@@ -41,6 +41,10 @@ pub enum AppError {
     /// The read-model tables failed; the write itself may have committed.
     #[error("{0}")]
     ReadModel(String),
+    /// The database cannot answer now (unreachable, full, locked); the same
+    /// request may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Who is acting, and what ties their request together.
@@ -540,6 +544,7 @@ impl From<projections::ProjectionError> for AppError {
         match error {
             projections::ProjectionError::Store(error) => Self::Store(error),
             projections::ProjectionError::Unreadable { position, reason } => Self::Unreadable { position, reason },
+            other if other.is_unavailable() => Self::Unavailable(other.to_string()),
             other @ (projections::ProjectionError::Database(_)
             | projections::ProjectionError::Sqlite(_)
             | projections::ProjectionError::ReadModel(_)

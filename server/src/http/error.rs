@@ -184,6 +184,7 @@ impl From<AppError> for ApiError {
                 format!("If-Match names version {expected}, but the record is at version {actual}"),
             ),
             AppError::Store(error) => error.into(),
+            AppError::Unavailable(_) => Self::unavailable(&error),
             AppError::Unreadable { .. } | AppError::ReadModel(_) => Self::internal(&error),
         }
     }
