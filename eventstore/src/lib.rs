@@ -36,4 +36,4 @@ pub use model::{
 };
 pub use pool::ping_if_idle;
 pub use store::{Store, StoreOptions, WriteHealth, redact};
-pub use writer::{GROUP_COMMIT_EVENTS_MAX, GROUP_COMMIT_REQUESTS_MAX, WRITER_QUEUE_MAX};
+pub use writer::{GROUP_COMMIT_EVENTS_MAX, GROUP_COMMIT_REQUESTS_MAX, WRITER_QUEUE_MAX, advance};

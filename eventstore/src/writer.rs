@@ -107,11 +107,12 @@ async fn guarded<T>(commit: impl std::future::Future<Output = Result<T, StoreErr
         .unwrap_or_else(|_| Err(StoreError::Internal("an append panicked and was rolled back".into())))
 }
 
-/// Moves the head forward to `last` (never back), waking its waiters.
-pub(crate) fn advance(head: &watch::Sender<u64>, last: u64) {
-    head.send_if_modified(|current| {
-        let advanced = last > *current;
-        *current = (*current).max(last);
+/// Moves a log position (the head, or how far a reader has got) forward
+/// to `position`, never back, waking its waiters only if it moved.
+pub fn advance(watch: &watch::Sender<u64>, position: u64) {
+    watch.send_if_modified(|current| {
+        let advanced = position > *current;
+        *current = (*current).max(position);
         advanced
     });
 }

@@ -223,7 +223,7 @@ impl Projector {
                     ));
                 }
             };
-            advance(&self.applied, after);
+            eventstore::advance(&self.applied, after);
             if after >= target && batch.len() < self.options.fold_batch_events {
                 return Ok(n_applied);
             }
@@ -486,15 +486,6 @@ fn written_views(model: &CrmModel, decoded: &[(&RecordedEvent, Event)]) -> Vec<(
         .collect()
 }
 
-/// Records that the live tables cover `position` (never moving it back).
-fn advance(applied: &watch::Sender<u64>, position: u64) {
-    applied.send_if_modified(|current| {
-        let advanced = position > *current;
-        *current = (*current).max(position);
-        advanced
-    });
-}
-
 /// Applies decoded events in order: the one fold, over whatever model.
 fn apply_all<'a>(model: &mut CrmModel, decoded: impl IntoIterator<Item = (&'a RecordedEvent, &'a Event)>) {
     for (recorded, event) in decoded {
@@ -712,7 +703,7 @@ impl CommitHook for LiveFold {
     fn committed(&self, covered: Option<u64>) {
         self.written.settle(covered.is_some());
         if let Some(position) = covered {
-            advance(&self.applied, position);
+            eventstore::advance(&self.applied, position);
         }
     }
 }
