@@ -2,7 +2,8 @@
 //! (`evolve`) and a pure decision that turns a command into new events or a
 //! rejection (`decide`). Neither does I/O or reads a clock.
 
-use crate::{DomainError, Event, Pipeline};
+use crate::values::ExternalId;
+use crate::{DomainError, Event, Pipeline, RecordKind};
 
 /// Rules that are configuration rather than data, handed to `decide`.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +25,13 @@ pub trait Aggregate: Default + Clone + std::fmt::Debug + Send + Sync + 'static {
 
     /// How many events have been folded into this state.
     fn version(&self) -> u64;
+
+    /// The external id this record holds among the live records of its
+    /// kind, where no other may hold it at once: none once archived. Kept in
+    /// step with `Event::external_id_effect` (a test folds both).
+    fn external_id(&self) -> Option<&ExternalId> {
+        None
+    }
 
     /// Folds a stream's events, oldest first, into a state.
     fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
@@ -50,4 +58,10 @@ pub(crate) fn live<'a, F>(
         return Err(DomainError::Archived { kind });
     }
     Ok((id, fields))
+}
+
+/// The name under which a record holds `external_id` among its kind, for
+/// the log's claims: one definition for every writer.
+pub fn external_id_claim(kind: RecordKind, external_id: &str) -> String {
+    format!("{kind}:external_id:{external_id}")
 }

@@ -140,4 +140,9 @@ impl Aggregate for Contact {
     fn version(&self) -> u64 {
         self.version
     }
+
+    fn external_id(&self) -> Option<&ExternalId> {
+        let fields = self.fields.as_ref().filter(|_| !self.archived)?;
+        fields.external_id.as_ref()
+    }
 }

@@ -249,6 +249,11 @@ impl Aggregate for Deal {
     fn version(&self) -> u64 {
         self.version
     }
+
+    fn external_id(&self) -> Option<&ExternalId> {
+        let fields = self.fields.as_ref().filter(|_| !self.archived)?;
+        fields.external_id.as_ref()
+    }
 }
 
 /// Parses a deal's create or update input into its field changes and the

@@ -23,6 +23,7 @@ use crate::contact::{ContactArchived, ContactCreated, ContactUpdated};
 use crate::deal::{DealArchived, DealClosed, DealCreated, DealStageChanged, DealUpdated};
 use crate::interaction::InteractionLogged;
 use crate::user::UserRegistered;
+use crate::values::ExternalId;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -110,6 +111,23 @@ impl Event {
             Self::DealClosed(e) => (RecordKind::Deal, e.deal_id),
             Self::DealArchived(e) => (RecordKind::Deal, e.deal_id),
             Self::InteractionLogged(e) => (RecordKind::Interaction, e.interaction_id),
+        }
+    }
+
+    /// What this event does to the external id its record holds among the
+    /// live records of its kind (see `Aggregate::external_id`): `Some` sets
+    /// it (to none, for an archived record), `None` leaves it as it was.
+    pub fn external_id_effect(&self) -> Option<Option<&ExternalId>> {
+        match self {
+            Self::AccountCreated(e) => Some(e.fields.external_id.as_ref()),
+            Self::ContactCreated(e) => Some(e.fields.external_id.as_ref()),
+            Self::DealCreated(e) => Some(e.fields.external_id.as_ref()),
+            Self::InteractionLogged(e) => Some(e.external_id.as_ref()),
+            Self::AccountUpdated(e) => e.changes.external_id.as_ref().map(Option::as_ref),
+            Self::ContactUpdated(e) => e.changes.external_id.as_ref().map(Option::as_ref),
+            Self::DealUpdated(e) => e.changes.external_id.as_ref().map(Option::as_ref),
+            Self::AccountArchived(_) | Self::ContactArchived(_) | Self::DealArchived(_) => Some(None),
+            Self::UserRegistered(_) | Self::DealStageChanged(_) | Self::DealClosed(_) => None,
         }
     }
 

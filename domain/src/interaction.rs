@@ -152,4 +152,8 @@ impl Aggregate for Interaction {
     fn version(&self) -> u64 {
         self.version
     }
+
+    fn external_id(&self) -> Option<&ExternalId> {
+        self.logged.as_ref()?.external_id.as_ref()
+    }
 }

@@ -23,7 +23,7 @@ pub mod values;
 pub use account::{
     Account, AccountArchived, AccountChanges, AccountCommand, AccountCreated, AccountFields, AccountUpdated,
 };
-pub use aggregate::{Aggregate, Rules};
+pub use aggregate::{Aggregate, Rules, external_id_claim};
 pub use contact::{
     Contact, ContactArchived, ContactChanges, ContactCommand, ContactCreated, ContactFields, ContactUpdated,
     LifecycleStage,

@@ -52,6 +52,15 @@ impl State {
             Self::Deal(s) => s.version(),
         }
     }
+
+    fn external_id(&self) -> Option<&str> {
+        match self {
+            Self::Contact(s) => s.external_id(),
+            Self::Account(s) => s.external_id(),
+            Self::Deal(s) => s.external_id(),
+        }
+        .map(|e| e.as_str())
+    }
 }
 
 type World = BTreeMap<String, State>;
@@ -110,6 +119,7 @@ fn contact_input() -> BoxedStrategy<Input> {
         ("lifecycle_stage", value_of(&["lead", "customer"], "vip").boxed()),
         ("tags", prop_oneof![4 => Just(json!(["vip", "partner"])), 4 => Just(json!([])), 1 => Just(json!("vip"))].boxed()),
         ("custom", prop_oneof![4 => Just(json!({"tier": "gold"})), 4 => Just(json!({"tier": null, "n": 1.5})), 1 => Just(json!(3))].boxed()),
+        ("external_id", value_of(&["C-1", "C-2"], "").boxed()),
     ])
 }
 
@@ -121,6 +131,7 @@ fn account_input() -> BoxedStrategy<Input> {
             value_of(&["acme.com", "https://www.initech.com/"], "bad domain").boxed(),
         ),
         ("industry", value_of(&["Manufacturing", "Software"], "\u{7}").boxed()),
+        ("external_id", value_of(&["A-1", "A-2"], "").boxed()),
     ])
 }
 
@@ -131,6 +142,7 @@ fn deal_input() -> BoxedStrategy<Input> {
         ("amount", prop_oneof![6 => Just(json!({"value_minor": 5000, "currency": "EUR"})), 1 => Just(json!({"value_minor": -1, "currency": "EUR"})), 1 => Just(Value::Null)].boxed()),
         ("stage", value_of(&["lead", "proposal", "negotiation"], "won").boxed()),
         ("expected_close", value_of(&["2027-03-31"], "31/03/2027").boxed()),
+        ("external_id", value_of(&["D-1"], "").boxed()),
     ])
 }
 
@@ -280,6 +292,20 @@ proptest! {
         }).collect();
         prop_assert_eq!(&decoded, &log);
         prop_assert_eq!(&fold_world(&decoded), &world);
+
+        // Each event's effect on the external id (what the log's claims are
+        // filled from) agrees with the state's (what appends claim).
+        let mut held: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for event in &log {
+            let (kind, id) = event.record();
+            if let Some(effect) = event.external_id_effect() {
+                held.insert(kind.stream_id(id), effect.map(|e| e.as_str().to_owned()));
+            }
+        }
+        for (stream, state) in &world {
+            let from_events = held.get(stream).cloned().flatten();
+            prop_assert_eq!(from_events.as_deref(), state.external_id(), "{}", stream);
+        }
     }
 
     #[test]

@@ -72,6 +72,19 @@ pub trait Backend: Send + Sync + 'static {
     /// The result of the append that stored this idempotency key, if any.
     fn find_idempotent<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<AppendResult>, StoreError>>;
 
+    /// The stream that holds `claim`, if any.
+    fn claim_holder<'a>(&'a self, claim: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    /// Whether the log predates claims and their values still wait to be
+    /// filled in (`fill_claims`).
+    fn claims_unfilled(&self) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Fills in the claims of a log that predates them, as its owner folded
+    /// them from the whole log up to `head`: replaces every claim, in one
+    /// transaction under the log's writer lock. Writes nothing and returns
+    /// false if the log has moved past `head` (fold on, retry).
+    fn fill_claims<'a>(&'a self, claims: &'a [(String, String)], head: u64) -> BoxFuture<'a, Result<bool, StoreError>>;
+
     /// Closes the connections after in-flight work.
     fn close(&self) -> BoxFuture<'_, ()>;
 }

@@ -18,6 +18,10 @@ pub enum StoreError {
     /// use a fresh key for a different request (HTTP 422).
     #[error("idempotency key {key:?} was already used for another stream")]
     IdempotencyKeyReused { key: String },
+    /// The append would take a value another stream holds (see `Claim`);
+    /// nothing was written (HTTP 409, naming the holder).
+    #[error("{claim} is already held by {holder}")]
+    Claimed { claim: String, holder: String },
     /// The append breaks a limit or is malformed; nothing was written. Fix the
     /// request; retrying it unchanged fails the same way.
     #[error("invalid append: {0}")]
@@ -98,7 +102,7 @@ impl StoreError {
     /// A short name of the kind of failure, for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Conflict { .. } => "conflict",
+            Self::Conflict { .. } | Self::Claimed { .. } => "conflict",
             Self::IdempotencyKeyReused { .. } | Self::InvalidAppend(_) => "refused",
             Self::Corrupt { .. } => "corrupt",
             Self::Closed => "closed",

@@ -11,6 +11,7 @@
 //! the `domain` crate gives them meaning.
 
 mod backend;
+mod claims;
 mod error;
 mod hash;
 mod hook;
@@ -31,8 +32,9 @@ pub use error::{StoreError, rusqlite_unavailable, sqlx_unavailable};
 pub use hash::{GENESIS_HASH, event_hash};
 pub use hook::{CommitHook, HookConnection};
 pub use model::{
-    APPEND_EVENTS_MAX, AppendRequest, AppendResult, EVENT_DATA_BYTES_MAX, ExpectedVersion, IDENTIFIER_BYTES_MAX,
-    LogFilter, NewEvent, READ_BATCH_MAX, RecordedEvent, Snapshot, TokenRecord, VerifyReport, to_stored_precision,
+    APPEND_CLAIMS_MAX, APPEND_EVENTS_MAX, AppendRequest, AppendResult, CLAIM_BYTES_MAX, Claim, EVENT_DATA_BYTES_MAX,
+    ExpectedVersion, IDENTIFIER_BYTES_MAX, LogFilter, NewEvent, READ_BATCH_MAX, RecordedEvent, Snapshot, TokenRecord,
+    VerifyReport, to_stored_precision,
 };
 pub use pool::ping_if_idle;
 pub use store::{Store, StoreOptions, WriteHealth, redact};

@@ -9,6 +9,10 @@ pub const APPEND_EVENTS_MAX: usize = 1_000;
 pub const EVENT_DATA_BYTES_MAX: usize = 1 << 20;
 /// Longest stream id, idempotency key, actor or event type, in bytes.
 pub const IDENTIFIER_BYTES_MAX: usize = 200;
+/// Longest value a `Claim` names, in bytes.
+pub const CLAIM_BYTES_MAX: usize = 1_024;
+/// Most claims one append takes or gives up.
+pub const APPEND_CLAIMS_MAX: usize = 16;
 /// Most events one `read_all` call returns.
 pub const READ_BATCH_MAX: usize = 10_000;
 
@@ -72,6 +76,21 @@ pub struct AppendRequest {
     /// later append with the same key and another fingerprint is refused as
     /// a reuse of the key.
     pub request_hash: Option<String>,
+    /// Values this stream takes or gives up together with the events: a
+    /// value another stream holds fails the append (`StoreError::Claimed`).
+    pub claims: Vec<Claim>,
+}
+
+/// A value only one stream may hold at a time, such as an external id
+/// among the live records of a kind. Claims are checked and written inside
+/// the append's transaction, under the log's single-writer lock, so two
+/// appends racing for one value cannot both win, on any number of servers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Claim {
+    /// Hold the value; fails if another stream holds it, a no-op if this one does.
+    Take(String),
+    /// Give the value up, if this stream holds it.
+    Release(String),
 }
 
 /// Where an append landed.

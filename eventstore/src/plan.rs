@@ -4,13 +4,13 @@
 //! retries, and which rows to insert. Both backends load the same context,
 //! call `plan`, and insert what it says, inside one transaction.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 
 use crate::hash::{GENESIS_HASH, event_hash};
 use crate::model::to_stored_precision;
-use crate::{AppendRequest, AppendResult, RecordedEvent, StoreError};
+use crate::{AppendRequest, AppendResult, Claim, RecordedEvent, StoreError};
 
 /// The last event of the log, or the genesis values for an empty log.
 #[derive(Debug, Clone)]
@@ -58,22 +58,41 @@ impl StoredKey {
 pub(crate) struct BatchContext {
     pub stream_versions: HashMap<String, u64>,
     pub keys: HashMap<String, StoredKey>,
+    /// The holders of the claimed values the batch names that are held.
+    pub claims: HashMap<String, String>,
 }
 
-/// The streams and idempotency keys a batch touches, each once.
-pub(crate) fn touched(requests: &[AppendRequest]) -> (Vec<String>, Vec<String>) {
+/// What a batch touches, each once: to load before planning it.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    pub streams: Vec<String>,
+    pub keys: Vec<String>,
+    /// Values the batch takes or gives up.
+    pub claims: Vec<String>,
+}
+
+pub(crate) fn touched(requests: &[AppendRequest]) -> Touched {
     let streams: BTreeSet<&String> = requests.iter().map(|r| &r.stream_id).collect();
     let keys: BTreeSet<&String> = requests.iter().filter_map(|r| r.idempotency_key.as_ref()).collect();
-    (
-        streams.into_iter().cloned().collect(),
-        keys.into_iter().cloned().collect(),
-    )
+    let claims: BTreeSet<&String> = requests
+        .iter()
+        .flat_map(|r| &r.claims)
+        .map(|(Claim::Take(value) | Claim::Release(value))| value)
+        .collect();
+    Touched {
+        streams: streams.into_iter().cloned().collect(),
+        keys: keys.into_iter().cloned().collect(),
+        claims: claims.into_iter().cloned().collect(),
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub events: Vec<RecordedEvent>,
     pub keys: Vec<StoredKey>,
+    /// Claimed values whose holder the batch changes: the new holder, or
+    /// `None` where the value is given up.
+    pub claims: BTreeMap<String, Option<String>>,
     /// One outcome per request, in request order.
     pub outcomes: Vec<Result<AppendResult, StoreError>>,
 }
@@ -84,6 +103,7 @@ pub(crate) fn plan(mut tail: Tail, mut context: BatchContext, requests: &[Append
     let mut plan = Plan {
         events: Vec::new(),
         keys: Vec::new(),
+        claims: BTreeMap::new(),
         outcomes: Vec::with_capacity(requests.len()),
     };
     for request in requests {
@@ -119,6 +139,30 @@ fn plan_one(
             expected: request.expected,
             actual: Some(current),
         });
+    }
+    for claim in &request.claims {
+        if let Claim::Take(value) = claim
+            && let Some(holder) = context.claims.get(value)
+            && *holder != request.stream_id
+        {
+            return Err(StoreError::Claimed {
+                claim: value.clone(),
+                holder: holder.clone(),
+            });
+        }
+    }
+    for claim in &request.claims {
+        match claim {
+            Claim::Take(value) if context.claims.get(value) != Some(&request.stream_id) => {
+                context.claims.insert(value.clone(), request.stream_id.clone());
+                plan.claims.insert(value.clone(), Some(request.stream_id.clone()));
+            }
+            Claim::Release(value) if context.claims.get(value) == Some(&request.stream_id) => {
+                context.claims.remove(value);
+                plan.claims.insert(value.clone(), None);
+            }
+            Claim::Take(_) | Claim::Release(_) => {}
+        }
     }
     let first_position = tail.position + 1;
     for (offset, new) in request.events.iter().enumerate() {
@@ -185,6 +229,7 @@ mod tests {
             causation_id: None,
             idempotency_key: key.map(str::to_owned),
             request_hash: None,
+            claims: Vec::new(),
         }
     }
 
@@ -255,5 +300,45 @@ mod tests {
         );
         assert_eq!(plan.events[0].recorded_at, to_stored_precision(later));
         assert_eq!(plan.events[0].position, 8);
+    }
+
+    fn claiming(stream: &str, claims: Vec<Claim>) -> AppendRequest {
+        AppendRequest {
+            claims,
+            ..request(stream, ExpectedVersion::Any, 1, None)
+        }
+    }
+
+    #[test]
+    fn a_value_one_stream_holds_is_refused_to_another_until_given_up_even_within_a_batch() {
+        let take = |v: &str| Claim::Take(v.into());
+        let release = |v: &str| Claim::Release(v.into());
+        let context = BatchContext {
+            claims: HashMap::from([("held".to_owned(), "old".to_owned())]),
+            ..BatchContext::default()
+        };
+        let requests = [
+            claiming("a", vec![take("x")]),
+            claiming("b", vec![take("x")]),
+            claiming("a", vec![take("x")]),
+            claiming("b", vec![take("held")]),
+            claiming("c", vec![release("held")]),
+            claiming("old", vec![release("held")]),
+            claiming("b", vec![take("held"), release("never-held")]),
+        ];
+        let plan = plan(Tail::empty(), context, &requests, Utc::now());
+        let refused: Vec<usize> = (0..requests.len()).filter(|&i| plan.outcomes[i].is_err()).collect();
+        assert_eq!(refused, [1, 3]);
+        assert!(
+            matches!(&plan.outcomes[1], Err(StoreError::Claimed { claim, holder }) if claim == "x" && holder == "a")
+        );
+        assert!(matches!(&plan.outcomes[3], Err(StoreError::Claimed { holder, .. }) if holder == "old"));
+        // A refused request appends nothing; one giving up a value it does not hold changes no holder.
+        assert_eq!(plan.events.len(), 5);
+        let expected = BTreeMap::from([
+            ("held".to_owned(), Some("b".to_owned())),
+            ("x".to_owned(), Some("a".to_owned())),
+        ]);
+        assert_eq!(plan.claims, expected);
     }
 }

@@ -22,9 +22,10 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::backend::{Backend, BatchOutcome};
+use crate::claims;
 use crate::hook::{CommitHook, HookConnection};
 use crate::model::to_u64;
-use crate::plan::{self, BatchContext, StoredKey, Tail};
+use crate::plan::{self, BatchContext, Plan, StoredKey, Tail};
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -136,7 +137,7 @@ fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
 }
 
 async fn load_context(conn: &mut PgConnection, requests: &[AppendRequest]) -> Result<(Tail, BatchContext), StoreError> {
-    let (streams, keys) = plan::touched(requests);
+    let touched = plan::touched(requests);
     let mut context = BatchContext::default();
     // The tail rides along with each stream's version: one round trip. One
     // index lookup per stream. (`stream_id = ANY($1) GROUP BY` looks
@@ -150,7 +151,7 @@ async fn load_context(conn: &mut PgConnection, requests: &[AppendRequest]) -> Re
          FROM UNNEST($1::text[]) AS s(stream_id) \
          LEFT JOIN (SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1) AS t ON TRUE",
     )
-    .bind(&streams)
+    .bind(&touched.streams)
     .fetch_all(&mut *conn)
     .await?;
     let mut tail = Tail::empty();
@@ -166,9 +167,9 @@ async fn load_context(conn: &mut PgConnection, requests: &[AppendRequest]) -> Re
             .stream_versions
             .insert(row.try_get("stream_id")?, to_u64(row.try_get("version")?));
     }
-    if !keys.is_empty() {
+    if !touched.keys.is_empty() {
         let rows = sqlx::query("SELECT * FROM idempotency_keys WHERE idempotency_key = ANY($1)")
-            .bind(&keys)
+            .bind(&touched.keys)
             .fetch_all(&mut *conn)
             .await?;
         for row in rows {
@@ -176,10 +177,22 @@ async fn load_context(conn: &mut PgConnection, requests: &[AppendRequest]) -> Re
             context.keys.insert(stored.key.clone(), stored);
         }
     }
+    if !touched.claims.is_empty() {
+        let rows = sqlx::query("SELECT claim, stream_id FROM claims WHERE claim = ANY($1)")
+            .bind(&touched.claims)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            context.claims.insert(row.try_get("claim")?, row.try_get("stream_id")?);
+        }
+    }
     Ok((tail, context))
 }
 
-async fn insert(conn: &mut PgConnection, events: &[RecordedEvent], keys: &[StoredKey]) -> Result<(), sqlx::Error> {
+async fn insert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error> {
+    let Plan {
+        events, keys, claims, ..
+    } = plan;
     if !events.is_empty() {
         sqlx::query(
             "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
@@ -216,6 +229,24 @@ async fn insert(conn: &mut PgConnection, events: &[RecordedEvent], keys: &[Store
         .execute(&mut *conn)
         .await?;
     }
+    if !claims.is_empty() {
+        // Values changing holder are cleared, then the held ones written.
+        sqlx::query("DELETE FROM claims WHERE claim = ANY($1)")
+            .bind(claims.keys().collect::<Vec<_>>())
+            .execute(&mut *conn)
+            .await?;
+        let held: Vec<(&String, &String)> = claims
+            .iter()
+            .filter_map(|(claim, holder)| Some((claim, holder.as_ref()?)))
+            .collect();
+        if !held.is_empty() {
+            sqlx::query("INSERT INTO claims (claim, stream_id) SELECT * FROM UNNEST($1::text[], $2::text[])")
+                .bind(held.iter().map(|(claim, _)| claim.as_str()).collect::<Vec<_>>())
+                .bind(held.iter().map(|(_, stream)| stream.as_str()).collect::<Vec<_>>())
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
     Ok(())
 }
 
@@ -250,7 +281,7 @@ async fn commit_once(
     let mut tx = conn.begin_with("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE").await?;
     let (tail, context) = load_context(&mut tx, requests).await?;
     let plan = plan::plan(tail, context, requests, Utc::now());
-    if let Err(error) = insert(&mut tx, &plan.events, &plan.keys).await {
+    if let Err(error) = insert(&mut tx, &plan).await {
         let unique_violation = error.as_database_error().is_some_and(|e| e.is_unique_violation());
         return Err(StoreError::from_insert(error, unique_violation, requests));
     }
@@ -490,6 +521,47 @@ impl Backend for PostgresBackend {
                 .fetch_optional(&self.readers)
                 .await?;
             row.map(|row| key_from_row(&row).map(|k| k.result(true))).transpose()
+        })
+    }
+
+    fn claim_holder<'a>(&'a self, claim: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(claims::HOLDER)
+                .bind(claim)
+                .fetch_optional(&self.readers)
+                .await?)
+        })
+    }
+
+    fn claims_unfilled(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let rows: i64 = sqlx::query_scalar(claims::UNFILLED).fetch_one(&self.readers).await?;
+            Ok(rows > 0)
+        })
+    }
+
+    fn fill_claims<'a>(&'a self, values: &'a [(String, String)], head: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            // The lock every append takes: no commit runs beside the fill.
+            let mut tx = self
+                .writer
+                .begin_with("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE")
+                .await?;
+            let now: i64 = sqlx::query_scalar(claims::HEAD).fetch_one(&mut *tx).await?;
+            if to_u64(now) != head {
+                return Ok(false);
+            }
+            sqlx::query(claims::FILL_CLEAR).execute(&mut *tx).await?;
+            for chunk in values.chunks(claims::FILL_ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::<Postgres>::new(claims::FILL_START);
+                insert.push_values(chunk, |mut row, (claim, stream)| {
+                    row.push_bind(claim).push_bind(stream);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            sqlx::query(claims::FILLED).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(true)
         })
     }
 

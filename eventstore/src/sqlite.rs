@@ -18,6 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::backend::{Backend, BatchOutcome};
+use crate::claims;
 use crate::hook::CommitHook;
 use crate::model::to_u64;
 use crate::plan::StoredKey;
@@ -287,6 +288,44 @@ impl Backend for SqliteBackend {
                 .fetch_optional(&self.readers)
                 .await?;
             row.map(|row| key_from_row(&row).map(|k| k.result(true))).transpose()
+        })
+    }
+
+    fn claim_holder<'a>(&'a self, claim: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar(claims::HOLDER)
+                .bind(claim)
+                .fetch_optional(&self.readers)
+                .await?)
+        })
+    }
+
+    fn claims_unfilled(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let rows: i64 = sqlx::query_scalar(claims::UNFILLED).fetch_one(&self.readers).await?;
+            Ok(rows > 0)
+        })
+    }
+
+    fn fill_claims<'a>(&'a self, values: &'a [(String, String)], head: u64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            // BEGIN IMMEDIATE takes the write lock the appender's commits take.
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            let now: i64 = sqlx::query_scalar(claims::HEAD).fetch_one(&mut *tx).await?;
+            if to_u64(now) != head {
+                return Ok(false);
+            }
+            sqlx::query(claims::FILL_CLEAR).execute(&mut *tx).await?;
+            for chunk in values.chunks(claims::FILL_ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::<Sqlite>::new(claims::FILL_START);
+                insert.push_values(chunk, |mut row, (claim, stream)| {
+                    row.push_bind(claim).push_bind(stream);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            sqlx::query(claims::FILLED).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(true)
         })
     }
 

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::backend::BatchOutcome;
 use crate::hook::{CommitHook, HookConnection};
 use crate::model::to_u64;
-use crate::plan::{self, BatchContext, StoredKey, Tail};
+use crate::plan::{self, BatchContext, Plan, StoredKey, Tail};
 use crate::sqlite::{format_time, parse_time};
 use crate::{AppendRequest, RecordedEvent, StoreError};
 
@@ -132,7 +132,7 @@ fn in_transaction(
 ) -> Result<(BatchOutcome, Option<u64>), StoreError> {
     let (tail, context) = load_context(conn, requests)?;
     let plan = plan::plan(tail, context, requests, Utc::now());
-    if let Err(error) = insert(conn, &plan.events, &plan.keys) {
+    if let Err(error) = insert(conn, &plan) {
         let unique_violation = unique_violation(&error);
         return Err(StoreError::from_insert(error, unique_violation, requests));
     }
@@ -191,10 +191,10 @@ fn load_context(conn: &Connection, requests: &[AppendRequest]) -> Result<(Tail, 
         }
         None => Tail::empty(),
     };
-    let (streams, keys) = plan::touched(requests);
+    let touched = plan::touched(requests);
     let mut context = BatchContext::default();
     let mut version = conn.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?")?;
-    for stream in streams {
+    for stream in touched.streams {
         let current: i64 = version.query_row([&stream], |row| row.get(0))?;
         context.stream_versions.insert(stream, to_u64(current));
     }
@@ -202,7 +202,7 @@ fn load_context(conn: &Connection, requests: &[AppendRequest]) -> Result<(Tail, 
         "SELECT idempotency_key, stream_id, first_position, last_position, stream_version, request_hash \
          FROM idempotency_keys WHERE idempotency_key = ?",
     )?;
-    for key in keys {
+    for key in touched.keys {
         let found = stored
             .query_row([&key], |row| {
                 Ok(StoredKey {
@@ -219,10 +219,19 @@ fn load_context(conn: &Connection, requests: &[AppendRequest]) -> Result<(Tail, 
             context.keys.insert(key, found);
         }
     }
+    let mut holder = conn.prepare_cached("SELECT stream_id FROM claims WHERE claim = ?")?;
+    for claim in touched.claims {
+        if let Some(stream) = holder.query_row([&claim], |row| row.get(0)).optional()? {
+            context.claims.insert(claim, stream);
+        }
+    }
     Ok((tail, context))
 }
 
-fn insert(conn: &Connection, events: &[RecordedEvent], keys: &[StoredKey]) -> Result<(), rusqlite::Error> {
+fn insert(conn: &Connection, plan: &Plan) -> Result<(), rusqlite::Error> {
+    let Plan {
+        events, keys, claims, ..
+    } = plan;
     let mut event = conn.prepare_cached(
         "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
          occurred_at, recorded_at, correlation_id, causation_id, hash) \
@@ -257,6 +266,17 @@ fn insert(conn: &Connection, events: &[RecordedEvent], keys: &[StoredKey]) -> Re
             k.stream_version as i64,
             k.request_hash,
         ])?;
+    }
+    let mut release = conn.prepare_cached("DELETE FROM claims WHERE claim = ?")?;
+    let mut take = conn.prepare_cached(
+        "INSERT INTO claims (claim, stream_id) VALUES (?, ?) \
+         ON CONFLICT (claim) DO UPDATE SET stream_id = excluded.stream_id",
+    )?;
+    for (claim, holder) in claims {
+        match holder {
+            Some(stream) => take.execute(params![claim, stream])?,
+            None => release.execute([claim])?,
+        };
     }
     Ok(())
 }

@@ -12,9 +12,13 @@ use tokio::sync::{Mutex, oneshot, watch};
 use crate::backend::Backend;
 use crate::hash::{GENESIS_HASH, event_hash};
 use crate::hook::{CommitHook, HookSlot};
-use crate::model::{APPEND_EVENTS_MAX, EVENT_DATA_BYTES_MAX, IDENTIFIER_BYTES_MAX, READ_BATCH_MAX};
+use crate::model::{
+    APPEND_CLAIMS_MAX, APPEND_EVENTS_MAX, CLAIM_BYTES_MAX, EVENT_DATA_BYTES_MAX, IDENTIFIER_BYTES_MAX, READ_BATCH_MAX,
+};
 use crate::writer::{self, Pending};
-use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, TokenRecord, VerifyReport};
+use crate::{
+    AppendRequest, AppendResult, Claim, LogFilter, RecordedEvent, Snapshot, StoreError, TokenRecord, VerifyReport,
+};
 
 /// Events `verify` reads at a time: small enough that walking a large log
 /// leaves no lasting mark on the process's memory.
@@ -317,6 +321,24 @@ impl Store {
         self.inner.backend.find_idempotent(key).await
     }
 
+    /// The stream that holds `claim` (see `Claim`), if any.
+    pub async fn claim_holder(&self, claim: &str) -> Result<Option<String>, StoreError> {
+        self.inner.backend.claim_holder(claim).await
+    }
+
+    /// Whether the log predates claims and its owner has yet to fill them in.
+    pub async fn claims_unfilled(&self) -> Result<bool, StoreError> {
+        self.inner.backend.claims_unfilled().await
+    }
+
+    /// Fills in the claims of a log that predates them: `claims` are
+    /// (value, holding stream) as folded from the log up to `head`. Returns
+    /// false, writing nothing, if the log has moved past `head` meanwhile;
+    /// fold the new events and call again.
+    pub async fn fill_claims(&self, claims: &[(String, String)], head: u64) -> Result<bool, StoreError> {
+        self.inner.backend.fill_claims(claims, head).await
+    }
+
     /// Walks the whole log, recomputing the hash chain, and names the first
     /// position whose event was altered, removed or reordered.
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
@@ -380,6 +402,17 @@ fn validate(request: &AppendRequest) -> Result<(), StoreError> {
             && (value.is_empty() || value.len() > IDENTIFIER_BYTES_MAX)
         {
             return invalid(format!("the {name} must be 1 to {IDENTIFIER_BYTES_MAX} bytes"));
+        }
+    }
+    if request.claims.len() > APPEND_CLAIMS_MAX {
+        return invalid(format!(
+            "an append takes or gives up at most {APPEND_CLAIMS_MAX} claims"
+        ));
+    }
+    for claim in &request.claims {
+        let (Claim::Take(value) | Claim::Release(value)) = claim;
+        if value.is_empty() || value.len() > CLAIM_BYTES_MAX {
+            return invalid(format!("a claimed value must be 1 to {CLAIM_BYTES_MAX} bytes"));
         }
     }
     for event in &request.events {

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use eventstore::testing::{BackendKind, TestDatabase};
-use eventstore::{AppendRequest, ExpectedVersion, LogFilter, NewEvent, RecordedEvent, Snapshot, Store, StoreError};
+use eventstore::{
+    AppendRequest, Claim, ExpectedVersion, LogFilter, NewEvent, RecordedEvent, Snapshot, Store, StoreError,
+};
 use uuid::Uuid;
 
 /// Generates one `#[tokio::test]` per case and backend.
@@ -50,6 +52,8 @@ conformance!(
     a_token_is_found_by_its_public_id_and_its_id_is_unique,
     a_commit_that_fails_changes_nothing_and_the_next_one_lands,
     a_commit_hook_that_panics_fails_its_batch_and_the_store_goes_on,
+    racing_appends_for_one_claimed_value_exactly_one_wins_until_it_is_given_up,
+    claims_of_an_older_log_are_filled_once_and_only_at_the_head_they_were_folded_to,
 );
 
 fn stream() -> String {
@@ -76,6 +80,7 @@ fn append(stream_id: &str, expected: ExpectedVersion, n_events: usize) -> Append
         causation_id: None,
         idempotency_key: None,
         request_hash: None,
+        claims: Vec::new(),
     }
 }
 
@@ -646,4 +651,108 @@ async fn a_token_is_found_by_its_public_id_and_its_id_is_unique(database: &TestD
     );
     let revoked = store.find_token("a1b2c3").await.expect("find").expect("still there");
     assert!(revoked.revoked_at.is_some());
+}
+
+async fn racing_appends_for_one_claimed_value_exactly_one_wins_until_it_is_given_up(database: &TestDatabase) {
+    let store = database.open().await;
+    let claim = format!("contact:external_id:{}", Uuid::now_v7());
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let (store, claim) = (store.clone(), claim.clone());
+            tokio::spawn(async move {
+                let stream_id = stream();
+                let request = AppendRequest {
+                    claims: vec![Claim::Take(claim)],
+                    ..append(&stream_id, ExpectedVersion::NoStream, 1)
+                };
+                store.append(request).await.map(|_| stream_id)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for racer in racers {
+        match racer.await.expect("task") {
+            Ok(stream_id) => winners.push(stream_id),
+            Err(StoreError::Claimed { claim: refused, holder }) => {
+                assert_eq!(refused, claim);
+                assert!(holder.starts_with("contact-"), "{holder}");
+            }
+            Err(other) => panic!("a racer failed with {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one stream takes the value");
+    let winner = &winners[0];
+    assert_eq!(store.claim_holder(&claim).await.expect("holder").as_ref(), Some(winner));
+    assert_eq!(whole_log(&store).await.len(), 1, "a refused append writes nothing");
+
+    // The holder taking it again changes nothing; giving it up frees it.
+    let again = AppendRequest {
+        claims: vec![Claim::Take(claim.clone())],
+        ..append(winner, ExpectedVersion::Exact(1), 1)
+    };
+    store
+        .append(again)
+        .await
+        .expect("the holder may take its own value again");
+    let stranger = stream();
+    let not_held = AppendRequest {
+        claims: vec![Claim::Release(claim.clone())],
+        ..append(&stranger, ExpectedVersion::NoStream, 1)
+    };
+    store
+        .append(not_held)
+        .await
+        .expect("giving up a value one does not hold is a no-op");
+    assert_eq!(store.claim_holder(&claim).await.expect("holder").as_ref(), Some(winner));
+    let give_up = AppendRequest {
+        claims: vec![Claim::Release(claim.clone())],
+        ..append(winner, ExpectedVersion::Exact(2), 1)
+    };
+    store.append(give_up).await.expect("give up");
+    assert_eq!(store.claim_holder(&claim).await.expect("holder"), None);
+    let take = AppendRequest {
+        claims: vec![Claim::Take(claim.clone())],
+        ..append(&stranger, ExpectedVersion::Exact(1), 1)
+    };
+    store.append(take).await.expect("a value given up is free");
+    assert_eq!(store.claim_holder(&claim).await.expect("holder"), Some(stranger));
+    assert_verifies(&store, 5).await;
+}
+
+async fn claims_of_an_older_log_are_filled_once_and_only_at_the_head_they_were_folded_to(database: &TestDatabase) {
+    let store = database.open().await;
+    assert!(
+        !store.claims_unfilled().await.expect("unfilled"),
+        "a new log has nothing to fill"
+    );
+    let (first, second) = (stream(), stream());
+    store
+        .append(append(&first, ExpectedVersion::NoStream, 1))
+        .await
+        .expect("append");
+    // As a log written before claims existed looks after its upgrade.
+    database
+        .execute_raw("INSERT INTO claims_unfilled (up_to_position) VALUES (1)")
+        .await
+        .expect("mark unfilled");
+    assert!(store.claims_unfilled().await.expect("unfilled"));
+    let claims = vec![("v:1".to_owned(), first.clone()), ("v:2".to_owned(), first.clone())];
+    assert!(
+        !store.fill_claims(&claims, 0).await.expect("fill"),
+        "a fill folded to an older head writes nothing"
+    );
+    assert_eq!(store.claim_holder("v:1").await.expect("holder"), None);
+    // An append claims a value before the fill lands; the fill, folded
+    // from the whole log up to its head, has the last word.
+    let taken = AppendRequest {
+        claims: vec![Claim::Take("v:2".into()), Claim::Take("v:3".into())],
+        ..append(&second, ExpectedVersion::NoStream, 1)
+    };
+    store.append(taken).await.expect("append");
+    let claims = [claims, vec![("v:3".to_owned(), second.clone())]].concat();
+    assert!(store.fill_claims(&claims, 2).await.expect("fill"));
+    assert!(!store.claims_unfilled().await.expect("unfilled"));
+    assert_eq!(store.claim_holder("v:1").await.expect("holder"), Some(first.clone()));
+    assert_eq!(store.claim_holder("v:2").await.expect("holder"), Some(first));
+    assert_eq!(store.claim_holder("v:3").await.expect("holder"), Some(second));
 }

@@ -26,6 +26,7 @@ pub fn append_request(recorded: &RecordedEvent) -> AppendRequest {
         causation_id: None,
         idempotency_key: None,
         request_hash: None,
+        claims: Vec::new(),
     }
 }
 

@@ -2,15 +2,16 @@
 //! command, append what it decided. It also checks what one stream cannot
 //! know alone: that a deal's account exists, that an owner is a user.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use domain::{
     Account, AccountChanges, AccountCommand, Aggregate, Contact, ContactChanges, ContactCommand, Deal, DealCommand,
     DealOutcome, DomainError, Event, Input, Interaction, InteractionCommand, InteractionLogged, RecordKind, Rules,
-    User, UserCommand,
+    User, UserCommand, values::ExternalId,
 };
-use eventstore::{AppendRequest, AppendResult, ExpectedVersion, NewEvent, Store, StoreError};
+use eventstore::{AppendRequest, AppendResult, Claim, ExpectedVersion, NewEvent, Store, StoreError};
 use uuid::Uuid;
 
 use crate::memo::Bounded;
@@ -38,6 +39,13 @@ pub enum AppError {
     /// A stored event could not be read: the log is damaged or newer than this code.
     #[error("the log holds an unreadable event at position {position}: {reason}")]
     Unreadable { position: u64, reason: String },
+    /// Another live record of the kind holds this external id.
+    #[error("external_id {external_id:?} is already used by {kind} {holder}")]
+    Taken {
+        kind: RecordKind,
+        external_id: String,
+        holder: Uuid,
+    },
     /// The read-model tables failed; the write itself may have committed.
     #[error("{0}")]
     ReadModel(String),
@@ -250,7 +258,12 @@ impl App {
                     appended: None,
                 });
             }
+            let mut next = state.clone();
+            for event in &events {
+                next.evolve(event);
+            }
             let request = AppendRequest {
+                claims: external_id_claims(kind, state.external_id(), next.external_id()),
                 stream_id: kind.stream_id(id),
                 expected: if state.version() == 0 {
                     ExpectedVersion::NoStream
@@ -266,10 +279,6 @@ impl App {
             };
             match self.store.append(request).await {
                 Ok(result) => {
-                    let mut next = state;
-                    for event in &events {
-                        next.evolve(event);
-                    }
                     self.states.insert(id, Arc::new(next));
                     return Ok(Outcome {
                         kind,
@@ -286,6 +295,10 @@ impl App {
                             actual: actual.unwrap_or_default(),
                         });
                     }
+                }
+                Err(StoreError::Claimed { claim, holder }) => {
+                    self.states.remove(&id);
+                    return Err(taken(kind, &claim, &holder));
                 }
                 Err(other) => return Err(other.into()),
             }
@@ -568,6 +581,102 @@ enum CheckedInput {
     Contact(ContactChanges),
     Account(AccountChanges),
     Deal(domain::DealChanges, Option<String>),
+}
+
+/// Fills in the external-id claims of a log written before appends claimed
+/// them (see `eventstore::Claim`), once: folds every event's effect on its
+/// record's external id, and where two live records of a kind share one
+/// (written before it was enforced), the one that took it first keeps it.
+/// Returns how many values were claimed, or `None` if nothing was due.
+pub async fn fill_claims(store: &Store) -> Result<Option<usize>, AppError> {
+    if !store.claims_unfilled().await? {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    // Stream -> (claimed value, position it was taken at).
+    let mut held: HashMap<String, (String, u64)> = HashMap::new();
+    let mut folded = 0;
+    for _ in 0..FILL_ATTEMPTS_MAX {
+        let head = store.head().await?;
+        while folded < head {
+            let batch = store.read_all(folded, eventstore::READ_BATCH_MAX).await?;
+            let Some(last) = batch.last() else { break };
+            folded = last.position;
+            for recorded in &batch {
+                let event = projections::decode(recorded)?;
+                let Some(effect) = event.external_id_effect() else {
+                    continue;
+                };
+                let (kind, _) = event.record();
+                match effect {
+                    Some(value) => {
+                        let claim = domain::external_id_claim(kind, value.as_str());
+                        held.insert(recorded.stream_id.clone(), (claim, recorded.position));
+                    }
+                    None => {
+                        held.remove(&recorded.stream_id);
+                    }
+                }
+            }
+        }
+        let mut first: HashMap<&str, (u64, &str)> = HashMap::new();
+        for (stream, (claim, taken_at)) in &held {
+            let holder = first.entry(claim).or_insert((*taken_at, stream));
+            if (*taken_at, stream.as_str()) < *holder {
+                *holder = (*taken_at, stream);
+            }
+        }
+        let claims: Vec<(String, String)> = first
+            .into_iter()
+            .map(|(claim, (_, stream))| (claim.to_owned(), stream.to_owned()))
+            .collect();
+        if store.fill_claims(&claims, folded).await? {
+            tracing::info!(
+                claims = claims.len(),
+                events = folded,
+                seconds = started.elapsed().as_secs_f64(),
+                "filled in the external-id claims of a log that predates them"
+            );
+            return Ok(Some(claims.len()));
+        }
+    }
+    Err(AppError::Unavailable(
+        "the log kept growing while its external-id claims were filled in; try again".into(),
+    ))
+}
+
+/// Tries to fill in claims while other processes append; each try folds
+/// only what they appended since the last.
+const FILL_ATTEMPTS_MAX: usize = 20;
+
+/// What an append claims and gives up as a record's external id goes from
+/// `before` to `after`.
+fn external_id_claims(kind: RecordKind, before: Option<&ExternalId>, after: Option<&ExternalId>) -> Vec<Claim> {
+    if before == after {
+        return Vec::new();
+    }
+    let claim = |value: &ExternalId| domain::external_id_claim(kind, value.as_str());
+    before
+        .map(|value| Claim::Release(claim(value)))
+        .into_iter()
+        .chain(after.map(|value| Claim::Take(claim(value))))
+        .collect()
+}
+
+/// The refusal of an append whose external id another record holds.
+fn taken(kind: RecordKind, claim: &str, holder: &str) -> AppError {
+    let prefix = domain::external_id_claim(kind, "");
+    match (claim.strip_prefix(&prefix), RecordKind::parse_stream_id(holder)) {
+        (Some(external_id), Some((_, holder))) => AppError::Taken {
+            kind,
+            external_id: external_id.to_owned(),
+            holder,
+        },
+        _ => AppError::Store(StoreError::Claimed {
+            claim: claim.to_owned(),
+            holder: holder.to_owned(),
+        }),
+    }
 }
 
 fn not_a_record(kind: RecordKind) -> AppError {

@@ -66,6 +66,7 @@ pub async fn append_throughput(store: &Store, clients: usize, appends: usize) ->
                         causation_id: None,
                         idempotency_key: None,
                         request_hash: None,
+                        claims: Vec::new(),
                     };
                     let sent = std::time::Instant::now();
                     store.append(request).await.map_err(|e| e.to_string())?;

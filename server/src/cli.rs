@@ -278,9 +278,13 @@ async fn open(config: &Config) -> Result<Store, String> {
         schema: config.schema.clone(),
         ..StoreOptions::default()
     };
-    Store::open(&config.database.0, &options)
+    let store = Store::open(&config.database.0, &options)
         .await
-        .map_err(|e| format!("cannot open {:?}: {e}", config.database))
+        .map_err(|e| format!("cannot open {:?}: {e}", config.database))?;
+    crate::app::fill_claims(&store)
+        .await
+        .map_err(|e| format!("cannot fill in the external-id claims of {:?}: {e}", config.database))?;
+    Ok(store)
 }
 
 fn parse_input(raw: &str) -> Result<Input, String> {

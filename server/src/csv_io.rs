@@ -10,8 +10,6 @@
 //!
 //! Export: the current (not archived) records, in columns that import again.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::{DealStatus, Input, RecordKind};
 use projections::{CrmModel, Projector};
@@ -112,10 +110,12 @@ struct RowMeta {
     external_id: Option<String>,
     at: Option<DateTime<Utc>>,
     status: Option<String>,
+    /// `{kind}_id` fields the row names by another system's id: (field, kind, external id).
+    references: Vec<(String, RecordKind, String)>,
 }
 
 /// Turns a row's cells into record input; empty cells are null.
-fn row_input(kind: RecordKind, cells: Vec<(String, String)>, index: &Index) -> Result<(Input, RowMeta), String> {
+fn row_input(kind: RecordKind, cells: Vec<(String, String)>) -> Result<(Input, RowMeta), String> {
     let mut input = Input::new();
     let mut meta = RowMeta::default();
     let (mut value_minor, mut currency) = (None, None);
@@ -152,10 +152,7 @@ fn row_input(kind: RecordKind, cells: Vec<(String, String)>, index: &Index) -> R
                 if !empty {
                     let target = reference.trim_end_matches("_external_id");
                     let kind = target.parse::<RecordKind>()?;
-                    let id = index
-                        .find(kind, &cell)
-                        .ok_or_else(|| format!("{reference} {cell:?} names no known {target}"))?;
-                    input.insert(format!("{target}_id"), json!(id));
+                    meta.references.push((format!("{target}_id"), kind, cell));
                 }
             }
             _ => {
@@ -179,55 +176,14 @@ fn row_input(kind: RecordKind, cells: Vec<(String, String)>, index: &Index) -> R
     Ok((input, meta))
 }
 
-/// External ids of existing records, kept current as the import creates more.
-#[derive(Debug, Default)]
-struct Index {
-    by_external_id: HashMap<(RecordKind, String), Uuid>,
-}
-
-impl Index {
-    fn of(model: &CrmModel) -> Self {
-        let mut index = Self::default();
-        for c in model.contacts.values() {
-            index.add(
-                RecordKind::Contact,
-                c.fields.external_id.as_ref().map(|e| e.as_str()),
-                c.id,
-            );
-        }
-        for a in model.accounts.values() {
-            index.add(
-                RecordKind::Account,
-                a.fields.external_id.as_ref().map(|e| e.as_str()),
-                a.id,
-            );
-        }
-        for d in model.deals.values() {
-            index.add(
-                RecordKind::Deal,
-                d.fields.external_id.as_ref().map(|e| e.as_str()),
-                d.id,
-            );
-        }
-        for i in model.interactions.values() {
-            index.add(
-                RecordKind::Interaction,
-                i.logged.external_id.as_ref().map(|e| e.as_str()),
-                i.id,
-            );
-        }
-        index
-    }
-
-    fn add(&mut self, kind: RecordKind, external_id: Option<&str>, id: Uuid) {
-        if let Some(external_id) = external_id {
-            self.by_external_id.insert((kind, external_id.to_owned()), id);
-        }
-    }
-
-    fn find(&self, kind: RecordKind, external_id: &str) -> Option<Uuid> {
-        self.by_external_id.get(&(kind, external_id.to_owned())).copied()
-    }
+/// The live record of `kind` that holds `external_id`, from the log's
+/// claims: exact, and one indexed lookup, however large the store.
+async fn holder(app: &App, kind: RecordKind, external_id: &str) -> Result<Option<Uuid>, AppError> {
+    let claim = domain::external_id_claim(kind, external_id);
+    let stream = app.store.claim_holder(&claim).await?;
+    Ok(stream
+        .and_then(|stream| RecordKind::parse_stream_id(&stream))
+        .map(|(_, id)| id))
 }
 
 enum Effect {
@@ -245,8 +201,6 @@ pub async fn import(
     actor: &Actor,
     mut progress: impl FnMut(u64),
 ) -> Result<ImportReport, AppError> {
-    projector.catch_up().await?;
-    let mut index = Index::of(&projector.whole(true).await?);
     let mut report = ImportReport::default();
     let mut n_rows = 0;
     while let Some(row) = rows.recv().await {
@@ -259,7 +213,7 @@ pub async fn import(
                 continue;
             }
         };
-        match import_row(app, projector, kind, cells, &mut index, actor).await {
+        match import_row(app, projector, kind, cells, actor).await {
             Ok(Effect::Created) => report.created += 1,
             Ok(Effect::Updated) => report.updated += 1,
             Ok(Effect::Unchanged) => report.unchanged += 1,
@@ -288,7 +242,7 @@ impl From<AppError> for RowError {
                     .join("; "),
             ),
             AppError::Rejected(rejection) => Self::Refused(rejection.to_string()),
-            AppError::VersionMismatch { .. } => Self::Refused(error.to_string()),
+            AppError::VersionMismatch { .. } | AppError::Taken { .. } => Self::Refused(error.to_string()),
             other => Self::Failed(other),
         }
     }
@@ -299,29 +253,42 @@ async fn import_row(
     projector: &Projector,
     kind: RecordKind,
     cells: Vec<(String, String)>,
-    index: &mut Index,
     actor: &Actor,
 ) -> Result<Effect, RowError> {
-    let (input, meta) = row_input(kind, cells, index).map_err(RowError::Refused)?;
+    let (mut input, meta) = row_input(kind, cells).map_err(RowError::Refused)?;
+    for (field, target, external_id) in &meta.references {
+        let id = holder(app, *target, external_id)
+            .await?
+            .ok_or_else(|| RowError::Refused(format!("{target}_external_id {external_id:?} names no live {target}")))?;
+        input.insert(field.clone(), json!(id));
+    }
     let now = Utc::now();
     // Match by external id; failing that, by our own id if that record exists.
-    let by_external_id = meta
-        .external_id
-        .as_deref()
-        .and_then(|external_id| index.find(kind, external_id));
-    let existing = match (by_external_id, meta.id) {
+    let by_external_id = match meta.external_id.as_deref() {
+        Some(external_id) => holder(app, kind, external_id).await?,
+        None => None,
+    };
+    let mut existing = match (by_external_id, meta.id) {
         (Some(id), _) => Some(id),
         (None, Some(id)) if record_exists(projector, kind, id).await? => Some(id),
         _ => None,
     };
-    let outcome = match (kind, existing) {
-        (RecordKind::Interaction, Some(_)) => return Ok(Effect::Unchanged),
-        (RecordKind::Interaction, None) => {
-            app.log_interaction(&strip(input, &["occurred_at"]), actor, meta.at.unwrap_or(now))
-                .await?
+    let outcome = loop {
+        let written = match (kind, existing) {
+            (RecordKind::Interaction, Some(_)) => return Ok(Effect::Unchanged),
+            (RecordKind::Interaction, None) => {
+                app.log_interaction(&strip(input.clone(), &["occurred_at"]), actor, meta.at.unwrap_or(now))
+                    .await
+            }
+            (_, None) => app.create(kind, &input, actor, meta.at.unwrap_or(now)).await,
+            (_, Some(id)) => app.update(kind, id, &input, None, actor, now).await,
+        };
+        match written {
+            // Another writer (a concurrent import, say) created the record
+            // since it was looked up: this row updates that one instead.
+            Err(AppError::Taken { holder, .. }) if existing.is_none() => existing = Some(holder),
+            written => break written?,
         }
-        (_, None) => app.create(kind, &input, actor, meta.at.unwrap_or(now)).await?,
-        (_, Some(id)) => app.update(kind, id, &input, None, actor, now).await?,
     };
     if let Some(appended) = &outcome.appended {
         projector
@@ -333,7 +300,6 @@ async fn import_row(
     if let Some(status) = meta.status.as_deref() {
         changed |= close_if_needed(app, projector, outcome.id, status, actor, meta.at.unwrap_or(now)).await?;
     }
-    index.add(kind, meta.external_id.as_deref(), outcome.id);
     Ok(match (existing, changed) {
         (None, _) => Effect::Created,
         (Some(_), true) => Effect::Updated,

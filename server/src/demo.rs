@@ -210,6 +210,7 @@ impl Builder {
             causation_id: None,
             idempotency_key: None,
             request_hash: None,
+            claims: Vec::new(),
         });
     }
 

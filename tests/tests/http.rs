@@ -51,6 +51,7 @@ on_both_backends!(
     report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_cannot_answer,
     the_event_stream_delivers_a_new_event,
     import_export_import_round_trips_and_a_reimport_changes_nothing,
+    external_ids_stay_unique_among_live_records_across_servers_imports_and_an_upgrade,
     the_openapi_document_lists_every_route,
     sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged,
     sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models,
@@ -102,6 +103,56 @@ async fn half_sent_requests_are_cut_off_and_never_lock_out_a_new_client() {
     }
     let (status, _, _) = server.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK, "the slots are free again");
+}
+
+/// A client that sends a large import whole and hangs up: the server stops
+/// importing once the connection's end reaches it, instead of working
+/// through the rest of the body for nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_stops_when_its_client_hangs_up() {
+    use tokio::io::AsyncWriteExt as _;
+    const ROWS: u64 = 20_000;
+    let server = Server::start(TestDatabase::sqlite()).await;
+    let before = server.n_events().await;
+    let mut csv = String::from("external_id,name\n");
+    for n in 0..ROWS {
+        csv.push_str(&format!("H-{n},Hung {n}\n"));
+    }
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connects");
+    let head = format!(
+        "POST /v1/import/contacts HTTP/1.1\r\nHost: crm\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: text/csv\r\nContent-Length: {}\r\n\r\n",
+        server.admin,
+        csv.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("headers");
+    stream.write_all(csv.as_bytes()).await.expect("the whole body");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.n_events().await < before + 200 {
+        assert!(std::time::Instant::now() < deadline, "the import started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stream);
+    // The rows already sent reach the server before the hang-up does; the
+    // count then stops.
+    let mut last = server.n_events().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let now = server.n_events().await;
+        if now == last {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the import stopped");
+        last = now;
+    }
+    assert!(
+        last - before < ROWS,
+        "the import stopped after {} of {ROWS} rows",
+        last - before
+    );
+    let (status, _, _) = server.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 /// On PostgreSQL every commit notifies the other servers, so an append on
@@ -1467,6 +1518,172 @@ async fn the_event_stream_delivers_a_new_event(server: &Server) {
     }
     assert!(received.contains(&format!("id: {}", head + 1)), "{received}");
     assert!(received.contains("\"name\":\"Streamed\""), "{received}");
+}
+
+/// Every contact's id, paging through the list.
+async fn all_contacts(server: &Server) -> Vec<Value> {
+    let (mut items, mut cursor) = (Vec::new(), String::new());
+    loop {
+        let (status, page) = server
+            .admin(Method::GET, &format!("/v1/contacts?limit=500{cursor}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        items.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => return items,
+        }
+    }
+}
+
+async fn external_ids_stay_unique_among_live_records_across_servers_imports_and_an_upgrade(server: &Server) {
+    const ROWS: usize = 300;
+    let database = server.database.as_ref().expect("the store").shared();
+    let other = Server::start_with(database, Some(server.admin.clone())).await;
+    let mut csv = String::from("external_id,name,email\n");
+    for n in 0..ROWS {
+        csv.push_str(&format!("C-{n},Person {n},p{n}@example.com\n"));
+    }
+    // One file imported through both servers at once, as two operators might.
+    let import = |at: &Server| {
+        let request = at
+            .client
+            .post(format!("{}/v1/import/contacts", at.base))
+            .bearer_auth(&at.admin)
+            .body(csv.clone());
+        async move {
+            request
+                .send()
+                .await
+                .expect("answer")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let (here, there) = tokio::join!(import(server), import(&other));
+    let total = |report: &Value, field: &str| report[field].as_u64().expect("a count");
+    for report in [&here, &there] {
+        assert_eq!(report["errors"], json!([]), "{report}");
+        let rows = total(report, "created") + total(report, "updated") + total(report, "unchanged");
+        assert_eq!(rows, ROWS as u64, "{report}");
+    }
+    assert_eq!(
+        total(&here, "created") + total(&there, "created"),
+        ROWS as u64,
+        "each row was created once: {here} {there}"
+    );
+    let contacts = all_contacts(server).await;
+    assert_eq!(contacts.len(), ROWS, "one contact per external id");
+
+    // A create or a change to a held external id is refused, naming the holder.
+    let holder = contacts
+        .iter()
+        .find(|c| c["external_id"] == "C-7")
+        .expect("C-7 is there");
+    let before = server.n_events().await;
+    let (status, problem) = other
+        .admin(
+            Method::POST,
+            "/v1/contacts",
+            Some(json!({"name": "Copy", "external_id": "C-7"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("external-id-taken")),
+        "{problem}"
+    );
+    assert_eq!(problem["errors"][0]["field"], "external_id");
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.contains(&id(holder))),
+        "{problem}"
+    );
+    let someone = contacts
+        .iter()
+        .find(|c| c["external_id"] == "C-8")
+        .expect("C-8 is there");
+    let (status, problem) = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/contacts/{}", id(someone)),
+            Some(json!({"external_id": "C-7"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(server.n_events().await, before, "a refused write appends nothing");
+
+    // Archiving the holder, or moving it to another id, frees its external id.
+    let (status, _) = server
+        .admin(Method::DELETE, &format!("/v1/contacts/{}", id(holder)), None)
+        .await;
+    assert!(status.is_success(), "{status}");
+    other
+        .create("contacts", json!({"name": "Successor", "external_id": "C-7"}))
+        .await;
+    let (status, moved) = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/contacts/{}", id(someone)),
+            Some(json!({"external_id": "C-8b"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    server
+        .create("contacts", json!({"name": "Heir", "external_id": "C-8"}))
+        .await;
+
+    // A store written before external ids were claimed: a server starting on
+    // it claims every live record's once, and the rule holds from then on.
+    let database = server.database.as_ref().expect("the store");
+    database
+        .execute_raw("DELETE FROM claims; INSERT INTO claims_unfilled (up_to_position) VALUES (1)")
+        .await
+        .expect("forget the claims");
+    let (status, _) = server
+        .admin(
+            Method::POST,
+            "/v1/contacts",
+            Some(json!({"name": "Unchecked", "external_id": "C-9"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "without claims, nothing stops a duplicate");
+    let upgraded = Server::start_with(database.shared(), Some(server.admin.clone())).await;
+    for (taken, kept_by) in [
+        ("C-7", "Successor"),
+        ("C-8", "Heir"),
+        ("C-10", "Person 10"),
+        ("C-9", "Person 9"),
+    ] {
+        let (status, problem) = upgraded
+            .admin(
+                Method::POST,
+                "/v1/contacts",
+                Some(json!({"name": "Late", "external_id": taken})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{taken}: {problem}");
+        let holder_id = problem["errors"][0]["message"]
+            .as_str()
+            .expect("a holder")
+            .rsplit(' ')
+            .next()
+            .expect("an id");
+        let (_, kept) = upgraded
+            .admin(Method::GET, &format!("/v1/contacts/{holder_id}"), None)
+            .await;
+        assert_eq!(kept["name"], kept_by, "the record that took {taken} first keeps it");
+    }
+    let (status, _) = upgraded
+        .admin(
+            Method::POST,
+            "/v1/contacts",
+            Some(json!({"name": "Free", "external_id": "C-8b-not"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
 }
 
 async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server: &Server) {

@@ -162,6 +162,11 @@ impl From<StoreError> for ApiError {
                 "idempotency-key-reused",
                 "this Idempotency-Key was used for another request",
             ),
+            StoreError::Claimed { claim, .. } => Self::new(
+                StatusCode::CONFLICT,
+                "claimed",
+                format!("{claim} is already held by another record"),
+            ),
             StoreError::InvalidAppend(detail) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", detail),
             StoreError::Closed => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -184,6 +189,15 @@ impl From<AppError> for ApiError {
                 format!("If-Match names version {expected}, but the record is at version {actual}"),
             ),
             AppError::Store(error) => error.into(),
+            AppError::Taken { kind, holder, .. } => Self {
+                status: StatusCode::CONFLICT,
+                slug: "external-id-taken",
+                detail: error.to_string(),
+                errors: vec![FieldError::new(
+                    "external_id",
+                    format!("already used by {kind} {holder}"),
+                )],
+            },
             AppError::Unavailable(_) => Self::unavailable(&error),
             AppError::Unreadable { .. } | AppError::ReadModel(_) => Self::internal(&error),
         }

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod metrics;
 mod read;
 mod records;
+mod socket;
 mod transfer;
 
 use std::sync::Arc;
@@ -282,12 +283,18 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let socket = socket::Shared::new(stream);
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(socket.clone()), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%error, "connection ended");
+                },
+                // Whatever it was doing is for nobody now: dropping the
+                // connection drops its request's work (an import stops).
+                () = socket.hung_up() => tracing::debug!("the client hung up"),
             }
             drop(slot);
         });

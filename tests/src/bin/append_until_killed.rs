@@ -38,6 +38,7 @@ async fn main() -> Result<(), String> {
                         causation_id: None,
                         idempotency_key: None,
                         request_hash: None,
+                        claims: Vec::new(),
                     };
                     let result = store.append(request).await.map_err(|e| e.to_string())?;
                     let mut out = std::io::stdout().lock();
