@@ -36,6 +36,8 @@ pub(crate) struct PostgresBackend {
     /// check it out of, no ping before each commit. Dropped after a failed
     /// commit, so a restarted server is met with a new connection.
     appender: tokio::sync::Mutex<Option<PgConnection>>,
+    /// How long a new connection may take before the server counts as unreachable.
+    connect_wait: std::time::Duration,
     /// Everything else that writes (tokens, snapshots, migrations).
     writer: PgPool,
     readers: PgPool,
@@ -71,7 +73,7 @@ impl PostgresBackend {
         let mut connect = PgConnectOptions::from_str(url)?;
         if let Some(schema) = &options.schema {
             check_schema(schema)?;
-            let mut conn = PgConnection::connect_with(&connect).await?;
+            let mut conn = connect_within(&connect, options.connect_wait).await?;
             sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
                 .execute(&mut conn)
                 .await?;
@@ -80,12 +82,14 @@ impl PostgresBackend {
         }
         let writer = PgPoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(options.connect_wait)
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&writer).await?;
         let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&writer).await?;
         let readers = PgPoolOptions::new()
             .max_connections(options.read_connections_max.max(1))
+            .acquire_timeout(options.connect_wait)
             .test_before_acquire(false)
             .before_acquire(crate::pool::ping_if_idle)
             .connect_with(connect.clone())
@@ -93,11 +97,21 @@ impl PostgresBackend {
         Ok(Self {
             connect,
             appender: tokio::sync::Mutex::new(None),
+            connect_wait: options.connect_wait,
             writer,
             readers,
             schema,
         })
     }
+}
+
+/// A new connection, or `PoolTimedOut` (unavailable) if the server does not
+/// answer within `wait`: a stopped or unreachable server fails a request in
+/// bounded time, whatever the network does with the packets.
+async fn connect_within(connect: &PgConnectOptions, wait: std::time::Duration) -> Result<PgConnection, sqlx::Error> {
+    tokio::time::timeout(wait, PgConnection::connect_with(connect))
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }
 
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, schema_version, data, actor, \
@@ -366,7 +380,7 @@ impl Backend for PostgresBackend {
             let mut appender = self.appender.lock().await;
             let conn = match &mut *appender {
                 Some(conn) => conn,
-                slot => slot.insert(PgConnection::connect_with(&self.connect).await?),
+                slot => slot.insert(connect_within(&self.connect, self.connect_wait).await?),
             };
             let committed = commit_with_hook(conn, requests, hook.map(|hook| hook.as_ref())).await;
             if committed.is_err() {

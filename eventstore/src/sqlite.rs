@@ -48,6 +48,7 @@ impl SqliteBackend {
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(options.connect_wait)
             .test_before_acquire(false)
             .connect_with(connect.clone())
             .await?;
@@ -56,6 +57,7 @@ impl SqliteBackend {
         // round trip to the connection's thread) before each use.
         let readers = SqlitePoolOptions::new()
             .max_connections(options.read_connections_max.max(1))
+            .acquire_timeout(options.connect_wait)
             .test_before_acquire(false)
             .connect_with(connect.clone().read_only(true))
             .await?;

@@ -32,13 +32,21 @@ pub struct StoreOptions {
     pub schema: Option<String>,
     /// Connections kept for reads, besides the writer's own.
     pub read_connections_max: u32,
+    /// The longest anything waits for a database connection (a pool's free
+    /// connection, or a new one to an unreachable server) before failing as
+    /// unavailable: what bounds a request's wait during an outage.
+    pub connect_wait: Duration,
 }
+
+/// `StoreOptions::connect_wait` unless configured.
+pub const CONNECT_WAIT_DEFAULT: Duration = Duration::from_secs(5);
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             schema: None,
             read_connections_max: 8,
+            connect_wait: CONNECT_WAIT_DEFAULT,
         }
     }
 }
@@ -57,6 +65,7 @@ struct Inner {
     hook: HookSlot,
     url: String,
     schema: Option<String>,
+    connect_wait: Duration,
     writes: std::sync::Mutex<WriteHealth>,
     /// Hears of other processes' appends (PostgreSQL), to wake waiters at once.
     follower: Option<tokio::task::JoinHandle<()>>,
@@ -114,10 +123,10 @@ impl Store {
                 redact(url)
             )));
         };
-        Self::with_backend(backend, url, options.schema.clone()).await
+        Self::with_backend(backend, url, options).await
     }
 
-    async fn with_backend(backend: Arc<dyn Backend>, url: &str, schema: Option<String>) -> Result<Self, StoreError> {
+    async fn with_backend(backend: Arc<dyn Backend>, url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let head_position = backend.head().await?;
         let (head_sender, head) = watch::channel(head_position);
         let head_sender = Arc::new(head_sender);
@@ -133,7 +142,8 @@ impl Store {
             head,
             hook,
             url: url.to_owned(),
-            schema,
+            schema: options.schema.clone(),
+            connect_wait: options.connect_wait,
             writes: std::sync::Mutex::default(),
             follower,
         };
@@ -155,6 +165,12 @@ impl Store {
     pub fn set_commit_hook(&self, hook: Arc<dyn CommitHook>) {
         let mut slot = self.inner.hook.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         *slot = Some(hook);
+    }
+
+    /// The longest a caller waits for a database connection (see
+    /// `StoreOptions::connect_wait`); the read models' pools use it too.
+    pub fn connect_wait(&self) -> Duration {
+        self.inner.connect_wait
     }
 
     /// PostgreSQL only: the schema that holds the log, if one was named.

@@ -150,7 +150,13 @@ impl Projector {
 
     /// Opens the tables; says whether they are of this `MODEL_VERSION`.
     async fn open_unfolded(store: Store, options: ProjectorOptions) -> Result<(Arc<Self>, bool), ProjectionError> {
-        let tables = Tables::open(store.url(), store.schema(), options.read_connections_max).await?;
+        let tables = Tables::open(
+            store.url(),
+            store.schema(),
+            options.read_connections_max,
+            store.connect_wait(),
+        )
+        .await?;
         let (position, current) = match tables.state().await? {
             Some(state) if state.model_version == MODEL_VERSION => (state.position, true),
             Some(state) => {

@@ -85,15 +85,20 @@ pub(crate) enum RebuildLock {
 impl Tables {
     /// Connects to the database at `url` (the log's), in `schema` on
     /// PostgreSQL, and creates the state table if it is missing.
-    pub async fn open(url: &str, schema: Option<&str>, readers_max: u32) -> Result<Self, ProjectionError> {
+    pub async fn open(
+        url: &str,
+        schema: Option<&str>,
+        readers_max: u32,
+        connect_wait: std::time::Duration,
+    ) -> Result<Self, ProjectionError> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("sqlite:") {
             Dialect::Sqlite
         } else {
             Dialect::Postgres
         };
-        let writer = pool(url, dialect, schema, 1, true).await?;
-        let readers = pool(url, dialect, schema, readers_max.max(1), false).await?;
+        let writer = pool(url, dialect, schema, 1, true, connect_wait).await?;
+        let readers = pool(url, dialect, schema, readers_max.max(1), false, connect_wait).await?;
         let search = match dialect {
             Dialect::Sqlite => SearchIndex::Fts5,
             Dialect::Postgres => trigrams(&writer).await?,
@@ -848,6 +853,7 @@ async fn pool(
     schema: Option<&str>,
     connections_max: u32,
     writer: bool,
+    connect_wait: std::time::Duration,
 ) -> Result<AnyPool, ProjectionError> {
     let setup = match dialect {
         // The read models can always be refolded from the log, so their
@@ -864,6 +870,7 @@ async fn pool(
     // file is never cut off; an idle PostgreSQL connection is pinged first.
     let options = AnyPoolOptions::new()
         .max_connections(connections_max)
+        .acquire_timeout(connect_wait)
         .test_before_acquire(false);
     let options = match dialect {
         Dialect::Postgres => options.before_acquire(eventstore::ping_if_idle),

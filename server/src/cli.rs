@@ -27,6 +27,10 @@ pub struct Cli {
     /// PostgreSQL schema that holds the log (created if missing).
     #[arg(long, global = true, env = "CRM_DATABASE_SCHEMA")]
     schema: Option<String>,
+    /// Seconds a request waits for a database connection before it is
+    /// answered 503 (a database that is down or unreachable).
+    #[arg(long, global = true, env = "CRM_DATABASE_WAIT_SECS", default_value_t = eventstore::CONNECT_WAIT_DEFAULT.as_secs())]
+    database_wait_secs: u64,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -241,6 +245,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let config = Config {
         database: DatabaseUrl(cli.database.clone()),
         schema: cli.schema.clone(),
+        connect_wait: std::time::Duration::from_secs(cli.database_wait_secs.max(1)),
     };
     let json = cli.json;
     match execute(cli, &config).await {
@@ -274,17 +279,78 @@ fn print(output: &Output, json: bool) {
 }
 
 async fn open(config: &Config) -> Result<Store, String> {
+    try_open(config).await.map_err(|failure| failure.message)
+}
+
+/// Why a store could not be opened, and whether waiting may help.
+struct OpenFailure {
+    message: String,
+    /// The database could not be reached or could not answer: it may yet.
+    unavailable: bool,
+}
+
+async fn try_open(config: &Config) -> Result<Store, OpenFailure> {
     let options = StoreOptions {
         schema: config.schema.clone(),
+        connect_wait: config.connect_wait,
         ..StoreOptions::default()
     };
     let store = Store::open(&config.database.0, &options)
         .await
-        .map_err(|e| format!("cannot open {:?}: {e}", config.database))?;
-    crate::app::fill_claims(&store)
-        .await
-        .map_err(|e| format!("cannot fill in the external-id claims of {:?}: {e}", config.database))?;
+        .map_err(|e| OpenFailure {
+            message: format!("cannot open {:?}: {e}", config.database),
+            unavailable: e.is_unavailable(),
+        })?;
+    if let Err(e) = crate::app::fill_claims(&store).await {
+        store.close().await;
+        return Err(OpenFailure {
+            message: format!("cannot fill in the external-id claims of {:?}: {e}", config.database),
+            unavailable: matches!(&e, AppError::Unavailable(_))
+                || matches!(&e, AppError::Store(s) if s.is_unavailable()),
+        });
+    }
     Ok(store)
+}
+
+/// How often `crm serve` tries again to reach a database that is down.
+const OPEN_RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `crm serve` on a PostgreSQL server that cannot be reached yet: listens
+/// at once, answers 503 (and `/healthz` 200) while it tries again every
+/// second, then serves. An orchestrator that starts the database and `crm`
+/// together needs no start-up order. (SQLite is a file: failing to open it
+/// is not an outage to wait out.)
+async fn open_for_serving(
+    config: &Config,
+    addr: std::net::SocketAddr,
+) -> Result<(Store, Option<tokio::net::TcpListener>), String> {
+    let first = match try_open(config).await {
+        Ok(store) => return Ok((store, None)),
+        Err(failure) if failure.unavailable && !config.database.0.starts_with("sqlite:") => failure,
+        Err(failure) => return Err(failure.message),
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::warn!(reason = %first.message, "the database is not reachable; answering 503 until it is");
+    println!("waiting for the database; answering 503 until it is reachable");
+    println!("listening on http://{local}");
+    let retrying = async {
+        loop {
+            tokio::time::sleep(OPEN_RETRY_EVERY).await;
+            match try_open(config).await {
+                Ok(store) => return Ok(store),
+                Err(failure) if failure.unavailable => {
+                    tracing::debug!(reason = %failure.message, "the database is still not reachable");
+                }
+                Err(failure) => return Err(failure.message),
+            }
+        }
+    };
+    let (listener, opened) = crate::http::unavailable_until(listener, retrying).await;
+    tracing::info!("the database is reachable; serving");
+    Ok((opened?, Some(listener)))
 }
 
 fn parse_input(raw: &str) -> Result<Input, String> {
@@ -318,7 +384,10 @@ fn load_pipeline(path: Option<&std::path::Path>) -> Result<domain::Pipeline, Str
 
 async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
     let pipeline = load_pipeline(cli.pipeline.as_deref())?;
-    let store = open(config).await?;
+    let (store, listener) = match &cli.command {
+        Command::Serve { addr, .. } => open_for_serving(config, *addr).await?,
+        _ => (open(config).await?, None),
+    };
     let app = App::new(store.clone(), Rules { pipeline });
     let actor = acting_user(&app, cli.acting_user).await?;
     let now = Utc::now();
@@ -336,7 +405,7 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
                 connections_max: connections_max.max(1),
                 header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
             };
-            serve(&app, addr, demo.then_some((contacts, seed)), limits).await
+            serve(&app, addr, listener, demo.then_some((contacts, seed)), limits).await
         }
         Command::Demo { contacts, seed, until } => demo(&store, contacts, seed, until).await,
         Command::Import { kind, file } => import_file(&app, kind, &file, &actor).await,
@@ -458,6 +527,7 @@ async fn user(app: &App, command: UserCommand, actor: &Actor, now: chrono::DateT
 async fn serve(
     app: &App,
     addr: std::net::SocketAddr,
+    listener: Option<tokio::net::TcpListener>,
     demo: Option<(usize, u64)>,
     limits: crate::http::ConnectionLimits,
 ) -> Result<Output, String> {
@@ -466,7 +536,7 @@ async fn serve(
     {
         run_demo(&app.store, contacts, seed, None).await?;
     }
-    crate::serve::run(app.clone(), addr, limits).await?;
+    crate::serve::run(app.clone(), addr, listener, limits).await?;
     Ok(Output {
         value: json!({"stopped": true}),
         text: String::new(),

@@ -21,4 +21,6 @@ pub struct Config {
     pub database: DatabaseUrl,
     /// PostgreSQL schema to keep the log in; `None` for the default.
     pub schema: Option<String>,
+    /// The longest a request waits for a database connection.
+    pub connect_wait: std::time::Duration,
 }

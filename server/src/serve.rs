@@ -54,7 +54,14 @@ async fn stop_signal() {
     let _ = ctrl_c.await;
 }
 
-pub async fn run(app: App, addr: SocketAddr, limits: http::ConnectionLimits) -> Result<(), String> {
+/// Serves on `listener` if the caller already listens (it answered 503
+/// while the database was down), else on a new one bound to `addr`.
+pub async fn run(
+    app: App,
+    addr: SocketAddr,
+    listener: Option<tokio::net::TcpListener>,
+    limits: http::ConnectionLimits,
+) -> Result<(), String> {
     let projector = Projector::open(app.store.clone())
         .await
         .map_err(|e| format!("cannot bring the read models up to date: {e}"))?;
@@ -62,11 +69,17 @@ pub async fn run(app: App, addr: SocketAddr, limits: http::ConnectionLimits) -> 
         println!("created the first admin user; its token is shown this once:");
         println!("admin token: {token}");
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    println!("listening on http://{local}");
+    let listener = match listener {
+        Some(listener) => listener,
+        None => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            println!("listening on http://{local}");
+            listener
+        }
+    };
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
         stop_signal().await;

@@ -44,6 +44,7 @@ on_both_backends!(
     concurrent_patches_without_a_version_lose_no_update_and_answer_what_they_wrote,
     two_servers_on_one_database_see_each_others_writes_at_once,
     two_servers_writing_one_record_in_turn_lose_nothing,
+    a_client_reads_its_own_writes_on_any_server_by_the_position_they_reached,
     one_rebuild_runs_at_a_time_per_database,
     readiness_turns_away_traffic_while_commits_fail_and_comes_back,
     metrics_count_requests_by_route_commits_and_read_model_lag,
@@ -153,6 +154,180 @@ async fn an_import_stops_when_its_client_hangs_up() {
     );
     let (status, _, _) = server.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut, as a stopped
+/// database server looks (every open connection is dropped, new ones are
+/// closed at once), or make hang, as an unreachable one looks (new
+/// connections are taken and never answered), until it is restored.
+struct CuttableProxy {
+    port: u16,
+    /// 0: forwarding, 1: closing, 2: hanging.
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    cuts: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    async fn to(upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let mode = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let (accepting, cut_signal) = (mode.clone(), cuts.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut cut = cut_signal.subscribe();
+                match accepting.load(Ordering::SeqCst) {
+                    1 => continue, // dropped: closed at once
+                    2 => {
+                        // Held, unanswered, until the proxy is restored.
+                        tokio::spawn(async move {
+                            let _ = cut.changed().await;
+                            drop(client);
+                        });
+                        continue;
+                    }
+                    _ => {}
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { port, mode, cuts, task }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    fn cut(&self) {
+        self.set(1);
+    }
+
+    fn hang(&self) {
+        self.set(2);
+    }
+
+    fn restore(&self) {
+        self.set(0);
+    }
+}
+
+impl Drop for CuttableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// PostgreSQL stops under a running server, and another starts while it is
+/// down: both answer 503 with Retry-After within the configured wait (never
+/// a hang), `/healthz` stays 200, and once the database is back both serve
+/// again with no restart, nothing refused having been written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgres_is_down_requests_get_a_prompt_503_and_service_resumes_after() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let url = reqwest::Url::parse(&database.url).expect("a URL");
+    let upstream = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432)
+    );
+    let proxy = CuttableProxy::to(upstream).await;
+    let mut proxied = database.shared();
+    let mut through = url.clone();
+    through.set_port(Some(proxy.port)).expect("a port");
+    proxied.url = through.to_string();
+    let args = ["--database-wait-secs", "2"];
+    let server = Server::start_with_args(proxied.shared(), None, &args).await;
+    let before = server.create("contacts", json!({"name": "Before"})).await;
+
+    proxy.cut();
+    for (method, path, body) in [
+        (Method::POST, "/v1/contacts", Some(json!({"name": "During"}))),
+        (Method::GET, "/v1/contacts", None),
+        (Method::GET, &*format!("/v1/contacts/{}", id(&before)), None),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, headers, problem) = server.call(method.clone(), path, Some(&server.admin), body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{method} {path}: {problem}");
+        assert!(headers.contains_key("retry-after"), "{method} {path}");
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{method} {path} answered within the wait: {:?}",
+            started.elapsed()
+        );
+    }
+    let (status, _, _) = server.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK, "the process lives");
+    let (status, _, _) = server.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Started during the outage: up at once, 503 until the database is back.
+    let late = Server::start_with_args(proxied.shared(), Some(server.admin.clone()), &args).await;
+    let (status, _, _) = late.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, headers, _) = late.call(Method::GET, "/v1/contacts", Some(&late.admin), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for at in [&server, &late] {
+        loop {
+            let (status, _, _) = at
+                .call(
+                    Method::POST,
+                    "/v1/contacts",
+                    Some(&at.admin),
+                    Some(json!({"name": "After"})),
+                )
+                .await;
+            if status == StatusCode::CREATED {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "service resumes: {status}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let names: Vec<Value> = all_contacts(&late).await.iter().map(|c| c["name"].clone()).collect();
+    assert_eq!(names.len(), 3, "nothing refused was written: {names:?}");
+    assert!(
+        names.contains(&json!("Before")) && !names.contains(&json!("During")),
+        "{names:?}"
+    );
+    let (_, verified) = late.admin(Method::GET, "/v1/admin/verify", None).await;
+    assert_eq!(verified["ok"], true);
+
+    // Unreachable rather than stopped: connections hang unanswered. Still a
+    // 503 within the wait (2 s here), not a hang of the request's life.
+    proxy.hang();
+    for (method, path, body) in [
+        (Method::POST, "/v1/contacts", Some(json!({"name": "Hung"}))),
+        (Method::GET, "/v1/contacts", None),
+    ] {
+        let started = std::time::Instant::now();
+        let (status, headers, problem) = server.call(method.clone(), path, Some(&server.admin), body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{method} {path}: {problem}");
+        assert!(headers.contains_key("retry-after"));
+        assert!(
+            started.elapsed() < Duration::from_secs(7),
+            "{method} {path} answered within the wait: {:?}",
+            started.elapsed()
+        );
+    }
+    proxy.restore();
 }
 
 /// On PostgreSQL every commit notifies the other servers, so an append on
@@ -1134,6 +1309,65 @@ async fn two_servers_on_one_database_see_each_others_writes_at_once(server: &Ser
         rebuilt["totals"], here["totals"],
         "a rebuild on one agrees with the live tables"
     );
+}
+
+/// Behind a load balancer that is not sticky: each write's answer names the
+/// log position it reached, and a read on another server that sends it
+/// back answers from read models at least that far along.
+async fn a_client_reads_its_own_writes_on_any_server_by_the_position_they_reached(server: &Server) {
+    let database = server.database.as_ref().expect("the store").shared();
+    let other = Server::start_with(database, Some(server.admin.clone())).await;
+    let position_of = |headers: &reqwest::header::HeaderMap| -> u64 {
+        let raw = headers.get("crm-position").expect("every answer names its position");
+        raw.to_str().expect("text").parse().expect("a number")
+    };
+    for n in 0..10 {
+        let (here, there) = if n % 2 == 0 { (server, &other) } else { (&other, server) };
+        let (status, headers, contact) = here
+            .call(
+                Method::POST,
+                "/v1/contacts",
+                Some(&here.admin),
+                Some(json!({"name": format!("Own {n}")})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{contact}");
+        let written = position_of(&headers);
+        let response = there
+            .client
+            .get(format!("{}/v1/contacts/{}", there.base, id(&contact)))
+            .bearer_auth(&there.admin)
+            .header("Crm-Min-Position", written.to_string())
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            position_of(response.headers()) >= written,
+            "the read reflects the write"
+        );
+        let (_, headers, list) = there
+            .call(Method::GET, "/v1/contacts?limit=500", Some(&there.admin), None)
+            .await;
+        assert!(position_of(&headers) >= written, "{list}");
+    }
+    let head = server.n_events().await;
+    for (sent, why) in [
+        ("soon", "not a number"),
+        ("-1", "not a position"),
+        (&*(head + 1_000).to_string(), "past the log's end"),
+    ] {
+        let response = other
+            .client
+            .get(format!("{}/v1/contacts", other.base))
+            .bearer_auth(&other.admin)
+            .header("Crm-Min-Position", sent)
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{why}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+    }
 }
 
 /// Each server remembers the states it last wrote; the other server moving

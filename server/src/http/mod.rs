@@ -3,6 +3,7 @@
 //! two cannot drift apart. `serve` runs it with graceful shutdown.
 
 mod admin;
+mod consistency;
 mod error;
 mod events;
 pub mod extract;
@@ -175,6 +176,7 @@ pub fn router(state: AppState) -> Router {
     routes
         .route("/v1/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), consistency::consistent))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -221,17 +223,28 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Answers one connection over the limit: reads its request (for at most
 /// `REFUSAL_TIMEOUT`) and answers 503 with `Retry-After`, then closes it.
 async fn refuse(stream: tokio::net::TcpStream) {
+    answer_unavailable(
+        stream,
+        "over-capacity",
+        "the server has too many open connections; retry after the time in Retry-After",
+        false,
+    )
+    .await;
+}
+
+/// Answers one connection's request with a 503 problem (`/healthz`, if
+/// `alive`, with 200: the process lives) and closes it.
+async fn answer_unavailable(stream: tokio::net::TcpStream, slug: &'static str, detail: &'static str, alive: bool) {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(REFUSAL_TIMEOUT)
         .keep_alive(false);
-    let service = hyper::service::service_fn(|_| async {
-        let mut response = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "over-capacity",
-            "the server has too many open connections; retry after the time in Retry-After",
-        )
-        .into_response();
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| async move {
+        let mut response = if alive && request.uri().path() == "/healthz" {
+            Json(json!({"status": "starting"})).into_response()
+        } else {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail).into_response()
+        };
         response
             .headers_mut()
             .insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
@@ -239,6 +252,40 @@ async fn refuse(stream: tokio::net::TcpStream) {
     });
     let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT * 2, connection).await;
+}
+
+/// Answers every connection on `listener` with 503 (`/healthz`: 200) until
+/// `ready` resolves, then hands back the listener and what `ready` gave:
+/// a server whose database is not reachable yet is up and says so.
+pub async fn unavailable_until<T>(
+    listener: tokio::net::TcpListener,
+    ready: impl std::future::Future<Output = T>,
+) -> (tokio::net::TcpListener, T) {
+    let answering = Arc::new(tokio::sync::Semaphore::new(REFUSING_MAX));
+    tokio::pin!(ready);
+    loop {
+        tokio::select! {
+            done = &mut ready => return (listener, done),
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                if let Ok(slot) = Arc::clone(&answering).try_acquire_owned() {
+                    tokio::spawn(async move {
+                        answer_unavailable(
+                            stream,
+                            "starting",
+                            "the server is waiting for its database to be reachable; retry after the time in Retry-After",
+                            true,
+                        )
+                        .await;
+                        drop(slot);
+                    });
+                }
+            }
+        }
+    }
 }
 
 /// Serves until `shutdown` turns true, then lets in-flight requests finish.
