@@ -156,6 +156,271 @@ async fn an_import_stops_when_its_client_hangs_up() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// Hostile input, generated: random methods, paths built from the routes'
+/// shapes with random segments, unknown and malformed query parameters,
+/// random headers and bodies (JSON of any shape, bytes that are not UTF-8).
+/// Whatever comes, the server answers: never a 5xx, every refusal is
+/// problem+json with its own status, and a refused request appends nothing.
+/// `PROPTEST_CASES` sets how many (400 by default: a few seconds).
+#[test]
+fn any_request_gets_a_clean_answer_and_a_refusal_appends_nothing() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let server = runtime.block_on(Server::start(TestDatabase::sqlite()));
+    let (account, contact, deal) = runtime.block_on(async {
+        let account = server
+            .create("accounts", json!({"name": "Acme", "external_id": "A-1"}))
+            .await;
+        let contact = server
+            .create(
+                "contacts",
+                json!({"name": "Ada", "account_id": id(&account), "external_id": "C-1"}),
+            )
+            .await;
+        let deal = server
+            .create("deals", json!({"title": "Pilot", "account_id": id(&account)}))
+            .await;
+        (id(&account), id(&contact), id(&deal))
+    });
+
+    let odd_segment = prop_oneof![
+        Just("0190a000-0000-7000-8000-000000000009".to_owned()),
+        Just("%00".to_owned()),
+        Just("..".to_owned()),
+        Just("%FF%FE".to_owned()),
+        "[a-z0-9_.~-]{0,12}",
+        "[A-Za-z0-9%]{200,400}",
+    ];
+    let kind = prop_oneof![
+        4 => Just("contacts".to_owned()),
+        3 => Just("accounts".to_owned()),
+        3 => Just("deals".to_owned()),
+        2 => Just("interactions".to_owned()),
+        1 => Just("users".to_owned()),
+        1 => Just("pipeline".to_owned()),
+        1 => Just("data-quality".to_owned()),
+        1 => Just("stale".to_owned()),
+        2 => odd_segment.clone(),
+    ];
+    let record = prop_oneof![
+        3 => Just(contact.clone()),
+        2 => Just(account.clone()),
+        3 => Just(deal.clone()),
+        2 => odd_segment,
+    ];
+    let path = prop_oneof![
+        Just("/v1/{0}".to_owned()),
+        Just("/v1/{0}".to_owned()),
+        Just("/v1/{0}".to_owned()),
+        Just("/v1/{0}".to_owned()),
+        Just("/v1/{0}/{1}".to_owned()),
+        Just("/v1/{0}/{1}".to_owned()),
+        Just("/v1/{0}/{1}".to_owned()),
+        Just("/v1/{0}/{1}/history".to_owned()),
+        Just("/v1/{0}/{1}/timeline".to_owned()),
+        Just("/v1/deals/{1}/stage".to_owned()),
+        Just("/v1/deals/{1}/stage".to_owned()),
+        Just("/v1/deals/{1}/close".to_owned()),
+        Just("/v1/reports/{0}".to_owned()),
+        Just("/v1/reports/data-quality/{0}".to_owned()),
+        Just("/v1/events".to_owned()),
+        Just("/v1/audit".to_owned()),
+        Just("/v1/import/{0}".to_owned()),
+        Just("/v1/export/{0}.csv".to_owned()),
+        Just("/v1/admin/{0}".to_owned()),
+        Just("/{0}".to_owned()),
+    ];
+    let parameter = (
+        prop_oneof![
+            Just("limit"),
+            Just("cursor"),
+            Just("as_of"),
+            Just("q"),
+            Just("owner_id"),
+            Just("account_id"),
+            Just("after"),
+            Just("since"),
+            Just("until"),
+            Just("stage"),
+            Just("kind"),
+            Just("department"),
+            Just("actor"),
+            Just("list"),
+            Just("bogus"),
+        ],
+        prop_oneof![
+            Just("-1".to_owned()),
+            Just("0".to_owned()),
+            Just("500".to_owned()),
+            Just("99999999999999999999".to_owned()),
+            Just("2026-09-30".to_owned()),
+            Just("2026-13-45".to_owned()),
+            Just("abc".to_owned()),
+            Just("%27%20OR%201%3D1--".to_owned()),
+            Just(contact.clone()),
+            "[ -~]{0,20}".prop_map(|v| v.replace(['&', '#', ' '], "")),
+        ],
+    );
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|n| json!(n)),
+        ".{0,30}".prop_map(Value::String),
+        Just(json!(contact.clone())),
+        Just(json!(i64::MAX)),
+    ];
+    let json_value = leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![
+                    Just("name".to_owned()),
+                    Just("title".to_owned()),
+                    Just("email".to_owned()),
+                    Just("account_id".to_owned()),
+                    Just("contact_id".to_owned()),
+                    Just("stage".to_owned()),
+                    Just("outcome".to_owned()),
+                    Just("amount".to_owned()),
+                    Just("value_minor".to_owned()),
+                    Just("currency".to_owned()),
+                    Just("kind".to_owned()),
+                    Just("summary".to_owned()),
+                    Just("tags".to_owned()),
+                    Just("custom".to_owned()),
+                    Just("external_id".to_owned()),
+                    Just("role".to_owned()),
+                    Just("department".to_owned()),
+                    ".{0,10}",
+                ],
+                inner,
+                0..6,
+            )
+            .prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    });
+    // Mostly well-formed records of some kind, with one field set to anything.
+    let bases = vec![
+        json!({"name": "Fuzz", "account_id": account.clone(), "external_id": "C-F"}),
+        json!({"name": "Fuzz Ltd", "domain": "fuzz.example"}),
+        json!({"title": "Fuzz deal", "account_id": account.clone(), "stage": "proposal"}),
+        json!({"kind": "call", "summary": "called", "contact_id": contact.clone()}),
+        json!({"stage": "negotiation"}),
+        json!({"outcome": "lost", "reason": "price"}),
+        json!({"name": "Fuzzer", "department": "Sales", "role": "viewer"}),
+    ];
+    let field = prop_oneof![
+        Just("name"),
+        Just("email"),
+        Just("phone"),
+        Just("amount"),
+        Just("tags"),
+        Just("custom"),
+        Just("external_id"),
+        Just("stage"),
+        Just("expected_close"),
+        Just("occurred_at"),
+        Just("owner_id"),
+        Just("lifecycle_stage"),
+        Just("domain"),
+        Just("contact_ids"),
+        Just("title"),
+        Just("unknown"),
+    ];
+    let record_body = (
+        prop::sample::select(bases),
+        prop::option::of((field, json_value.clone())),
+    )
+        .prop_map(|(mut body, change)| {
+            if let Some((field, value)) = change {
+                body[field] = value;
+            }
+            Some(body.to_string().into_bytes())
+        });
+    let body = prop_oneof![
+        2 => Just(None),
+        4 => record_body,
+        4 => json_value.prop_map(|v| Some(v.to_string().into_bytes())),
+        1 => prop::collection::vec(any::<u8>(), 0..200).prop_map(Some),
+        1 => Just(Some(b"external_id,name\nZ-1,Zed\n,\n\"unterminated".to_vec())),
+    ];
+    let header = prop_oneof![
+        Just(None),
+        Just(Some(("If-Match", "\"1\"".to_owned()))),
+        Just(Some(("If-Match", "garbage".to_owned()))),
+        Just(Some(("Idempotency-Key", "k".repeat(300)))),
+        Just(Some(("Crm-Min-Position", "18446744073709551616".to_owned()))),
+        Just(Some(("Content-Type", "text/plain".to_owned()))),
+    ];
+    let method = prop_oneof![
+        4 => Just(Method::GET), 4 => Just(Method::POST), 3 => Just(Method::PATCH), 1 => Just(Method::DELETE), 1 => Just(Method::PUT),
+    ];
+    let request = (
+        method,
+        path,
+        kind,
+        record,
+        prop_oneof![3 => Just(Vec::new()), 1 => prop::collection::vec(parameter, 1..4)],
+        body,
+        header,
+    );
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(400);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    });
+    let head = || async {
+        let (_, verified) = server.admin(Method::GET, "/v1/admin/verify", None).await;
+        verified["events"].as_u64().expect("a count")
+    };
+    let outcome = runner.run(&request, |(method, path, first, second, parameters, body, header)| {
+        runtime.block_on(async {
+            let path = path.replace("{0}", &first).replace("{1}", &second);
+            let query: Vec<String> = parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let url = format!("{}{path}?{}", server.base, query.join("&"));
+            let before = head().await;
+            let mut request = server.client.request(method.clone(), &url).bearer_auth(&server.admin);
+            if let Some(body) = body {
+                request = request.header("Content-Type", "application/json").body(body);
+            }
+            if let Some((name, value)) = header {
+                request = request.header(name, value);
+            }
+            let Ok(response) = request.send().await else {
+                // reqwest itself refused to build it (a URL it cannot parse).
+                return Ok(());
+            };
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let text = response.text().await.unwrap_or_default();
+            let what = format!("{method} {url} -> {status}: {text:.300}");
+            prop_assert!(!status.is_server_error(), "{}", what);
+            if status.is_client_error() {
+                prop_assert_eq!(content_type.as_str(), "application/problem+json", "{}", what);
+                let problem: Value =
+                    serde_json::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}: {what}")))?;
+                prop_assert_eq!(problem["status"].as_u64(), Some(u64::from(status.as_u16())), "{}", what);
+                prop_assert_eq!(head().await, before, "a refused request appended nothing: {}", what);
+            }
+            Ok(())
+        })
+    });
+    if let Err(failure) = outcome {
+        panic!("{failure}");
+    }
+}
+
 /// A TCP proxy in front of PostgreSQL that a test can cut, as a stopped
 /// database server looks (every open connection is dropped, new ones are
 /// closed at once), or make hang, as an unreachable one looks (new

@@ -185,3 +185,20 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Par
             .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
     }
 }
+
+/// The path's parameters (axum's `Path`): a segment that does not parse
+/// (`/v1/contacts/not-an-id`) names nothing here, so it is a 404 problem
+/// rather than axum's plain-text 400.
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|rejection| ApiError::not_found(format!("no such resource: {}", rejection.body_text())))
+    }
+}

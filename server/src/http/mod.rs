@@ -135,6 +135,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "this route does not take that method; see /v1/openapi.json",
+    )
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route; see /v1/openapi.json")
 }
@@ -176,6 +184,7 @@ pub fn router(state: AppState) -> Router {
     routes
         .route("/v1/openapi.json", get(move || async move { Json(openapi.as_ref().clone()) }))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), consistency::consistent))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))

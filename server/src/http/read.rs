@@ -2,7 +2,7 @@
 //! records, and the reports.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use eventstore::LogFilter;
 use projections::reports::{
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Params, Reader};
+use super::extract::{Params, Path, Reader};
 use super::records::{PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, record_kind};
 use crate::queries;
 

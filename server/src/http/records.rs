@@ -1,7 +1,7 @@
 //! Contacts, accounts and deals; deal stages and closing; interactions.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{IdempotencyKey, IfMatch, JsonObject, Params, Reader, Writer};
+use super::extract::{IdempotencyKey, IfMatch, JsonObject, Params, Path, Reader, Writer};
 use crate::app::{Actor, App, AppError, Outcome};
 
 /// Most records one list page returns.

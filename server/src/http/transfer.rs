@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use domain::RecordKind;
@@ -12,7 +12,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Admin;
+use super::extract::{Admin, Path};
 use crate::csv_io;
 
 fn importable(raw: &str) -> Result<RecordKind, ApiError> {
