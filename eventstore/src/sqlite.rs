@@ -125,9 +125,55 @@ fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
     })
 }
 
+/// How often a SQLite store looks for other processes' appends.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
 impl Backend for SqliteBackend {
-    fn follow_appends(&self, _appended: Box<dyn Fn(u64) + Send + Sync>) -> Option<BoxFuture<'static, ()>> {
-        None
+    /// SQLite cannot notify another process, but `PRAGMA data_version`
+    /// tells a connection, for the price of reading one page header already
+    /// in memory, whether any other connection has committed since it last
+    /// asked: a check every `FOLLOW_EVERY` finds another server's appends
+    /// that soon (its own, made on the appender's connection, too; moving
+    /// the head to where it already is costs nothing).
+    fn follow_appends(&self, appended: Box<dyn Fn(u64) + Send + Sync>) -> Option<BoxFuture<'static, ()>> {
+        let options = (*self.readers.connect_options()).clone();
+        Some(Box::pin(async move {
+            let mut seen: Option<i64> = None;
+            let mut conn: Option<sqlx::SqliteConnection> = None;
+            loop {
+                tokio::time::sleep(FOLLOW_EVERY).await;
+                let live = match &mut conn {
+                    Some(live) => live,
+                    None => match sqlx::ConnectOptions::connect(&options).await {
+                        Ok(new) => conn.insert(new),
+                        Err(error) => {
+                            tracing::debug!(%error, "cannot open a connection to follow other processes' appends");
+                            continue;
+                        }
+                    },
+                };
+                let version = sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+                    .fetch_one(&mut *live)
+                    .await;
+                let head = match version {
+                    Ok(version) if seen == Some(version) => continue,
+                    Ok(version) => {
+                        seen = Some(version);
+                        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(position), 0) FROM events")
+                            .fetch_one(&mut *live)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                };
+                match head {
+                    Ok(head) => appended(to_u64(head)),
+                    Err(error) => {
+                        tracing::debug!(%error, "following other processes' appends failed; reconnecting");
+                        conn = None;
+                    }
+                }
+            }
+        }))
     }
 
     fn name(&self) -> &'static str {

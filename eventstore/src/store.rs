@@ -315,9 +315,9 @@ impl Store {
 
     /// Waits until the log holds an event after `after`, or `timeout` has
     /// passed, and returns the head position. Appends through this store wake
-    /// waiters at once, and on PostgreSQL so do other processes' (their
-    /// commits notify); on SQLite those are seen when the wait times out and
-    /// the head is read again, so `timeout` is their poll interval.
+    /// waiters at once, and so do other processes' (PostgreSQL: their commits
+    /// notify; SQLite: within 50 ms, see `follow_appends`); should the feed
+    /// of those fail, the head is read again when `timeout` passes.
     pub async fn wait_for(&self, after: u64, timeout: Duration) -> Result<u64, StoreError> {
         let mut head = self.inner.head.clone();
         let seen = *head.borrow_and_update();

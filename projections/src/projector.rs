@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::ProjectionError;
 use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
+use crate::schema::{ACCOUNTS, CONTACTS, DEALS, INTERACTIONS, USERS};
 use crate::sql::Exec;
 use crate::tables::{AsideRows, AsideWriter, Folded, ListFilter, RowCache, State, Swap, Tables};
 
@@ -397,6 +398,32 @@ impl Projector {
         keys.of_kind_mut(kind).extend(ids.iter().copied());
         let model = self.tables.load(&keys).await?;
         Ok(ids.iter().filter_map(|id| crate::view_of(&model, kind, *id)).collect())
+    }
+
+    /// Up to `limit` views of a kind's live records (every interaction)
+    /// after the id `after`, in id order: to walk a whole kind a page at a
+    /// time (an export), in memory bounded by the page.
+    pub async fn page(
+        &self,
+        kind: RecordKind,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Value)>, ProjectionError> {
+        let table = match kind {
+            RecordKind::Contact => &CONTACTS,
+            RecordKind::Account => &ACCOUNTS,
+            RecordKind::Deal => &DEALS,
+            RecordKind::Interaction => &INTERACTIONS,
+            RecordKind::User => &USERS,
+        };
+        let ids = self.tables.ids_after(table, after, limit.max(1)).await?;
+        let mut keys = Keys::default();
+        keys.of_kind_mut(kind).extend(ids.iter().copied());
+        let model = self.tables.load(&keys).await?;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| Some((id, crate::view_of(&model, kind, id)?)))
+            .collect())
     }
 
     /// One page of live contacts, accounts or deals, in id order, and the

@@ -422,6 +422,32 @@ impl Tables {
             .collect()
     }
 
+    /// Up to `limit` ids of a table's rows after `after`, in id order: only
+    /// live (not archived) ones where the table keeps that flag.
+    pub async fn ids_after(
+        &self,
+        table: &Table,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, ProjectionError> {
+        let live = if table.columns.iter().any(|c| c.name == "archived") {
+            "archived = 0 AND "
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT id FROM {LIVE}{} WHERE {live}id > $1 ORDER BY id LIMIT {limit}",
+            table.name
+        );
+        // Every id's text sorts after the empty string.
+        let after = Cell::Text(Some(after.map(|id| id.to_string()).unwrap_or_default()));
+        let mut conn = self.readers.acquire().await?;
+        let rows = conn.fetch(&sql, vec![after], &[Kind::Text]).await?;
+        rows.into_iter()
+            .map(|row| parse_id(row.into_iter().next().and_then(Cell::into_text)))
+            .collect()
+    }
+
     /// Answers a report from the live tables, measured at `as_of`, inside
     /// one read transaction: its summary and its pages agree.
     pub async fn report(

@@ -384,6 +384,7 @@ fn load_pipeline(path: Option<&std::path::Path>) -> Result<domain::Pipeline, Str
 
 async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
     let pipeline = load_pipeline(cli.pipeline.as_deref())?;
+    let json = cli.json;
     let (store, listener) = match &cli.command {
         Command::Serve { addr, .. } => open_for_serving(config, *addr).await?,
         _ => (open(config).await?, None),
@@ -409,7 +410,7 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
         }
         Command::Demo { contacts, seed, until } => demo(&store, contacts, seed, until).await,
         Command::Import { kind, file } => import_file(&app, kind, &file, &actor).await,
-        Command::Export { kind } => export(&store, kind).await,
+        Command::Export { kind } => export(&store, kind, json).await,
         Command::Create { kind, fields } => changed(app.create(kind, &parse_input(&fields)?, &actor, now).await),
         Command::Update {
             kind,
@@ -562,20 +563,35 @@ async fn demo(store: &Store, contacts: usize, seed: u64, until: Option<chrono::N
     })
 }
 
-async fn export(store: &Store, kind: RecordKind) -> Result<Output, String> {
+async fn export(store: &Store, kind: RecordKind, json: bool) -> Result<Output, String> {
     if kind == RecordKind::User {
         return Err("users are not exported".into());
     }
+    use futures_util::TryStreamExt as _;
+    use std::io::Write as _;
     let projector = projector(store).await?;
-    let model = projector
-        .whole(kind == RecordKind::Interaction)
-        .await
-        .map_err(|e| e.to_string())?;
-    let csv = crate::csv_io::export(&model, kind).map_err(|e| e.to_string())?;
-    let text = String::from_utf8(csv).map_err(|e| e.to_string())?;
+    let mut chunks = std::pin::pin!(crate::csv_io::export(projector, kind));
+    if json {
+        let mut csv = Vec::new();
+        while let Some(chunk) = chunks.try_next().await.map_err(|e| e.to_string())? {
+            csv.extend(chunk);
+        }
+        let text = String::from_utf8(csv).map_err(|e| e.to_string())?;
+        return Ok(Output {
+            value: json!({"csv": text}),
+            text: String::new(),
+        });
+    }
+    // Written as it is read: a page of records in memory at a time.
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = chunks.try_next().await.map_err(|e| e.to_string())? {
+        out.write_all(&chunk)
+            .map_err(|e| format!("cannot write the export: {e}"))?;
+    }
+    out.flush().map_err(|e| format!("cannot write the export: {e}"))?;
     Ok(Output {
-        value: json!({"csv": text}),
-        text: text.trim_end().to_owned(),
+        value: Value::Null,
+        text: String::new(),
     })
 }
 

@@ -12,7 +12,9 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::{DealStatus, Input, RecordKind};
-use projections::{CrmModel, Projector};
+use std::sync::Arc;
+
+use projections::Projector;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -434,43 +436,59 @@ pub fn columns(kind: RecordKind) -> &'static [&'static str] {
 }
 
 /// The current records of `kind` as CSV, archived ones left out.
-pub fn export(model: &CrmModel, kind: RecordKind) -> Result<Vec<u8>, csv::Error> {
-    let mut out = csv::Writer::from_writer(Vec::new());
-    out.write_record(columns(kind))?;
-    let ids: Vec<Uuid> = match kind {
-        RecordKind::Contact => model
-            .contacts
-            .values()
-            .filter(|r| !r.meta.archived)
-            .map(|r| r.id)
-            .collect(),
-        RecordKind::Account => model
-            .accounts
-            .values()
-            .filter(|r| !r.meta.archived)
-            .map(|r| r.id)
-            .collect(),
-        RecordKind::Deal => model
-            .deals
-            .values()
-            .filter(|r| !r.meta.archived)
-            .map(|r| r.id)
-            .collect(),
-        RecordKind::Interaction => model.interactions.keys().copied().collect(),
-        RecordKind::User => vec![],
-    };
-    for id in ids {
-        let view = projections::view_of(model, kind, id);
-        let Some(mut view) = view else { continue };
-        if let Some(amount) = view.get("amount").cloned() {
-            view["amount_value_minor"] = amount.get("value_minor").cloned().unwrap_or(Value::Null);
-            view["amount_currency"] = amount.get("currency").cloned().unwrap_or(Value::Null);
+/// Records per page of an export: what one step holds in memory.
+const EXPORT_PAGE: usize = 1_000;
+
+/// The current records of `kind` (not archived; every interaction) as CSV
+/// that imports again, a chunk at a time: the header row, then one chunk per
+/// page of records in id order. Memory stays bounded by a page however many
+/// records there are; a record written during the export is in it if its
+/// page is read after the write.
+pub fn export(
+    projector: Arc<Projector>,
+    kind: RecordKind,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    use futures_util::StreamExt as _;
+    let header = futures_util::stream::once(async move { csv_chunk(|out| out.write_record(columns(kind))) });
+    // The state is the cursor of the next page; `None` once the last was read.
+    let pages = futures_util::stream::try_unfold(Some(None), move |cursor: Option<Option<Uuid>>| {
+        let projector = Arc::clone(&projector);
+        async move {
+            let Some(after) = cursor else { return Ok(None) };
+            let page = projector
+                .page(kind, after, EXPORT_PAGE)
+                .await
+                .map_err(std::io::Error::other)?;
+            let next = (page.len() == EXPORT_PAGE).then(|| page.last().map(|(id, _)| *id));
+            let chunk = csv_chunk(|out| {
+                for (_, view) in &page {
+                    out.write_record(export_row(kind, view))?;
+                }
+                Ok(())
+            })?;
+            Ok(Some((chunk, next)))
         }
-        let row: Vec<String> = columns(kind)
-            .iter()
-            .map(|column| cell(view.get(*column).unwrap_or(&Value::Null)))
-            .collect();
-        out.write_record(&row)?;
-    }
-    out.into_inner().map_err(|e| e.into_error().into())
+    });
+    header.chain(pages)
+}
+
+fn csv_chunk(
+    write: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> Result<(), csv::Error>,
+) -> Result<Vec<u8>, std::io::Error> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    write(&mut out).map_err(std::io::Error::other)?;
+    out.into_inner().map_err(|e| std::io::Error::other(e.into_error()))
+}
+
+/// A record's view as a row of `columns(kind)`.
+fn export_row(kind: RecordKind, view: &Value) -> Vec<String> {
+    let amount = view.get("amount");
+    columns(kind)
+        .iter()
+        .map(|column| match *column {
+            "amount_value_minor" => amount.and_then(|a| a.get("value_minor")).map(cell).unwrap_or_default(),
+            "amount_currency" => amount.and_then(|a| a.get("currency")).map(cell).unwrap_or_default(),
+            column => cell(view.get(column).unwrap_or(&Value::Null)),
+        })
+        .collect()
 }

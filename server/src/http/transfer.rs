@@ -60,10 +60,10 @@ pub async fn export(
         .strip_suffix(".csv")
         .ok_or_else(|| ApiError::not_found("export names a .csv file, such as contacts.csv"))?;
     let kind = importable(kind)?;
-    state.projector.catch_up().await?;
-    let model = state.projector.whole(kind == RecordKind::Interaction).await?;
-    let csv = csv_io::export(&model, kind).map_err(|e| ApiError::internal(&e))?;
-    let mut response = csv.into_response();
+    // A database that cannot answer is a 503 now, not a cut-off CSV later.
+    state.projector.page(kind, None, 1).await?;
+    let chunks = csv_io::export(std::sync::Arc::clone(&state.projector), kind).map_ok(axum::body::Bytes::from);
+    let mut response = Body::from_stream(chunks).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/csv; charset=utf-8"),
