@@ -166,6 +166,93 @@ async fn an_export_of_several_pages_has_every_live_record_once() {
     assert!(!ids.contains("E-7") && ids.contains("E-0") && ids.contains(&format!("E-{}", ROWS - 1)));
 }
 
+/// The disk fills under a running SQLite server (its database on a 4 MiB
+/// tmpfs, mounted in a private mount namespace, so no privilege is needed):
+/// writes answer 503 with `Retry-After` and `/readyz` says why; once space
+/// is freed the same process writes again, and every acknowledged create
+/// is there, the chain intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_and_writes_resume_once_space_is_freed() {
+    let dir = std::env::temp_dir().join(format!("crm-full-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let mut command = Command::new("unshare");
+    command
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=4m tmpfs "$0" && exec "$1" serve --addr 127.0.0.1:0 --database "sqlite://$0/crm.db""#)
+        .arg(&dir)
+        .arg(env!("CARGO_BIN_EXE_crm-blackbox"))
+        .env("CRM_LOG", "error");
+    let server = Server::from_command(command, None, None).await;
+    // The server's own view of the directory: the tmpfs.
+    let inside = std::path::PathBuf::from(format!("/proc/{}/root{}", server.child.id(), dir.display()));
+    let filler = inside.join("filler");
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&filler).expect("a filler file on the tmpfs");
+        let block = vec![7u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        // Leave room for a few hundred creates, so some land before it fills.
+        let full = file.metadata().expect("its size").len();
+        file.set_len(full.saturating_sub(512 * 1024)).expect("room");
+    }
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for n in 0..3_000 {
+        let body = json!({"name": format!("Filler {n}"), "title": "x".repeat(1_000)});
+        let (status, headers, answer) = server
+            .call(Method::POST, "/v1/contacts", Some(&server.admin), Some(body))
+            .await;
+        match status {
+            StatusCode::CREATED => acknowledged.push(id(&answer)),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(headers.contains_key("retry-after"), "{answer}");
+                refused += 1;
+                if refused == 5 {
+                    break;
+                }
+            }
+            other => panic!("a full disk answers 503, not {other}: {answer}"),
+        }
+    }
+    assert_eq!(refused, 5, "the disk filled up");
+    assert!(!acknowledged.is_empty(), "writes landed before the disk filled");
+    let (status, _, readiness) = server.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{readiness}");
+    assert!(
+        readiness.to_string().contains("full"),
+        "readiness names the cause: {readiness}"
+    );
+
+    std::fs::remove_file(&filler).expect("free the space");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, answer) = server
+            .call(
+                Method::POST,
+                "/v1/contacts",
+                Some(&server.admin),
+                Some(json!({"name": "After the disk"})),
+            )
+            .await;
+        if status == StatusCode::CREATED {
+            acknowledged.push(id(&answer));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes resume with no restart: {status} {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let listed: std::collections::BTreeSet<String> = all_contacts(&server).await.iter().map(id).collect();
+    for written in &acknowledged {
+        assert!(listed.contains(written), "acknowledged {written} is kept");
+    }
+    assert_eq!(listed.len(), acknowledged.len(), "nothing refused was written");
+    let (_, verified) = server.admin(Method::GET, "/v1/admin/verify", None).await;
+    assert_eq!(verified["ok"], true, "{verified}");
+}
+
 /// A client that sends a large import whole and hangs up: the server stops
 /// importing once the connection's end reaches it, instead of working
 /// through the rest of the body for nobody.
@@ -727,6 +814,11 @@ impl Server {
         if let Some(schema) = &database.options.schema {
             command.args(["--schema", schema]);
         }
+        Self::from_command(command, Some(database), known_admin).await
+    }
+
+    /// Runs `command`, a `crm serve` however launched, and waits for it to listen.
+    async fn from_command(mut command: Command, database: Option<TestDatabase>, known_admin: Option<String>) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -759,7 +851,7 @@ impl Server {
             base,
             admin,
             client: Client::new(),
-            database: Some(database),
+            database,
         }
     }
 
