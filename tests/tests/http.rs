@@ -117,17 +117,7 @@ async fn an_export_of_several_pages_has_every_live_record_once() {
     for n in 0..ROWS {
         csv.push_str(&format!("E-{n},Paged {n},p{n}@example.com\n"));
     }
-    let imported: Value = server
-        .client
-        .post(format!("{}/v1/import/contacts", server.base))
-        .bearer_auth(&server.admin)
-        .body(csv)
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let imported = server.import_csv("contacts", csv).await;
     assert_eq!(imported["created"], ROWS, "{imported}");
     let archived = all_contacts(&server)
         .await
@@ -138,16 +128,7 @@ async fn an_export_of_several_pages_has_every_live_record_once() {
         .admin(Method::DELETE, &format!("/v1/contacts/{}", id(&archived)), None)
         .await;
     assert!(status.is_success());
-    let exported = server
-        .client
-        .get(format!("{}/v1/export/contacts.csv", server.base))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .expect("answer")
-        .text()
-        .await
-        .expect("csv");
+    let exported = server.export_csv("contacts").await;
     let mut lines = exported.lines();
     let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
     let column = header
@@ -928,6 +909,31 @@ impl Server {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{user}");
         user["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// `POST /v1/import/{kind}` with a CSV body: the import's report.
+    async fn import_csv(&self, kind: &str, csv: String) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/v1/import/{kind}", self.base))
+            .bearer_auth(&self.admin)
+            .body(csv)
+            .send()
+            .await
+            .expect("answer");
+        response.json().await.expect("a JSON report")
+    }
+
+    /// `GET /v1/export/{kind}.csv`: the CSV.
+    async fn export_csv(&self, kind: &str) -> String {
+        let response = self
+            .client
+            .get(format!("{}/v1/export/{kind}.csv", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .expect("answer");
+        response.text().await.expect("csv")
     }
 
     async fn create(&self, kind: &str, body: Value) -> Value {
@@ -2191,23 +2197,10 @@ async fn external_ids_stay_unique_among_live_records_across_servers_imports_and_
         csv.push_str(&format!("C-{n},Person {n},p{n}@example.com\n"));
     }
     // One file imported through both servers at once, as two operators might.
-    let import = |at: &Server| {
-        let request = at
-            .client
-            .post(format!("{}/v1/import/contacts", at.base))
-            .bearer_auth(&at.admin)
-            .body(csv.clone());
-        async move {
-            request
-                .send()
-                .await
-                .expect("answer")
-                .json::<Value>()
-                .await
-                .expect("json")
-        }
-    };
-    let (here, there) = tokio::join!(import(server), import(&other));
+    let (here, there) = tokio::join!(
+        server.import_csv("contacts", csv.clone()),
+        other.import_csv("contacts", csv.clone())
+    );
     let total = |report: &Value, field: &str| report[field].as_u64().expect("a count");
     for report in [&here, &there] {
         assert_eq!(report["errors"], json!([]), "{report}");
@@ -2405,16 +2398,7 @@ async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server:
         (json!(0), json!(2), json!([])),
         "{reimport}"
     );
-    let contacts_csv = server
-        .client
-        .get(format!("{}/v1/export/contacts.csv", server.base))
-        .bearer_auth(&server.admin)
-        .send()
-        .await
-        .expect("answer")
-        .text()
-        .await
-        .expect("csv");
+    let contacts_csv = server.export_csv("contacts").await;
     let reimport: Value = import(contacts_csv, "contacts")
         .await
         .expect("answer")
