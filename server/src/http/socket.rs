@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 /// How often a connection with unread data is checked for a hang-up (when
 /// all is read, the check waits for the kernel instead).
-const HANG_UP_CHECK_EVERY: Duration = Duration::from_millis(100);
+const HANG_UP_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// hyper's handle on the socket.
 #[derive(Debug, Clone)]
@@ -70,6 +70,25 @@ impl AsyncWrite for Shared {
                 written => return Poll::Ready(written),
             }
         }
+    }
+
+    /// Headers and body in one system call, as hyper does on a bare socket.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
