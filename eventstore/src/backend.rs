@@ -9,6 +9,9 @@ use futures_util::future::BoxFuture;
 use crate::hook::CommitHook;
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, TokenRecord};
 
+/// The head of the log (0 when empty), in SQL both databases read alike.
+pub(crate) const HEAD_SQL: &str = "SELECT COALESCE(MAX(position), 0) FROM events";
+
 /// One outcome per request of a committed batch, in request order.
 pub type BatchOutcome = Vec<Result<AppendResult, StoreError>>;
 
@@ -29,8 +32,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Follows appends made by other processes on the same database, calling
     /// `appended` with the last position of each, for as long as the returned
-    /// future runs. `None` where the database cannot tell (SQLite): readers
-    /// then see others' appends when they next read the head.
+    /// future runs (PostgreSQL: notified at their commit; SQLite: seen within
+    /// 50 ms). `None` would leave readers to see others' appends when they
+    /// next read the head.
     fn follow_appends(&self, appended: Box<dyn Fn(u64) + Send + Sync>) -> Option<BoxFuture<'static, ()>>;
 
     /// A stream's events from `from_version` (1-based) on, oldest first.

@@ -9,8 +9,6 @@ pub(crate) const HOLDER: &str = "SELECT stream_id FROM claims WHERE claim = $1";
 
 pub(crate) const UNFILLED: &str = "SELECT COUNT(*) FROM claims_unfilled";
 
-pub(crate) const HEAD: &str = "SELECT COALESCE(MAX(position), 0) FROM events";
-
 /// The fill replaces every claim: what it was folded from covers the whole
 /// log, appends that claimed values since it began included.
 pub(crate) const FILL_CLEAR: &str = "DELETE FROM claims";

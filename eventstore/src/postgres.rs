@@ -21,7 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::backend::{Backend, BatchOutcome};
+use crate::backend::{Backend, BatchOutcome, HEAD_SQL};
 use crate::claims;
 use crate::hook::{CommitHook, HookConnection};
 use crate::model::to_u64;
@@ -521,9 +521,7 @@ impl Backend for PostgresBackend {
 
     fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::bigint FROM events")
-                .fetch_one(&self.readers)
-                .await?;
+            let head: i64 = sqlx::query_scalar(HEAD_SQL).fetch_one(&self.readers).await?;
             Ok(to_u64(head))
         })
     }
@@ -561,7 +559,7 @@ impl Backend for PostgresBackend {
                 .writer
                 .begin_with("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE")
                 .await?;
-            let now: i64 = sqlx::query_scalar(claims::HEAD).fetch_one(&mut *tx).await?;
+            let now: i64 = sqlx::query_scalar(HEAD_SQL).fetch_one(&mut *tx).await?;
             if to_u64(now) != head {
                 return Ok(false);
             }

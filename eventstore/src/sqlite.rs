@@ -17,7 +17,7 @@ use futures_util::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use crate::backend::{Backend, BatchOutcome};
+use crate::backend::{Backend, BatchOutcome, HEAD_SQL};
 use crate::claims;
 use crate::hook::CommitHook;
 use crate::model::to_u64;
@@ -159,9 +159,7 @@ impl Backend for SqliteBackend {
                     Ok(version) if seen == Some(version) => continue,
                     Ok(version) => {
                         seen = Some(version);
-                        sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(position), 0) FROM events")
-                            .fetch_one(&mut *live)
-                            .await
+                        sqlx::query_scalar::<_, i64>(HEAD_SQL).fetch_one(&mut *live).await
                     }
                     Err(error) => Err(error),
                 };
@@ -322,9 +320,7 @@ impl Backend for SqliteBackend {
 
     fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(async move {
-            let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
-                .fetch_one(&self.readers)
-                .await?;
+            let head: i64 = sqlx::query_scalar(HEAD_SQL).fetch_one(&self.readers).await?;
             Ok(to_u64(head))
         })
     }
@@ -359,7 +355,7 @@ impl Backend for SqliteBackend {
         Box::pin(async move {
             // BEGIN IMMEDIATE takes the write lock the appender's commits take.
             let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-            let now: i64 = sqlx::query_scalar(claims::HEAD).fetch_one(&mut *tx).await?;
+            let now: i64 = sqlx::query_scalar(HEAD_SQL).fetch_one(&mut *tx).await?;
             if to_u64(now) != head {
                 return Ok(false);
             }

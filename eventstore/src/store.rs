@@ -67,7 +67,7 @@ struct Inner {
     schema: Option<String>,
     connect_wait: Duration,
     writes: std::sync::Mutex<WriteHealth>,
-    /// Hears of other processes' appends (PostgreSQL), to wake waiters at once.
+    /// Hears of other processes' appends, to wake waiters at once.
     follower: Option<tokio::task::JoinHandle<()>>,
 }
 

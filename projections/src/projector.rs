@@ -401,14 +401,15 @@ impl Projector {
     }
 
     /// Up to `limit` views of a kind's live records (every interaction)
-    /// after the id `after`, in id order: to walk a whole kind a page at a
-    /// time (an export), in memory bounded by the page.
+    /// after the id `after`, in id order, and the cursor of the next page
+    /// (`None` after the last): to walk a whole kind a page at a time (an
+    /// export), in memory bounded by the page.
     pub async fn page(
         &self,
         kind: RecordKind,
         after: Option<Uuid>,
         limit: usize,
-    ) -> Result<Vec<(Uuid, Value)>, ProjectionError> {
+    ) -> Result<(Vec<Value>, Option<Uuid>), ProjectionError> {
         let table = match kind {
             RecordKind::Contact => &CONTACTS,
             RecordKind::Account => &ACCOUNTS,
@@ -416,14 +417,10 @@ impl Projector {
             RecordKind::Interaction => &INTERACTIONS,
             RecordKind::User => &USERS,
         };
-        let ids = self.tables.ids_after(table, after, limit.max(1)).await?;
-        let mut keys = Keys::default();
-        keys.of_kind_mut(kind).extend(ids.iter().copied());
-        let model = self.tables.load(&keys).await?;
-        Ok(ids
-            .into_iter()
-            .filter_map(|id| Some((id, crate::view_of(&model, kind, id)?)))
-            .collect())
+        let limit = limit.max(1);
+        let ids = self.tables.ids_after(table, after, limit).await?;
+        let next = ids.last().copied().filter(|_| ids.len() == limit);
+        Ok((self.views(kind, &ids).await?, next))
     }
 
     /// One page of live contacts, accounts or deals, in id order, and the

@@ -455,18 +455,17 @@ pub fn export(
         let projector = Arc::clone(&projector);
         async move {
             let Some(after) = cursor else { return Ok(None) };
-            let page = projector
+            let (page, next) = projector
                 .page(kind, after, EXPORT_PAGE)
                 .await
                 .map_err(std::io::Error::other)?;
-            let next = (page.len() == EXPORT_PAGE).then(|| page.last().map(|(id, _)| *id));
             let chunk = csv_chunk(|out| {
-                for (_, view) in &page {
+                for view in &page {
                     out.write_record(export_row(kind, view))?;
                 }
                 Ok(())
             })?;
-            Ok(Some((chunk, next)))
+            Ok(Some((chunk, next.map(Some))))
         }
     });
     header.chain(pages)
