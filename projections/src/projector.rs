@@ -34,14 +34,16 @@ use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::schema::{ACCOUNTS, CONTACTS, DEALS, INTERACTIONS, USERS};
 use crate::sql::Exec;
-use crate::tables::{AsideRows, AsideWriter, Folded, ListFilter, RowCache, State, Swap, Tables};
+use crate::tables::{AsideRows, AsideWriter, Flush, Folded, ListFilter, RowCache, State, Swap, Tables};
 
 /// Events read from the log and folded in one transaction by catch-up
 /// (appends made through this process fold in their own transaction).
 pub const FOLD_BATCH_EVENTS: usize = 5_000;
 /// Events a rebuild reads and folds at a time.
 pub const REBUILD_BATCH_EVENTS: usize = 5_000;
-/// Rows a rebuild holds at most between writes (about 2 KB each in memory).
+/// Records a rebuild holds at most between writes (about 2 KB each in
+/// memory); interactions, written once, are held apart in batches of this
+/// size or fewer.
 pub const REBUILD_ROWS_MAX: usize = 50_000;
 /// How long the live loop waits for news before checking again (it is woken
 /// at once by appends of this process; this bounds the delay for others').
@@ -68,8 +70,9 @@ pub struct ProjectorOptions {
     pub fold_batch_events: usize,
     /// Events per rebuild batch.
     pub rebuild_batch_events: usize,
-    /// Rows a rebuild holds (and writes back once) before it writes them
-    /// and starts again: what bounds its memory.
+    /// Records a rebuild holds (and writes back once) before it writes them
+    /// and starts again: what bounds its memory. More rows, fewer rewrites
+    /// of records that many events touch.
     pub rebuild_rows_max: usize,
     /// Connections kept for reading the tables.
     pub read_connections_max: u32,
@@ -144,9 +147,15 @@ impl Projector {
     }
 
     /// Opens the tables without folding what they lack: for a rebuild,
-    /// which folds everything aside anyway. Serves stale reads until then.
-    pub async fn open_for_rebuild(store: Store) -> Result<Arc<Self>, ProjectionError> {
-        Ok(Self::open_unfolded(store, ProjectorOptions::default()).await?.0)
+    /// which folds everything aside anyway, holding at most `rows_max`
+    /// records between writes (`ProjectorOptions::rebuild_rows_max`).
+    /// Serves stale reads until then.
+    pub async fn open_for_rebuild(store: Store, rows_max: usize) -> Result<Arc<Self>, ProjectionError> {
+        let options = ProjectorOptions {
+            rebuild_rows_max: rows_max,
+            ..ProjectorOptions::default()
+        };
+        Ok(Self::open_unfolded(store, options).await?.0)
     }
 
     /// Opens the tables; says whether they are of this `MODEL_VERSION`.
@@ -290,7 +299,7 @@ impl Projector {
         self.tables.prepare_next().await?;
         let mut rows = AsideRows::new(self.options.rebuild_rows_max);
         let mut position = self.fold_aside(0, &mut rows, &mut progress, None).await?;
-        self.tables.flush_aside(&mut rows).await?;
+        self.tables.flush_aside(&mut rows, Flush::All).await?;
         self.tables.index_next(generation).await?;
         // What was appended meanwhile, still without holding anyone up.
         position = self.fold_aside(position, &mut rows, &mut progress, None).await?;

@@ -262,17 +262,18 @@ impl Tables {
         // The pool's one writer connection goes back before the flush takes it.
         drop(conn);
         if rows.full() {
-            self.flush_aside(rows).await?;
+            self.flush_aside(rows, Flush::Room).await?;
         }
         Ok(())
     }
 
-    /// Writes what a rebuild's rows hold that the tables do not.
-    pub async fn flush_aside(&self, rows: &mut AsideRows) -> Result<(), ProjectionError> {
+    /// Writes what a rebuild's rows hold that the tables do not: `what` says
+    /// how much.
+    pub async fn flush_aside(&self, rows: &mut AsideRows, what: Flush) -> Result<(), ProjectionError> {
         if let Some(mut writer) = self.aside_writer()? {
             let mut owned = rows.take();
             let (owned, flushed) = tokio::task::spawn_blocking(move || {
-                let flushed = writer.flush(&mut owned);
+                let flushed = writer.flush(&mut owned, what);
                 (owned, flushed)
             })
             .await
@@ -282,7 +283,7 @@ impl Tables {
         }
         let mut conn = self.writer.acquire().await?;
         let mut tx = self.begin(&mut conn).await?;
-        rows.flush(&mut *tx).await?;
+        rows.flush(&mut *tx, what).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -531,7 +532,7 @@ impl Swap {
     ) -> Result<(), ProjectionError> {
         rows.fold(&mut *self.tx, keys, fold).await?;
         if rows.full() {
-            rows.flush(&mut *self.tx).await?;
+            rows.flush(&mut *self.tx, Flush::Room).await?;
         }
         Ok(())
     }
@@ -539,7 +540,7 @@ impl Swap {
     /// Writes the rebuild's last rows and puts the rebuilt tables in place
     /// of the live ones, atomically.
     pub async fn finish(mut self, rows: &mut AsideRows, state: State) -> Result<(), ProjectionError> {
-        rows.flush(&mut *self.tx).await?;
+        rows.flush(&mut *self.tx, Flush::All).await?;
         execute_all(&mut *self.tx, drop_sql(LIVE)).await?;
         let mut renames: Vec<String> = TABLES
             .iter()
@@ -739,7 +740,12 @@ pub(crate) struct RowCache {
 const ROW_CACHE_ROWS_MAX: usize = 50_000;
 
 fn rows_held(model: &CrmModel) -> usize {
-    model.users.len() + model.contacts.len() + model.accounts.len() + model.deals.len() + model.interactions.len()
+    records_held(model) + model.interactions.len()
+}
+
+/// Rows held that later events change (all but interactions).
+fn records_held(model: &CrmModel) -> usize {
+    model.users.len() + model.contacts.len() + model.accounts.len() + model.deals.len()
 }
 
 /// A rebuild's rows: a write-back cache over the rebuild tables, which
@@ -789,18 +795,45 @@ impl AsideRows {
     }
 
     fn full(&self) -> bool {
-        rows_held(&self.model) > self.rows_max
+        self.model.interactions.len() > self.rows_max.min(INTERACTIONS_HELD_MAX)
+            || records_held(&self.model) > self.rows_max
     }
 
-    /// Writes every row changed since it was last written, then forgets
-    /// them all.
-    async fn flush(&mut self, conn: &mut dyn Exec) -> Result<(), ProjectionError> {
+    /// Writes rows the tables do not have yet, and forgets them: every row
+    /// held (`Flush::All`), or just enough to make room (`Flush::Room`).
+    /// Interactions never change once logged: when only they fill the
+    /// cache, they alone are written and the records stay held (unwritten),
+    /// so a record is written about once per fill of records, however many
+    /// interactions name it meanwhile.
+    async fn flush(&mut self, conn: &mut dyn Exec, what: Flush) -> Result<(), ProjectionError> {
+        if what == Flush::Room && records_held(&self.model) <= self.rows_max {
+            let interactions = Keys {
+                interactions: std::mem::take(&mut self.dirty.interactions),
+                ..Keys::default()
+            };
+            write_changed(conn, NEXT, &self.model, &interactions, &mut self.loaded, false).await?;
+            self.model.interactions.clear();
+            return Ok(());
+        }
         let dirty = std::mem::take(&mut self.dirty);
         write_changed(conn, NEXT, &self.model, &dirty, &mut self.loaded, false).await?;
         self.model = CrmModel::default();
         self.loaded = Loaded::default();
         Ok(())
     }
+}
+
+/// Interactions a rebuild holds at most, whatever records it may hold: they
+/// are written once and never looked at again.
+const INTERACTIONS_HELD_MAX: usize = 50_000;
+
+/// How much of a rebuild's rows a flush writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Enough to make room for more: when full.
+    Room,
+    /// Every row held: at the rebuild's end.
+    All,
 }
 
 /// A rebuild's writer on SQLite: a native connection that a blocking thread
@@ -822,15 +855,15 @@ impl AsideWriter {
     ) -> Result<(), ProjectionError> {
         futures_executor::block_on(rows.fold(&mut self.conn, keys, fold))?;
         if rows.full() {
-            self.flush(rows)?;
+            self.flush(rows, Flush::Room)?;
         }
         Ok(())
     }
 
     /// `Tables::flush_aside` on this connection, in one write transaction.
-    pub fn flush(&mut self, rows: &mut AsideRows) -> Result<(), ProjectionError> {
+    pub fn flush(&mut self, rows: &mut AsideRows, what: Flush) -> Result<(), ProjectionError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let written = futures_executor::block_on(rows.flush(&mut self.conn))
+        let written = futures_executor::block_on(rows.flush(&mut self.conn, what))
             .and_then(|()| self.conn.execute_batch("COMMIT").map_err(ProjectionError::from));
         if written.is_err() && !self.conn.is_autocommit() {
             // The error is the one to report; a failed rollback leaves the
