@@ -825,7 +825,7 @@ impl AsideRows {
 
 /// Interactions a rebuild holds at most, whatever records it may hold: they
 /// are written once and never looked at again.
-const INTERACTIONS_HELD_MAX: usize = 50_000;
+const INTERACTIONS_HELD_MAX: usize = 10_000;
 
 /// How much of a rebuild's rows a flush writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
