@@ -23,8 +23,8 @@ pub use model::{
     MODEL_VERSION, RecordMeta, UserView,
 };
 pub use projector::{
-    FOLD_BATCH_EVENTS, LIVE_POLL, Projector, ProjectorOptions, REBUILD_BATCH_EVENTS, REBUILD_ROWS_MAX, RebuildReport,
-    fold,
+    AS_OF_FOLDS_MAX, AsOf, FOLD_BATCH_EVENTS, LIVE_POLL, Projector, ProjectorOptions, REBUILD_BATCH_EVENTS,
+    REBUILD_ROWS_MAX, RebuildReport,
 };
 pub use tables::ListFilter;
 pub use views::{interaction_view, record_fields, record_view, view_of};

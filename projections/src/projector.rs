@@ -10,8 +10,8 @@
 //! - Rebuild: fresh tables are folded aside while reads keep using the live
 //!   ones, then swapped in with one transaction. Killed halfway, the live
 //!   tables keep serving and the next rebuild starts over.
-//! - As of: the same fold, in memory, over the events that had happened by
-//!   a date.
+//! - As of: the same fold, over the events that had happened by a date,
+//!   into tables of its own in a scratch file, in bounded memory.
 //!
 //! Every path runs `CrmModel::apply`: the tables hold what it produced, row
 //! by row, and a batch loads exactly the rows `CrmModel::add_keys` names.
@@ -52,6 +52,10 @@ pub const LIVE_POLL: Duration = Duration::from_millis(500);
 /// server's stream of commit notifications costs its peers one read of the
 /// log per pause, not one per commit.
 const CATCH_UP_PAUSE: Duration = Duration::from_millis(20);
+
+/// Reports as of a date folding at once in one process; more wait their
+/// turn, so that memory is that of one fold (see `Projector::as_of`).
+pub const AS_OF_FOLDS_MAX: usize = 1;
 
 /// How often a starting server looks whether another one's rebuild is done.
 const REBUILD_WAIT: Duration = Duration::from_secs(1);
@@ -100,6 +104,8 @@ pub struct Projector {
     /// in their own transaction (`LiveFold`) move it too.
     applied: Arc<watch::Sender<u64>>,
     written: Arc<WrittenViews>,
+    /// Turns of the as-of folds (`AS_OF_FOLDS_MAX`).
+    as_of_turns: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Projector {
@@ -195,6 +201,7 @@ impl Projector {
             applying: Mutex::new(()),
             applied,
             written,
+            as_of_turns: tokio::sync::Semaphore::new(AS_OF_FOLDS_MAX),
         });
         Ok((projector, current))
     }
@@ -336,7 +343,7 @@ impl Projector {
         progress: &mut impl FnMut(u64),
         mut swap: Option<&mut Swap>,
     ) -> Result<u64, ProjectionError> {
-        let mut batches = read_ahead(self.store.clone(), position, self.options.rebuild_batch_events);
+        let mut batches = read_ahead(self.store.clone(), position, self.options.rebuild_batch_events, None);
         if swap.is_none()
             && let Some(writer) = self.tables.aside_writer()?
         {
@@ -355,9 +362,33 @@ impl Projector {
         Ok(position)
     }
 
-    /// The model as it stood at `as_of`: the events that had happened by then.
-    pub async fn as_of(&self, as_of: DateTime<Utc>) -> Result<CrmModel, ProjectionError> {
-        fold(&self.store, Some(as_of)).await
+    /// The read models as they stood at `as_of`: the events that had
+    /// happened by then (`occurred_at` at or before it), folded in position
+    /// order into tables of their own in a scratch SQLite file, the way a
+    /// rebuild folds (rows written back when `rebuild_rows_max` records are
+    /// held), so memory stays bounded however long the log. Interactions
+    /// are not kept: no report reads them. One fold at a time per process
+    /// (`AS_OF_FOLDS_MAX`); the files live in the system's temporary
+    /// directory (`TMPDIR`) and are removed with the answer.
+    pub async fn as_of(&self, as_of: DateTime<Utc>) -> Result<AsOf, ProjectionError> {
+        let _turn = self
+            .as_of_turns
+            .acquire()
+            .await
+            .map_err(|_| ProjectionError::Internal("the as-of folds were closed".into()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("crm-as-of-")
+            .tempdir()
+            .map_err(|e| ProjectionError::Internal(format!("cannot make a scratch directory: {e}")))?;
+        let file = dir.path().join("as-of.db");
+        let writer = crate::tables::scratch_writer(&file)?;
+        let batches = read_ahead(self.store.clone(), 0, self.options.rebuild_batch_events, Some(as_of));
+        let rows_max = self.options.rebuild_rows_max;
+        tokio::task::spawn_blocking(move || fold_scratch(writer, batches, rows_max))
+            .await
+            .map_err(|e| ProjectionError::Internal(format!("the as-of fold stopped: {e}")))??;
+        let tables = Tables::open_scratch(&file).await?;
+        Ok(AsOf { tables, _dir: dir })
     }
 
     /// Answers a report: from the live tables measured at `now`, or, with
@@ -374,9 +405,10 @@ impl Projector {
             self.catch_up().await?;
             return self.tables.report(config, request, now).await;
         };
-        let model = self.as_of(as_of).await?;
-        let mut reports = crate::reports::of_model(&model, config, std::slice::from_ref(request), as_of).await?;
-        Ok(reports.pop().unwrap_or_default())
+        let then = self.as_of(as_of).await?;
+        let report = then.report(config, request, as_of).await;
+        then.close().await;
+        report
     }
 
     /// The view of one contact, account, deal or interaction.
@@ -583,6 +615,60 @@ async fn fold_aside_natively(
     result.map(|()| position)
 }
 
+/// Folds `batches` into a scratch database through `writer`, holding at
+/// most `rows_max` records between writes and no interaction, then indexes
+/// it. Runs on a blocking thread.
+fn fold_scratch(
+    mut writer: AsideWriter,
+    mut batches: mpsc::Receiver<Result<DecodedBatch, ProjectionError>>,
+    rows_max: usize,
+) -> Result<(), ProjectionError> {
+    let mut rows = AsideRows::in_tables(crate::tables::LIVE, rows_max);
+    let mut position = 0;
+    while let Some(batch) = batches.blocking_recv() {
+        let batch = batch?;
+        position = batch.events.last().map_or(position, |(recorded, _)| recorded.position);
+        writer.fold(&mut rows, &batch.keys, |model| {
+            apply_all(model, pairs(&batch.events));
+            model.interactions.clear();
+        })?;
+    }
+    writer.flush(&mut rows, Flush::All)?;
+    writer.finish_scratch(position)
+}
+
+/// The read models as they stood at a past date (`Projector::as_of`), in a
+/// scratch database that is removed when this is dropped.
+#[derive(Debug)]
+pub struct AsOf {
+    tables: Tables,
+    _dir: tempfile::TempDir,
+}
+
+impl AsOf {
+    /// A report over these tables, measured at `as_of`, by the queries the
+    /// live tables answer.
+    pub async fn report(
+        &self,
+        config: &domain::Pipeline,
+        request: &crate::reports::ReportRequest,
+        as_of: DateTime<Utc>,
+    ) -> Result<Value, ProjectionError> {
+        self.tables.report(config, request, as_of).await
+    }
+
+    /// Every user, contact, account and deal as they stood then (no
+    /// interactions), and the position of the last event folded.
+    pub async fn model(&self) -> Result<CrmModel, ProjectionError> {
+        self.tables.whole(false).await
+    }
+
+    /// Closes the connections; the files go when this is dropped.
+    pub async fn close(self) {
+        self.tables.close().await;
+    }
+}
+
 /// A batch of the log, decoded, with the keys of the rows it needs.
 struct DecodedBatch {
     events: Vec<(RecordedEvent, Event)>,
@@ -592,8 +678,14 @@ struct DecodedBatch {
 
 /// Reads and decodes the log after `position` in batches of `size` on a
 /// task of its own, up to two batches ahead of the consumer, until the log
-/// ends (or the consumer goes away).
-fn read_ahead(store: Store, mut position: u64, size: usize) -> mpsc::Receiver<Result<DecodedBatch, ProjectionError>> {
+/// ends (or the consumer goes away). With `occurred_until`, only the events
+/// that had happened by then are kept (a batch may then hold none).
+fn read_ahead(
+    store: Store,
+    mut position: u64,
+    size: usize,
+    occurred_until: Option<DateTime<Utc>>,
+) -> mpsc::Receiver<Result<DecodedBatch, ProjectionError>> {
     let (sender, receiver) = mpsc::channel(2);
     tokio::spawn(async move {
         loop {
@@ -609,6 +701,7 @@ fn read_ahead(store: Store, mut position: u64, size: usize) -> mpsc::Receiver<Re
             };
             let decoded: Result<Vec<_>, _> = batch
                 .into_iter()
+                .filter(|recorded| occurred_until.is_none_or(|until| recorded.occurred_at <= until))
                 .map(|recorded| decode(&recorded).map(|event| (recorded, event)))
                 .collect();
             let batch = decoded.map(|events| DecodedBatch {
@@ -747,21 +840,3 @@ impl CommitHook for LiveFold {
     }
 }
 
-/// Folds the log from the start into a new model, in bounded batches. With
-/// `occurred_until`, only the events that had happened by then count.
-pub async fn fold(store: &Store, occurred_until: Option<DateTime<Utc>>) -> Result<CrmModel, ProjectionError> {
-    let mut model = CrmModel::default();
-    let mut after = 0;
-    loop {
-        let batch = store.read_all(after, FOLD_BATCH_EVENTS).await?;
-        let Some(last) = batch.last() else { break };
-        after = last.position;
-        for recorded in &batch {
-            if occurred_until.is_some_and(|until| recorded.occurred_at > until) {
-                continue;
-            }
-            model.apply(recorded, &decode(recorded)?);
-        }
-    }
-    Ok(model)
-}

@@ -35,6 +35,9 @@ pub(crate) use crate::schema::{LIVE, NEXT, TABLES};
 pub(crate) use crate::sql::Dialect;
 use crate::sql::{Cell, Exec, Kind};
 
+/// The table of the state row.
+const STATE_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS rm_state (name TEXT PRIMARY KEY, \
+     model_version BIGINT NOT NULL, generation BIGINT NOT NULL, position BIGINT NOT NULL)";
 /// The one row of `rm_state` this version keeps.
 const STATE_NAME: &str = "crm";
 /// Ids per `IN (...)` list and rows per multi-row insert: far below both
@@ -123,11 +126,7 @@ impl Tables {
             rebuild_lock_file,
             sqlite_file,
         };
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS rm_state (name TEXT PRIMARY KEY, model_version BIGINT NOT NULL, \
-             generation BIGINT NOT NULL, position BIGINT NOT NULL)",
-        )
-        .execute(&tables.writer)
+        sqlx::query(STATE_TABLE_SQL).execute(&tables.writer)
         .await?;
         Ok(tables)
     }
@@ -762,22 +761,32 @@ pub(crate) struct AsideRows {
     dirty: Keys,
     /// Rows held at most: past this they are written and forgotten.
     rows_max: usize,
+    /// The tables they are written to: the rebuild's (`NEXT`), or a
+    /// scratch database's own (`LIVE`, see `scratch_writer`).
+    prefix: &'static str,
 }
 
 impl AsideRows {
+    /// A rebuild's rows, written to the `rm_next_*` tables.
     pub fn new(rows_max: usize) -> Self {
+        Self::in_tables(NEXT, rows_max)
+    }
+
+    /// Rows written to the tables named with `prefix`.
+    pub fn in_tables(prefix: &'static str, rows_max: usize) -> Self {
         Self {
             model: CrmModel::default(),
             loaded: Loaded::default(),
             dirty: Keys::default(),
             rows_max,
+            prefix,
         }
     }
 
     /// These rows, leaving empty ones of the same size in their place (to
     /// hand them to a blocking thread and back).
     pub fn take(&mut self) -> Self {
-        std::mem::replace(self, Self::new(self.rows_max))
+        std::mem::replace(self, Self::in_tables(self.prefix, self.rows_max))
     }
 
     /// Loads the rows a batch needs and does not hold yet, runs `fold` over
@@ -788,7 +797,7 @@ impl AsideRows {
         keys: &Keys,
         fold: impl FnOnce(&mut CrmModel),
     ) -> Result<(), ProjectionError> {
-        let touched = load_touched(conn, NEXT, keys, &mut self.model, &mut self.loaded).await?;
+        let touched = load_touched(conn, self.prefix, keys, &mut self.model, &mut self.loaded).await?;
         fold(&mut self.model);
         self.dirty.extend(touched);
         Ok(())
@@ -811,12 +820,12 @@ impl AsideRows {
                 interactions: std::mem::take(&mut self.dirty.interactions),
                 ..Keys::default()
             };
-            write_changed(conn, NEXT, &self.model, &interactions, &mut self.loaded, false).await?;
+            write_changed(conn, self.prefix, &self.model, &interactions, &mut self.loaded, false).await?;
             self.model.interactions.clear();
             return Ok(());
         }
         let dirty = std::mem::take(&mut self.dirty);
-        write_changed(conn, NEXT, &self.model, &dirty, &mut self.loaded, false).await?;
+        write_changed(conn, self.prefix, &self.model, &dirty, &mut self.loaded, false).await?;
         self.model = CrmModel::default();
         self.loaded = Loaded::default();
         Ok(())
@@ -871,6 +880,58 @@ impl AsideWriter {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         written
+    }
+}
+
+/// A database of one question's own in a new SQLite file at `file` (a
+/// report as of a date folds the log into it): the `rm_*` tables, empty and
+/// not indexed yet, and the native connection that fills them. It is thrown
+/// away after the answer, so it keeps no journal and never waits for the
+/// disk.
+pub(crate) fn scratch_writer(file: &std::path::Path) -> Result<AsideWriter, ProjectionError> {
+    let conn = rusqlite::Connection::open(file)?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};"
+    ))?;
+    let mut writer = AsideWriter { conn };
+    futures_executor::block_on(execute_all(&mut writer.conn, create_tables_sql(LIVE, Dialect::Sqlite)))?;
+    Ok(writer)
+}
+
+impl AsideWriter {
+    /// Indexes a scratch database's tables once they are filled, as the
+    /// live tables are, but without a search index (reports search nothing),
+    /// writes the position they reflect, and closes the connection.
+    pub fn finish_scratch(mut self, position: u64) -> Result<(), ProjectionError> {
+        let conn = &mut self.conn;
+        futures_executor::block_on(async move {
+            execute_all(conn, create_indexes_sql(LIVE, 0, &SearchIndex::None)).await?;
+            execute_all(conn, vec![STATE_TABLE_SQL.to_owned()]).await?;
+            let state = State {
+                model_version: crate::MODEL_VERSION,
+                generation: 0,
+                position,
+            };
+            write_state(conn, state).await
+        })
+    }
+}
+
+impl Tables {
+    /// Reads the scratch database at `file` that `scratch_writer` filled
+    /// and `index_scratch` indexed.
+    pub async fn open_scratch(file: &std::path::Path) -> Result<Self, ProjectionError> {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=ro", file.display());
+        let readers = pool(&url, Dialect::Sqlite, None, 1, false, std::time::Duration::from_secs(5)).await?;
+        Ok(Self {
+            writer: readers.clone(),
+            readers,
+            dialect: Dialect::Sqlite,
+            search: SearchIndex::None,
+            rebuild_lock_file: None,
+            sqlite_file: None,
+        })
     }
 }
 
