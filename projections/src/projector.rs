@@ -34,7 +34,7 @@ use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::schema::{ACCOUNTS, CONTACTS, DEALS, INTERACTIONS, USERS};
 use crate::sql::Exec;
-use crate::tables::{AsideRows, AsideWriter, Flush, Folded, ListFilter, RowCache, State, Swap, Tables};
+use crate::tables::{AsideRows, AsideWriter, Flush, Folded, HeldLock, ListFilter, Role, RowCache, State, Swap, Tables};
 
 /// Events read from the log and folded in one transaction by catch-up
 /// (appends made through this process fold in their own transaction).
@@ -56,6 +56,10 @@ const CATCH_UP_PAUSE: Duration = Duration::from_millis(20);
 /// Reports as of a date folding at once in one process; more wait their
 /// turn, so that memory is that of one fold (see `Projector::as_of`).
 pub const AS_OF_FOLDS_MAX: usize = 1;
+
+/// How often a process that needs the tables to move, while another holds
+/// the projector lease, looks whether they have (or whether the lease is free).
+const PROJECTOR_WAIT: Duration = Duration::from_millis(20);
 
 /// How often a starting server looks whether another one's rebuild is done.
 const REBUILD_WAIT: Duration = Duration::from_secs(1);
@@ -106,6 +110,9 @@ pub struct Projector {
     written: Arc<WrittenViews>,
     /// Turns of the as-of folds (`AS_OF_FOLDS_MAX`).
     as_of_turns: tokio::sync::Semaphore,
+    /// The projector lease, once this process took it: of all processes on
+    /// the database, the one that folds what the live tables lack.
+    lease: Mutex<Option<HeldLock>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -202,6 +209,7 @@ impl Projector {
             applied,
             written,
             as_of_turns: tokio::sync::Semaphore::new(AS_OF_FOLDS_MAX),
+            lease: Mutex::new(None),
         });
         Ok((projector, current))
     }
@@ -221,9 +229,56 @@ impl Projector {
         self.fold_pending(self.store.head().await?).await
     }
 
+    /// Whether this process holds the projector lease (see `fold_pending`).
+    pub async fn is_projector(&self) -> bool {
+        self.lease.lock().await.is_some()
+    }
+
     /// Folds batches until the live tables cover `target` or the log ends.
     /// The caller holds `applying`.
+    ///
+    /// Every append folds its own events inside its own transaction, on
+    /// whichever server made it, so the shared tables almost always cover
+    /// the log already: then this only reads the state row and moves this
+    /// process's idea of the position, and neither reads the log nor takes
+    /// a write transaction. What the tables do lack (appends by a process
+    /// that folds nothing, a fold that failed) is folded by one process
+    /// at a time per database, the holder of the projector lease (an
+    /// advisory lock on PostgreSQL, a file lock beside a SQLite file), which
+    /// keeps it until it exits; when it dies, the next process to need a
+    /// fold takes the lease over. The others wait for the tables to move.
     async fn fold_pending(&self, target: u64) -> Result<u64, ProjectionError> {
+        loop {
+            if let Some(state) = self.tables.state().await?
+                && state.model_version == MODEL_VERSION
+            {
+                eventstore::advance(&self.applied, state.position);
+                if state.position >= target {
+                    return Ok(0);
+                }
+            }
+            if self.take_lease().await? {
+                return self.fold_as_projector(target).await;
+            }
+            tokio::time::sleep(PROJECTOR_WAIT).await;
+        }
+    }
+
+    /// Whether this process holds the projector lease, taking it if no
+    /// other process does.
+    async fn take_lease(&self) -> Result<bool, ProjectionError> {
+        let mut lease = self.lease.lock().await;
+        if lease.is_none() {
+            *lease = self.tables.try_lock(Role::Projector).await?;
+            if lease.is_some() {
+                tracing::info!("this process now folds what the read models lack (the projector lease)");
+            }
+        }
+        Ok(lease.is_some())
+    }
+
+    /// `fold_pending` by the holder of the projector lease.
+    async fn fold_as_projector(&self, target: u64) -> Result<u64, ProjectionError> {
         let mut n_applied = 0;
         let mut after = self.position();
         let mut cache = RowCache::default();
@@ -279,7 +334,11 @@ impl Projector {
             if head.as_ref().is_ok_and(|head| self.position() >= *head) {
                 continue;
             }
-            match self.catch_up().await {
+            let caught_up = tokio::select! {
+                caught_up = self.catch_up() => caught_up,
+                _ = shutdown.changed() => break,
+            };
+            match caught_up {
                 // Other servers' appends wake this loop as they commit (on
                 // PostgreSQL): let a few gather before reading the log again.
                 Ok(_) => tokio::time::sleep(CATCH_UP_PAUSE).await,
@@ -537,7 +596,9 @@ impl Projector {
     }
 
     /// Closes the read-model connections.
+    /// Gives up the projector lease and closes the connections.
     pub async fn close(&self) {
+        self.lease.lock().await.take();
         self.tables.close().await;
     }
 }
@@ -839,4 +900,3 @@ impl CommitHook for LiveFold {
         }
     }
 }
-

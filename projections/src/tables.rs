@@ -65,24 +65,40 @@ pub(crate) struct Tables {
     readers: AnyPool,
     dialect: Dialect,
     search: SearchIndex,
-    /// SQLite: the file whose lock says a rebuild is running.
-    rebuild_lock_file: Option<std::path::PathBuf>,
     /// SQLite: the database file, which a rebuild writes through a native
     /// connection of its own (see `AsideWriter`).
     sqlite_file: Option<std::path::PathBuf>,
 }
 
-/// Held while a rebuild fills and swaps in the `rm_next_*` tables: one
-/// rebuild at a time per database, across processes (two would write the
-/// same tables and swap in each other's half-folded rows). Released when
-/// dropped, and by the operating system or PostgreSQL when its process dies.
+/// A lock one process at a time holds per database, across processes:
+/// `Role::Rebuild` while a rebuild fills and swaps in the `rm_next_*` tables
+/// (two would write the same tables and swap in each other's half-folded
+/// rows), `Role::Projector` by the one process that folds what the live
+/// tables lack. Released when dropped, and by the operating system or
+/// PostgreSQL when its process dies.
 #[derive(Debug)]
 #[expect(dead_code, reason = "held for its drop, which releases the lock")]
-pub(crate) enum RebuildLock {
+pub(crate) enum HeldLock {
     /// An exclusive lock on a file beside the SQLite database.
     File(std::fs::File),
     /// A session-level advisory lock; closing the session releases it.
     Postgres(sqlx::AnyConnection),
+}
+
+/// What a `HeldLock` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Rebuild,
+    Projector,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Rebuild => "rebuild",
+            Self::Projector => "projector",
+        }
+    }
 }
 
 impl Tables {
@@ -113,54 +129,52 @@ impl Tables {
             }
             Dialect::Postgres => None,
         };
-        let rebuild_lock_file = sqlite_file.as_ref().map(|file| {
-            let mut path = file.as_os_str().to_owned();
-            path.push(".rebuild-lock");
-            path.into()
-        });
         let tables = Self {
             writer,
             readers,
             dialect,
             search,
-            rebuild_lock_file,
             sqlite_file,
         };
-        sqlx::query(STATE_TABLE_SQL).execute(&tables.writer)
-        .await?;
+        sqlx::query(STATE_TABLE_SQL).execute(&tables.writer).await?;
         Ok(tables)
     }
 
     /// Takes the rebuild lock, or says another rebuild holds it.
-    pub async fn lock_rebuild(&self) -> Result<RebuildLock, ProjectionError> {
-        let busy = || ProjectionError::Busy("another rebuild of these read models is running".into());
-        match &self.rebuild_lock_file {
-            Some(path) => {
-                let unusable = |e: std::io::Error| ProjectionError::ReadModel(format!("{}: {e}", path.display()));
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(path)
-                    .map_err(unusable)?;
-                match file.try_lock() {
-                    Ok(()) => Ok(RebuildLock::File(file)),
-                    Err(std::fs::TryLockError::WouldBlock) => Err(busy()),
-                    Err(std::fs::TryLockError::Error(e)) => Err(unusable(e)),
-                }
-            }
-            None => {
-                let mut conn = self.writer.acquire().await?.detach();
-                let locked: bool =
-                    sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('crm.rebuild.' || current_schema()))")
-                        .fetch_one(&mut conn)
-                        .await?;
-                if locked {
-                    Ok(RebuildLock::Postgres(conn))
-                } else {
-                    Err(busy())
-                }
-            }
+    pub async fn lock_rebuild(&self) -> Result<HeldLock, ProjectionError> {
+        self.try_lock(Role::Rebuild)
+            .await?
+            .ok_or_else(|| ProjectionError::Busy("another rebuild of these read models is running".into()))
+    }
+
+    /// Takes the lock of `role` if no other process holds it: on SQLite an
+    /// exclusive lock on `<database>.<role>-lock` beside the file, on
+    /// PostgreSQL a session-level advisory lock keyed by the role and the
+    /// schema, on a connection of its own.
+    pub async fn try_lock(&self, role: Role) -> Result<Option<HeldLock>, ProjectionError> {
+        let Some(database) = &self.sqlite_file else {
+            let mut conn = self.writer.acquire().await?.detach();
+            let key = format!("crm.{}.", role.name());
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1 || current_schema()))")
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await?;
+            return Ok(locked.then_some(HeldLock::Postgres(conn)));
+        };
+        let mut path = database.as_os_str().to_owned();
+        path.push(format!(".{}-lock", role.name()));
+        let path = std::path::PathBuf::from(path);
+        let unusable = |e: std::io::Error| ProjectionError::ReadModel(format!("{}: {e}", path.display()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(unusable)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(HeldLock::File(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(unusable(e)),
         }
     }
 
@@ -486,7 +500,6 @@ impl Tables {
             dialect: Dialect::Sqlite,
             // Reports as of a date search nothing.
             search: SearchIndex::None,
-            rebuild_lock_file: None,
             sqlite_file: None,
         };
         let mut conn = tables.writer.acquire().await?;
@@ -929,7 +942,6 @@ impl Tables {
             readers,
             dialect: Dialect::Sqlite,
             search: SearchIndex::None,
-            rebuild_lock_file: None,
             sqlite_file: None,
         })
     }

@@ -182,11 +182,12 @@ async fn the_projector_agrees_with_the_pure_fold(database: TestDatabase) {
     // back at a time, is the one the pure fold of the log cut there gives.
     let mut reports_then = Vec::new();
     for request in every_report() {
-        let report = restarted.report(&Pipeline::default(), &request, Some(cut), day0()).await;
+        let report = restarted
+            .report(&Pipeline::default(), &request, Some(cut), day0())
+            .await;
         reports_then.push(report.expect("a report as of the cut"));
     }
-    let pure_then =
-        tokio::task::block_in_place(|| reports_json(&history.model_until(Some(cut)), &every_report(), cut));
+    let pure_then = tokio::task::block_in_place(|| reports_json(&history.model_until(Some(cut)), &every_report(), cut));
     assert_eq!(json!(reports_then), json!(pure_then));
 }
 
@@ -314,4 +315,61 @@ async fn the_live_loop_folds_another_process_appends_without_being_asked() {
     let mut five = History::default();
     five.log = history.log[..5].to_vec();
     assert_eq!(tables_of(&projector).await, json_of(&five.model()));
+}
+
+/// Whether `projector` catches up within `wait`.
+async fn catches_up_within(projector: &Arc<Projector>, wait: std::time::Duration) -> bool {
+    let projector = Arc::clone(projector);
+    tokio::time::timeout(wait, async move { projector.catch_up().await.expect("catch up") })
+        .await
+        .is_ok()
+}
+
+/// What the tables lack (appends by a process that folds nothing) is folded
+/// by one process at a time, the holder of the projector lease; another
+/// waits for it, and takes the lease over once the holder is gone.
+async fn one_process_at_a_time_folds_what_the_tables_lack(database: TestDatabase) {
+    let history = history();
+    let n = history.log.len();
+    let first = Projector::open(database.open().await).await.expect("open the first");
+    let second = Projector::open(database.open().await).await.expect("open the second");
+    let other = database.open().await;
+    append_all(&other, &history, 0..n / 3).await;
+    assert!(catches_up_within(&first, std::time::Duration::from_secs(10)).await);
+    assert!(first.is_projector().await, "the first to need a fold takes the lease");
+
+    append_all(&other, &history, n / 3..2 * n / 3).await;
+    let waiting = tokio::spawn({
+        let second = Arc::clone(&second);
+        async move { catches_up_within(&second, std::time::Duration::from_secs(30)).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the second folds nothing while the first holds the lease"
+    );
+    assert!(!second.is_projector().await);
+    first.catch_up().await.expect("the holder folds");
+    assert!(waiting.await.expect("the waiter"), "the second sees the tables move");
+    assert_eq!(second.position(), (2 * n / 3) as u64);
+
+    // The holder goes away: the next process that needs a fold takes over.
+    first.close().await;
+    append_all(&other, &history, 2 * n / 3..n).await;
+    assert!(catches_up_within(&second, std::time::Duration::from_secs(10)).await);
+    assert!(second.is_projector().await, "the lease passed to the second");
+    assert_eq!(tables_of(&second).await, json_of(&history.model()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_one_process_at_a_time_folds_what_the_tables_lack() {
+    one_process_at_a_time_folds_what_the_tables_lack(TestDatabase::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_one_process_at_a_time_folds_what_the_tables_lack() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    one_process_at_a_time_folds_what_the_tables_lack(database).await;
 }
