@@ -124,7 +124,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let position = state.projector.position();
     let lag = head.as_ref().ok().map(|head| head.saturating_sub(position));
     let read_models_ok = lag.is_some_and(|lag| lag <= READY_LAG_EVENTS_MAX);
-    let read_models = json!({"ok": read_models_ok, "position": position, "lag": lag});
+    // Whether this server is the one that folds what the shared tables lack.
+    let projector = state.projector.is_projector().await;
+    let read_models = json!({"ok": read_models_ok, "position": position, "lag": lag, "projector": projector});
     let ready = head.is_ok() && writes_ok && read_models_ok;
     let body = Json(json!({"ready": ready, "database": database, "writes": writes, "read_models": read_models}));
     if ready {
