@@ -557,6 +557,11 @@ impl Projector {
         self.tables.load(keys).await
     }
 
+    /// Live (not archived) contacts, accounts and deals, counted in the tables.
+    pub async fn live_counts(&self) -> Result<[u64; 3], ProjectionError> {
+        self.tables.live_counts().await
+    }
+
     /// Every user, in a model of their own: to name the people behind events.
     pub async fn users(&self) -> Result<CrmModel, ProjectionError> {
         self.tables.users().await

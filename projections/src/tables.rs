@@ -462,6 +462,22 @@ impl Tables {
             .collect()
     }
 
+    /// Live (not archived) contacts, accounts and deals.
+    pub async fn live_counts(&self) -> Result<[u64; 3], ProjectionError> {
+        let mut conn = self.readers.acquire().await?;
+        let mut counts = [0; 3];
+        for (count, table) in counts.iter_mut().zip([&CONTACTS, &ACCOUNTS, &DEALS]) {
+            let sql = format!("SELECT COUNT(*) FROM {LIVE}{} WHERE archived = 0", table.name);
+            let rows = conn.fetch(&sql, Vec::new(), &[Kind::Int]).await?;
+            let n = rows.into_iter().next().and_then(|row| row.into_iter().next());
+            *count = match n {
+                Some(Cell::Int(n)) => n.max(0) as u64,
+                _ => 0,
+            };
+        }
+        Ok(counts)
+    }
+
     /// Answers a report from the live tables, measured at `as_of`, inside
     /// one read transaction: its summary and its pages agree.
     pub async fn report(

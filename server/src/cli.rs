@@ -173,6 +173,15 @@ enum Command {
         /// Appends per client.
         #[arg(long, default_value_t = 1000)]
         appends: usize,
+        /// Measure the read side of this store instead (appends nothing):
+        /// start-up, a record, lists and searches, every report, a report
+        /// as of a year ago, peak memory.
+        #[arg(long)]
+        reads: bool,
+        /// With `--reads`: answers timed per question (their median and
+        /// maximum are printed).
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
     },
 }
 
@@ -397,72 +406,79 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
     let app = App::new(store.clone(), Rules { pipeline });
     let actor = acting_user(&app, cli.acting_user).await?;
     let now = Utc::now();
-    let result = match cli.command {
-        Command::User { command } => user(&app, command, &actor, now).await,
-        Command::Serve {
-            addr,
-            demo,
-            contacts,
-            seed,
-            connections_max,
-            header_timeout_secs,
-        } => {
-            let limits = crate::http::ConnectionLimits {
-                connections_max: connections_max.max(1),
-                header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
-            };
-            serve(&app, addr, listener, demo.then_some((contacts, seed)), limits).await
-        }
-        Command::Demo { contacts, seed, until } => demo(&store, contacts, seed, until).await,
-        Command::Import { kind, file } => import_file(&app, kind, &file, &actor).await,
-        Command::Export { kind } => export(&store, kind, json).await,
-        Command::Create { kind, fields } => changed(app.create(kind, &parse_input(&fields)?, &actor, now).await),
-        Command::Update {
-            kind,
-            id,
-            fields,
-            if_version,
-        } => changed(
-            app.update(kind, id, &parse_input(&fields)?, if_version, &actor, now)
-                .await,
-        ),
-        Command::Archive { kind, id } => changed(app.archive(kind, id, None, &actor, now).await),
-        Command::Stage { deal_id, stage } => changed(app.move_deal(deal_id, &stage, None, &actor, now).await),
-        Command::Close {
-            deal_id,
-            outcome,
-            reason,
-        } => changed(
-            app.close_deal(deal_id, &outcome, reason.as_deref(), None, &actor, now)
-                .await,
-        ),
-        Command::Interaction { fields, occurred_at } => changed(
-            app.log_interaction(&parse_input(&fields)?, &actor, occurred_at.unwrap_or(now))
-                .await,
-        ),
-        Command::Show { kind, id } => show(&app, kind, id).await,
-        Command::Events { after, limit } => events(&store, after, limit).await,
-        Command::Verify => verify(&store).await,
-        Command::Report { report, as_of, scope } => run_report(&app, report, scope, as_of, now).await,
-        Command::History { kind, id } => history(&store, kind, id).await,
-        Command::Timeline { kind, id } => timeline(&store, kind, id).await,
-        Command::Audit {
-            actor,
-            since,
-            until,
-            after,
-            limit,
-        } => audit(&store, eventstore::LogFilter { actor, since, until }, after, limit).await,
-        Command::Rebuild { rows_in_memory } => rebuild(&store, rows_in_memory).await,
-        Command::Bench { clients, appends } => {
-            crate::bench::append_throughput(&store, clients, appends)
+    let result =
+        match cli.command {
+            Command::User { command } => user(&app, command, &actor, now).await,
+            Command::Serve {
+                addr,
+                demo,
+                contacts,
+                seed,
+                connections_max,
+                header_timeout_secs,
+            } => {
+                let limits = crate::http::ConnectionLimits {
+                    connections_max: connections_max.max(1),
+                    header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
+                };
+                serve(&app, addr, listener, demo.then_some((contacts, seed)), limits).await
+            }
+            Command::Demo { contacts, seed, until } => demo(&store, contacts, seed, until).await,
+            Command::Import { kind, file } => import_file(&app, kind, &file, &actor).await,
+            Command::Export { kind } => export(&store, kind, json).await,
+            Command::Create { kind, fields } => changed(app.create(kind, &parse_input(&fields)?, &actor, now).await),
+            Command::Update {
+                kind,
+                id,
+                fields,
+                if_version,
+            } => changed(
+                app.update(kind, id, &parse_input(&fields)?, if_version, &actor, now)
+                    .await,
+            ),
+            Command::Archive { kind, id } => changed(app.archive(kind, id, None, &actor, now).await),
+            Command::Stage { deal_id, stage } => changed(app.move_deal(deal_id, &stage, None, &actor, now).await),
+            Command::Close {
+                deal_id,
+                outcome,
+                reason,
+            } => changed(
+                app.close_deal(deal_id, &outcome, reason.as_deref(), None, &actor, now)
+                    .await,
+            ),
+            Command::Interaction { fields, occurred_at } => changed(
+                app.log_interaction(&parse_input(&fields)?, &actor, occurred_at.unwrap_or(now))
+                    .await,
+            ),
+            Command::Show { kind, id } => show(&app, kind, id).await,
+            Command::Events { after, limit } => events(&store, after, limit).await,
+            Command::Verify => verify(&store).await,
+            Command::Report { report, as_of, scope } => run_report(&app, report, scope, as_of, now).await,
+            Command::History { kind, id } => history(&store, kind, id).await,
+            Command::Timeline { kind, id } => timeline(&store, kind, id).await,
+            Command::Audit {
+                actor,
+                since,
+                until,
+                after,
+                limit,
+            } => audit(&store, eventstore::LogFilter { actor, since, until }, after, limit).await,
+            Command::Rebuild { rows_in_memory } => rebuild(&store, rows_in_memory).await,
+            Command::Bench {
+                reads: true, repeat, ..
+            } => crate::read_bench::read_side(&store, &app.rules.pipeline, repeat, now)
                 .await
                 .map(|report| Output {
                     text: report.to_string(),
                     value: serde_json::to_value(&report).unwrap_or(Value::Null),
-                })
-        }
-    };
+                }),
+            Command::Bench { clients, appends, .. } => crate::bench::append_throughput(&store, clients, appends)
+                .await
+                .map(|report| Output {
+                    text: report.to_string(),
+                    value: serde_json::to_value(&report).unwrap_or(Value::Null),
+                }),
+        };
     store.close().await;
     result
 }

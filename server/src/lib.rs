@@ -13,6 +13,7 @@ pub mod http;
 mod memo;
 pub mod moment;
 pub mod queries;
+pub mod read_bench;
 pub mod render;
 pub mod serve;
 pub mod wire;

@@ -193,3 +193,47 @@ fn without_clock(value: Value) -> Value {
         other => other,
     }
 }
+
+/// `crm bench --reads` answers every read-side question of a store, appends
+/// nothing, and counts the store's records as the demo made them.
+#[test]
+fn bench_reads_measures_every_question_of_a_store_and_appends_nothing() {
+    let database = TestDatabase::sqlite();
+    let demo = crm(&database, &["demo", "--contacts", "300", "--until", "2026-11-22"]);
+    assert_eq!(demo.status.code(), Some(0), "{}", String::from_utf8_lossy(&demo.stderr));
+    let events_before = json(&crm(&database, &["verify", "--json"]))["events"].clone();
+    let measured = crm(&database, &["--json", "bench", "--reads", "--repeat", "2"]);
+    assert_eq!(
+        measured.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&measured.stderr)
+    );
+    let bench = json(&measured);
+    assert_eq!(bench["contacts"], 300, "{bench}");
+    let figures = bench["figures"].as_array().expect("figures");
+    let names: Vec<&str> = figures.iter().filter_map(|f| f["name"].as_str()).collect();
+    for question in [
+        "contact by id",
+        "search, no match",
+        "pipeline",
+        "data quality, stale page",
+        "neglected accounts",
+        "data quality, one owner",
+        "pipeline as of a year ago",
+    ] {
+        assert!(names.contains(&question), "{question} is measured: {names:?}");
+    }
+    for figure in figures.iter().filter(|f| f["name"] != "search, no match") {
+        assert!(
+            figure["answer_bytes"].as_u64() > Some(2),
+            "an answer with something in it: {figure}"
+        );
+        assert!(
+            figure["median_millis"].as_f64() <= figure["max_millis"].as_f64(),
+            "{figure}"
+        );
+    }
+    let events_after = json(&crm(&database, &["verify", "--json"]))["events"].clone();
+    assert_eq!(events_before, events_after, "measuring appends nothing");
+}
