@@ -358,9 +358,15 @@ impl Projector {
 
     /// `rebuild`, calling `progress` with the last position folded after
     /// each batch.
-    pub async fn rebuild_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<RebuildReport, ProjectionError> {
+    pub async fn rebuild_with_progress(&self, progress: impl FnMut(u64)) -> Result<RebuildReport, ProjectionError> {
+        let one_at_a_time = self.tables.lock_rebuild().await?;
+        let rebuilt = self.rebuild_holding_the_lock(progress).await;
+        one_at_a_time.release().await;
+        rebuilt
+    }
+
+    async fn rebuild_holding_the_lock(&self, mut progress: impl FnMut(u64)) -> Result<RebuildReport, ProjectionError> {
         let started = Instant::now();
-        let _one_at_a_time = self.tables.lock_rebuild().await?;
         let generation = self.tables.state().await?.map_or(1, |s| s.generation + 1);
         self.tables.prepare_next().await?;
         let mut rows = AsideRows::new(self.options.rebuild_rows_max);
@@ -600,10 +606,11 @@ impl Projector {
         self.tables.whole(with_interactions).await
     }
 
-    /// Closes the read-model connections.
     /// Gives up the projector lease and closes the connections.
     pub async fn close(&self) {
-        self.lease.lock().await.take();
+        if let Some(lease) = self.lease.lock().await.take() {
+            lease.release().await;
+        }
         self.tables.close().await;
     }
 }

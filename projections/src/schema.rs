@@ -114,7 +114,9 @@ macro_rules! record_indexes {
                 "owner_id, subject, touched_at, fresh, created_at, missing, completeness, archived, id",
                 None,
             ),
-            index("external_id", "external_id", None),
+            // No index on external_id: nothing here looks rows up by it
+            // (imports find a record through its claim in the log's
+            // `claims` table), and each index costs pages on every create.
             // Lists by account, and the stakes of neglected accounts.
             index("account_id", "account_id, subject, lifecycle", None),
             // Stale pages and counts, and the per-owner figures. It starts

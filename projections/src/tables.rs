@@ -77,12 +77,25 @@ pub(crate) struct Tables {
 /// tables lack. Released when dropped, and by the operating system or
 /// PostgreSQL when its process dies.
 #[derive(Debug)]
-#[expect(dead_code, reason = "held for its drop, which releases the lock")]
 pub(crate) enum HeldLock {
     /// An exclusive lock on a file beside the SQLite database.
+    #[expect(dead_code, reason = "held for its drop, which releases the lock")]
     File(std::fs::File),
     /// A session-level advisory lock; closing the session releases it.
     Postgres(sqlx::AnyConnection),
+}
+
+impl HeldLock {
+    /// Gives the lock up before returning. Dropping a `HeldLock` releases it
+    /// too, but on PostgreSQL only once the server has noticed the closed
+    /// connection, so a lock taken again at once could still find it held.
+    pub(crate) async fn release(self) {
+        if let Self::Postgres(mut conn) = self {
+            // If this fails the connection is gone, and with it the lock.
+            let _ = sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut conn).await;
+            let _ = sqlx::Connection::close(conn).await;
+        }
+    }
 }
 
 /// What a `HeldLock` is for.
