@@ -373,6 +373,7 @@ impl Projector {
         let mut position = self.fold_aside(0, &mut rows, &mut progress, None).await?;
         self.tables.flush_aside(&mut rows, Flush::All).await?;
         self.tables.index_next(generation).await?;
+        rows.tables_indexed();
         // What was appended meanwhile, still without holding anyone up.
         position = self.fold_aside(position, &mut rows, &mut progress, None).await?;
         // The rest inside the swap, which appends wait for: none can fold

@@ -199,7 +199,40 @@ pub(crate) const INTERACTIONS: Table = Table {
     ],
     searched: false,
 };
-pub(crate) const TABLES: [&Table; 5] = [&USERS, &CONTACTS, &ACCOUNTS, &DEALS, &INTERACTIONS];
+/// The values two or more live records share: one row per duplicate group
+/// (`rule` is the column holding the value, `id` is `rule:value`). Kept
+/// current with the rows (`DUPLICATE_COLUMNS`), so that the report counts
+/// and pages groups without grouping every record's value.
+pub(crate) const DUPLICATES: Table = Table {
+    name: "duplicates",
+    columns: &[
+        column("id", ColumnType::Key),
+        column("rule", ColumnType::TextNotNull),
+        column("value", ColumnType::TextNotNull),
+    ],
+    indexes: &[index("rule", "rule, value", None)],
+    searched: false,
+};
+pub(crate) const TABLES: [&Table; 6] = [&USERS, &CONTACTS, &ACCOUNTS, &DEALS, &INTERACTIONS, &DUPLICATES];
+
+/// The columns whose shared values make duplicate groups, and their tables.
+pub(crate) const DUPLICATE_COLUMNS: [(&Table, &str); 4] = [
+    (&ACCOUNTS, "dup_domain"),
+    (&CONTACTS, "dup_email"),
+    (&CONTACTS, "dup_name"),
+    (&CONTACTS, "dup_phone"),
+];
+
+/// Inserts into `{prefix}duplicates` the groups among the rows of `table`
+/// that meet `filter` (SQL after `WHERE`) of the values in `column`, one of
+/// `DUPLICATE_COLUMNS`.
+pub(crate) fn duplicate_groups_sql(prefix: &str, table: &Table, column: &str, filter: &str) -> String {
+    format!(
+        "INSERT INTO {prefix}duplicates (id, rule, value) SELECT '{column}:' || {column}, '{column}', {column} \
+         FROM {prefix}{} WHERE {filter} GROUP BY {column} HAVING COUNT(*) > 1",
+        table.name
+    )
+}
 
 use crate::sql::Dialect;
 
@@ -287,6 +320,16 @@ pub(crate) fn create_indexes_sql(prefix: &str, generation: u64, search: &SearchI
         if table.searched {
             sql.extend(search_index_sql(prefix, table, generation, search));
         }
+    }
+    // The groups of the rows filled so far (none in new tables); from here
+    // on every write keeps them current.
+    for (table, column) in DUPLICATE_COLUMNS {
+        sql.push(duplicate_groups_sql(
+            prefix,
+            table,
+            column,
+            &format!("{column} IS NOT NULL"),
+        ));
     }
     sql
 }

@@ -28,8 +28,8 @@ use crate::ProjectionError;
 use crate::model::{CrmModel, InteractionView, Keys, UserView};
 use crate::rows::{account_row, contact_row, deal_row, interaction_row, text, user_row};
 use crate::schema::{
-    ACCOUNTS, CONTACTS, DEALS, INTERACTIONS, SearchIndex, Table, USERS, create_indexes_sql, create_tables_sql,
-    drop_sql, search_table,
+    ACCOUNTS, CONTACTS, DEALS, DUPLICATE_COLUMNS, INTERACTIONS, SearchIndex, Table, USERS, create_indexes_sql,
+    create_tables_sql, drop_sql, duplicate_groups_sql, search_table,
 };
 pub(crate) use crate::schema::{LIVE, NEXT, TABLES};
 pub(crate) use crate::sql::Dialect;
@@ -541,7 +541,7 @@ impl Tables {
             deals: model.deals.keys().copied().collect(),
             ..Keys::default()
         };
-        write_changed(&mut *tx, LIVE, model, &every, &mut Loaded::default(), false).await?;
+        write_changed(&mut *tx, LIVE, model, &every, &mut Loaded::default(), Upkeep::NONE).await?;
         execute_all(&mut *tx, create_indexes_sql(LIVE, 0, &SearchIndex::None)).await?;
         tx.commit().await?;
         Ok(tables)
@@ -647,7 +647,15 @@ pub(crate) async fn fold_rows(
     model.position = covered;
     let touched = load_touched(conn, LIVE, keys, &mut model, &mut loaded).await?;
     fold(&mut model);
-    write_changed(conn, LIVE, &model, &touched, &mut loaded, remember).await?;
+    write_changed(
+        conn,
+        LIVE,
+        &model,
+        &touched,
+        &mut loaded,
+        Upkeep { remember, groups: true },
+    )
+    .await?;
     let position = model.position;
     state.position = position;
     write_state(conn, state).await?;
@@ -691,7 +699,7 @@ pub(crate) async fn fold_appended(
             model.position
         )));
     }
-    write_changed(conn, LIVE, &model, &touched, &mut loaded, false).await?;
+    write_changed(conn, LIVE, &model, &touched, &mut loaded, Upkeep::GROUPS).await?;
     Ok(Folded::Covered(last))
 }
 
@@ -806,6 +814,9 @@ pub(crate) struct AsideRows {
     /// The tables they are written to: the rebuild's (`NEXT`), or a
     /// scratch database's own (`LIVE`, see `scratch_writer`).
     prefix: &'static str,
+    /// Whether those tables are indexed yet (a rebuild's are at its swap),
+    /// so that writes keep their duplicate groups current.
+    indexed: bool,
 }
 
 impl AsideRows {
@@ -822,13 +833,29 @@ impl AsideRows {
             dirty: Keys::default(),
             rows_max,
             prefix,
+            indexed: false,
         }
     }
 
     /// These rows, leaving empty ones of the same size in their place (to
     /// hand them to a blocking thread and back).
     pub fn take(&mut self) -> Self {
-        std::mem::replace(self, Self::in_tables(self.prefix, self.rows_max))
+        let mut empty = Self::in_tables(self.prefix, self.rows_max);
+        empty.indexed = self.indexed;
+        std::mem::replace(self, empty)
+    }
+
+    /// From now on writes keep the duplicate groups current: the tables
+    /// have their indexes, and the groups of the rows written so far.
+    pub fn tables_indexed(&mut self) {
+        self.indexed = true;
+    }
+
+    fn upkeep(&self) -> Upkeep {
+        Upkeep {
+            remember: false,
+            groups: self.indexed,
+        }
     }
 
     /// Loads the rows a batch needs and does not hold yet, runs `fold` over
@@ -862,12 +889,14 @@ impl AsideRows {
                 interactions: std::mem::take(&mut self.dirty.interactions),
                 ..Keys::default()
             };
-            write_changed(conn, self.prefix, &self.model, &interactions, &mut self.loaded, false).await?;
+            let upkeep = self.upkeep();
+            write_changed(conn, self.prefix, &self.model, &interactions, &mut self.loaded, upkeep).await?;
             self.model.interactions.clear();
             return Ok(());
         }
         let dirty = std::mem::take(&mut self.dirty);
-        write_changed(conn, self.prefix, &self.model, &dirty, &mut self.loaded, false).await?;
+        let upkeep = self.upkeep();
+        write_changed(conn, self.prefix, &self.model, &dirty, &mut self.loaded, upkeep).await?;
         self.model = CrmModel::default();
         self.loaded = Loaded::default();
         Ok(())
@@ -1301,22 +1330,43 @@ fn put<T: DeserializeOwned>(
     Ok(())
 }
 
+/// What writing a batch's rows keeps up besides the rows.
+#[derive(Debug, Clone, Copy)]
+struct Upkeep {
+    /// Whether `loaded` then holds the JSON written.
+    remember: bool,
+    /// Whether the duplicate groups of the values written (and of those
+    /// they replace) are kept current: in indexed tables. Tables filled
+    /// before their indexes get their groups whole with the indexes.
+    groups: bool,
+}
+
+impl Upkeep {
+    const NONE: Self = Self {
+        remember: false,
+        groups: false,
+    };
+    const GROUPS: Self = Self {
+        remember: false,
+        groups: true,
+    };
+}
+
 /// Writes every row of `touched` whose JSON in `model` differs from what
 /// was loaded (the rows a batch could change: `add_keys` names them all).
-/// With `remember`, `loaded` then holds what was written.
 async fn write_changed(
     conn: &mut dyn Exec,
     prefix: &str,
     model: &CrmModel,
     touched: &Keys,
     loaded: &mut Loaded,
-    remember: bool,
+    upkeep: Upkeep,
 ) -> Result<(), ProjectionError> {
     let mut changes = Changes {
         conn,
         prefix,
         loaded,
-        remember,
+        upkeep,
     };
     changes.write(&USERS, &touched.users, &model.users, user_row).await?;
     changes
@@ -1342,8 +1392,7 @@ struct Changes<'a> {
     conn: &'a mut dyn Exec,
     prefix: &'a str,
     loaded: &'a mut Loaded,
-    /// Whether `loaded` then holds the JSON written.
-    remember: bool,
+    upkeep: Upkeep,
 }
 
 impl Changes<'_> {
@@ -1363,15 +1412,72 @@ impl Changes<'_> {
             if self.loaded.views.get(&key) == Some(&json) {
                 continue;
             }
-            if self.remember {
+            if self.upkeep.remember {
                 self.loaded.views.insert(key, json.clone());
             }
             rows.push(row(view, json));
             if rows.len() == rows_per_statement(table) {
-                upsert(&mut *self.conn, self.prefix, table, std::mem::take(&mut rows)).await?;
+                self.upsert(table, std::mem::take(&mut rows)).await?;
             }
         }
-        upsert(&mut *self.conn, self.prefix, table, rows).await
+        self.upsert(table, rows).await
+    }
+
+    /// `upsert`, keeping the duplicate groups of the values the rows had
+    /// and now have current when `upkeep` says so.
+    async fn upsert(&mut self, table: &Table, rows: Vec<Vec<Cell>>) -> Result<(), ProjectionError> {
+        let columns: Vec<(usize, &str)> = DUPLICATE_COLUMNS
+            .iter()
+            .filter(|(t, _)| self.upkeep.groups && t.name == table.name)
+            .filter_map(|(t, column)| t.columns.iter().position(|c| c.name == *column).map(|at| (at, *column)))
+            .collect();
+        if columns.is_empty() || rows.is_empty() {
+            return upsert(&mut *self.conn, self.prefix, table, rows).await;
+        }
+        let dialect = self.conn.dialect();
+        let names: Vec<&str> = columns.iter().map(|(_, name)| *name).collect();
+        // The values each column had in these rows, and has now.
+        let mut values: Vec<BTreeSet<String>> = vec![BTreeSet::new(); columns.len()];
+        let ids: Vec<Cell> = rows.iter().filter_map(|row| row.first().cloned()).collect();
+        let before = format!(
+            "SELECT {} FROM {}{} WHERE id IN ({})",
+            names.join(", "),
+            self.prefix,
+            table.name,
+            dialect.parameters(1, ids.len())
+        );
+        let kinds = vec![Kind::Text; names.len()];
+        for old in self.conn.fetch(&before, ids, &kinds).await? {
+            for (n, cell) in old.into_iter().enumerate() {
+                if let (Some(values), Some(value)) = (values.get_mut(n), cell.into_text()) {
+                    values.insert(value);
+                }
+            }
+        }
+        for row in &rows {
+            for ((at, _), values) in columns.iter().zip(values.iter_mut()) {
+                if let Some(Cell::Text(Some(value))) = row.get(*at) {
+                    values.insert(value.clone());
+                }
+            }
+        }
+        upsert(&mut *self.conn, self.prefix, table, rows).await?;
+        for (column, values) in names.into_iter().zip(values) {
+            let values: Vec<String> = values.into_iter().collect();
+            for chunk in values.chunks(ROWS_PER_STATEMENT_MAX) {
+                let list = dialect.parameters(1, chunk.len());
+                let keys = chunk
+                    .iter()
+                    .map(|v| Cell::Text(Some(format!("{column}:{v}"))))
+                    .collect();
+                let forget = format!("DELETE FROM {}duplicates WHERE id IN ({list})", self.prefix);
+                self.conn.run(&forget, keys).await?;
+                let regroup = duplicate_groups_sql(self.prefix, table, column, &format!("{column} IN ({list})"));
+                let binds = chunk.iter().map(|v| Cell::Text(Some(v.clone()))).collect();
+                self.conn.run(&regroup, binds).await?;
+            }
+        }
+        Ok(())
     }
 }
 

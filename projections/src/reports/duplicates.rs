@@ -1,7 +1,8 @@
 //! Duplicates: groups of live records sharing a normalised value (a
 //! contact's email or phone, its name within one account; an account's
-//! domain). Groups are found by `GROUP BY` over each value's partial index
-//! and paged by (reason, value); their members are read for the page only.
+//! domain). Groups are rows of the duplicates table, which every write keeps
+//! current, paged by (reason, value); their members are read for the page
+//! only.
 
 use std::fmt::Write as _;
 
@@ -13,7 +14,7 @@ use super::query::{RecordRow, Sql, table_name};
 use super::{Context, ListPage, OwnerRef, PageRequest, QualityList};
 use crate::ProjectionError;
 use crate::rows::kind_of_table;
-use crate::schema::{ACCOUNTS, CONTACTS, Table};
+use crate::schema::{ACCOUNTS, CONTACTS, DUPLICATES, Table};
 use crate::sql::{Cell, Exec, Kind};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,20 +85,24 @@ impl GroupCursor {
     }
 }
 
-/// `FROM ... WHERE ... GROUP BY ... HAVING ...` of one rule's groups: values
-/// two live records share, at least one of them in the scope.
+/// `FROM ... WHERE ...` of one rule's groups (kept in the duplicates
+/// table as the rows change): values two live records share, at least one
+/// of them in the scope.
 fn groups_sql(sql: &mut Sql, context: &Context, rule: &Rule, after: Option<&str>) {
     let column = rule.column;
-    let _ = write!(sql.text, " FROM {} WHERE {column} IS NOT NULL", table_name(rule.table));
+    let _ = write!(sql.text, " FROM {} g WHERE rule = '{column}'", table_name(&DUPLICATES));
     if let Some(after) = after {
-        let _ = write!(sql.text, " AND {column} > ");
+        sql.push(" AND value > ");
         sql.bind(Cell::Text(Some(after.to_owned())));
     }
-    let _ = write!(sql.text, " GROUP BY {column} HAVING COUNT(*) > 1");
     if let Some(owners) = &context.owners {
-        sql.push(" AND SUM(CASE WHEN owner_id IN ");
+        let _ = write!(
+            sql.text,
+            " AND EXISTS (SELECT 1 FROM {} m WHERE m.{column} = g.value AND m.owner_id IN ",
+            table_name(rule.table)
+        );
         sql.bind_ids(owners);
-        sql.push(" THEN 1 ELSE 0 END) > 0");
+        sql.push(")");
     }
 }
 
@@ -119,9 +124,8 @@ pub(crate) async fn page(
     let mut last = None;
     for (n, rule) in rules_in_scope(context) {
         let mut counted = Sql::new(conn.dialect());
-        counted.push("SELECT COUNT(*) FROM (SELECT 1 AS one");
+        counted.push("SELECT COUNT(*)");
         groups_sql(&mut counted, context, rule, None);
-        counted.push(") AS groups");
         total += counted.count(conn).await?;
         let remaining = page.limit - groups.len();
         let after = match &cursor {
@@ -156,9 +160,9 @@ async fn group_keys(
     limit: usize,
 ) -> Result<Vec<String>, ProjectionError> {
     let mut sql = Sql::new(conn.dialect());
-    let _ = write!(sql.text, "SELECT {}", rule.column);
+    sql.push("SELECT value");
     groups_sql(&mut sql, context, rule, after);
-    let _ = write!(sql.text, " ORDER BY {} LIMIT {limit}", rule.column);
+    let _ = write!(sql.text, " ORDER BY value LIMIT {limit}");
     let rows = sql.fetch(conn, &[Kind::Text]).await?;
     Ok(rows
         .into_iter()
@@ -216,4 +220,17 @@ async fn members(
         }
     }
     Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RULES;
+    use crate::schema::DUPLICATE_COLUMNS;
+
+    #[test]
+    fn every_rule_reads_groups_the_writes_keep() {
+        let kept: Vec<(&str, &str)> = DUPLICATE_COLUMNS.iter().map(|(t, c)| (t.name, *c)).collect();
+        let read: Vec<(&str, &str)> = RULES.iter().map(|r| (r.table.name, r.column)).collect();
+        assert_eq!(kept, read);
+    }
 }
