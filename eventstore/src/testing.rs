@@ -23,7 +23,19 @@ pub enum BackendKind {
 
 /// An open PostgreSQL session (see `TestDatabase::session`).
 #[derive(Debug)]
-pub struct Session(#[expect(dead_code, reason = "held open until dropped")] sqlx::PgConnection);
+pub struct Session(sqlx::PgConnection);
+
+impl Session {
+    /// Releases the session's advisory locks (answered once they are free)
+    /// and ends it. Dropping it instead only starts the close: the server
+    /// may hold its locks a while longer.
+    pub async fn close(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut self.0)
+            .await?;
+        self.0.close().await
+    }
+}
 
 #[derive(Debug)]
 pub struct TestDatabase {

@@ -3,24 +3,46 @@
 //! interactions. Live updates, rebuilds and `as_of` reports all run this same
 //! function; reports are pure queries over its result.
 //!
-//! # What counts as a touch
-//! A record's clock (`last_touched_at`, which stale and neglect reports
-//! measure from) is reset by:
-//! - every event in the record's own stream (created, updated, stage changed,
-//!   closed, archived), and
-//! - every interaction that names the record. An interaction with a contact
-//!   or a deal also touches that contact's or deal's account.
+//! # The clocks
+//! Each is defined here and nowhere else; the README's report section says
+//! the same in a manager's words.
+//!
+//! **Stale** (`last_touched_at`, which the stale list measures from) is reset by:
+//! - the record's creation;
+//! - a change to a substantive field, by anyone: every field but the tags,
+//!   the custom fields and the external id; for a deal also a stage move
+//!   and its closing;
+//! - a change to the tags, custom fields or external id only when the
+//!   record's owner makes it (a colleague tidying labels has not looked
+//!   after the customer);
+//! - a customer-facing interaction (call, email or meeting) that names the
+//!   record; for an account also one that names one of its contacts or
+//!   deals. A note is internal and resets nothing.
+//!
+//! Archiving resets nothing: it takes the record out of the reports.
+//!
+//! **Never updated** holds from creation until the stale clock is first
+//! reset by anything after it.
+//!
+//! **Rotting** (deals, `last_activity`) is measured from the later of the
+//! deal entering its stage and the last customer-facing interaction naming
+//! the deal, the way Pipedrive counts idle days: an edit of the amount or a
+//! note does not keep a deal fresh, a call does.
+//!
+//! **Department coverage** (accounts) counts customer-facing interactions
+//! only, per department of the person who logged them; a record edit is
+//! not contact with the customer.
 //!
 //! Times are business times (`occurred_at`). An event that happened before
-//! the record's last touch (a backfilled import) does not move the clock
-//! back; the `last_touch` reference always names the event that set it.
+//! a clock's last reset (a backfilled import) does not move it back; the
+//! reference kept beside each clock always names the event that set it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use domain::{
-    AccountFields, ContactFields, DealFields, DealOutcome, DealStatus, Event, InteractionLogged, RecordKind, Role,
-    StageName,
+    AccountFields, ContactFields, DealFields, DealOutcome, DealStatus, Event, InteractionKind, InteractionLogged,
+    RecordKind, Role, StageName,
 };
 use eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
@@ -29,7 +51,7 @@ use uuid::Uuid;
 /// Bumped whenever `apply`, the views or the tables change shape: read-model
 /// tables written by another version are refolded from the log aside and
 /// swapped in (`Projector::open`).
-pub const MODEL_VERSION: u32 = 5;
+pub const MODEL_VERSION: u32 = 6;
 
 /// Which event did something, when, and who did it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +87,9 @@ pub struct RecordMeta {
     pub last_touched_at: DateTime<Utc>,
     /// The event that last reset `last_touched_at`.
     pub last_touch: EventRef,
+    /// Whether anything reset the stale clock after the creation: a record
+    /// without is "never updated".
+    pub updated_since_created: bool,
     pub interaction_count: u64,
     pub archived: bool,
 }
@@ -78,28 +103,71 @@ impl RecordMeta {
             updated_at: at.occurred_at,
             last_touched_at: at.occurred_at,
             last_touch: at.clone(),
+            updated_since_created: false,
             interaction_count: 0,
             archived: false,
         }
     }
 
-    fn changed(&mut self, at: &EventRef) {
+    /// An event of the record's own stream; `resets` says whether it
+    /// resets the stale clock.
+    fn changed(&mut self, at: &EventRef, resets: bool) {
         self.version += 1;
         self.updated_at = self.updated_at.max(at.occurred_at);
-        self.touch(at);
+        if resets {
+            self.touch(at);
+        }
     }
 
     fn touch(&mut self, at: &EventRef) {
+        self.updated_since_created = true;
         if at.occurred_at >= self.last_touched_at {
             self.last_touched_at = at.occurred_at;
             self.last_touch = at.clone();
         }
     }
 
-    fn interacted(&mut self, at: &EventRef) {
+    fn interacted(&mut self, at: &EventRef, kind: InteractionKind) {
         self.interaction_count += 1;
-        self.touch(at);
+        if customer_facing(kind) {
+            self.touch(at);
+        }
     }
+}
+
+/// Calls, emails and meetings: contact with the customer. Notes are not.
+pub fn customer_facing(kind: InteractionKind) -> bool {
+    match kind {
+        InteractionKind::Call | InteractionKind::Email | InteractionKind::Meeting => true,
+        InteractionKind::Note => false,
+    }
+}
+
+/// Whether a change resets the stale clock: one of its fields is
+/// substantive (`upkeep_only` says it is not), or its author owns the
+/// record.
+fn change_resets(upkeep_only: bool, owner_id: Option<Uuid>, actor: &str) -> bool {
+    !upkeep_only || owner_id.is_some_and(|owner| Uuid::parse_str(actor).ok() == Some(owner))
+}
+
+/// Whether a change touches only the labels around the customer (tags,
+/// custom fields, the external id) and no substantive field.
+fn contact_upkeep_only(changes: &domain::ContactChanges) -> bool {
+    let mut substantive = changes.clone();
+    (substantive.tags, substantive.custom, substantive.external_id) = (None, None, None);
+    substantive.is_empty()
+}
+
+fn account_upkeep_only(changes: &domain::AccountChanges) -> bool {
+    let mut substantive = changes.clone();
+    (substantive.custom, substantive.external_id) = (None, None);
+    substantive.is_empty()
+}
+
+fn deal_upkeep_only(changes: &domain::DealChanges) -> bool {
+    let mut substantive = changes.clone();
+    substantive.external_id = None;
+    substantive.is_empty()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,9 +196,18 @@ pub struct AccountView {
     /// The latest interaction touching the account (directly or through one
     /// of its contacts or deals).
     pub last_interaction: Option<InteractionRef>,
-    /// Departments of every user whose events ever touched the account, its
-    /// contacts or its deals.
-    pub departments: BTreeSet<String>,
+    /// Per department, the customer-facing interactions its people had with
+    /// the account, its contacts or its deals.
+    pub coverage: BTreeMap<String, Coverage>,
+}
+
+/// One department's contact with an account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// Calls, emails and meetings logged by the department's people.
+    pub interactions: u64,
+    /// The latest of them.
+    pub last: EventRef,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,10 +224,51 @@ pub struct DealView {
     pub fields: DealFields,
     pub stage: StageName,
     pub status: DealStatus,
-    /// The event that put the deal in its current stage: rotting is measured from it.
+    /// The event that put the deal in its current stage.
     pub stage_entered: EventRef,
+    /// The event rotting is measured from: `stage_entered`, or a later
+    /// call, email or meeting about the deal.
+    pub last_activity: EventRef,
     pub closed: Option<DealClosing>,
     pub meta: RecordMeta,
+}
+
+impl DealView {
+    /// Activity on the deal: the rotting clock starts again.
+    fn active(&mut self, at: &EventRef) {
+        if at.occurred_at >= self.last_activity.occurred_at {
+            self.last_activity = at.clone();
+        }
+    }
+}
+
+impl AccountView {
+    /// A customer-facing interaction with the account (or one of its
+    /// contacts or deals), by someone of `department`.
+    fn contacted(&mut self, logged: &InteractionLogged, at: &EventRef, department: Option<String>) {
+        let newer = self
+            .last_interaction
+            .as_ref()
+            .is_none_or(|last| at.occurred_at >= last.at.occurred_at);
+        if newer {
+            self.last_interaction = Some(InteractionRef {
+                id: logged.interaction_id,
+                kind: logged.kind,
+                summary: logged.summary.to_string(),
+                at: at.clone(),
+            });
+        }
+        if let Some(department) = department {
+            let coverage = self.coverage.entry(department).or_insert_with(|| Coverage {
+                interactions: 0,
+                last: at.clone(),
+            });
+            coverage.interactions += 1;
+            if at.occurred_at >= coverage.last.occurred_at {
+                coverage.last = at.clone();
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +298,14 @@ pub struct Keys {
     /// Records the batch creates (their stream's first event is in it): no
     /// row can exist for them before it, so none is looked for.
     pub created: BTreeSet<Uuid>,
+    /// Contacts and deals whose account the batch reaches through them (an
+    /// interaction names them): that account is loaded with them.
+    pub via: BTreeSet<Uuid>,
+    /// Accounts the batch's own events give a contact or deal (created with
+    /// one, or moved to one): reached through that record when an
+    /// interaction later in the batch names it, before its row exists or
+    /// while the loaded row still names its old account.
+    pub links: BTreeMap<Uuid, BTreeSet<Uuid>>,
 }
 
 impl Keys {
@@ -191,6 +317,17 @@ impl Keys {
         self.deals.extend(other.deals);
         self.interactions.extend(other.interactions);
         self.created.extend(other.created);
+        self.via.extend(other.via);
+        for (id, accounts) in other.links {
+            self.links.entry(id).or_default().extend(accounts);
+        }
+    }
+
+    /// Notes that the batch gives record `id` the account `account`.
+    fn link(&mut self, id: Uuid, account: Option<Uuid>) {
+        if let Some(account) = account {
+            self.links.entry(id).or_default().insert(account);
+        }
     }
 
     /// The ids of one kind of record.
@@ -261,7 +398,7 @@ impl CrmModel {
         });
     }
 
-    /// Account events: the view, and which departments touched it.
+    /// Account events: the view and its stale clock.
     fn apply_account(&mut self, event: &Event, at: &EventRef) {
         match event {
             Event::AccountCreated(e) => {
@@ -270,28 +407,26 @@ impl CrmModel {
                     fields: e.fields.clone(),
                     meta: RecordMeta::created(at),
                     last_interaction: None,
-                    departments: BTreeSet::new(),
+                    coverage: BTreeMap::new(),
                 });
-                self.account_touched_by(Some(e.account_id), at);
             }
             Event::AccountUpdated(e) => {
                 if let Some(account) = self.accounts.get_mut(&e.account_id) {
+                    let resets = change_resets(account_upkeep_only(&e.changes), account.fields.owner_id, &at.actor);
                     e.changes.apply_to(&mut account.fields);
-                    account.meta.changed(at);
+                    account.meta.changed(at, resets);
                 }
-                self.account_touched_by(Some(e.account_id), at);
             }
             Event::AccountArchived(e) => {
                 if let Some(account) = self.accounts.get_mut(&e.account_id) {
                     account.meta.archived = true;
-                    account.meta.changed(at);
+                    account.meta.changed(at, false);
                 }
             }
             _ => {}
         }
     }
 
-    /// Contact events; a contact's change also counts as work on its account.
     fn apply_contact(&mut self, event: &Event, at: &EventRef) {
         match event {
             Event::ContactCreated(e) => {
@@ -300,20 +435,18 @@ impl CrmModel {
                     fields: e.fields.clone(),
                     meta: RecordMeta::created(at),
                 });
-                self.account_touched_by(e.fields.account_id, at);
             }
             Event::ContactUpdated(e) => {
-                let account_id = self.contacts.get_mut(&e.contact_id).map(|contact| {
+                if let Some(contact) = self.contacts.get_mut(&e.contact_id) {
+                    let resets = change_resets(contact_upkeep_only(&e.changes), contact.fields.owner_id, &at.actor);
                     e.changes.apply_to(&mut contact.fields);
-                    contact.meta.changed(at);
-                    contact.fields.account_id
-                });
-                self.account_touched_by(account_id.flatten(), at);
+                    contact.meta.changed(at, resets);
+                }
             }
             Event::ContactArchived(e) => {
                 if let Some(contact) = self.contacts.get_mut(&e.contact_id) {
                     contact.meta.archived = true;
-                    contact.meta.changed(at);
+                    contact.meta.changed(at, false);
                 }
             }
             _ => {}
@@ -322,25 +455,37 @@ impl CrmModel {
 
     /// Deal events: fields, stage and the event that entered it, closing.
     fn apply_deal(&mut self, event: &Event, at: &EventRef) {
-        match event {
-            Event::DealCreated(e) => {
-                self.deals.entry(e.deal_id).or_insert_with(|| DealView {
-                    id: e.deal_id,
-                    fields: e.fields.clone(),
-                    stage: e.stage.clone(),
-                    status: DealStatus::Open,
-                    stage_entered: at.clone(),
-                    closed: None,
-                    meta: RecordMeta::created(at),
-                });
-                self.account_touched_by(Some(e.fields.account_id), at);
+        let Some(deal) = self.deals.get_mut(&event.record().1) else {
+            if let Event::DealCreated(e) = event {
+                self.deals.insert(
+                    e.deal_id,
+                    DealView {
+                        id: e.deal_id,
+                        fields: e.fields.clone(),
+                        stage: e.stage.clone(),
+                        status: DealStatus::Open,
+                        stage_entered: at.clone(),
+                        last_activity: at.clone(),
+                        closed: None,
+                        meta: RecordMeta::created(at),
+                    },
+                );
             }
-            Event::DealUpdated(e) => self.change_deal(e.deal_id, at, |deal| e.changes.apply_to(&mut deal.fields)),
-            Event::DealStageChanged(e) => self.change_deal(e.deal_id, at, |deal| {
+            return;
+        };
+        let resets = match event {
+            Event::DealUpdated(e) => {
+                let resets = change_resets(deal_upkeep_only(&e.changes), deal.fields.owner_id, &at.actor);
+                e.changes.apply_to(&mut deal.fields);
+                resets
+            }
+            Event::DealStageChanged(e) => {
                 deal.stage = e.to.clone();
                 deal.stage_entered = at.clone();
-            }),
-            Event::DealClosed(e) => self.change_deal(e.deal_id, at, |deal| {
+                deal.active(at);
+                true
+            }
+            Event::DealClosed(e) => {
                 deal.status = match e.outcome {
                     DealOutcome::Won => DealStatus::Won,
                     DealOutcome::Lost => DealStatus::Lost,
@@ -350,25 +495,16 @@ impl CrmModel {
                     reason: e.reason.as_ref().map(|r| r.to_string()),
                     at: at.clone(),
                 });
-            }),
-            Event::DealArchived(e) => {
-                if let Some(deal) = self.deals.get_mut(&e.deal_id) {
-                    deal.meta.archived = true;
-                    deal.meta.changed(at);
-                }
+                true
             }
-            _ => {}
-        }
-    }
-
-    fn change_deal(&mut self, deal_id: Uuid, at: &EventRef, change: impl FnOnce(&mut DealView)) {
-        let Some(deal) = self.deals.get_mut(&deal_id) else {
-            return;
+            Event::DealArchived(_) => {
+                deal.meta.archived = true;
+                false
+            }
+            // A second creation of the same id, or another kind's event.
+            _ => return,
         };
-        change(deal);
-        deal.meta.changed(at);
-        let account_id = deal.fields.account_id;
-        self.account_touched_by(Some(account_id), at);
+        deal.meta.changed(at, resets);
     }
 
     fn log_interaction(&mut self, logged: &InteractionLogged, at: &EventRef) {
@@ -382,27 +518,21 @@ impl CrmModel {
             .map(|d| d.fields.account_id);
         let account_id = logged.account_id.or(via_contact).or(via_deal);
         if let Some(contact) = logged.contact_id.and_then(|id| self.contacts.get_mut(&id)) {
-            contact.meta.interacted(at);
+            contact.meta.interacted(at, logged.kind);
         }
         if let Some(deal) = logged.deal_id.and_then(|id| self.deals.get_mut(&id)) {
-            deal.meta.interacted(at);
-        }
-        if let Some(account) = account_id.and_then(|id| self.accounts.get_mut(&id)) {
-            account.meta.interacted(at);
-            let newer = account
-                .last_interaction
-                .as_ref()
-                .is_none_or(|last| at.occurred_at >= last.at.occurred_at);
-            if newer {
-                account.last_interaction = Some(InteractionRef {
-                    id: logged.interaction_id,
-                    kind: logged.kind,
-                    summary: logged.summary.to_string(),
-                    at: at.clone(),
-                });
+            deal.meta.interacted(at, logged.kind);
+            if customer_facing(logged.kind) {
+                deal.active(at);
             }
         }
-        self.account_touched_by(account_id, at);
+        let department = self.user(&at.actor).map(|u| u.department.clone());
+        if let Some(account) = account_id.and_then(|id| self.accounts.get_mut(&id)) {
+            account.meta.interacted(at, logged.kind);
+            if customer_facing(logged.kind) {
+                account.contacted(logged, at, department);
+            }
+        }
         self.interactions.insert(
             logged.interaction_id,
             InteractionView {
@@ -412,17 +542,6 @@ impl CrmModel {
                 at: at.clone(),
             },
         );
-    }
-
-    /// Records the acting user's department on the account.
-    fn account_touched_by(&mut self, account_id: Option<Uuid>, at: &EventRef) {
-        let department = Uuid::parse_str(&at.actor)
-            .ok()
-            .and_then(|id| self.users.get(&id))
-            .map(|u| u.department.clone());
-        if let (Some(account), Some(department)) = (account_id.and_then(|id| self.accounts.get_mut(&id)), department) {
-            account.departments.insert(department);
-        }
     }
 
     /// Adds to `keys` every record `apply(recorded, event)` reads or writes,
@@ -441,16 +560,19 @@ impl CrmModel {
             keys.created.insert(id);
         }
         match event {
-            Event::ContactCreated(e) => keys.accounts.extend(e.fields.account_id),
-            Event::ContactUpdated(e) => keys.accounts.extend(e.changes.account_id.flatten()),
-            Event::DealCreated(e) => keys.accounts.extend([e.fields.account_id]),
-            Event::DealUpdated(e) => keys.accounts.extend(e.changes.account_id),
             Event::InteractionLogged(e) => {
                 keys.contacts.extend(e.contact_id);
                 keys.deals.extend(e.deal_id);
                 keys.accounts.extend(e.account_id);
+                keys.via.extend(e.contact_id.into_iter().chain(e.deal_id));
             }
-            // Events that name no record but their own.
+            // They change no record but their own; what they link is kept
+            // for an interaction later in the batch.
+            Event::ContactCreated(e) => keys.link(id, e.fields.account_id),
+            Event::ContactUpdated(e) => keys.link(id, e.changes.account_id.flatten()),
+            Event::DealCreated(e) => keys.link(id, Some(e.fields.account_id)),
+            Event::DealUpdated(e) => keys.link(id, e.changes.account_id),
+            // Events that change no record but their own.
             Event::UserRegistered(_)
             | Event::AccountCreated(_)
             | Event::AccountUpdated(_)

@@ -5,7 +5,7 @@
 //! is defined once, in this file.
 
 use chrono::{DateTime, Utc};
-use domain::{DealStatus, RecordKind};
+use domain::{DealStatus, LifecycleStage, RecordKind};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -106,13 +106,15 @@ struct RecordColumns<'a> {
     stage: Option<&'a str>,
     external_id: Option<&'a str>,
     search: String,
-    /// Whether an open deal (contacts and accounts are always open).
-    closed: bool,
+    /// Whether out of the quality reports while live: a closed deal, a
+    /// churned contact.
+    settled: bool,
     /// Each completeness check and whether it passes.
     checks: Vec<(&'static str, bool)>,
     status: Option<String>,
     lifecycle: Option<String>,
     stage_entered_at: Option<i64>,
+    active_at: Option<i64>,
     last_interaction_at: Option<i64>,
     amount: Option<(i64, &'a str)>,
     dup_email: Option<String>,
@@ -140,15 +142,16 @@ impl RecordColumns<'_> {
             owned(self.stage),
             owned(self.external_id),
             Cell::Text(Some(self.search)),
-            Cell::Int(i64::from(!meta.archived && !self.closed)),
+            Cell::Int(i64::from(!meta.archived && !self.settled)),
             Cell::Int(micros(meta.created_at)),
             Cell::Int(micros(meta.last_touched_at)),
-            Cell::Int(i64::from(meta.version == 1 && meta.interaction_count == 0)),
+            Cell::Int(i64::from(!meta.updated_since_created)),
             Cell::Int(failed),
             Cell::Int(completeness),
             Cell::Text(self.status),
             Cell::Text(self.lifecycle),
             Cell::OptInt(self.stage_entered_at),
+            Cell::OptInt(self.active_at),
             Cell::OptInt(self.last_interaction_at),
             Cell::OptInt(self.amount.map(|(value, _)| value)),
             owned(self.amount.map(|(_, currency)| currency)),
@@ -188,6 +191,7 @@ pub(crate) fn contact_row(contact: &ContactView, view: String) -> Vec<Cell> {
             fields.title.as_ref().map(|t| t.as_str()),
         ]),
         checks: contact_checks(contact),
+        settled: fields.lifecycle_stage == Some(LifecycleStage::Churned),
         lifecycle: fields.lifecycle_stage.as_ref().and_then(wire_name),
         dup_email: fields.email.as_ref().map(|e| e.normalized()),
         dup_phone: fields.phone.as_ref().map(|p| p.as_str().to_owned()),
@@ -227,10 +231,11 @@ pub(crate) fn deal_row(deal: &DealView, view: String) -> Vec<Cell> {
         stage: Some(deal.stage.as_str()),
         external_id: fields.external_id.as_ref().map(|e| e.as_str()),
         search: search_text([Some(fields.title.as_str())]),
-        closed: deal.status != DealStatus::Open,
+        settled: deal.status != DealStatus::Open,
         checks: deal_checks(deal),
         status: wire_name(&deal.status),
         stage_entered_at: Some(micros(deal.stage_entered.occurred_at)),
+        active_at: Some(micros(deal.last_activity.occurred_at)),
         amount: fields
             .amount
             .as_ref()
@@ -238,6 +243,24 @@ pub(crate) fn deal_row(deal: &DealView, view: String) -> Vec<Cell> {
         ..RecordColumns::default()
     }
     .row(&deal.id, &deal.meta, view)
+}
+
+/// An account's `coverage` rows, one per department.
+pub(crate) fn coverage_rows(account: &AccountView) -> Vec<Vec<Cell>> {
+    let id = account.id.to_string();
+    account
+        .coverage
+        .iter()
+        .map(|(department, coverage)| {
+            vec![
+                Cell::Text(Some(crate::schema::coverage_key(&id, department))),
+                Cell::Text(Some(id.clone())),
+                Cell::Text(Some(department.clone())),
+                Cell::Int(i64::try_from(coverage.interactions).unwrap_or(i64::MAX)),
+                Cell::Int(micros(coverage.last.occurred_at)),
+            ]
+        })
+        .collect()
 }
 
 /// The record kind a table's rows are.

@@ -75,7 +75,8 @@ const RECORD_COLUMNS: &[Column] = &[
     column("stage", ColumnType::Text),
     column("external_id", ColumnType::Text),
     column("search", ColumnType::TextNotNull),
-    // 1 for a record that can go stale: not archived (and for a deal, open).
+    // 1 for a record the quality reports cover: not archived, and for a
+    // deal open, for a contact not churned.
     column("subject", ColumnType::IntNotNull),
     column("created_at", ColumnType::IntNotNull),
     // The last touch: what stale reports measure from.
@@ -89,6 +90,9 @@ const RECORD_COLUMNS: &[Column] = &[
     column("status", ColumnType::Text),
     column("lifecycle", ColumnType::Text),
     column("stage_entered_at", ColumnType::Int),
+    // Deals: what rotting measures from (the stage entered, or a later
+    // call, email or meeting about the deal).
+    column("active_at", ColumnType::Int),
     column("last_interaction_at", ColumnType::Int),
     column("amount", ColumnType::Int),
     column("currency", ColumnType::Text),
@@ -171,7 +175,7 @@ pub(crate) const DEALS: Table = Table {
     indexes: record_indexes![
         index(
             "rotting",
-            "stage_entered_at, id, subject, stage, owner_id",
+            "active_at, id, subject, stage, owner_id",
             Some("subject = 1")
         ),
         // The pipeline's sums, from the index alone.
@@ -213,7 +217,36 @@ pub(crate) const DUPLICATES: Table = Table {
     indexes: &[index("rule", "rule, value", None)],
     searched: false,
 };
-pub(crate) const TABLES: [&Table; 6] = [&USERS, &CONTACTS, &ACCOUNTS, &DEALS, &INTERACTIONS, &DUPLICATES];
+/// Which departments had contact with each account: one row per account
+/// and department (`id` is `account_id:department`), with the count of
+/// calls, emails and meetings and the latest one's time. Written with the
+/// account's row; what "not touched by a department" reads.
+pub(crate) const COVERAGE: Table = Table {
+    name: "coverage",
+    columns: &[
+        column("id", ColumnType::Key),
+        column("account_id", ColumnType::TextNotNull),
+        column("department", ColumnType::TextNotNull),
+        column("interactions", ColumnType::IntNotNull),
+        column("last_at", ColumnType::IntNotNull),
+    ],
+    indexes: &[],
+    searched: false,
+};
+pub(crate) const TABLES: [&Table; 7] = [
+    &USERS,
+    &CONTACTS,
+    &ACCOUNTS,
+    &DEALS,
+    &INTERACTIONS,
+    &DUPLICATES,
+    &COVERAGE,
+];
+
+/// The key of an account's coverage row for a department.
+pub(crate) fn coverage_key(account_id: &str, department: &str) -> String {
+    format!("{account_id}:{department}")
+}
 
 /// The columns whose shared values make duplicate groups, and their tables.
 pub(crate) const DUPLICATE_COLUMNS: [(&Table, &str); 4] = [

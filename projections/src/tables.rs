@@ -26,10 +26,10 @@ use uuid::Uuid;
 
 use crate::ProjectionError;
 use crate::model::{CrmModel, InteractionView, Keys, UserView};
-use crate::rows::{account_row, contact_row, deal_row, interaction_row, text, user_row};
+use crate::rows::{account_row, contact_row, coverage_rows, deal_row, interaction_row, text, user_row};
 use crate::schema::{
-    ACCOUNTS, CONTACTS, DEALS, DUPLICATE_COLUMNS, INTERACTIONS, SearchIndex, Table, USERS, create_indexes_sql,
-    create_tables_sql, drop_sql, duplicate_groups_sql, search_table,
+    ACCOUNTS, CONTACTS, COVERAGE, DEALS, DUPLICATE_COLUMNS, INTERACTIONS, SearchIndex, Table, USERS,
+    create_indexes_sql, create_tables_sql, drop_sql, duplicate_groups_sql, search_table,
 };
 pub(crate) use crate::schema::{LIVE, NEXT, TABLES};
 pub(crate) use crate::sql::Dialect;
@@ -728,8 +728,9 @@ impl Claim {
 }
 
 /// Loads the rows `keys` names that `model` does not hold yet, then the
-/// accounts of the contacts and deals among them (a fold touches a record's
-/// account too); returns every key the fold may change.
+/// accounts reached through contacts and deals (`Keys::via`: an interaction
+/// with a contact touches its account too); returns every key the fold may
+/// change.
 async fn load_touched(
     conn: &mut dyn Exec,
     prefix: &str,
@@ -741,7 +742,7 @@ async fn load_touched(
     with_accounts(conn, prefix, keys, model, loaded).await
 }
 
-/// `keys` and the accounts of the contacts and deals among them, loading
+/// `keys` and the accounts of the contacts and deals in `keys.via`, loading
 /// those accounts not asked for already.
 async fn with_accounts(
     conn: &mut dyn Exec,
@@ -751,17 +752,20 @@ async fn with_accounts(
     loaded: &mut Loaded,
 ) -> Result<Keys, ProjectionError> {
     let accounts_of_contacts = keys
-        .contacts
+        .via
         .iter()
         .filter_map(|id| model.contacts.get(id))
         .filter_map(|c| c.fields.account_id);
     let accounts_of_deals = keys
-        .deals
+        .via
         .iter()
         .filter_map(|id| model.deals.get(id))
         .map(|d| d.fields.account_id);
+    let linked = keys.via.iter().filter_map(|id| keys.links.get(id)).flatten().copied();
     let mut touched = keys.clone();
-    touched.accounts.extend(accounts_of_contacts.chain(accounts_of_deals));
+    touched
+        .accounts
+        .extend(accounts_of_contacts.chain(accounts_of_deals).chain(linked));
     let missing = Keys {
         accounts: touched
             .accounts
@@ -1021,6 +1025,8 @@ fn not_held(keys: &Keys, model: &CrmModel) -> Keys {
         deals: wanted(&keys.deals, &|id| model.deals.contains_key(id)),
         interactions: wanted(&keys.interactions, &|id| model.interactions.contains_key(id)),
         created: BTreeSet::new(),
+        via: BTreeSet::new(),
+        links: BTreeMap::new(),
     }
 }
 
@@ -1372,9 +1378,18 @@ async fn write_changed(
     changes
         .write(&CONTACTS, &touched.contacts, &model.contacts, contact_row)
         .await?;
-    changes
+    let accounts = changes
         .write(&ACCOUNTS, &touched.accounts, &model.accounts, account_row)
         .await?;
+    // Coverage only grows (interactions are never undone): the rows of the
+    // accounts written are upserted (for an edit of the account's fields,
+    // rewritten unchanged: a few rows), none is ever deleted.
+    let coverage = accounts
+        .iter()
+        .filter_map(|id| model.accounts.get(id))
+        .flat_map(coverage_rows)
+        .collect();
+    upsert(&mut *changes.conn, prefix, &COVERAGE, coverage).await?;
     changes.write(&DEALS, &touched.deals, &model.deals, deal_row).await?;
     changes
         .write(
@@ -1383,7 +1398,8 @@ async fn write_changed(
             &model.interactions,
             interaction_row,
         )
-        .await
+        .await?;
+    Ok(())
 }
 
 /// Writes the rows a batch changed, table by table, a statement at a time
@@ -1397,15 +1413,17 @@ struct Changes<'a> {
 
 impl Changes<'_> {
     /// Writes the rows of `table` among `ids` whose JSON differs from what
-    /// was loaded, each made by `row` from its view and that JSON.
+    /// was loaded, each made by `row` from its view and that JSON; returns
+    /// the ids written.
     async fn write<T: serde::Serialize>(
         &mut self,
         table: &Table,
         ids: &BTreeSet<Uuid>,
         views: &BTreeMap<Uuid, T>,
         row: impl Fn(&T, String) -> Vec<Cell>,
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<Vec<Uuid>, ProjectionError> {
         let mut rows = Vec::new();
+        let mut written = Vec::new();
         for (id, view) in ids.iter().filter_map(|id| views.get(id).map(|view| (id, view))) {
             let json = to_json(view);
             let key = (table.name, *id);
@@ -1416,11 +1434,13 @@ impl Changes<'_> {
                 self.loaded.views.insert(key, json.clone());
             }
             rows.push(row(view, json));
+            written.push(*id);
             if rows.len() == rows_per_statement(table) {
                 self.upsert(table, std::mem::take(&mut rows)).await?;
             }
         }
-        self.upsert(table, rows).await
+        self.upsert(table, rows).await?;
+        Ok(written)
     }
 
     /// `upsert`, keeping the duplicate groups of the values the rows had

@@ -43,8 +43,13 @@ fn pipeline(history: &History) -> PipelineReport {
 }
 
 fn neglected(history: &History) -> NeglectedAccountsReport {
+    neglected_by(history, 30, reports::DepartmentRules::default())
+}
+
+fn neglected_by(history: &History, days: u32, departments: reports::DepartmentRules) -> NeglectedAccountsReport {
     let request = ReportRequest::NeglectedAccounts {
-        days: 30,
+        days,
+        departments,
         scope: reports::Scope::default(),
         page: reports::PageRequest::default(),
     };
@@ -460,13 +465,23 @@ fn neglected_accounts_have_open_deals_or_customers_and_no_recent_interaction() {
     );
     let quiet_line = &report.accounts[1];
     assert_eq!(quiet_line.days_since_interaction, Some(31));
+    let departments: Vec<(&str, u64)> = quiet_line
+        .departments
+        .iter()
+        .map(|d| (d.department.as_str(), d.interactions))
+        .collect();
     assert_eq!(
-        quiet_line.departments,
-        ["Sales", "Support"],
-        "the contact's call touched the account"
+        departments,
+        [("Support", 1)],
+        "the contact's call reached the account; Sales only created records"
     );
     assert_eq!(quiet_line.customer_contacts, 1);
-    assert!(report.accounts[0].reason.contains("no interaction ever"));
+    assert!(
+        report.accounts[0].reason.contains("no call, email or meeting ever"),
+        "{}",
+        report.accounts[0].reason
+    );
+    assert!(report.accounts[0].clears_when.contains("call, email or meeting"));
 }
 
 #[test]
@@ -517,5 +532,269 @@ fn history_names_each_changed_field_with_from_to_and_the_actor() {
     assert_eq!(
         (entries[1].actor.name.as_deref(), entries[1].actor.department.as_deref()),
         (Some("Ann"), Some("Sales"))
+    );
+}
+
+/// Stale and never-updated list ids of one data-quality report.
+fn clock_lists(history: &History) -> (Vec<Uuid>, Vec<Uuid>) {
+    let report = quality(history);
+    (ids(&report.stale, |e| e.id), ids(&report.never_updated, |e| e.id))
+}
+
+#[test]
+fn labels_by_a_colleague_reset_no_clock_the_owners_labels_and_any_real_change_do() {
+    for kind in [RecordKind::Contact, RecordKind::Account, RecordKind::Deal] {
+        let mut history = History::default();
+        let owner = history.user("Olga Owner", "Sales", days_ago(500));
+        let colleague = history.user("Carl Colleague", "Marketing", days_ago(500));
+        let acme = history.account(json!({"name": "Acme"}), "system", days_ago(400));
+        let create = |h: &mut History, name: &str| {
+            let owner_id = owner.to_string();
+            match kind {
+                RecordKind::Contact => h.contact(json!({"name": name, "owner_id": owner_id}), "system", days_ago(200)),
+                RecordKind::Account => h.account(json!({"name": name, "owner_id": owner_id}), "system", days_ago(200)),
+                _ => h.deal(
+                    json!({"title": name, "owner_id": owner_id, "account_id": acme.to_string()}),
+                    "system",
+                    days_ago(200),
+                ),
+            }
+        };
+        let label = match kind {
+            RecordKind::Contact => json!({"tags": ["vip"], "custom": {"tier": "gold"}}),
+            RecordKind::Account => json!({"custom": {"tier": "gold"}}),
+            _ => json!({"external_id": "crm-old-17"}),
+        };
+        let substantive = match kind {
+            RecordKind::Contact => json!({"title": "CTO"}),
+            RecordKind::Account => json!({"industry": "Mining"}),
+            _ => json!({"amount": {"value_minor": 10_000, "currency": "EUR"}}),
+        };
+        let tidied = create(&mut history, "Tidied by a colleague");
+        history.update(kind, tidied, label.clone(), &colleague.to_string(), days_ago(1));
+        let labelled = create(&mut history, "Labelled by its owner");
+        history.update(kind, labelled, label, &owner.to_string(), days_ago(1));
+        let changed = create(&mut history, "Changed by a colleague");
+        history.update(kind, changed, substantive, &colleague.to_string(), days_ago(1));
+        let (stale, never_updated) = clock_lists(&history);
+        assert!(
+            stale.contains(&tidied) && never_updated.contains(&tidied),
+            "{kind:?}: a colleague's labels are no upkeep"
+        );
+        for cleared in [labelled, changed] {
+            assert!(
+                !stale.contains(&cleared) && !never_updated.contains(&cleared),
+                "{kind:?}: {cleared} was looked after"
+            );
+        }
+        let entry = quality(&history)
+            .stale
+            .into_iter()
+            .find(|e| e.id == tidied)
+            .expect("listed");
+        assert_eq!(entry.clock_reset_by.event_type, format!("{kind:?}Created"));
+        assert!(entry.clears_when.contains("owner"), "{}", entry.clears_when);
+    }
+}
+
+#[test]
+fn a_note_resets_no_clock_a_call_an_email_or_a_meeting_does() {
+    let mut history = History::default();
+    let acme = history.account(json!({"name": "Acme"}), "system", days_ago(400));
+    let noted = history.contact(
+        json!({"name": "Noted", "account_id": acme.to_string()}),
+        "system",
+        days_ago(200),
+    );
+    history.interaction(
+        json!({"contact_id": noted.to_string(), "kind": "note"}),
+        "system",
+        days_ago(1),
+    );
+    let mut met = Vec::new();
+    for kind in ["call", "email", "meeting"] {
+        let contact = history.contact(json!({"name": format!("Had a {kind}")}), "system", days_ago(200));
+        history.interaction(
+            json!({"contact_id": contact.to_string(), "kind": kind}),
+            "system",
+            days_ago(1),
+        );
+        met.push(contact);
+    }
+    let (stale, never_updated) = clock_lists(&history);
+    assert!(stale.contains(&noted) && never_updated.contains(&noted));
+    assert!(
+        stale.contains(&acme),
+        "a note about its contact is no contact with the account"
+    );
+    for contact in met {
+        assert!(!stale.contains(&contact) && !never_updated.contains(&contact));
+    }
+    let model = history.model();
+    assert_eq!(
+        model.contacts[&noted].meta.interaction_count, 1,
+        "the note is still counted"
+    );
+    assert!(model.accounts[&acme].last_interaction.is_none());
+}
+
+#[test]
+fn a_call_about_a_rotting_deal_resets_its_rot_an_edit_or_a_note_does_not() {
+    let mut history = History::default();
+    let acme = history.account(json!({"name": "Acme"}), "system", days_ago(100));
+    let deal = |h: &mut History, title: &str| {
+        let id = h.deal(
+            json!({"title": title, "account_id": acme.to_string()}),
+            "system",
+            days_ago(60),
+        );
+        h.move_deal(id, "proposal", "system", days_ago(30));
+        id
+    };
+    let called = deal(&mut history, "Called");
+    history.interaction(json!({"deal_id": called.to_string()}), "system", days_ago(3));
+    let edited = deal(&mut history, "Edited");
+    history.update(
+        RecordKind::Deal,
+        edited,
+        json!({"amount": {"value_minor": 1_000, "currency": "EUR"}}),
+        "system",
+        days_ago(3),
+    );
+    let noted = deal(&mut history, "Noted");
+    history.interaction(
+        json!({"deal_id": noted.to_string(), "kind": "note"}),
+        "system",
+        days_ago(3),
+    );
+    let report = pipeline(&history);
+    assert_eq!(
+        ids(&report.rotting_deals, |d| d.id),
+        [edited, noted],
+        "proposal rots after 10 idle days; the call made {called} active again"
+    );
+    let entry = &report.rotting_deals[0];
+    assert_eq!((entry.days_in_stage, entry.days_idle), (30, 30));
+    assert_eq!(entry.clock_reset_by.event_type, "DealStageChanged");
+    assert!(entry.clears_when.contains("call"), "{}", entry.clears_when);
+    // The call's deal rots again 10 days after the call, not the stage move.
+    let later = ReportRequest::Pipeline {
+        scope: reports::Scope::default(),
+        page: reports::PageRequest::default(),
+    };
+    let model = history.model();
+    assert_eq!(model.deals[&called].last_activity.event_type, "InteractionLogged");
+    let report: PipelineReport = support::report(&model, later);
+    assert_eq!(report.stages.iter().map(|s| s.count).sum::<u64>(), 3);
+}
+
+#[test]
+fn churned_contacts_are_no_longer_listed_as_stale_or_never_updated() {
+    let mut history = History::default();
+    let churned = history.contact(
+        json!({"name": "Gone Elsewhere", "lifecycle_stage": "churned"}),
+        "system",
+        days_ago(200),
+    );
+    let lead = history.contact(
+        json!({"name": "Old Lead", "lifecycle_stage": "lead"}),
+        "system",
+        days_ago(200),
+    );
+    let (stale, never_updated) = clock_lists(&history);
+    assert_eq!((stale, never_updated), (vec![lead], vec![lead]), "{churned} has left");
+    assert_eq!(quality(&history).summary.records, 1);
+}
+
+#[test]
+fn department_coverage_counts_calls_emails_and_meetings_of_each_department() {
+    let mut history = History::default();
+    let ann = history.user("Ann", "Sales", days_ago(900));
+    let sue = history.user("Sue", "Support", days_ago(900));
+    let mia = history.user("Mia", "Marketing", days_ago(900));
+    let account = |h: &mut History, name: &str| {
+        let id = h.account(json!({"name": name}), &ann.to_string(), days_ago(800));
+        h.deal(
+            json!({"title": format!("{name} renewal"), "account_id": id.to_string()}),
+            &ann.to_string(),
+            days_ago(800),
+        );
+        id
+    };
+    // Support called long ago; Sales called lately; Marketing only edited.
+    let drifting = account(&mut history, "Drifting");
+    let contact = history.contact(
+        json!({"name": "Dee", "account_id": drifting.to_string()}),
+        &mia.to_string(),
+        days_ago(700),
+    );
+    history.update_contact(contact, json!({"title": "Buyer"}), &mia.to_string(), days_ago(5));
+    history.interaction(
+        json!({"contact_id": contact.to_string(), "kind": "email"}),
+        &sue.to_string(),
+        days_ago(200),
+    );
+    history.interaction(
+        json!({"account_id": drifting.to_string()}),
+        &ann.to_string(),
+        days_ago(2),
+    );
+    history.interaction(
+        json!({"account_id": drifting.to_string(), "kind": "note"}),
+        &sue.to_string(),
+        days_ago(1),
+    );
+    // Support met this one lately.
+    let looked_after = account(&mut history, "Looked after");
+    history.interaction(
+        json!({"account_id": looked_after.to_string(), "kind": "meeting"}),
+        &sue.to_string(),
+        days_ago(10),
+    );
+    // Nobody ever had contact with this one.
+    let silent = account(&mut history, "Silent");
+    let rules = |not_touched_by: Option<&str>| reports::DepartmentRules {
+        expected: vec!["Sales".into(), "Support".into()],
+        not_touched_by: not_touched_by.map(str::to_owned),
+    };
+    let by_support = neglected_by(&history, 180, rules(Some("Support")));
+    assert_eq!(
+        ids(&by_support.accounts, |a| a.id),
+        [silent, drifting],
+        "Support met {looked_after} 10 days ago"
+    );
+    let line = &by_support.accounts[1];
+    let departments: Vec<(&str, u64, Option<i64>)> = line
+        .departments
+        .iter()
+        .map(|d| (d.department.as_str(), d.interactions, d.days_since))
+        .collect();
+    assert_eq!(
+        departments,
+        [("Sales", 1, Some(2)), ("Support", 1, Some(200))],
+        "Marketing's edit and Support's note are not contact"
+    );
+    assert_eq!(line.uncovered, ["Support"]);
+    assert!(line.reason.contains("by Support for 200 days"), "{}", line.reason);
+    assert!(line.clears_when.contains("Support"));
+    let silent_line = &by_support.accounts[0];
+    assert_eq!(silent_line.uncovered, ["Sales", "Support"]);
+    assert!(
+        silent_line
+            .departments
+            .iter()
+            .all(|d| d.interactions == 0 && d.days_since.is_none())
+    );
+    assert_eq!(
+        ids(&neglected_by(&history, 180, rules(Some("Marketing"))).accounts, |a| a
+            .id)
+        .len(),
+        3,
+        "Marketing never had contact with any"
+    );
+    assert_eq!(
+        ids(&neglected_by(&history, 180, rules(None)).accounts, |a| a.id),
+        [silent],
+        "everyone's silence: the other two were contacted lately"
     );
 }

@@ -168,6 +168,24 @@ impl History {
         );
     }
 
+    /// Updates any record kind from a JSON patch.
+    pub fn update(&mut self, kind: RecordKind, id: Uuid, fields: Value, actor: &str, at: DateTime<Utc>) {
+        match kind {
+            RecordKind::Contact => self.update_contact(id, fields, actor, at),
+            RecordKind::Account => {
+                let changes = domain::AccountChanges::parse(&input(fields), &[]).expect("valid");
+                let command = domain::AccountCommand::UpdateAccount { changes };
+                self.decide::<domain::Account>(kind, id, command, actor, at);
+            }
+            RecordKind::Deal => {
+                let changes = domain::DealChanges::parse(&input(fields), &[]).expect("valid");
+                let command = domain::DealCommand::UpdateDeal { changes, stage: None };
+                self.decide::<Deal>(kind, id, command, actor, at);
+            }
+            RecordKind::Interaction | RecordKind::User => panic!("{kind:?} records are not updated"),
+        }
+    }
+
     pub fn archive_contact(&mut self, id: Uuid, actor: &str, at: DateTime<Utc>) {
         self.decide::<Contact>(RecordKind::Contact, id, ContactCommand::ArchiveContact, actor, at);
     }
@@ -297,6 +315,10 @@ pub fn every_report() -> Vec<projections::reports::ReportRequest> {
         },
         ReportRequest::NeglectedAccounts {
             days: 30,
+            departments: projections::reports::DepartmentRules {
+                expected: vec!["Sales".into(), "Support".into()],
+                not_touched_by: None,
+            },
             scope: scope.clone(),
             page: page.clone(),
         },

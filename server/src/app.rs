@@ -92,6 +92,9 @@ pub struct Outcome {
 pub struct App {
     pub store: Store,
     pub rules: Rules,
+    /// The departments expected to have contact with every account: the
+    /// neglected-accounts report names those that did not.
+    pub expected_departments: Vec<String>,
     /// Registered users by id. A user's name and role never change once
     /// registered (there is no event that changes them), so an entry never
     /// goes stale; authentication reads it instead of the user's stream.
@@ -137,6 +140,7 @@ impl App {
         Self {
             store,
             rules,
+            expected_departments: Vec::new(),
             users: Arc::new(Bounded::new(USERS_CACHED_MAX)),
             tokens: Arc::default(),
             states: Arc::new(Bounded::new(STATES_CACHED_MAX)),

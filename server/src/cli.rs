@@ -37,6 +37,17 @@ pub struct Cli {
     /// Pipeline stages as a JSON file: [{"name", "probability_percent", "rotting_days"}, ...].
     #[arg(long, global = true, env = "CRM_PIPELINE_FILE", value_name = "FILE")]
     pipeline: Option<std::path::PathBuf>,
+    /// Departments expected to have calls, emails or meetings with every
+    /// account, comma-separated ("Sales,Support"): neglected-accounts names
+    /// those that did not.
+    #[arg(
+        long,
+        global = true,
+        env = "CRM_EXPECTED_DEPARTMENTS",
+        value_delimiter = ',',
+        value_name = "NAMES"
+    )]
+    expected_departments: Vec<String>,
     /// The user id recorded as the actor of changes made from the command line.
     #[arg(long = "as", global = true, env = "CRM_ACTOR", value_name = "USER_ID")]
     acting_user: Option<Uuid>,
@@ -222,10 +233,13 @@ enum ReportKind {
         #[arg(long)]
         missing: Option<String>,
     },
-    /// Accounts with open deals or customers and no interaction for DAYS.
+    /// Accounts with open deals or customers and no call, email or meeting for DAYS.
     NeglectedAccounts {
         #[arg(long, default_value_t = 30)]
         days: u32,
+        /// Only accounts this department had no call, email or meeting with for DAYS.
+        #[arg(long, value_name = "DEPARTMENT")]
+        not_touched_by: Option<String>,
     },
     /// Per owner: records owned, stale and never-updated counts, last activity.
     Owners {
@@ -403,7 +417,13 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
         Command::Serve { addr, .. } => open_for_serving(config, *addr).await?,
         _ => (open(config).await?, None),
     };
-    let app = App::new(store.clone(), Rules { pipeline });
+    let mut app = App::new(store.clone(), Rules { pipeline });
+    app.expected_departments = cli
+        .expected_departments
+        .iter()
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
     let actor = acting_user(&app, cli.acting_user).await?;
     let now = Utc::now();
     let result =
@@ -771,7 +791,7 @@ async fn run_report(
     as_of: Option<chrono::DateTime<Utc>>,
     now: chrono::DateTime<Utc>,
 ) -> Result<Output, String> {
-    use projections::reports::{PageRequest, QualityList, QualityThresholds, ReportRequest, Scope};
+    use projections::reports::{DepartmentRules, PageRequest, QualityList, QualityThresholds, ReportRequest, Scope};
     let projector = projector(&app.store).await?;
     let kind = scope.kind.as_deref().and_then(projections::reports::record_kind);
     let mut filter = Scope {
@@ -821,9 +841,13 @@ async fn run_report(
                 }
             }
         }
-        ReportKind::NeglectedAccounts { days } => (
+        ReportKind::NeglectedAccounts { days, not_touched_by } => (
             ReportRequest::NeglectedAccounts {
                 days,
+                departments: DepartmentRules {
+                    expected: app.expected_departments.clone(),
+                    not_touched_by,
+                },
                 scope: filter,
                 page,
             },

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use domain::{Pipeline, RecordKind};
 use eventstore::Store;
-use projections::reports::{PageRequest, QualityList, QualityThresholds, ReportRequest, Scope};
+use projections::reports::{DepartmentRules, PageRequest, QualityList, QualityThresholds, ReportRequest, Scope};
 use projections::{ListFilter, Projector};
 use serde::Serialize;
 use serde_json::Value;
@@ -272,6 +272,7 @@ fn report_questions(sample: &Sample) -> Vec<(String, ReportRequest)> {
         "neglected accounts".to_owned(),
         ReportRequest::NeglectedAccounts {
             days: 30,
+            departments: DepartmentRules::default(),
             scope: all.clone(),
             page: page.clone(),
         },

@@ -214,21 +214,33 @@ pub fn quality_list(page: &Value) -> String {
 pub fn neglected_accounts(report: &Value) -> String {
     let rows: Vec<Vec<String>> = items(&report["accounts"])
         .map(|a| {
-            let departments: Vec<String> = items(&a["departments"]).map(text).collect();
+            let departments: Vec<String> = items(&a["departments"])
+                .map(|d| match d["days_since"].as_i64() {
+                    Some(days) => format!("{} {}x, {days}d ago", text(&d["department"]), d["interactions"]),
+                    None => format!("{} never", text(&d["department"])),
+                })
+                .collect();
             vec![
                 text(&a["name"]),
                 owner(&a["owner"]),
                 text(&a["reason"]),
-                departments.join(", "),
+                departments.join("; "),
             ]
         })
         .collect();
     let mut out = format!(
-        "Neglected accounts as of {} (no interaction for {} days): {}\n{}",
+        "Neglected accounts as of {} (no call, email or meeting{} for {} days): {}\n{}",
         text(&report["as_of"]),
+        report["not_touched_by"]
+            .as_str()
+            .map(|d| format!(" by {d}"))
+            .unwrap_or_default(),
         report["days"],
         report["total"],
-        table(&["account", "owner", "why", "departments that touched it"], rows)
+        table(
+            &["account", "owner", "why", "calls, emails and meetings per department"],
+            rows
+        )
     );
     if let Some(cursor) = report["next_cursor"].as_str() {
         out += &format!("\nnext page: --cursor {cursor}");

@@ -1856,7 +1856,7 @@ async fn one_rebuild_runs_at_a_time_per_database(server: &Server) {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("another rebuild"), "{stderr}");
-    drop(held);
+    held.release().await;
     let (status, rebuilt) = server.admin(Method::POST, "/v1/admin/rebuild", None).await;
     assert_eq!(status, StatusCode::OK, "once the other ends: {rebuilt}");
     let (_, listed) = server.admin(Method::GET, "/v1/contacts", None).await;
@@ -1865,8 +1865,8 @@ async fn one_rebuild_runs_at_a_time_per_database(server: &Server) {
 
 /// The rebuild lock, held as another process would hold it.
 enum RebuildHeld {
-    File(#[expect(dead_code, reason = "held until dropped")] std::fs::File),
-    Session(#[expect(dead_code, reason = "held until dropped")] eventstore::testing::Session),
+    File(std::fs::File),
+    Session(eventstore::testing::Session),
 }
 
 impl RebuildHeld {
@@ -1883,6 +1883,15 @@ impl RebuildHeld {
                     .await
                     .expect("the advisory lock is taken"),
             ),
+        }
+    }
+
+    /// Gives the lock up, as the other process ending would, and waits
+    /// until it is free.
+    async fn release(self) {
+        match self {
+            Self::File(file) => drop(file),
+            Self::Session(session) => session.close().await.expect("the session ends"),
         }
     }
 }

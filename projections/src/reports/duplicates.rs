@@ -31,6 +31,8 @@ pub struct DuplicateGroup {
     /// The normalised value the records share.
     pub key: String,
     pub records: Vec<DuplicateMember>,
+    /// What would take the group off the list.
+    pub clears_when: String,
 }
 
 /// What makes records duplicates: a reason, and the column holding the value.
@@ -216,6 +218,8 @@ async fn members(
                 reason: rule.reason.to_owned(),
                 key,
                 records: vec![member],
+                clears_when: "archiving all but one of the records, or correcting the shared value on all but one"
+                    .into(),
             }),
         }
     }

@@ -28,7 +28,7 @@ use crate::sql::{Exec, Kind};
 use query::Sql;
 
 pub use duplicates::{DuplicateGroup, DuplicateMember};
-pub use neglected::{NeglectedAccount, NeglectedAccountsReport};
+pub use neglected::{DepartmentContact, DepartmentRules, NeglectedAccount, NeglectedAccountsReport};
 pub use owners::{OwnerLine, OwnersReport, UnownedLine};
 pub use pipeline::{Amounts, PipelineReport, PipelineTotals, RottingDeal, StageLine};
 pub use quality::{ClockEntry, DataQualityReport, IncompleteEntry, QualityCursors, QualitySummary};
@@ -144,6 +144,7 @@ pub enum ReportRequest {
     },
     NeglectedAccounts {
         days: u32,
+        departments: DepartmentRules,
         scope: Scope,
         page: PageRequest,
     },
@@ -304,10 +305,15 @@ pub(crate) async fn run(
             let context = context(users, scope, as_of)?;
             quality::list(conn, &context, config, *list, *thresholds, page).await
         }
-        ReportRequest::NeglectedAccounts { days, scope, page } => {
+        ReportRequest::NeglectedAccounts {
+            days,
+            departments,
+            scope,
+            page,
+        } => {
             let context = context(users, scope, as_of)?;
             json(serde_json::to_value(
-                neglected::neglected_accounts(conn, &context, *days, page).await?,
+                neglected::neglected_accounts(conn, &context, *days, departments, page).await?,
             ))
         }
         ReportRequest::Owners { thresholds, scope } => {

@@ -58,11 +58,16 @@ pub struct RottingDeal {
     pub title: String,
     pub stage: String,
     pub days_in_stage: i64,
+    /// Days since the last activity on the deal: entering its stage, or a
+    /// later call, email or meeting about it.
+    pub days_idle: i64,
     pub rotting_days: u32,
     pub reason: String,
     pub owner: Option<OwnerRef>,
-    /// The event that moved the deal into its stage: the rot is measured from it.
+    /// The last activity: the rot is measured from it.
     pub clock_reset_by: EventRef,
+    /// What would take the deal off the list.
+    pub clears_when: String,
 }
 
 /// Where the rotting deals' second page starts.
@@ -242,7 +247,8 @@ pub(crate) async fn pipeline(
     })
 }
 
-/// Open deals in a stage for longer than its rotting days, longest first.
+/// Open deals idle for longer than their stage's rotting days (no stage
+/// move, no call, email or meeting about them), longest idle first.
 /// Deals in a stage the pipeline no longer defines never rot.
 pub(crate) async fn rotting_page(
     conn: &mut dyn Exec,
@@ -263,14 +269,14 @@ pub(crate) async fn rotting_page(
             }
             sql.push("(stage = ");
             sql.bind(Cell::Text(Some(stage.name.clone())));
-            sql.push(" AND stage_entered_at < ");
+            sql.push(" AND active_at < ");
             sql.bind(Cell::Int(cutoff(context.as_of, stage.rotting_days)));
             sql.push(")");
         }
         sql.push(")");
         context.scope(sql);
     };
-    let list = keyset_list(conn, &tables, "stage_entered_at", page, condition).await?;
+    let list = keyset_list(conn, &tables, "active_at", page, condition).await?;
     let items = list
         .rows
         .into_iter()
@@ -281,18 +287,21 @@ pub(crate) async fn rotting_page(
         .filter_map(|deal| {
             let stage = config.definition(deal.stage.as_str())?;
             let days_in_stage = days_between(deal.stage_entered.occurred_at, context.as_of);
+            let days_idle = days_between(deal.last_activity.occurred_at, context.as_of);
             Some(RottingDeal {
                 id: deal.id,
                 title: deal.fields.title.to_string(),
                 stage: stage.name.clone(),
                 days_in_stage,
+                days_idle,
                 rotting_days: stage.rotting_days,
                 reason: format!(
-                    "in {} for {days_in_stage} days; the stage rots after {}",
+                    "no activity for {days_idle} days in {} (in it for {days_in_stage}); the stage rots after {} idle days",
                     stage.name, stage.rotting_days
                 ),
                 owner: context.owner_ref(deal.fields.owner_id),
-                clock_reset_by: deal.stage_entered.clone(),
+                clock_reset_by: deal.last_activity.clone(),
+                clears_when: "a call, email or meeting about the deal, a move to another stage, or closing it".into(),
             })
         })
         .collect();

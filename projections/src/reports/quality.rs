@@ -31,6 +31,8 @@ pub struct ClockEntry {
     pub days_since_touch: i64,
     /// The event that last reset the record's clock.
     pub clock_reset_by: EventRef,
+    /// What would take the record off the list.
+    pub clears_when: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +45,8 @@ pub struct IncompleteEntry {
     pub missing: Vec<String>,
     /// Share of the record's completeness checks it passes, 0 to 1.
     pub completeness: f64,
+    /// What would take the record off the list.
+    pub clears_when: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,11 +201,28 @@ impl Clock {
                 thresholds.stale_days
             ),
             Self::NeverUpdated => format!(
-                "created {} days ago and never changed or contacted since",
+                "created {} days ago and nothing reset its clock since",
                 days_between(meta.created_at, as_of)
             ),
         }
     }
+}
+
+/// What resets a record's stale clock (and ends "never updated"): the rule
+/// of `model`'s clocks, in words.
+fn clock_clears_when(kind: RecordKind) -> String {
+    let fields = match kind {
+        RecordKind::Deal => "a change to a field other than the external id, a stage move or closing it",
+        _ => "a change to a field other than tags, custom fields and the external id",
+    };
+    let reach = match kind {
+        RecordKind::Account => "the account, one of its contacts or one of its deals",
+        _ => "it",
+    };
+    format!(
+        "{fields} (by anyone; those three count when the owner makes them), \
+         or a call, email or meeting naming {reach}; a note does not"
+    )
 }
 
 async fn clock_page(
@@ -229,6 +250,7 @@ async fn clock_page(
                 last_touched_at: meta.last_touched_at,
                 days_since_touch: days_between(meta.last_touched_at, context.as_of),
                 clock_reset_by: meta.last_touch.clone(),
+                clears_when: clock_clears_when(row.kind()),
             }
         })
         .collect();
@@ -268,6 +290,7 @@ async fn incomplete_page(
                 name: row.name().to_owned(),
                 reason: format!("missing {}", missing.join(", ")),
                 owner: context.owner_ref(row.owner_id()),
+                clears_when: format!("filling in {}", missing.join(" and ")),
                 missing,
                 completeness: *completeness as f64 / 100.0,
             }

@@ -6,7 +6,8 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use eventstore::LogFilter;
 use projections::reports::{
-    PageRequest, QualityList, QualityThresholds, REPORT_PAGE_DEFAULT, REPORT_PAGE_MAX, ReportRequest, Scope,
+    DepartmentRules, PageRequest, QualityList, QualityThresholds, REPORT_PAGE_DEFAULT, REPORT_PAGE_MAX, ReportRequest,
+    Scope,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -101,8 +102,11 @@ pub struct ReportQuery {
     pub stale_days: Option<u32>,
     /// data-quality and owners: days without any change since creation (default 30).
     pub never_updated_days: Option<u32>,
-    /// neglected-accounts: days without an interaction (default 30).
+    /// neglected-accounts: days without a call, email or meeting (default 30).
     pub days: Option<u32>,
+    /// neglected-accounts: only accounts this department had no call, email
+    /// or meeting with for `days` (whoever else did).
+    pub not_touched_by: Option<String>,
     /// Only records this user owns.
     pub owner_id: Option<Uuid>,
     /// Only records owned by people of this department.
@@ -225,7 +229,7 @@ pub async fn data_quality_list(
 }
 
 #[utoipa::path(get, path = "/v1/reports/neglected-accounts", tag = "reports", params(ReportQuery),
-    responses((status = 200, description = "{as_of, days, total, accounts, next_cursor}: accounts with open deals or customer contacts and no interaction for `days`, or never; never contacted first, then the longest silence", body = Object),
+    responses((status = 200, description = "{as_of, days, not_touched_by, total, accounts, next_cursor}: accounts with open deals or customer contacts and no call, email or meeting for `days` (by anyone, or by the department `not_touched_by` names), or never; never contacted first, then the longest silence. Each account lists every department's contact with it (interactions, last_interaction_at, days_since), the expected departments without contact for `days` (uncovered), and what would clear it", body = Object),
               (status = 400, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn neglected_accounts(
@@ -235,6 +239,10 @@ pub async fn neglected_accounts(
 ) -> Result<Json<Value>, ApiError> {
     let request = ReportRequest::NeglectedAccounts {
         days: query.days.unwrap_or(30),
+        departments: DepartmentRules {
+            expected: state.app.expected_departments.clone(),
+            not_touched_by: query.not_touched_by.clone(),
+        },
         scope: query.scope()?,
         page: query.page(true)?,
     };
