@@ -389,16 +389,42 @@ fn a_scoped_list_is_the_whole_list_narrowed_to_the_scope() {
         kind: Some(domain::RecordKind::Contact),
         ..Scope::default()
     };
+    let account = *model.accounts.keys().next().expect("an account");
+    let of_account = Scope {
+        account_id: Some(account),
+        ..Scope::default()
+    };
+    let customers = Scope {
+        lifecycle: Some("customer".into()),
+        ..Scope::default()
+    };
+    // What the model says of an entry's record: its account, its lifecycle stage.
+    let account_of = |e: &Value| -> Option<uuid::Uuid> {
+        let id = e["id"].as_str().and_then(|raw| uuid::Uuid::parse_str(raw).ok())?;
+        match e["kind"].as_str() {
+            Some("account") => Some(id),
+            Some("contact") => model.contacts.get(&id).and_then(|c| c.fields.account_id),
+            _ => model.deals.get(&id).map(|d| d.fields.account_id),
+        }
+    };
+    let is_customer = |e: &Value| {
+        e["id"]
+            .as_str()
+            .and_then(|raw| uuid::Uuid::parse_str(raw).ok())
+            .and_then(|id| model.contacts.get(&id))
+            .is_some_and(|c| c.fields.lifecycle_stage == Some(domain::LifecycleStage::Customer))
+    };
     for list in [QualityList::Stale, QualityList::NeverUpdated, QualityList::Incomplete] {
         let requests = [
             list_request(list, &Scope::default(), None, 500),
             list_request(list, &by_owner, None, 500),
             list_request(list, &by_department, None, 500),
             list_request(list, &contacts, None, 500),
+            list_request(list, &of_account, None, 500),
+            list_request(list, &customers, None, 500),
         ];
-        let [whole, owned, departed, of_contacts]: [Value; 4] = reports_json(&model, &requests, day0())
-            .try_into()
-            .expect("four reports");
+        let [whole, owned, departed, of_contacts, accounted, of_customers]: [Value; 6] =
+            reports_json(&model, &requests, day0()).try_into().expect("six reports");
         let narrowed = |keep: &dyn Fn(&Value) -> bool| -> Value {
             json!(
                 whole["items"]
@@ -428,6 +454,13 @@ fn a_scoped_list_is_the_whole_list_narrowed_to_the_scope() {
             "{}",
             list.name()
         );
+        assert_eq!(
+            accounted["items"],
+            narrowed(&|e| account_of(e) == Some(account)),
+            "{}",
+            list.name()
+        );
+        assert_eq!(of_customers["items"], narrowed(&is_customer), "{}", list.name());
         assert!(
             owned["total"].as_u64() < whole["total"].as_u64(),
             "{}: the scope narrows",

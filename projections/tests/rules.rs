@@ -798,3 +798,132 @@ fn department_coverage_counts_calls_emails_and_meetings_of_each_department() {
         "everyone's silence: the other two were contacted lately"
     );
 }
+
+/// The message a report refuses `request` with.
+fn refusal(history: &History, request: ReportRequest) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let answer = runtime.block_on(reports::of_model(
+        &history.model(),
+        &domain::Pipeline::default(),
+        &[request],
+        day0(),
+    ));
+    match answer {
+        Ok(answer) => panic!("answered instead of refusing: {answer:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Every report narrows alike: to one account (its own row, its contacts
+/// and its deals), to contacts at a lifecycle stage, to deals in a stage;
+/// and refuses a filter it has nothing to apply to.
+#[test]
+fn reports_narrow_to_an_account_a_lifecycle_stage_or_a_deal_stage() {
+    let mut history = History::default();
+    let long_ago = days_ago(200);
+    let acme = history.account(json!({"name": "Acme"}), "system", long_ago);
+    let globex = history.account(json!({"name": "Globex"}), "system", long_ago);
+    let contact = |history: &mut History, name: &str, account: Uuid, stage: &str| {
+        history.contact(
+            json!({"name": name, "account_id": account, "lifecycle_stage": stage}),
+            "system",
+            long_ago,
+        )
+    };
+    let ada = contact(&mut history, "Ada", acme, "customer");
+    let bob = contact(&mut history, "Bob", acme, "lead");
+    let cy = contact(&mut history, "Cy", globex, "customer");
+    let deal = |history: &mut History, title: &str, account: Uuid, stage: &str| {
+        history.deal(
+            json!({"title": title, "account_id": account, "stage": stage}),
+            "system",
+            long_ago,
+        )
+    };
+    let big = deal(&mut history, "Big", acme, "proposal");
+    let small = deal(&mut history, "Small", globex, "lead");
+    let scoped = |account_id: Option<Uuid>, lifecycle: Option<&str>, stage: Option<&str>| reports::Scope {
+        account_id,
+        lifecycle: lifecycle.map(str::to_owned),
+        stage: stage.map(str::to_owned),
+        ..reports::Scope::default()
+    };
+    let stale = |scope: reports::Scope| {
+        let request = ReportRequest::DataQuality {
+            thresholds: thresholds(),
+            scope,
+            page: reports::PageRequest::default(),
+        };
+        let report: DataQualityReport = report(&history.model(), request);
+        assert_eq!(
+            report.summary.stale,
+            report.stale.len() as u64,
+            "the count is the list's"
+        );
+        let mut ids = ids(&report.stale, |e| e.id);
+        ids.sort();
+        ids
+    };
+    let sorted = |mut ids: Vec<Uuid>| {
+        ids.sort();
+        ids
+    };
+    assert_eq!(stale(reports::Scope::default()).len(), 7, "all is stale");
+    assert_eq!(stale(scoped(Some(acme), None, None)), sorted(vec![acme, ada, bob, big]));
+    assert_eq!(stale(scoped(None, Some("customer"), None)), sorted(vec![ada, cy]));
+    assert_eq!(stale(scoped(None, None, Some("proposal"))), vec![big]);
+    assert_eq!(stale(scoped(Some(globex), Some("customer"), None)), vec![cy]);
+
+    let request = ReportRequest::Pipeline {
+        scope: scoped(None, None, Some("lead")),
+        page: reports::PageRequest::default(),
+    };
+    let pipeline: PipelineReport = report(&history.model(), request);
+    assert_eq!(pipeline.totals.count, 1);
+    assert_eq!(ids(&pipeline.rotting_deals, |d| d.id), [small]);
+
+    let request = ReportRequest::NeglectedAccounts {
+        days: 30,
+        departments: reports::DepartmentRules::default(),
+        scope: scoped(Some(globex), None, None),
+        page: reports::PageRequest::default(),
+    };
+    let neglected: NeglectedAccountsReport = report(&history.model(), request);
+    assert_eq!(ids(&neglected.accounts, |a| a.id), [globex]);
+
+    let refused = refusal(
+        &history,
+        ReportRequest::Pipeline {
+            scope: scoped(None, Some("customer"), None),
+            page: reports::PageRequest::default(),
+        },
+    );
+    assert!(refused.contains("only contacts have a lifecycle stage"), "{refused}");
+    let refused = refusal(
+        &history,
+        ReportRequest::NeglectedAccounts {
+            days: 30,
+            departments: reports::DepartmentRules::default(),
+            scope: scoped(None, None, Some("lead")),
+            page: reports::PageRequest::default(),
+        },
+    );
+    assert!(refused.contains("only deals have a stage"), "{refused}");
+    for (scope, says) in [
+        (scoped(None, Some("churned"), None), "settled"),
+        (scoped(None, Some("vip"), None), "one of lead, prospect, customer"),
+        (scoped(None, None, Some("won-ish")), "unknown stage"),
+    ] {
+        let refused = refusal(
+            &history,
+            ReportRequest::Owners {
+                thresholds: thresholds(),
+                scope,
+            },
+        );
+        assert!(refused.contains(says), "{refused}");
+    }
+}

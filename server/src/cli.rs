@@ -208,6 +208,15 @@ struct ReportScope {
     /// Only records of this kind (contact, account, deal).
     #[arg(long, global = true, value_parser = ["contact", "account", "deal"])]
     kind: Option<String>,
+    /// Only this account, its contacts and its deals.
+    #[arg(long, global = true)]
+    account_id: Option<Uuid>,
+    /// Only contacts at this lifecycle stage (lead, prospect, customer).
+    #[arg(long, global = true)]
+    lifecycle: Option<String>,
+    /// Only deals in this stage of the pipeline.
+    #[arg(long, global = true)]
+    stage: Option<String>,
     /// Entries per list.
     #[arg(long, global = true, default_value_t = projections::reports::REPORT_PAGE_DEFAULT)]
     limit: usize,
@@ -799,6 +808,9 @@ async fn run_report(
         department: scope.department,
         kind,
         missing: None,
+        account_id: scope.account_id,
+        lifecycle: scope.lifecycle,
+        stage: scope.stage,
     };
     let page = PageRequest {
         cursor: scope.cursor,

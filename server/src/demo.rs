@@ -6,6 +6,15 @@
 //! accounts, contacts (some incomplete, some duplicated), deals moving
 //! through the pipeline and closing, calls, emails, meetings and notes, and a
 //! share of accounts that go quiet and records nobody touches again.
+//!
+//! The people differ, so that every report has someone to single out: each
+//! seller keeps up with their customers to a degree of their own
+//! (`DILIGENCE`): a careful one calls their contacts until the last week
+//! and keeps their open deals moving, a careless one stops months before
+//! and leaves deals to rot. Support talks to the customers of the accounts
+//! it looks after (most, not all), Marketing emails leads and prospects, and
+//! nobody else calls a customer: the departments' coverage differs per
+//! account.
 
 use std::collections::HashMap;
 
@@ -141,6 +150,13 @@ const DEPARTMENTS: &[(&str, usize)] = &[
     ("Support", 3),
     ("Marketing", 2),
 ];
+/// How well each seller (Sales, then Account Management, in order) keeps up
+/// with their customers, from 0 (not at all) to 1.
+const DILIGENCE: &[f64] = &[0.95, 0.35, 0.8, 0.1, 0.6, 0.9, 0.25];
+/// The diligence of nobody in particular: records without an owner.
+const NOBODY: f64 = 0.3;
+/// Share of accounts whose customers Support looks after.
+const SUPPORTED: f64 = 0.7;
 
 /// Builds the log in memory, deciding every command with the domain, in
 /// the order things happened.
@@ -355,6 +371,15 @@ impl Builder {
     }
 }
 
+/// A contact, as its interactions depend on it.
+struct Touched {
+    contact: Uuid,
+    owner: Option<Uuid>,
+    stage: &'static str,
+    /// Whether Support looks after its account.
+    supported: bool,
+}
+
 /// A planned action: when, by whom, what.
 type Planned = (DateTime<Utc>, Uuid, Action);
 
@@ -365,6 +390,10 @@ struct Planner<'a> {
     until: DateTime<Utc>,
     plan: Vec<Planned>,
     sellers: Vec<Uuid>,
+    /// Each seller's `DILIGENCE`.
+    diligence: HashMap<Uuid, f64>,
+    support: Vec<Uuid>,
+    marketing: Vec<Uuid>,
     everyone: Vec<Uuid>,
     /// Addresses handed out so far: a few are reused, as duplicates are.
     emails: Vec<String>,
@@ -376,8 +405,14 @@ impl Planner<'_> {
             for _ in 0..*count {
                 let name = format!("{} {}", self.builder.pick(FIRST_NAMES), self.builder.pick(LAST_NAMES));
                 let id = self.builder.id(start);
-                if *department == "Sales" || *department == "Account Management" {
-                    self.sellers.push(id);
+                match *department {
+                    "Sales" | "Account Management" => {
+                        let diligence = DILIGENCE[self.sellers.len() % DILIGENCE.len()];
+                        self.diligence.insert(id, diligence);
+                        self.sellers.push(id);
+                    }
+                    "Support" => self.support.push(id),
+                    _ => self.marketing.push(id),
                 }
                 self.everyone.push(id);
                 self.plan.push((
@@ -415,14 +450,17 @@ impl Planner<'_> {
                 fields: fields.into(),
             },
         ));
-        // A share of accounts goes quiet for the last months: nobody calls them.
-        let quiet_after = if self.builder.rng.random_bool(0.3) {
+        // A share of accounts goes quiet for the last months: nobody calls
+        // them. More of a careless owner's than of a careful one's.
+        let quiet = 0.1 + 0.4 * (1.0 - self.diligence(Some(owner)));
+        let quiet_after = if self.builder.rng.random_bool(quiet) {
             self.until - Duration::days(self.builder.rng.random_range(60..300))
         } else {
             self.until
         };
+        let supported = self.builder.rng.random_bool(SUPPORTED);
         let contacts: Vec<Uuid> = (0..n_contacts)
-            .map(|_| self.contact(id, &domain, created, quiet_after))
+            .map(|_| self.contact(id, &domain, created, quiet_after, supported))
             .collect();
         for _ in 0..self.builder.rng.random_range(0..4) {
             self.deal(id, &name, created, contacts.first().copied());
@@ -435,6 +473,7 @@ impl Planner<'_> {
         domain: &str,
         account_created: DateTime<Utc>,
         quiet_after: DateTime<Utc>,
+        supported: bool,
     ) -> Uuid {
         let at = account_created + Duration::minutes(self.builder.rng.random_range(10..60 * 24 * 30));
         let id = self.builder.id(at);
@@ -464,8 +503,13 @@ impl Planner<'_> {
             );
             fields["phone"] = json!(format!("+44 20 {a:04} {b:04}"));
         }
-        if self.builder.rng.random_bool(0.85) {
-            fields["owner_id"] = json!(self.builder.pick(&self.sellers));
+        let owner = self
+            .builder
+            .rng
+            .random_bool(0.85)
+            .then(|| *self.builder.pick(&self.sellers));
+        if let Some(owner) = owner {
+            fields["owner_id"] = json!(owner);
         }
         let author = *self.builder.pick(&self.everyone);
         self.plan.push((
@@ -488,12 +532,67 @@ impl Planner<'_> {
                 },
             ));
         }
-        self.interactions(id, at, quiet_after);
+        let contact = Touched {
+            contact: id,
+            owner,
+            stage,
+            supported,
+        };
+        self.interactions(&contact, at, quiet_after);
         id
     }
 
-    /// Interactions until the account goes quiet; some contacts get none.
-    fn interactions(&mut self, contact: Uuid, from: DateTime<Utc>, quiet_after: DateTime<Utc>) {
+    fn diligence(&self, seller: Option<Uuid>) -> f64 {
+        seller.and_then(|s| self.diligence.get(&s).copied()).unwrap_or(NOBODY)
+    }
+
+    /// A contact's interactions until its account goes quiet; some get
+    /// none. Its owner's (for a contact without one, any seller's) own
+    /// calls stop up to 240 days before the end, the less the more diligent
+    /// the owner, who (as often as they are diligent) also checked in
+    /// within the 60 days before they stopped; Support's and Marketing's go
+    /// on while the account talks.
+    fn interactions(&mut self, contact: &Touched, from: DateTime<Utc>, quiet_after: DateTime<Utc>) {
+        let diligence = self.diligence(contact.owner);
+        let lapse = self.builder.rng.random_range(0..=((1.0 - diligence) * 240.0) as i64);
+        let owner_until = quiet_after.min(self.until - Duration::days(lapse));
+        let author = match contact.owner {
+            Some(owner) => owner,
+            None => *self.builder.pick(&self.sellers),
+        };
+        for _ in 0..self.builder.rng.random_range(0..=(1.0 + 4.0 * diligence) as u32) {
+            let kind = *self.builder.pick(&["call", "email", "meeting", "note"]);
+            self.log(contact.contact, None, author, kind, from, owner_until);
+        }
+        if self.builder.rng.random_bool(diligence) {
+            let kind = *self.builder.pick(&["call", "email", "meeting"]);
+            let recent = (owner_until - Duration::days(60)).max(from);
+            self.log(contact.contact, None, author, kind, recent, owner_until);
+        }
+        if contact.supported && contact.stage == "customer" {
+            for _ in 0..self.builder.rng.random_range(0..=2) {
+                let author = *self.builder.pick(&self.support);
+                let kind = *self.builder.pick(&["call", "email"]);
+                self.log(contact.contact, None, author, kind, from, quiet_after);
+            }
+        }
+        if matches!(contact.stage, "lead" | "prospect") && self.builder.rng.random_bool(0.5) {
+            let author = *self.builder.pick(&self.marketing);
+            self.log(contact.contact, None, author, "email", from, quiet_after);
+        }
+    }
+
+    /// One interaction with `contact` (and `deal`) by `author`, at a time
+    /// between `from` and `to`.
+    fn log(
+        &mut self,
+        contact: Uuid,
+        deal: Option<Uuid>,
+        author: Uuid,
+        kind: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) {
         const SUMMARIES: &[&str] = &[
             "Discussed renewal terms",
             "Sent the new price list",
@@ -502,24 +601,23 @@ impl Planner<'_> {
             "Introduced the new product line",
             "Checked in after onboarding",
         ];
-        for _ in 0..self.builder.rng.random_range(0..7) {
-            let span = (quiet_after - from).num_minutes().max(1);
-            let when = from + Duration::minutes(self.builder.rng.random_range(0..span));
-            let id = self.builder.id(when);
-            let kind = *self.builder.pick(&["call", "email", "meeting", "note"]);
-            let summary = *self.builder.pick(SUMMARIES);
-            let direction = *self.builder.pick(&["inbound", "outbound"]);
-            let fields = json!({"kind": kind, "contact_id": contact, "summary": summary, "direction": direction});
-            let author = *self.builder.pick(&self.everyone);
-            self.plan.push((
-                when,
-                author,
-                Action::Interaction {
-                    id,
-                    fields: fields.into(),
-                },
-            ));
+        let span = (to - from).num_minutes().max(1);
+        let when = from + Duration::minutes(self.builder.rng.random_range(0..span));
+        let id = self.builder.id(when);
+        let summary = *self.builder.pick(SUMMARIES);
+        let direction = *self.builder.pick(&["inbound", "outbound"]);
+        let mut fields = json!({"kind": kind, "contact_id": contact, "summary": summary, "direction": direction});
+        if let Some(deal) = deal {
+            fields["deal_id"] = json!(deal);
         }
+        self.plan.push((
+            when,
+            author,
+            Action::Interaction {
+                id,
+                fields: fields.into(),
+            },
+        ));
     }
 
     /// A deal that moves some way through the pipeline and may close.
@@ -548,16 +646,32 @@ impl Planner<'_> {
                 fields: fields.into(),
             },
         ));
+        // A diligent seller meets the customer before each move, closes the
+        // deal or keeps calling about it; a careless one closes fewer and
+        // leaves some to rot.
+        let diligence = self.diligence(Some(seller));
         let mut at = opened;
         let last_stage = self.builder.rng.random_range(0..STAGES.len());
         for stage in &STAGES[1..=last_stage] {
+            let before = at;
             at += Duration::days(self.builder.rng.random_range(3..25));
+            if let Some(contact) = contact
+                && self.builder.rng.random_bool(diligence)
+            {
+                self.log(contact, Some(id), seller, "meeting", before, at);
+            }
             self.plan.push((at, seller, Action::Stage { id, stage }));
         }
-        if self.builder.rng.random_bool(0.6) {
+        if self.builder.rng.random_bool(0.6 + 0.35 * diligence) {
             at += Duration::days(self.builder.rng.random_range(3..40));
             let won = self.builder.rng.random_bool(0.45);
             self.plan.push((at, seller, Action::Close { id, won }));
+        } else if let Some(contact) = contact
+            && self.builder.rng.random_bool(0.5 + 0.5 * diligence)
+        {
+            // Still open at the end: its seller called about it last week.
+            let recent = (self.until - Duration::days(6)).max(at);
+            self.log(contact, Some(id), seller, "call", recent, self.until);
         }
     }
 }
@@ -570,6 +684,9 @@ fn plan(builder: &mut Builder, options: &DemoOptions) -> Vec<Planned> {
         until: options.until,
         plan: Vec::new(),
         sellers: Vec::new(),
+        diligence: HashMap::new(),
+        support: Vec::new(),
+        marketing: Vec::new(),
         everyone: Vec::new(),
         emails: Vec::new(),
     };

@@ -142,6 +142,71 @@ fn the_demo_is_reproducible_from_its_seed() {
     assert_ne!(other_seed[20]["data"], runs[0][20][3], "another seed, another history");
 }
 
+/// The demo's people differ, so each report singles someone out: the
+/// owners' stale shares spread, some deals rot but not most, and Support's
+/// coverage is not everyone's.
+#[test]
+fn the_demo_gives_every_report_something_to_act_on() {
+    let database = TestDatabase::sqlite();
+    let until = "2026-06-01";
+    let demo = crm(
+        &database,
+        &["demo", "--contacts", "1000", "--seed", "5", "--until", until],
+    );
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stderr));
+    let report = |args: &[&str]| {
+        let mut all = vec!["report"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--as-of", until, "--json"]);
+        let output = crm(&database, &all);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        json(&output)
+    };
+    let owners = report(&["owners"]);
+    let shares: Vec<f64> = owners["owners"]
+        .as_array()
+        .expect("owners")
+        .iter()
+        .filter_map(|o| o["stale_share"].as_f64())
+        .collect();
+    let (low, high) = shares
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(low, high), s| (low.min(*s), high.max(*s)));
+    assert!(shares.len() >= 5 && high - low > 0.3, "stale shares spread: {shares:?}");
+    let pipeline = report(&["pipeline"]);
+    let (rotting, open) = (
+        pipeline["rotting_deals_total"].as_u64().expect("rotting"),
+        pipeline["totals"]["count"].as_u64().expect("open"),
+    );
+    assert!(
+        rotting > 0 && rotting * 2 < open,
+        "some deals rot, not most: {rotting} of {open}"
+    );
+    let neglected = report(&["neglected-accounts", "--days", "90", "--limit", "1000"]);
+    let by_support = report(&[
+        "neglected-accounts",
+        "--days",
+        "90",
+        "--not-touched-by",
+        "Support",
+        "--limit",
+        "1000",
+    ]);
+    let total = |r: &Value| r["total"].as_u64().expect("total");
+    assert!(
+        total(&by_support) > total(&neglected) && total(&neglected) > 0,
+        "Support neglects more accounts than everyone together: {} and {}",
+        total(&by_support),
+        total(&neglected)
+    );
+    let departments = |account: &Value| account["departments"].as_array().map_or(0, Vec::len);
+    let accounts = by_support["accounts"].as_array().expect("accounts");
+    assert!(
+        accounts.iter().any(|a| departments(a) < 4) && accounts.iter().any(|a| departments(a) >= 3),
+        "the departments' coverage differs per account"
+    );
+}
+
 /// A rebuild holding only a few records at a time writes them back and
 /// reloads them many times over: the reports it leaves are those of the
 /// demo's rebuild, which held every record at once.

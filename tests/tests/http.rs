@@ -2128,6 +2128,36 @@ async fn report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_canno
         .admin(Method::GET, "/v1/reports/data-quality/incomplete?missing=domain", None)
         .await;
     assert_eq!(missing_account["total"], 1, "only the account has a domain to miss");
+    let ada = server
+        .create(
+            "contacts",
+            json!({"name": "Ada", "account_id": account["id"], "lifecycle_stage": "customer"}),
+        )
+        .await;
+    let path = format!(
+        "/v1/reports/data-quality/incomplete?account_id={}",
+        account["id"].as_str().unwrap_or_default()
+    );
+    let (_, of_account) = server.admin(Method::GET, &path, None).await;
+    let mut ids: Vec<&str> = of_account["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = [account["id"].as_str(), ada["id"].as_str()].map(Option::unwrap_or_default);
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "the account and its contact: {of_account}");
+    let (_, customers) = server
+        .admin(
+            Method::GET,
+            "/v1/reports/data-quality/incomplete?lifecycle=customer",
+            None,
+        )
+        .await;
+    assert_eq!(customers["total"], 1, "{customers}");
+    assert_eq!(customers["items"][0]["id"], ada["id"]);
     let before = server.n_events().await;
     for (path, expected) in [
         ("/v1/reports/data-quality?owner=someone", StatusCode::BAD_REQUEST),
@@ -2142,6 +2172,11 @@ async fn report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_canno
             StatusCode::BAD_REQUEST,
         ),
         ("/v1/reports/pipeline?as_of=yesterday", StatusCode::BAD_REQUEST),
+        ("/v1/reports/pipeline?lifecycle=customer", StatusCode::BAD_REQUEST),
+        ("/v1/reports/neglected-accounts?stage=lead", StatusCode::BAD_REQUEST),
+        ("/v1/reports/data-quality?lifecycle=churned", StatusCode::BAD_REQUEST),
+        ("/v1/reports/owners?stage=nowhere", StatusCode::BAD_REQUEST),
+        ("/v1/reports/owners?account_id=acme", StatusCode::BAD_REQUEST),
         ("/v1/reports/data-quality/everything", StatusCode::NOT_FOUND),
     ] {
         let (status, problem) = server.admin(Method::GET, path, None).await;

@@ -97,13 +97,15 @@ fn groups_sql(sql: &mut Sql, context: &Context, rule: &Rule, after: Option<&str>
         sql.push(" AND value > ");
         sql.bind(Cell::Text(Some(after.to_owned())));
     }
-    if let Some(owners) = &context.owners {
+    if context.narrows_records() {
+        // The scope's terms name the member's columns (`m`'s: the groups
+        // table has none of theirs).
         let _ = write!(
             sql.text,
-            " AND EXISTS (SELECT 1 FROM {} m WHERE m.{column} = g.value AND m.owner_id IN ",
+            " AND EXISTS (SELECT 1 FROM {} m WHERE m.{column} = g.value",
             table_name(rule.table)
         );
-        sql.bind_ids(owners);
+        context.scope(sql);
         sql.push(")");
     }
 }
@@ -112,7 +114,7 @@ fn rules_in_scope(context: &Context) -> impl Iterator<Item = (usize, &'static Ru
     RULES
         .iter()
         .enumerate()
-        .filter(|(_, rule)| context.kind.is_none_or(|k| kind_of_table(rule.table.name) == Some(k)))
+        .filter(|(_, rule)| context.allows(kind_of_table(rule.table.name)))
 }
 
 pub(crate) async fn page(

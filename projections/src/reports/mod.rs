@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::ProjectionError;
 use crate::model::UserView;
 use crate::schema::{ACCOUNTS, CONTACTS, DEALS, LIVE, Table};
-use crate::sql::{Exec, Kind};
+use crate::sql::{Cell, Exec, Kind};
 use query::Sql;
 
 pub use duplicates::{DuplicateGroup, DuplicateMember};
@@ -64,6 +64,12 @@ pub struct Scope {
     pub kind: Option<RecordKind>,
     /// incomplete: only records missing this (`owner`, `email or phone`, ...).
     pub missing: Option<String>,
+    /// Only this account, its contacts and its deals.
+    pub account_id: Option<Uuid>,
+    /// Only contacts at this lifecycle stage (lead, prospect, customer).
+    pub lifecycle: Option<String>,
+    /// Only deals in this stage of the pipeline.
+    pub stage: Option<String>,
 }
 
 /// Which page of a list.
@@ -183,6 +189,11 @@ pub(crate) struct Context {
     pub owners: Option<Vec<Uuid>>,
     pub kind: Option<RecordKind>,
     pub missing: Option<i64>,
+    pub account_id: Option<Uuid>,
+    /// A lifecycle stage's wire name, checked.
+    pub lifecycle: Option<String>,
+    /// A stage of the pipeline, checked.
+    pub stage: Option<String>,
 }
 
 impl Context {
@@ -195,22 +206,66 @@ impl Context {
         })
     }
 
-    /// ` AND owner_id IN (...)` when the scope names owners.
+    /// The scope's terms over a record table's columns, each ` AND ...`:
+    /// the owners, the account (an account row's `account_id` is its own
+    /// id), the lifecycle stage and the deal stage.
     pub fn scope(&self, sql: &mut Sql) {
         if let Some(owners) = &self.owners {
             sql.push(" AND owner_id IN ");
             sql.bind_ids(owners);
         }
+        if let Some(account) = self.account_id {
+            sql.push(" AND account_id = ");
+            sql.bind(Cell::Text(Some(account.to_string())));
+        }
+        if let Some(lifecycle) = &self.lifecycle {
+            sql.push(" AND lifecycle = ");
+            sql.bind(Cell::Text(Some(lifecycle.clone())));
+        }
+        if let Some(stage) = &self.stage {
+            sql.push(" AND stage = ");
+            sql.bind(Cell::Text(Some(stage.clone())));
+        }
     }
 
-    /// The record tables the scope's kind allows, among `tables`.
+    /// Refuses the scope's lifecycle (or deal stage) where the report has
+    /// no records it could narrow.
+    pub fn refuse(&self, report: &str, lifecycle: bool, stage: bool) -> Result<(), ProjectionError> {
+        let refused = [
+            ("lifecycle", lifecycle && self.lifecycle.is_some()),
+            ("stage", stage && self.stage.is_some()),
+        ];
+        match refused.iter().find(|(_, refused)| *refused) {
+            Some((name, _)) => Err(ProjectionError::BadRequest(format!(
+                "{report} does not take {name}: {}",
+                if *name == "lifecycle" {
+                    "only contacts have a lifecycle stage"
+                } else {
+                    "only deals have a stage"
+                }
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the scope narrows which records count, beyond their kind.
+    pub fn narrows_records(&self) -> bool {
+        self.owners.is_some() || self.account_id.is_some() || self.lifecycle.is_some() || self.stage.is_some()
+    }
+
+    /// Whether the scope lets rows of `kind` in: its kind, and only contacts
+    /// have a lifecycle stage, only deals a stage.
+    pub fn allows(&self, kind: Option<RecordKind>) -> bool {
+        self.kind.is_none_or(|k| kind == Some(k))
+            && (self.lifecycle.is_none() || kind == Some(RecordKind::Contact))
+            && (self.stage.is_none() || kind == Some(RecordKind::Deal))
+    }
+
+    /// The record tables the scope allows, among `tables`.
     pub fn tables<'t>(&self, tables: &[&'t Table]) -> Vec<&'t Table> {
         tables
             .iter()
-            .filter(|t| {
-                self.kind
-                    .is_none_or(|kind| crate::rows::kind_of_table(t.name) == Some(kind))
-            })
+            .filter(|t| self.allows(crate::rows::kind_of_table(t.name)))
             .copied()
             .collect()
     }
@@ -240,7 +295,12 @@ async fn load_users(conn: &mut dyn Exec) -> Result<BTreeMap<Uuid, UserView>, Pro
     Ok(users)
 }
 
-fn context(users: BTreeMap<Uuid, UserView>, scope: &Scope, as_of: DateTime<Utc>) -> Result<Context, ProjectionError> {
+fn context(
+    users: BTreeMap<Uuid, UserView>,
+    config: &Pipeline,
+    scope: &Scope,
+    as_of: DateTime<Utc>,
+) -> Result<Context, ProjectionError> {
     let mut owners: Option<Vec<Uuid>> = scope.owner_id.map(|id| vec![id]);
     if let Some(department) = &scope.department {
         let members = users.values().filter(|u| &u.department == department).map(|u| u.id);
@@ -261,12 +321,39 @@ fn context(users: BTreeMap<Uuid, UserView>, scope: &Scope, as_of: DateTime<Utc>)
             ))
         })?),
     };
+    let lifecycle = match scope.lifecycle.as_deref() {
+        None => None,
+        Some("churned") => {
+            return Err(ProjectionError::BadRequest(
+                "lifecycle=churned: churned contacts are settled and in no report (list them with /v1/contacts)".into(),
+            ));
+        }
+        Some(name @ ("lead" | "prospect" | "customer")) => Some(name.to_owned()),
+        Some(name) => {
+            return Err(ProjectionError::BadRequest(format!(
+                "lifecycle={name:?}: one of lead, prospect, customer"
+            )));
+        }
+    };
+    let stage = match scope.stage.as_deref() {
+        None => None,
+        Some(name) => Some(
+            config
+                .stage(name)
+                .map_err(|e| ProjectionError::BadRequest(format!("stage={name:?}: {e}")))?
+                .as_str()
+                .to_owned(),
+        ),
+    };
     Ok(Context {
         users,
         as_of,
         owners,
         kind: scope.kind,
         missing,
+        account_id: scope.account_id,
+        lifecycle,
+        stage,
     })
 }
 
@@ -282,7 +369,7 @@ pub(crate) async fn run(
     let json = |value: Result<Value, serde_json::Error>| value.map_err(|e| ProjectionError::ReadModel(e.to_string()));
     match request {
         ReportRequest::Pipeline { scope, page } => {
-            let context = context(users, scope, as_of)?;
+            let context = context(users, config, scope, as_of)?;
             json(serde_json::to_value(
                 pipeline::pipeline(conn, &context, config, page).await?,
             ))
@@ -292,7 +379,7 @@ pub(crate) async fn run(
             scope,
             page,
         } => {
-            let context = context(users, scope, as_of)?;
+            let context = context(users, config, scope, as_of)?;
             let report = quality::data_quality(conn, &context, config, *thresholds, page).await?;
             json(serde_json::to_value(report))
         }
@@ -302,7 +389,7 @@ pub(crate) async fn run(
             scope,
             page,
         } => {
-            let context = context(users, scope, as_of)?;
+            let context = context(users, config, scope, as_of)?;
             quality::list(conn, &context, config, *list, *thresholds, page).await
         }
         ReportRequest::NeglectedAccounts {
@@ -311,13 +398,13 @@ pub(crate) async fn run(
             scope,
             page,
         } => {
-            let context = context(users, scope, as_of)?;
+            let context = context(users, config, scope, as_of)?;
             json(serde_json::to_value(
                 neglected::neglected_accounts(conn, &context, *days, departments, page).await?,
             ))
         }
         ReportRequest::Owners { thresholds, scope } => {
-            let context = context(users, scope, as_of)?;
+            let context = context(users, config, scope, as_of)?;
             json(serde_json::to_value(owners::owners(conn, &context, *thresholds).await?))
         }
     }

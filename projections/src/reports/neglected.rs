@@ -100,6 +100,7 @@ pub(crate) async fn neglected_accounts(
     departments: &DepartmentRules,
     page: &PageRequest,
 ) -> Result<NeglectedAccountsReport, ProjectionError> {
+    context.refuse("neglected-accounts", true, true)?;
     let tables = context.tables(&[&ACCOUNTS]);
     let (deals, customers) = (open_deals_sql(), customers_sql());
     let since = cutoff(context.as_of, days);

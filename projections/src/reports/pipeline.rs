@@ -229,6 +229,7 @@ pub(crate) async fn pipeline(
     config: &Pipeline,
     page: &PageRequest,
 ) -> Result<PipelineReport, ProjectionError> {
+    context.refuse("the pipeline", true, false)?;
     let stages = stage_lines(config, &groups(conn, context).await?, context.as_of);
     let (won, lost) = closed(conn, context).await?;
     let rotting = rotting_page(conn, context, config, page).await?;

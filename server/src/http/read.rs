@@ -113,6 +113,14 @@ pub struct ReportQuery {
     pub department: Option<String>,
     /// Only records of this kind: contact, account or deal.
     pub kind: Option<String>,
+    /// Only this account, its contacts and its deals.
+    pub account_id: Option<Uuid>,
+    /// Only contacts at this lifecycle stage: lead, prospect or customer
+    /// (churned contacts are in no report). Not on the pipeline or
+    /// neglected-accounts.
+    pub lifecycle: Option<String>,
+    /// Only deals in this stage of the pipeline. Not on neglected-accounts.
+    pub stage: Option<String>,
     /// incomplete: only records missing this (email or phone, owner, account, domain, amount, expected close).
     pub missing: Option<String>,
     /// Entries per list page (default 100, at most 500).
@@ -143,6 +151,9 @@ impl ReportQuery {
             department: self.department.clone(),
             kind,
             missing: self.missing.clone(),
+            account_id: self.account_id,
+            lifecycle: self.lifecycle.clone(),
+            stage: self.stage.clone(),
         })
     }
 
