@@ -156,10 +156,14 @@ pub fn to_stored_precision(time: DateTime<Utc>) -> DateTime<Utc> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFilter {
     pub actor: Option<String>,
-    /// Recorded at or after.
-    pub since: Option<DateTime<Utc>>,
+    /// Recorded (written to the log) at or after.
+    pub recorded_since: Option<DateTime<Utc>>,
     /// Recorded at or before.
-    pub until: Option<DateTime<Utc>>,
+    pub recorded_until: Option<DateTime<Utc>>,
+    /// Happened (business time, `occurred_at`) at or after.
+    pub occurred_since: Option<DateTime<Utc>>,
+    /// Happened at or before.
+    pub occurred_until: Option<DateTime<Utc>>,
 }
 
 /// A read model's saved state and the last log position folded into it.

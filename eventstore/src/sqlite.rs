@@ -228,11 +228,17 @@ impl Backend for SqliteBackend {
             if let Some(actor) = &filter.actor {
                 query.push(" AND actor = ").push_bind(actor.clone());
             }
-            if let Some(since) = filter.since {
-                query.push(" AND recorded_at >= ").push_bind(format_time(since));
+            if let Some(at) = filter.recorded_since {
+                query.push(" AND recorded_at >= ").push_bind(format_time(at));
             }
-            if let Some(until) = filter.until {
-                query.push(" AND recorded_at <= ").push_bind(format_time(until));
+            if let Some(at) = filter.recorded_until {
+                query.push(" AND recorded_at <= ").push_bind(format_time(at));
+            }
+            if let Some(at) = filter.occurred_since {
+                query.push(" AND occurred_at >= ").push_bind(format_time(at));
+            }
+            if let Some(at) = filter.occurred_until {
+                query.push(" AND occurred_at <= ").push_bind(format_time(at));
             }
             query.push(" ORDER BY position LIMIT ").push_bind(limit as i64);
             let rows = query.build().fetch_all(&self.readers).await?;

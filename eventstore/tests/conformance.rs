@@ -564,9 +564,14 @@ async fn a_waiting_reader_wakes_on_a_new_append(database: &TestDatabase) {
 
 async fn an_audit_reads_one_actors_events_within_a_time_span(database: &TestDatabase) {
     let store = database.open().await;
-    for actor in ["ann", "bob", "ann", "bob", "ann"] {
+    // Business times out of order with the recording: a backfill at 3.
+    let happened = |day: i64| chrono::DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::days(20_000 + day);
+    for (actor, day) in [("ann", 1), ("bob", 2), ("ann", -30), ("bob", 4), ("ann", 5)] {
         let mut request = append(&stream(), ExpectedVersion::NoStream, 1);
         request.actor = actor.into();
+        for event in &mut request.events {
+            event.occurred_at = happened(day);
+        }
         store.append(request).await.expect("append");
     }
     let by_ann = LogFilter {
@@ -591,9 +596,9 @@ async fn an_audit_reads_one_actors_events_within_a_time_span(database: &TestData
     assert_eq!(paged, [3], "pages continue after a cursor position");
     let log = whole_log(&store).await;
     let span = LogFilter {
-        actor: None,
-        since: Some(log[1].recorded_at),
-        until: Some(log[3].recorded_at),
+        recorded_since: Some(log[1].recorded_at),
+        recorded_until: Some(log[3].recorded_at),
+        ..LogFilter::default()
     };
     let in_span = store.read_filtered(&span, 0, 100).await.expect("audit by time");
     assert!(
@@ -603,10 +608,37 @@ async fn an_audit_reads_one_actors_events_within_a_time_span(database: &TestData
     );
     assert!(in_span.iter().any(|e| e.position == 2) && in_span.iter().any(|e| e.position == 4));
     let future = LogFilter {
-        since: Some(Utc::now() + chrono::Duration::days(1)),
+        recorded_since: Some(Utc::now() + chrono::Duration::days(1)),
         ..LogFilter::default()
     };
     assert!(store.read_filtered(&future, 0, 100).await.expect("audit").is_empty());
+    // By business time: what happened on days 1 to 4, whenever recorded.
+    let happened_in = LogFilter {
+        occurred_since: Some(happened(1)),
+        occurred_until: Some(happened(4)),
+        ..LogFilter::default()
+    };
+    let positions: Vec<u64> = store
+        .read_filtered(&happened_in, 0, 100)
+        .await
+        .expect("audit by business time")
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(positions, [1, 2, 4], "the backfill at 3 happened before");
+    let backfilled = LogFilter {
+        occurred_until: Some(happened(0)),
+        recorded_since: Some(log[1].recorded_at),
+        ..LogFilter::default()
+    };
+    let positions: Vec<u64> = store
+        .read_filtered(&backfilled, 0, 100)
+        .await
+        .expect("audit: recorded late, happened early")
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(positions, [3]);
 }
 
 async fn a_snapshot_keeps_its_state_and_position_together(database: &TestDatabase) {

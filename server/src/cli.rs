@@ -158,12 +158,20 @@ enum Command {
         /// Only this user's changes.
         #[arg(long)]
         actor: Option<String>,
-        /// Recorded at or after (RFC 3339, or a date: from its start, UTC).
+        /// Written to the log at or after (recorded time; RFC 3339, or a
+        /// date: from its start, UTC).
+        #[arg(long, alias = "since", value_parser = crate::moment::parse_start)]
+        recorded_since: Option<chrono::DateTime<Utc>>,
+        /// Written to the log at or before (a date: to its end).
+        #[arg(long, alias = "until", value_parser = crate::moment::parse_end)]
+        recorded_until: Option<chrono::DateTime<Utc>>,
+        /// Happened at or after (business time: a backfilled call happened
+        /// before it was recorded; a date: from its start).
         #[arg(long, value_parser = crate::moment::parse_start)]
-        since: Option<chrono::DateTime<Utc>>,
-        /// Recorded at or before (RFC 3339, or a date: to its end, UTC).
+        occurred_since: Option<chrono::DateTime<Utc>>,
+        /// Happened at or before (business time; a date: to its end).
         #[arg(long, value_parser = crate::moment::parse_end)]
-        until: Option<chrono::DateTime<Utc>>,
+        occurred_until: Option<chrono::DateTime<Utc>>,
         #[arg(long, default_value_t = 0)]
         after: u64,
         #[arg(long, default_value_t = 100)]
@@ -487,11 +495,22 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
             Command::Timeline { kind, id } => timeline(&store, kind, id).await,
             Command::Audit {
                 actor,
-                since,
-                until,
+                recorded_since,
+                recorded_until,
+                occurred_since,
+                occurred_until,
                 after,
                 limit,
-            } => audit(&store, eventstore::LogFilter { actor, since, until }, after, limit).await,
+            } => {
+                let filter = eventstore::LogFilter {
+                    actor,
+                    recorded_since,
+                    recorded_until,
+                    occurred_since,
+                    occurred_until,
+                };
+                audit(&store, filter, after, limit).await
+            }
             Command::Rebuild { rows_in_memory } => rebuild(&store, rows_in_memory).await,
             Command::Bench {
                 reads: true, repeat, ..
@@ -676,29 +695,15 @@ async fn timeline(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, S
 }
 
 async fn audit(store: &Store, filter: eventstore::LogFilter, after: u64, limit: usize) -> Result<Output, String> {
-    let events = store
-        .read_filtered(&filter, after, limit)
+    let projector = projector(store).await?;
+    let limit = limit.clamp(1, eventstore::READ_BATCH_MAX);
+    let (items, next) = crate::queries::audit(&projector, &filter, after, limit)
         .await
         .map_err(|e| e.to_string())?;
-    let projector = projector(store).await?;
-    let users = projector.users().await.map_err(|e| e.to_string())?;
-    let items: Vec<Value> = events.iter().map(|e| crate::wire::audit_json(&users, e)).collect();
-    let line = |i: &Value| {
-        let field = |v: &Value| v.as_str().unwrap_or("?").to_owned();
-        format!(
-            "{:>8}  {}  {:<20} {:<18} {}",
-            i["position"],
-            field(&i["recorded_at"]),
-            field(&i["actor"]["name"]),
-            field(&i["type"]),
-            field(&i["stream_id"])
-        )
-    };
-    let text = items.iter().map(line).collect::<Vec<_>>().join("\n");
-    let next = events.last().map(|e| e.position);
+    let value = json!({"items": items, "next_cursor": next});
     Ok(Output {
-        value: json!({"items": items, "next_cursor": next}),
-        text,
+        text: crate::render::audit(&value),
+        value,
     })
 }
 

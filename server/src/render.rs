@@ -282,24 +282,71 @@ pub fn owners(report: &Value) -> String {
     )
 }
 
+/// An entry's changes, a field a line: `field: from → to`.
+fn changes(entry: &Value) -> String {
+    let lines: Vec<String> = entry["changes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(field, change)| format!("{field}: {} → {}", text(&change["from"]), text(&change["to"])))
+        .collect();
+    lines.join("\n")
+}
+
+/// Who acted: name (department).
+fn who(entry: &Value) -> String {
+    format!(
+        "{} ({})",
+        text(&entry["actor"]["name"]),
+        text(&entry["actor"]["department"])
+    )
+}
+
 pub fn history(entries: &Value) -> String {
     let rows: Vec<Vec<String>> = items(entries)
         .map(|e| {
-            let changes: Vec<String> = e["changes"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(field, change)| format!("{field}: {} → {}", text(&change["from"]), text(&change["to"])))
-                .collect();
-            let who = format!("{} ({})", text(&e["actor"]["name"]), text(&e["actor"]["department"]));
             vec![
                 text(&e["position"]),
                 text(&e["occurred_at"]),
-                who,
+                who(e),
                 text(&e["type"]),
-                changes.join("\n"),
+                changes(e),
             ]
         })
         .collect();
     table(&["position", "occurred at", "by", "event", "changes"], rows)
+}
+
+/// An audit page: when it happened and when it was recorded, who, on what
+/// record, and what changed.
+pub fn audit(page: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(&page["items"])
+        .map(|e| {
+            vec![
+                text(&e["position"]),
+                text(&e["occurred_at"]),
+                text(&e["recorded_at"]),
+                who(e),
+                text(&e["stream_id"]),
+                text(&e["type"]),
+                changes(e),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "position",
+            "occurred at",
+            "recorded at",
+            "by",
+            "record",
+            "event",
+            "changes",
+        ],
+        rows,
+    );
+    if let Some(next) = page["next_cursor"].as_u64() {
+        out.push_str(&format!("\nmore: --after {next}"));
+    }
+    out
 }

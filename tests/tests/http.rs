@@ -2061,6 +2061,40 @@ async fn history_timeline_audit_and_reports_tell_who_changed_what(server: &Serve
         .admin(Method::GET, &format!("/v1/audit?actor_id={actor}"), None)
         .await;
     assert_eq!(audit["items"].as_array().map(Vec::len), Some(4));
+    let rows = audit["items"].as_array().expect("rows");
+    let phone = rows
+        .iter()
+        .find(|row| row["type"] == "ContactUpdated")
+        .expect("the phone change is audited");
+    assert_eq!(
+        phone["changes"]["phone"],
+        json!({"from": null, "to": "+442079460958"}),
+        "{phone}"
+    );
+    assert_eq!(phone["actor"]["name"], "A member");
+    let call = rows
+        .iter()
+        .find(|row| row["type"] == "InteractionLogged")
+        .expect("the call is audited");
+    assert_eq!(call["changes"], Value::Null, "a call changes no record's fields");
+    // Business time: the call happened in 2024, whenever it was recorded.
+    let path = format!("/v1/audit?actor_id={actor}&occurred_until=2024-12-31");
+    let (status, in_2024) = server.admin(Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{in_2024}");
+    let types: Vec<&str> = in_2024["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    assert_eq!(types, ["InteractionLogged"], "{in_2024}");
+    let path = format!("/v1/audit?actor_id={actor}&recorded_until=2024-12-31");
+    let (_, recorded_in_2024) = server.admin(Method::GET, &path, None).await;
+    assert_eq!(
+        recorded_in_2024["items"],
+        json!([]),
+        "recorded today: {recorded_in_2024}"
+    );
     let (_, neglected) = server
         .admin(Method::GET, "/v1/reports/neglected-accounts?days=30", None)
         .await;

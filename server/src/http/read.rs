@@ -52,19 +52,28 @@ pub async fn timeline(
 pub struct AuditQuery {
     /// Only this user's changes.
     pub actor_id: Option<String>,
-    /// Recorded at or after (RFC 3339, or a date: from its start, UTC).
+    /// Written to the log at or after (recorded time; RFC 3339, or a date:
+    /// from its start, UTC). `since` is the same.
+    #[serde(default, alias = "since", deserialize_with = "crate::moment::start")]
+    pub recorded_since: Option<DateTime<Utc>>,
+    /// Written to the log at or before (a date: to its end). `until` is the same.
+    #[serde(default, alias = "until", deserialize_with = "crate::moment::end")]
+    pub recorded_until: Option<DateTime<Utc>>,
+    /// Happened at or after (business time, `occurred_at`: a backfilled
+    /// call happened before it was recorded; a date: from its start).
     #[serde(default, deserialize_with = "crate::moment::start")]
-    pub since: Option<DateTime<Utc>>,
-    /// Recorded at or before (RFC 3339, or a date: to its end, UTC).
+    pub occurred_since: Option<DateTime<Utc>>,
+    /// Happened at or before (business time; a date: to its end).
     #[serde(default, deserialize_with = "crate::moment::end")]
-    pub until: Option<DateTime<Utc>>,
+    pub occurred_until: Option<DateTime<Utc>>,
     /// The `next_cursor` of the previous page (a log position).
     pub cursor: Option<u64>,
     pub limit: Option<usize>,
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "history", params(AuditQuery),
-    responses((status = 200, description = "{\"items\": [{position, recorded_at, occurred_at, actor, type, stream_id, record}], \"next_cursor\"}", body = Object)),
+    responses((status = 200, description = "{\"items\": [{position, recorded_at, occurred_at, actor: {id, name, department}, type, stream_id, record, version, changes: {field: {from, to}} (null for events that change no contact, account or deal)}], \"next_cursor\"}", body = Object),
+              (status = 400, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn audit(
     State(state): State<AppState>,
@@ -74,19 +83,12 @@ pub async fn audit(
     let limit = query.limit.unwrap_or(PAGE_SIZE_DEFAULT).clamp(1, PAGE_SIZE_MAX);
     let filter = LogFilter {
         actor: query.actor_id,
-        since: query.since,
-        until: query.until,
+        recorded_since: query.recorded_since,
+        recorded_until: query.recorded_until,
+        occurred_since: query.occurred_since,
+        occurred_until: query.occurred_until,
     };
-    let events = state
-        .app
-        .store
-        .read_filtered(&filter, query.cursor.unwrap_or(0), limit)
-        .await?;
-    let users = state.projector.users().await?;
-    let items: Vec<Value> = events.iter().map(|e| crate::wire::audit_json(&users, e)).collect();
-    let next_cursor = (events.len() == limit)
-        .then(|| events.last().map(|e| e.position))
-        .flatten();
+    let (items, next_cursor) = queries::audit(&state.projector, &filter, query.cursor.unwrap_or(0), limit).await?;
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
