@@ -29,6 +29,10 @@
 //! the deal, the way Pipedrive counts idle days: an edit of the amount or a
 //! note does not keep a deal fresh, a call does.
 //!
+//! **Slipped** (deals, `slipped`) is the last time an open deal's expected
+//! close was moved later; setting one where there was none, clearing it or
+//! pulling it in is no slip.
+//!
 //! **Department coverage** (accounts) counts customer-facing interactions
 //! only, per department of the person who logged them; a record edit is
 //! not contact with the customer.
@@ -51,7 +55,7 @@ use uuid::Uuid;
 /// Bumped whenever `apply`, the views or the tables change shape: read-model
 /// tables written by another version are refolded from the log aside and
 /// swapped in (`Projector::open`).
-pub const MODEL_VERSION: u32 = 6;
+pub const MODEL_VERSION: u32 = 7;
 
 /// Which event did something, when, and who did it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,6 +234,10 @@ pub struct DealView {
     /// call, email or meeting about the deal.
     pub last_activity: EventRef,
     pub closed: Option<DealClosing>,
+    /// The last event that moved the open deal's expected close later (it
+    /// slipped); none if it never did.
+    #[serde(default)]
+    pub slipped: Option<EventRef>,
     pub meta: RecordMeta,
 }
 
@@ -467,6 +475,7 @@ impl CrmModel {
                         stage_entered: at.clone(),
                         last_activity: at.clone(),
                         closed: None,
+                        slipped: None,
                         meta: RecordMeta::created(at),
                     },
                 );
@@ -476,6 +485,13 @@ impl CrmModel {
         let resets = match event {
             Event::DealUpdated(e) => {
                 let resets = change_resets(deal_upkeep_only(&e.changes), deal.fields.owner_id, &at.actor);
+                let slips = match (deal.fields.expected_close, e.changes.expected_close) {
+                    (Some(before), Some(Some(after))) => deal.status == DealStatus::Open && after > before,
+                    _ => false,
+                };
+                if slips && deal.slipped.as_ref().is_none_or(|s| at.occurred_at >= s.occurred_at) {
+                    deal.slipped = Some(at.clone());
+                }
                 e.changes.apply_to(&mut deal.fields);
                 resets
             }

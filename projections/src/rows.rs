@@ -115,6 +115,8 @@ struct RecordColumns<'a> {
     lifecycle: Option<String>,
     stage_entered_at: Option<i64>,
     active_at: Option<i64>,
+    closed_at: Option<i64>,
+    slipped_at: Option<i64>,
     last_interaction_at: Option<i64>,
     amount: Option<(i64, &'a str)>,
     dup_email: Option<String>,
@@ -152,6 +154,8 @@ impl RecordColumns<'_> {
             Cell::Text(self.lifecycle),
             Cell::OptInt(self.stage_entered_at),
             Cell::OptInt(self.active_at),
+            Cell::OptInt(self.closed_at),
+            Cell::OptInt(self.slipped_at),
             Cell::OptInt(self.last_interaction_at),
             Cell::OptInt(self.amount.map(|(value, _)| value)),
             owned(self.amount.map(|(_, currency)| currency)),
@@ -236,6 +240,8 @@ pub(crate) fn deal_row(deal: &DealView, view: String) -> Vec<Cell> {
         status: wire_name(&deal.status),
         stage_entered_at: Some(micros(deal.stage_entered.occurred_at)),
         active_at: Some(micros(deal.last_activity.occurred_at)),
+        closed_at: deal.closed.as_ref().map(|c| micros(c.at.occurred_at)),
+        slipped_at: deal.slipped.as_ref().map(|s| micros(s.occurred_at)),
         amount: fields
             .amount
             .as_ref()

@@ -93,6 +93,10 @@ const RECORD_COLUMNS: &[Column] = &[
     // Deals: what rotting measures from (the stage entered, or a later
     // call, email or meeting about the deal).
     column("active_at", ColumnType::Int),
+    // Deals: when it closed (won or lost), and when its expected close
+    // last moved later (a period's won, lost and slipped deals).
+    column("closed_at", ColumnType::Int),
+    column("slipped_at", ColumnType::Int),
     column("last_interaction_at", ColumnType::Int),
     column("amount", ColumnType::Int),
     column("currency", ColumnType::Text),
@@ -184,6 +188,19 @@ pub(crate) const DEALS: Table = Table {
             "status, archived, subject, stage, currency, amount, stage_entered_at, owner_id",
             None
         ),
+        // A period's figures: deals closed, slipped or created since a
+        // date, a range of each (the scope's owner from the index too).
+        index(
+            "closed",
+            "closed_at, archived, status, currency, amount, owner_id",
+            Some("closed_at IS NOT NULL")
+        ),
+        index(
+            "slipped",
+            "slipped_at, archived, owner_id",
+            Some("slipped_at IS NOT NULL")
+        ),
+        index("created", "created_at, archived, owner_id", None),
     ],
     searched: true,
 };

@@ -47,6 +47,11 @@ enum Op {
         deal: u8,
         won: bool,
     },
+    /// A new expected close: later than the one before slips the deal.
+    ExpectClose {
+        deal: u8,
+        week: u8,
+    },
     Interaction {
         contact: u8,
         actor: u8,
@@ -67,6 +72,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u8>(), any::<u8>(), any::<u32>()).prop_map(|(account, owner, amount)| Op::Deal { account, owner, amount }),
         3 => (any::<u8>(), any::<u8>()).prop_map(|(deal, stage)| Op::MoveDeal { deal, stage }),
         1 => (any::<u8>(), any::<bool>()).prop_map(|(deal, won)| Op::CloseDeal { deal, won }),
+        2 => (any::<u8>(), any::<u8>()).prop_map(|(deal, week)| Op::ExpectClose { deal, week }),
         4 => (any::<u8>(), any::<u8>()).prop_map(|(contact, actor)| Op::Interaction { contact, actor }),
         2 => (any::<u8>(), any::<u8>()).prop_map(|(deal, actor)| Op::DealInteraction { deal, actor }),
     ]
@@ -169,6 +175,15 @@ fn play(ops: &[(Op, u16)]) -> History {
                     );
                 }
             }
+            Op::ExpectClose { deal, week } => {
+                if let Some(deal) = pick(&deals, *deal) {
+                    let close = day0().date_naive() + Duration::weeks(i64::from(*week % 20));
+                    let input = json!({"expected_close": close.to_string()});
+                    let changes = DealChanges::parse(input.as_object().expect("object"), &[]).expect("valid");
+                    let command = DealCommand::UpdateDeal { changes, stage: None };
+                    let _ = history.try_decide::<Deal>(RecordKind::Deal, deal, command, &actor, at);
+                }
+            }
             Op::Interaction { contact, actor: who } => {
                 if let Some(contact) = pick(&contacts, *contact) {
                     let actor = users[*who as usize % users.len()].to_string();
@@ -188,7 +203,7 @@ fn play(ops: &[(Op, u16)]) -> History {
 
 /// Every report and the model itself, as JSON text.
 fn all_reports(model: &CrmModel, as_of: DateTime<Utc>) -> String {
-    json!({"reports": reports_json(model, &every_report(), as_of), "model": model}).to_string()
+    json!({"reports": reports_json(model, &every_report(as_of), as_of), "model": model}).to_string()
 }
 
 fn decode(recorded: &eventstore::RecordedEvent) -> Event {
@@ -273,7 +288,7 @@ async fn folded_through_tables(history: &History, batch_events: usize, split: us
     assert_eq!(projector.position(), history.log.len() as u64, "folded as appended");
     let model = projector.whole(true).await.expect("read the tables");
     let mut reports = Vec::new();
-    for request in every_report() {
+    for request in every_report(day0()) {
         let report = projector.report(&Pipeline::default(), &request, None, day0()).await;
         reports.push(report.expect("a live report"));
     }
@@ -296,7 +311,7 @@ proptest! {
         prop_assert_eq!(serde_json::to_string(&tables).expect("json"), serde_json::to_string(&pure).expect("json"));
         // The columns reports filter on, kept up to date row by row, give
         // what the same rows written at once give.
-        let reports_of_pure_fold = reports_json(&pure, &every_report(), day0());
+        let reports_of_pure_fold = reports_json(&pure, &every_report(day0()), day0());
         prop_assert_eq!(json!(live_reports).to_string(), json!(reports_of_pure_fold).to_string());
     }
 }
@@ -325,8 +340,8 @@ fn list_request(list: QualityList, scope: &Scope, cursor: Option<String>, limit:
 fn generated_histories_exercise_every_report() {
     // Guards the properties against a generator whose histories are empty.
     let model = generated_history().model();
-    let reports = reports_json(&model, &every_report(), day0());
-    let summary = &reports[1]["summary"];
+    let reports = reports_json(&model, &every_report(day0()), day0());
+    let summary = &reports[2]["summary"];
     for figure in [
         "stale",
         "never_updated",
@@ -338,7 +353,11 @@ fn generated_histories_exercise_every_report() {
     }
     assert!(reports[0]["totals"]["count"].as_u64() > Some(0));
     assert!(model.interactions.len() > 10 && model.deals.values().any(|d| d.closed.is_some()));
-    assert!(reports[2]["total"].as_u64() > Some(0), "{}", reports[2]);
+    assert!(reports[3]["total"].as_u64() > Some(0), "{}", reports[3]);
+    let period = &reports[1]["period"];
+    for figure in ["new", "slipped"] {
+        assert!(period[figure].as_u64() > Some(0), "{figure}: {period}");
+    }
 }
 
 #[test]

@@ -38,6 +38,7 @@ fn pipeline(history: &History) -> PipelineReport {
     let request = ReportRequest::Pipeline {
         scope: reports::Scope::default(),
         page: reports::PageRequest::default(),
+        from: None,
     };
     report(&history.model(), request)
 }
@@ -681,6 +682,7 @@ fn a_call_about_a_rotting_deal_resets_its_rot_an_edit_or_a_note_does_not() {
     let later = ReportRequest::Pipeline {
         scope: reports::Scope::default(),
         page: reports::PageRequest::default(),
+        from: None,
     };
     let model = history.model();
     assert_eq!(model.deals[&called].last_activity.event_type, "InteractionLogged");
@@ -880,6 +882,7 @@ fn reports_narrow_to_an_account_a_lifecycle_stage_or_a_deal_stage() {
     let request = ReportRequest::Pipeline {
         scope: scoped(None, None, Some("lead")),
         page: reports::PageRequest::default(),
+        from: None,
     };
     let pipeline: PipelineReport = report(&history.model(), request);
     assert_eq!(pipeline.totals.count, 1);
@@ -899,6 +902,7 @@ fn reports_narrow_to_an_account_a_lifecycle_stage_or_a_deal_stage() {
         ReportRequest::Pipeline {
             scope: scoped(None, Some("customer"), None),
             page: reports::PageRequest::default(),
+            from: None,
         },
     );
     assert!(refused.contains("only contacts have a lifecycle stage"), "{refused}");
@@ -926,4 +930,84 @@ fn reports_narrow_to_an_account_a_lifecycle_stage_or_a_deal_stage() {
         );
         assert!(refused.contains(says), "{refused}");
     }
+}
+
+/// A period's figures count what happened between `from` and `as_of` by
+/// business time: deals created, won (with their amounts), lost and
+/// slipped (expected close moved later while open, not earlier); as of a
+/// past date, nothing after it.
+#[test]
+fn a_period_counts_the_deals_created_won_lost_and_slipped_in_it() {
+    let mut history = History::default();
+    let acme = history.account(json!({"name": "Acme"}), "system", days_ago(300));
+    let deal = |history: &mut History, title: &str, close: &str, created: i64| {
+        history.deal(
+            json!({"title": title, "account_id": acme, "expected_close": close,
+                   "amount": {"value_minor": 70_000, "currency": "EUR"}}),
+            "system",
+            days_ago(created),
+        )
+    };
+    let won = deal(&mut history, "Won", "2026-01-01", 100);
+    history.close_deal(won, true, "system", days_ago(50));
+    let lost = deal(&mut history, "Lost", "2026-01-01", 40);
+    history.close_deal(lost, false, "system", days_ago(10));
+    let slipping = deal(&mut history, "Slipping", "2026-01-01", 20);
+    let close = |history: &mut History, id: Uuid, date: &str, at: i64| {
+        history.update(
+            RecordKind::Deal,
+            id,
+            json!({"expected_close": date}),
+            "system",
+            days_ago(at),
+        );
+    };
+    close(&mut history, slipping, "2026-03-01", 5);
+    close(&mut history, slipping, "2026-02-01", 3);
+    let slipped_long_ago = deal(&mut history, "Slipped long ago", "2026-01-01", 60);
+    close(&mut history, slipped_long_ago, "2026-06-01", 45);
+    let pulled_in = deal(&mut history, "Pulled in", "2026-06-01", 80);
+    close(&mut history, pulled_in, "2026-01-01", 4);
+
+    let period = |as_of: chrono::DateTime<chrono::Utc>, from: i64| -> reports::PeriodFigures {
+        let request = ReportRequest::Pipeline {
+            scope: reports::Scope::default(),
+            page: reports::PageRequest::default(),
+            from: Some(days_ago(from)),
+        };
+        let model = history.model_until(Some(as_of));
+        let answer = support::reports_json(&model, &[request], as_of)
+            .pop()
+            .unwrap_or_default();
+        let report: PipelineReport = serde_json::from_value(answer).expect("a pipeline");
+        report.period.expect("asked with from")
+    };
+    let last_30 = period(day0(), 30);
+    assert_eq!(
+        (last_30.new, last_30.won, last_30.lost, last_30.slipped),
+        (1, 0, 1, 1),
+        "the slipping deal is new and slipped, the lost one closed: {last_30:?}"
+    );
+    assert_eq!(last_30.win_rate, Some(0.0));
+    assert_eq!((last_30.from, last_30.to), (days_ago(30), day0()));
+    let last_60 = period(day0(), 60);
+    assert_eq!(
+        (last_60.new, last_60.won, last_60.lost, last_60.slipped),
+        (3, 1, 1, 2),
+        "created 60 days ago counts; pulling a close in is no slip: {last_60:?}"
+    );
+    assert_eq!(last_60.won_amount.get("EUR"), Some(&70_000));
+    assert_eq!(last_60.win_rate, Some(0.5));
+    // As of 8 days ago the slip 5 days ago had not happened yet.
+    let then = period(days_ago(8), 60);
+    assert_eq!((then.new, then.won, then.lost, then.slipped), (3, 1, 1, 1), "{then:?}");
+    let refused = refusal(
+        &history,
+        ReportRequest::Pipeline {
+            scope: reports::Scope::default(),
+            page: reports::PageRequest::default(),
+            from: Some(day0() + chrono::Duration::days(1)),
+        },
+    );
+    assert!(refused.contains("after the report's as_of"), "{refused}");
 }

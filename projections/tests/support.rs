@@ -299,14 +299,21 @@ pub fn thresholds() -> projections::reports::QualityThresholds {
     }
 }
 
-/// Every report, and each data-quality list on its own.
-pub fn every_report() -> Vec<projections::reports::ReportRequest> {
+/// Every report asked at `as_of`, and each data-quality list on its own.
+pub fn every_report(as_of: DateTime<Utc>) -> Vec<projections::reports::ReportRequest> {
     use projections::reports::{PageRequest, QualityList, ReportRequest, Scope};
     let (scope, page) = (Scope::default(), PageRequest::default());
     let mut requests = vec![
         ReportRequest::Pipeline {
             scope: scope.clone(),
             page: page.clone(),
+            from: None,
+        },
+        // A period: the 120 days up to the report's as_of.
+        ReportRequest::Pipeline {
+            scope: scope.clone(),
+            page: page.clone(),
+            from: Some(as_of - Duration::days(120)),
         },
         ReportRequest::DataQuality {
             thresholds: thresholds(),

@@ -236,7 +236,12 @@ struct ReportScope {
 #[derive(Debug, Subcommand)]
 enum ReportKind {
     /// Open deals per stage, weighted amounts, win rate, rotting deals.
-    Pipeline,
+    Pipeline {
+        /// The period figures (deals created, won, lost, slipped, win rate)
+        /// from this time (or a date: from its start) to --as-of.
+        #[arg(long, value_parser = crate::moment::parse_start)]
+        from: Option<chrono::DateTime<Utc>>,
+    },
     /// Stale, never-updated, incomplete and duplicate records; rotting deals.
     DataQuality {
         #[arg(long, default_value_t = 90)]
@@ -826,7 +831,14 @@ async fn run_report(
         never_updated_days,
     };
     let (request, render): (ReportRequest, fn(&Value) -> String) = match report {
-        ReportKind::Pipeline => (ReportRequest::Pipeline { scope: filter, page }, crate::render::pipeline),
+        ReportKind::Pipeline { from } => (
+            ReportRequest::Pipeline {
+                scope: filter,
+                page,
+                from,
+            },
+            crate::render::pipeline,
+        ),
         ReportKind::DataQuality {
             stale_days,
             never_updated_days,

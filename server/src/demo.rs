@@ -178,6 +178,7 @@ enum Action {
     Contact { id: Uuid, fields: Fields },
     UpdateContact { id: Uuid, fields: Fields },
     Deal { id: Uuid, fields: Fields },
+    UpdateDeal { id: Uuid, fields: Fields },
     Stage { id: Uuid, stage: &'static str },
     Close { id: Uuid, won: bool },
     Interaction { id: Uuid, fields: Fields },
@@ -328,6 +329,18 @@ impl Builder {
                         changes,
                         stage,
                     },
+                );
+                self.push(RecordKind::Deal, *id, events, actor, at);
+            }
+            Action::UpdateDeal { id, fields } => {
+                let Ok((changes, stage)) = parse_deal_input(&Self::input(fields)) else {
+                    return;
+                };
+                let events = Self::decide(
+                    &rules,
+                    &mut self.deals,
+                    *id,
+                    &DealCommand::UpdateDeal { changes, stage },
                 );
                 self.push(RecordKind::Deal, *id, events, actor, at);
             }
@@ -632,8 +645,9 @@ impl Planner<'_> {
             self.builder.pick(&["Renewal", "Expansion", "Pilot", "Fleet deal"])
         );
         let mut fields = json!({"title": title, "account_id": account, "owner_id": seller, "amount": {"value_minor": value, "currency": currency}});
-        if self.builder.rng.random_bool(0.7) {
-            fields["expected_close"] = json!((opened + Duration::days(90)).format("%Y-%m-%d").to_string());
+        let expected_close = self.builder.rng.random_bool(0.7).then(|| opened + Duration::days(90));
+        if let Some(close) = expected_close {
+            fields["expected_close"] = json!(close.format("%Y-%m-%d").to_string());
         }
         if let Some(contact) = contact {
             fields["contact_ids"] = json!([contact]);
@@ -661,6 +675,21 @@ impl Planner<'_> {
                 self.log(contact, Some(id), seller, "meeting", before, at);
             }
             self.plan.push((at, seller, Action::Stage { id, stage }));
+        }
+        // A careless seller pushes the expected close out when it comes.
+        if let Some(close) = expected_close
+            && self.builder.rng.random_bool(1.0 - diligence)
+        {
+            let later = close + Duration::days(self.builder.rng.random_range(30..120));
+            let fields = json!({"expected_close": later.format("%Y-%m-%d").to_string()});
+            self.plan.push((
+                close.max(at),
+                seller,
+                Action::UpdateDeal {
+                    id,
+                    fields: fields.into(),
+                },
+            ));
         }
         if self.builder.rng.random_bool(0.6 + 0.35 * diligence) {
             at += Duration::days(self.builder.rng.random_range(3..40));

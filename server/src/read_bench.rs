@@ -207,6 +207,7 @@ pub async fn read_side(
     let request = ReportRequest::Pipeline {
         scope: Scope::default(),
         page: PageRequest::default(),
+        from: None,
     };
     figures.push(
         measure("pipeline as of a year ago", 1, || async {
@@ -246,6 +247,7 @@ fn report_questions(sample: &Sample) -> Vec<(String, ReportRequest)> {
             ReportRequest::Pipeline {
                 scope: all.clone(),
                 page: page.clone(),
+                from: None,
             },
         ),
         (

@@ -73,11 +73,28 @@ pub fn pipeline(report: &Value) -> String {
         amounts(&report["totals"]["weighted_amount"]),
         report["won"],
         report["lost"],
-        report["win_rate"]
-            .as_f64()
-            .map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+        percent(&report["win_rate"]),
     );
+    let period = &report["period"];
+    if period.is_object() {
+        out += &format!(
+            "from {} to {}: {} new, won {} ({}), lost {}, win rate {}, {} slipped\n",
+            text(&period["from"]),
+            text(&period["to"]),
+            period["new"],
+            period["won"],
+            amounts(&period["won_amount"]),
+            period["lost"],
+            percent(&period["win_rate"]),
+            period["slipped"],
+        );
+    }
     out + &rotting(&report["rotting_deals"])
+}
+
+/// A share from 0 to 1 as a whole percentage; "-" for none.
+fn percent(share: &Value) -> String {
+    share.as_f64().map_or("-".into(), |r| format!("{:.0}%", r * 100.0))
 }
 
 fn rotting(deals: &Value) -> String {

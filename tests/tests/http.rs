@@ -2192,6 +2192,34 @@ async fn report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_canno
         .await;
     assert_eq!(customers["total"], 1, "{customers}");
     assert_eq!(customers["items"][0]["id"], ada["id"]);
+    let deal = server
+        .create("deals", json!({"title": "Fleet", "account_id": account["id"]}))
+        .await;
+    let (status, pipeline) = server
+        .admin(Method::GET, "/v1/reports/pipeline?from=2000-01-01", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{pipeline}");
+    assert_eq!(
+        pipeline["period"]["from"], "2000-01-01T00:00:00Z",
+        "a date is its start"
+    );
+    assert_eq!(
+        pipeline["period"]["new"], 1,
+        "the deal is new in the period: {pipeline}"
+    );
+    let path = format!("/v1/deals/{}/close", deal["id"].as_str().unwrap_or_default());
+    let (status, closed) = server.admin(Method::POST, &path, Some(json!({"outcome": "won"}))).await;
+    assert_eq!(status, StatusCode::OK, "{closed}");
+    let (_, pipeline) = server
+        .admin(Method::GET, "/v1/reports/pipeline?from=2000-01-01", None)
+        .await;
+    assert_eq!(
+        (&pipeline["period"]["won"], &pipeline["period"]["win_rate"]),
+        (&json!(1), &json!(1.0)),
+        "{pipeline}"
+    );
+    let (_, without) = server.admin(Method::GET, "/v1/reports/pipeline", None).await;
+    assert!(without.get("period").is_none(), "no period unless asked: {without}");
     let before = server.n_events().await;
     for (path, expected) in [
         ("/v1/reports/data-quality?owner=someone", StatusCode::BAD_REQUEST),
@@ -2207,6 +2235,10 @@ async fn report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_canno
         ),
         ("/v1/reports/pipeline?as_of=yesterday", StatusCode::BAD_REQUEST),
         ("/v1/reports/pipeline?lifecycle=customer", StatusCode::BAD_REQUEST),
+        (
+            "/v1/reports/pipeline?from=2026-02-01&as_of=2026-01-01",
+            StatusCode::BAD_REQUEST,
+        ),
         ("/v1/reports/neglected-accounts?stage=lead", StatusCode::BAD_REQUEST),
         ("/v1/reports/data-quality?lifecycle=churned", StatusCode::BAD_REQUEST),
         ("/v1/reports/owners?stage=nowhere", StatusCode::BAD_REQUEST),

@@ -30,7 +30,7 @@ use query::Sql;
 pub use duplicates::{DuplicateGroup, DuplicateMember};
 pub use neglected::{DepartmentContact, DepartmentRules, NeglectedAccount, NeglectedAccountsReport};
 pub use owners::{OwnerLine, OwnersReport, UnownedLine};
-pub use pipeline::{Amounts, PipelineReport, PipelineTotals, RottingDeal, StageLine};
+pub use pipeline::{Amounts, PeriodFigures, PipelineReport, PipelineTotals, RottingDeal, StageLine};
 pub use quality::{ClockEntry, DataQualityReport, IncompleteEntry, QualityCursors, QualitySummary};
 
 /// When a record counts as stale or never updated. Changing a threshold
@@ -135,6 +135,8 @@ pub enum ReportRequest {
     Pipeline {
         scope: Scope,
         page: PageRequest,
+        /// With a date: the period figures from it to the report's as_of.
+        from: Option<DateTime<Utc>>,
     },
     DataQuality {
         thresholds: QualityThresholds,
@@ -368,10 +370,10 @@ pub(crate) async fn run(
     let users = load_users(conn).await?;
     let json = |value: Result<Value, serde_json::Error>| value.map_err(|e| ProjectionError::ReadModel(e.to_string()));
     match request {
-        ReportRequest::Pipeline { scope, page } => {
+        ReportRequest::Pipeline { scope, page, from } => {
             let context = context(users, config, scope, as_of)?;
             json(serde_json::to_value(
-                pipeline::pipeline(conn, &context, config, page).await?,
+                pipeline::pipeline(conn, &context, config, page, *from).await?,
             ))
         }
         ReportRequest::DataQuality {

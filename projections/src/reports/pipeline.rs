@@ -3,6 +3,12 @@
 //! they have sat, which are rotting, and how many were won and lost. The
 //! figures are `GROUP BY` sums over the deals table; only the rotting deals
 //! are listed, a page at a time.
+//!
+//! With a `from` date it also gives a period's figures (`from` to the
+//! report's `as_of`): deals created, won, lost and slipped in it, and its
+//! win rate. They are counted on the deals as they stood at `as_of` (for a
+//! past date, the log folded up to it), by when each closed, last slipped
+//! or was created: exactly what the as-of rules say happened in between.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -89,6 +95,28 @@ pub struct PipelineReport {
     pub rotting_deals: Vec<RottingDeal>,
     pub rotting_deals_total: u64,
     pub next_cursors: RottingCursor,
+    /// Asked with `from`: what happened between it and `as_of`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<PeriodFigures>,
+}
+
+/// Deals in a period, `from` to `to` (both included; business time), not
+/// archived by `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeriodFigures {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Deals created in the period.
+    pub new: u64,
+    /// Deals closed won in the period, and what they were worth.
+    pub won: u64,
+    pub won_amount: Amounts,
+    /// Deals closed lost in the period.
+    pub lost: u64,
+    /// won / (won + lost) in the period; null if none closed in it.
+    pub win_rate: Option<f64>,
+    /// Deals whose expected close was moved later in the period, while open.
+    pub slipped: u64,
 }
 
 fn round(value: f64, decimals: i32) -> f64 {
@@ -228,8 +256,19 @@ pub(crate) async fn pipeline(
     context: &Context,
     config: &Pipeline,
     page: &PageRequest,
+    from: Option<DateTime<Utc>>,
 ) -> Result<PipelineReport, ProjectionError> {
     context.refuse("the pipeline", true, false)?;
+    let period = match from {
+        Some(from) if from > context.as_of => {
+            return Err(ProjectionError::BadRequest(format!(
+                "from ({from}) is after the report's as_of ({}): a period ends at as_of",
+                context.as_of
+            )));
+        }
+        Some(from) => Some(period(conn, context, from).await?),
+        None => None,
+    };
     let stages = stage_lines(config, &groups(conn, context).await?, context.as_of);
     let (won, lost) = closed(conn, context).await?;
     let rotting = rotting_page(conn, context, config, page).await?;
@@ -245,6 +284,68 @@ pub(crate) async fn pipeline(
         next_cursors: RottingCursor {
             rotting_deals: rotting.next_cursor,
         },
+        period,
+    })
+}
+
+/// The period figures from `from` to the report's `as_of`. The tables hold
+/// nothing that happened after `as_of` when it is past, but live tables may
+/// (`as_of` now, a write a moment later): each range is closed at `as_of`.
+async fn period(conn: &mut dyn Exec, context: &Context, from: DateTime<Utc>) -> Result<PeriodFigures, ProjectionError> {
+    let (since, until) = (crate::rows::micros(from), crate::rows::micros(context.as_of));
+    let dialect = conn.dialect();
+    let count = |column: &'static str| {
+        let mut sql = Sql::new(dialect);
+        let _ = write!(
+            sql.text,
+            "SELECT COUNT(*) FROM {} WHERE {column} >= ",
+            table_name(&DEALS)
+        );
+        sql.bind(Cell::Int(since));
+        let _ = write!(sql.text, " AND {column} <= ");
+        sql.bind(Cell::Int(until));
+        sql.push(" AND archived = 0");
+        context.scope(&mut sql);
+        sql
+    };
+    let new = count("created_at").count(conn).await?;
+    let slipped = count("slipped_at").count(conn).await?;
+    let mut sql = Sql::new(conn.dialect());
+    let _ = write!(
+        sql.text,
+        "SELECT status, currency, COUNT(*), CAST(SUM(amount / {SPLIT}) AS BIGINT), \
+         CAST(SUM(amount % {SPLIT}) AS BIGINT) FROM {} WHERE closed_at >= ",
+        table_name(&DEALS)
+    );
+    sql.bind(Cell::Int(since));
+    sql.push(" AND closed_at <= ");
+    sql.bind(Cell::Int(until));
+    sql.push(" AND archived = 0");
+    context.scope(&mut sql);
+    sql.push(" GROUP BY status, currency");
+    let kinds = [Kind::Text, Kind::Text, Kind::Int, Kind::OptInt, Kind::OptInt];
+    let (mut won, mut lost, mut won_amount) = (0, 0, Amounts::new());
+    for row in sql.fetch(conn, &kinds).await? {
+        let n = u64::try_from(row[2].as_int().unwrap_or(0)).unwrap_or(0);
+        if row[0].clone().into_text().as_deref() != Some("won") {
+            lost += n;
+            continue;
+        }
+        won += n;
+        if let Some(currency) = row[1].clone().into_text() {
+            let amount = i128::from(row[3].as_int().unwrap_or(0)) * SPLIT + i128::from(row[4].as_int().unwrap_or(0));
+            *won_amount.entry(currency).or_default() += amount;
+        }
+    }
+    Ok(PeriodFigures {
+        from,
+        to: context.as_of,
+        new,
+        won,
+        won_amount,
+        lost,
+        win_rate: (won + lost > 0).then(|| round(won as f64 / (won + lost) as f64, 4)),
+        slipped,
     })
 }
 
@@ -282,7 +383,7 @@ pub(crate) async fn rotting_page(
         .rows
         .into_iter()
         .filter_map(|(_, row)| match row {
-            RecordRow::Deal(deal) => Some(deal),
+            RecordRow::Deal(deal) => Some(*deal),
             _ => None,
         })
         .filter_map(|deal| {

@@ -120,7 +120,7 @@ impl Keyset {
 pub(crate) enum RecordRow {
     Contact(ContactView),
     Account(AccountView),
-    Deal(DealView),
+    Deal(Box<DealView>),
 }
 
 impl RecordRow {
@@ -180,7 +180,7 @@ impl RecordRow {
         Ok(match table {
             "contacts" => Self::Contact(serde_json::from_str(view).map_err(damaged)?),
             "accounts" => Self::Account(serde_json::from_str(view).map_err(damaged)?),
-            _ => Self::Deal(serde_json::from_str(view).map_err(damaged)?),
+            _ => Self::Deal(Box::new(serde_json::from_str(view).map_err(damaged)?)),
         })
     }
 }

@@ -100,6 +100,10 @@ pub struct ReportQuery {
     /// measures ages from it.
     #[serde(default, deserialize_with = "crate::moment::end")]
     pub as_of: Option<DateTime<Utc>>,
+    /// pipeline: the period figures (deals created, won, lost, slipped,
+    /// win rate) from this time (or a date: from its start, UTC) to `as_of`.
+    #[serde(default, deserialize_with = "crate::moment::start")]
+    pub from: Option<DateTime<Utc>>,
     /// data-quality and owners: days since the last touch after which a record is stale (default 90).
     pub stale_days: Option<u32>,
     /// data-quality and owners: days without any change since creation (default 30).
@@ -195,6 +199,7 @@ pub async fn pipeline(
     let request = ReportRequest::Pipeline {
         scope: query.scope()?,
         page: query.page(false)?,
+        from: query.from,
     };
     report(&state, request, query.as_of).await
 }
