@@ -9,6 +9,9 @@ use crate::{DomainError, Event, Pipeline, RecordKind};
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     pub pipeline: Pipeline,
+    /// Where a phone number written without a country code is placed
+    /// (`PhoneNumber::in_region`); none keeps it as its digits.
+    pub phone_region: Option<crate::values::CallingCode>,
 }
 
 pub trait Aggregate: Default + Clone + std::fmt::Debug + Send + Sync + 'static {

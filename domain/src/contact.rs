@@ -86,13 +86,14 @@ const KIND: &str = "contact";
 impl Aggregate for Contact {
     type Command = ContactCommand;
 
-    fn decide(&self, command: &ContactCommand, _rules: &Rules) -> Result<Vec<Event>, DomainError> {
+    fn decide(&self, command: &ContactCommand, rules: &Rules) -> Result<Vec<Event>, DomainError> {
         match command {
             ContactCommand::CreateContact { contact_id, changes } => {
                 if self.fields.is_some() {
                     return Err(DomainError::AlreadyExists { kind: KIND });
                 }
                 let mut changes = changes.clone();
+                place_phone(&mut changes, rules);
                 merge_custom(&mut changes.custom, &CustomFields::new());
                 let fields = changes.into_fields()?;
                 Ok(vec![Event::ContactCreated(ContactCreated {
@@ -103,6 +104,7 @@ impl Aggregate for Contact {
             ContactCommand::UpdateContact { changes } => {
                 let (contact_id, current) = live(self.id, &self.fields, self.archived, KIND)?;
                 let mut proposed = changes.clone();
+                place_phone(&mut proposed, rules);
                 merge_custom(&mut proposed.custom, &current.custom);
                 let changes = proposed.diff(current);
                 if changes.is_empty() {
@@ -144,5 +146,13 @@ impl Aggregate for Contact {
     fn external_id(&self) -> Option<&ExternalId> {
         let fields = self.fields.as_ref().filter(|_| !self.archived)?;
         fields.external_id.as_ref()
+    }
+}
+
+/// A national phone number in `changes`, placed in the store's default
+/// region, so that one number is written one way.
+fn place_phone(changes: &mut ContactChanges, rules: &Rules) {
+    if let (Some(region), Some(Some(phone))) = (&rules.phone_region, &mut changes.phone) {
+        *phone = phone.in_region(region);
     }
 }

@@ -38,4 +38,4 @@ pub use input::{DomainName, FromInput, Input, TAG_CHARS_MAX, Tag};
 pub use interaction::{Direction, Interaction, InteractionCommand, InteractionKind, InteractionLogged};
 pub use kind::RecordKind;
 pub use user::{Role, User, UserCommand, UserRegistered};
-pub use values::{Pipeline, StageDefinition, StageName};
+pub use values::{CallingCode, Pipeline, StageDefinition, StageName};

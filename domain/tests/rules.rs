@@ -283,3 +283,52 @@ fn a_user_needs_a_known_role() {
         Err(vec!["role".to_string()])
     );
 }
+
+/// With a default region, a number written without a country code is
+/// stored placed in it, on create and on update alike; an update to the
+/// same number written the other way changes nothing.
+#[test]
+fn a_national_phone_number_is_stored_in_the_default_region() {
+    let mut scenario = given::<Contact>(&[]);
+    scenario.rules.phone_region = Some(CallingCode::parse("1").expect("a calling code"));
+    let created = scenario.when(ContactCommand::CreateContact {
+        contact_id: CONTACT,
+        changes: contact_changes(json!({"name": "Ada", "phone": "(206) 555-9857"})),
+    });
+    let Ok(events) = created else {
+        panic!("created: {created:?}");
+    };
+    let Some(Event::ContactCreated(created)) = events.first() else {
+        panic!("a creation: {events:?}");
+    };
+    assert_eq!(created.fields.phone.as_ref().map(|p| p.as_str()), Some("+12065559857"));
+    let mut scenario = given::<Contact>(&events);
+    scenario.rules.phone_region = Some(CallingCode::parse("1").expect("a calling code"));
+    let same = scenario.when(ContactCommand::UpdateContact {
+        changes: contact_changes(json!({"phone": "+1 206 555 9857"})),
+    });
+    assert_eq!(same, Ok(vec![]), "the same number, written the other way");
+    let moved = scenario.when(ContactCommand::UpdateContact {
+        changes: contact_changes(json!({"phone": "206.555.0000"})),
+    });
+    let expected = ContactChanges {
+        phone: Some(Some(values::PhoneNumber::parse("+12065550000").expect("valid"))),
+        ..ContactChanges::default()
+    };
+    assert_eq!(
+        moved,
+        Ok(vec![Event::ContactUpdated(ContactUpdated {
+            contact_id: CONTACT,
+            changes: expected
+        })])
+    );
+    // Without a region the number is kept as its digits.
+    let plain = given::<Contact>(&[]).when(ContactCommand::CreateContact {
+        contact_id: CONTACT,
+        changes: contact_changes(json!({"name": "Ada", "phone": "(206) 555-9857"})),
+    });
+    assert!(
+        matches!(&plain, Ok(events) if matches!(events.first(), Some(Event::ContactCreated(c)) if c.fields.phone.as_ref().map(|p| p.as_str()) == Some("2065559857"))),
+        "{plain:?}"
+    );
+}

@@ -37,6 +37,12 @@ pub struct Cli {
     /// Pipeline stages as a JSON file: [{"name", "probability_percent", "rotting_days"}, ...].
     #[arg(long, global = true, env = "CRM_PIPELINE_FILE", value_name = "FILE")]
     pipeline: Option<std::path::PathBuf>,
+    /// Country calling code a phone number written without one is placed
+    /// in ("1", "44"): "(206) 555-9857" is then stored as +12065559857, and
+    /// matches "+1 206 555 9857" as a duplicate. Numbers already stored
+    /// stay as they were written.
+    #[arg(long, global = true, env = "CRM_PHONE_REGION", value_name = "CODE", value_parser = domain::CallingCode::parse)]
+    phone_region: Option<domain::CallingCode>,
     /// Departments expected to have calls, emails or meetings with every
     /// account, comma-separated ("Sales,Support"): neglected-accounts names
     /// those that did not.
@@ -439,7 +445,11 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
         Command::Serve { addr, .. } => open_for_serving(config, *addr).await?,
         _ => (open(config).await?, None),
     };
-    let mut app = App::new(store.clone(), Rules { pipeline });
+    let rules = Rules {
+        pipeline,
+        phone_region: cli.phone_region.clone(),
+    };
+    let mut app = App::new(store.clone(), rules);
     app.expected_departments = cli
         .expected_departments
         .iter()

@@ -8,7 +8,7 @@ mod text;
 
 pub use email::EmailAddress;
 pub use money::{CurrencyCode, MAX_VALUE_MINOR, Money};
-pub use phone::PhoneNumber;
+pub use phone::{CallingCode, PhoneNumber};
 pub use pipeline::{PIPELINE_STAGES_MAX, Pipeline, StageDefinition, StageName};
 pub use text::{EXTERNAL_ID_CHARS_MAX, ExternalId, NAME_CHARS_MAX, Name, TEXT_CHARS_MAX, Text};
 
