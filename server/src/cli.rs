@@ -704,7 +704,7 @@ async fn timeline(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, S
         .map_err(|e| e.to_string())?;
     let value = serde_json::to_value(&items).unwrap_or(Value::Null);
     Ok(Output {
-        text: serde_json::to_string_pretty(&value).unwrap_or_default(),
+        text: crate::render::timeline(&value),
         value: json!({"items": value}),
     })
 }
@@ -934,6 +934,20 @@ fn changed(outcome: Result<Outcome, AppError>) -> Result<Output, String> {
 }
 
 async fn show(app: &App, kind: RecordKind, id: Uuid) -> Result<Output, String> {
+    if kind != RecordKind::User {
+        // The view the HTTP API answers, and a table of it for people.
+        let projector = projector(&app.store).await?;
+        let view = projector
+            .view(kind, id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no {kind} has the id {id}"))?;
+        let names = names_in(&projector, &view).await?;
+        return Ok(Output {
+            text: crate::render::record(&view, &names),
+            value: view,
+        });
+    }
     let (version, archived, fields) = match kind {
         RecordKind::Contact => {
             let s: Contact = app.load(kind, id).await.map_err(describe)?;
@@ -967,6 +981,32 @@ async fn show(app: &App, kind: RecordKind, id: Uuid) -> Result<Output, String> {
     let value = json!({"kind": kind, "id": id, "version": version, "archived": archived, "fields": fields});
     let text = serde_json::to_string_pretty(&value).unwrap_or_default();
     Ok(Output { value, text })
+}
+
+/// The names of the people and the account a view refers to, by id.
+async fn names_in(
+    projector: &projections::Projector,
+    view: &Value,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut names = std::collections::BTreeMap::new();
+    let users = projector.users().await.map_err(|e| e.to_string())?;
+    for user in users.users.values() {
+        names.insert(user.id.to_string(), format!("{} ({})", user.name, user.department));
+    }
+    let account = view["account_id"]
+        .as_str()
+        .or(view["touched_account_id"].as_str())
+        .and_then(|raw| Uuid::parse_str(raw).ok());
+    if let Some(account) = account
+        && let Some(found) = projector
+            .view(RecordKind::Account, account)
+            .await
+            .map_err(|e| e.to_string())?
+        && let Some(name) = found["name"].as_str()
+    {
+        names.insert(account.to_string(), name.to_owned());
+    }
+    Ok(names)
 }
 
 async fn events(store: &Store, after: u64, limit: usize) -> Result<Output, String> {

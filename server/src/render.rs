@@ -305,7 +305,14 @@ fn changes(entry: &Value) -> String {
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(field, change)| format!("{field}: {} → {}", text(&change["from"]), text(&change["to"])))
+        .map(|(field, change)| {
+            let none = std::collections::BTreeMap::new();
+            format!(
+                "{field}: {} → {}",
+                readable(&change["from"], &none),
+                readable(&change["to"], &none)
+            )
+        })
         .collect();
     lines.join("\n")
 }
@@ -366,4 +373,50 @@ pub fn audit(page: &Value) -> String {
         out.push_str(&format!("\nmore: --after {next}"));
     }
     out
+}
+
+/// A value as people read it: an amount with its currency, a list joined,
+/// an id by the name `names` has for it.
+fn readable(value: &Value, names: &std::collections::BTreeMap<String, String>) -> String {
+    match value {
+        Value::Object(map) if map.contains_key("value_minor") && map.contains_key("currency") => {
+            let currency = map["currency"].as_str().unwrap_or("?");
+            amounts(&serde_json::json!({ currency: map["value_minor"] }))
+        }
+        Value::Array(items) if items.is_empty() => "-".into(),
+        Value::Array(items) => items.iter().map(|i| readable(i, names)).collect::<Vec<_>>().join(", "),
+        Value::String(s) => names.get(s).cloned().unwrap_or_else(|| s.clone()),
+        Value::Object(map) if map.is_empty() => "-".into(),
+        other => text(other),
+    }
+}
+
+/// One record's view, a field a row; ids of people and the account by name.
+pub fn record(view: &Value, names: &std::collections::BTreeMap<String, String>) -> String {
+    let rows = view
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(field, value)| vec![field.clone(), readable(value, names)])
+        .collect();
+    table(&["field", "value"], rows)
+}
+
+/// A timeline, newest first: changes and interactions.
+pub fn timeline(items_: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(items_)
+        .map(|e| {
+            let what = match e["item"].as_str() {
+                Some("interaction") => format!(
+                    "{} ({}): {}",
+                    text(&e["kind"]),
+                    text(&e["direction"]),
+                    text(&e["summary"])
+                ),
+                _ => format!("{}\n{}", text(&e["type"]), changes(e)),
+            };
+            vec![text(&e["occurred_at"]), who(e), what]
+        })
+        .collect();
+    table(&["occurred at", "by", "what"], rows)
 }

@@ -302,3 +302,43 @@ fn bench_reads_measures_every_question_of_a_store_and_appends_nothing() {
     let events_after = json(&crm(&database, &["verify", "--json"]))["events"].clone();
     assert_eq!(events_before, events_after, "measuring appends nothing");
 }
+
+/// `crm show` prints a record for people (the account by name, money with
+/// its currency); with `--json` it prints the view the HTTP API answers.
+#[test]
+fn show_prints_a_record_for_people_and_the_http_view_as_json() {
+    let database = TestDatabase::sqlite();
+    let account = json(&crm(&database, &["create", "account", r#"{"name": "Acme"}"#, "--json"]));
+    let account_id = account["id"].as_str().expect("an id").to_owned();
+    let fields = format!(
+        r#"{{"title": "Fleet", "account_id": "{account_id}", "amount": {{"value_minor": 1234567, "currency": "EUR"}}}}"#
+    );
+    let deal = json(&crm(&database, &["create", "deal", &fields, "--json"]));
+    let deal_id = deal["id"].as_str().expect("an id").to_owned();
+    let shown = crm(&database, &["show", "deal", &deal_id]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("Acme") && !text.contains(&account_id),
+        "the account by name: {text}"
+    );
+    assert!(text.contains("12345.67 EUR"), "money with its currency: {text}");
+    let as_json = json(&crm(&database, &["show", "deal", &deal_id, "--json"]));
+    assert_eq!((&as_json["id"], &as_json["version"]), (&deal["id"], &deal["version"]));
+    assert_eq!(
+        as_json["account_id"],
+        account_id.as_str(),
+        "fields at the top, as over HTTP: {as_json}"
+    );
+    assert!(
+        as_json["last_touched_at"].is_string() && as_json.get("fields").is_none(),
+        "{as_json}"
+    );
+    assert_eq!(
+        (&as_json["title"], &as_json["kind"]),
+        (&serde_json::json!("Fleet"), &serde_json::json!("deal"))
+    );
+    let missing = crm(&database, &["show", "deal", &account_id]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no deal has the id"));
+}
