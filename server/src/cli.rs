@@ -692,7 +692,7 @@ async fn history(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, St
         .map_err(|e| e.to_string())?;
     let value = serde_json::to_value(&entries).unwrap_or(Value::Null);
     Ok(Output {
-        text: crate::render::history(&value),
+        text: crate::render::history(&value, &people(&projector).await?),
         value: json!({"items": value}),
     })
 }
@@ -704,7 +704,7 @@ async fn timeline(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, S
         .map_err(|e| e.to_string())?;
     let value = serde_json::to_value(&items).unwrap_or(Value::Null);
     Ok(Output {
-        text: crate::render::timeline(&value),
+        text: crate::render::timeline(&value, &people(&projector).await?),
         value: json!({"items": value}),
     })
 }
@@ -717,7 +717,7 @@ async fn audit(store: &Store, filter: eventstore::LogFilter, after: u64, limit: 
         .map_err(|e| e.to_string())?;
     let value = json!({"items": items, "next_cursor": next});
     Ok(Output {
-        text: crate::render::audit(&value),
+        text: crate::render::audit(&value, &people(&projector).await?),
         value,
     })
 }
@@ -983,16 +983,19 @@ async fn show(app: &App, kind: RecordKind, id: Uuid) -> Result<Output, String> {
     Ok(Output { value, text })
 }
 
-/// The names of the people and the account a view refers to, by id.
-async fn names_in(
-    projector: &projections::Projector,
-    view: &Value,
-) -> Result<std::collections::BTreeMap<String, String>, String> {
-    let mut names = std::collections::BTreeMap::new();
+/// Everyone's name and department, by id.
+async fn people(projector: &projections::Projector) -> Result<crate::render::Names, String> {
     let users = projector.users().await.map_err(|e| e.to_string())?;
-    for user in users.users.values() {
-        names.insert(user.id.to_string(), format!("{} ({})", user.name, user.department));
-    }
+    Ok(users
+        .users
+        .values()
+        .map(|user| (user.id.to_string(), format!("{} ({})", user.name, user.department)))
+        .collect())
+}
+
+/// The names of the people and the account a view refers to, by id.
+async fn names_in(projector: &projections::Projector, view: &Value) -> Result<crate::render::Names, String> {
+    let mut names = people(projector).await?;
     let account = view["account_id"]
         .as_str()
         .or(view["touched_account_id"].as_str())

@@ -299,18 +299,20 @@ pub fn owners(report: &Value) -> String {
     )
 }
 
+/// Display names by id (people, accounts) for the values a table shows.
+pub type Names = std::collections::BTreeMap<String, String>;
+
 /// An entry's changes, a field a line: `field: from → to`.
-fn changes(entry: &Value) -> String {
+fn changes(entry: &Value, names: &Names) -> String {
     let lines: Vec<String> = entry["changes"]
         .as_object()
         .into_iter()
         .flatten()
         .map(|(field, change)| {
-            let none = std::collections::BTreeMap::new();
             format!(
                 "{field}: {} → {}",
-                readable(&change["from"], &none),
-                readable(&change["to"], &none)
+                readable(&change["from"], names),
+                readable(&change["to"], names)
             )
         })
         .collect();
@@ -326,7 +328,7 @@ fn who(entry: &Value) -> String {
     )
 }
 
-pub fn history(entries: &Value) -> String {
+pub fn history(entries: &Value, names: &Names) -> String {
     let rows: Vec<Vec<String>> = items(entries)
         .map(|e| {
             vec![
@@ -334,7 +336,7 @@ pub fn history(entries: &Value) -> String {
                 text(&e["occurred_at"]),
                 who(e),
                 text(&e["type"]),
-                changes(e),
+                changes(e, names),
             ]
         })
         .collect();
@@ -343,7 +345,7 @@ pub fn history(entries: &Value) -> String {
 
 /// An audit page: when it happened and when it was recorded, who, on what
 /// record, and what changed.
-pub fn audit(page: &Value) -> String {
+pub fn audit(page: &Value, names: &Names) -> String {
     let rows: Vec<Vec<String>> = items(&page["items"])
         .map(|e| {
             vec![
@@ -353,7 +355,7 @@ pub fn audit(page: &Value) -> String {
                 who(e),
                 text(&e["stream_id"]),
                 text(&e["type"]),
-                changes(e),
+                changes(e, names),
             ]
         })
         .collect();
@@ -377,7 +379,7 @@ pub fn audit(page: &Value) -> String {
 
 /// A value as people read it: an amount with its currency, a list joined,
 /// an id by the name `names` has for it.
-fn readable(value: &Value, names: &std::collections::BTreeMap<String, String>) -> String {
+fn readable(value: &Value, names: &Names) -> String {
     match value {
         Value::Object(map) if map.contains_key("value_minor") && map.contains_key("currency") => {
             let currency = map["currency"].as_str().unwrap_or("?");
@@ -392,7 +394,7 @@ fn readable(value: &Value, names: &std::collections::BTreeMap<String, String>) -
 }
 
 /// One record's view, a field a row; ids of people and the account by name.
-pub fn record(view: &Value, names: &std::collections::BTreeMap<String, String>) -> String {
+pub fn record(view: &Value, names: &Names) -> String {
     let rows = view
         .as_object()
         .into_iter()
@@ -403,7 +405,7 @@ pub fn record(view: &Value, names: &std::collections::BTreeMap<String, String>) 
 }
 
 /// A timeline, newest first: changes and interactions.
-pub fn timeline(items_: &Value) -> String {
+pub fn timeline(items_: &Value, names: &Names) -> String {
     let rows: Vec<Vec<String>> = items(items_)
         .map(|e| {
             let what = match e["item"].as_str() {
@@ -413,7 +415,7 @@ pub fn timeline(items_: &Value) -> String {
                     text(&e["direction"]),
                     text(&e["summary"])
                 ),
-                _ => format!("{}\n{}", text(&e["type"]), changes(e)),
+                _ => format!("{}\n{}", text(&e["type"]), changes(e, names)),
             };
             vec![text(&e["occurred_at"]), who(e), what]
         })
