@@ -36,6 +36,21 @@ pub type Amounts = BTreeMap<String, i128>;
 /// `BIGINT`), and joined in 128 bits here.
 const SPLIT: i128 = 1_000_000_000;
 
+/// The two `SELECT` columns summing `amount` in parts (see `SPLIT`).
+fn summed_amount_columns() -> String {
+    format!("CAST(SUM(amount / {SPLIT}) AS BIGINT), CAST(SUM(amount % {SPLIT}) AS BIGINT)")
+}
+
+/// The sum `summed_amount_columns` gives in columns `at` and `at + 1`.
+fn summed_amount(row: &[Cell], at: usize) -> i128 {
+    i128::from(row[at].as_int().unwrap_or(0)) * SPLIT + i128::from(row[at + 1].as_int().unwrap_or(0))
+}
+
+/// won / (won + lost), to four places; none before any deal closed.
+fn win_rate(won: u64, lost: u64) -> Option<f64> {
+    (won + lost > 0).then(|| round(won as f64 / (won + lost) as f64, 4))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageLine {
     pub stage: String,
@@ -138,10 +153,10 @@ async fn groups(conn: &mut dyn Exec, context: &Context) -> Result<Vec<Group>, Pr
     let mut sql = Sql::new(conn.dialect());
     let _ = write!(
         sql.text,
-        "SELECT stage, currency, COUNT(*), CAST(SUM(amount / {SPLIT}) AS BIGINT), \
-         CAST(SUM(amount % {SPLIT}) AS BIGINT), \
+        "SELECT stage, currency, COUNT(*), {}, \
          CAST(SUM(stage_entered_at / 1000000) AS BIGINT) FROM {} \
          WHERE status = 'open' AND archived = 0",
+        summed_amount_columns(),
         table_name(&DEALS)
     );
     context.scope(&mut sql);
@@ -161,7 +176,7 @@ async fn groups(conn: &mut dyn Exec, context: &Context) -> Result<Vec<Group>, Pr
             stage: row[0].clone().into_text().unwrap_or_default(),
             currency: row[1].clone().into_text(),
             count: u64::try_from(row[2].as_int().unwrap_or(0)).unwrap_or(0),
-            amount: i128::from(row[3].as_int().unwrap_or(0)) * SPLIT + i128::from(row[4].as_int().unwrap_or(0)),
+            amount: summed_amount(&row, 3),
             entered_seconds: row[5].as_int().unwrap_or(0),
         })
         .collect())
@@ -278,7 +293,7 @@ pub(crate) async fn pipeline(
         stages,
         won,
         lost,
-        win_rate: (won + lost > 0).then(|| round(won as f64 / (won + lost) as f64, 4)),
+        win_rate: win_rate(won, lost),
         rotting_deals: rotting.items,
         rotting_deals_total: rotting.total,
         next_cursors: RottingCursor {
@@ -293,12 +308,14 @@ pub(crate) async fn pipeline(
 /// (`as_of` now, a write a moment later): each range is closed at `as_of`.
 async fn period(conn: &mut dyn Exec, context: &Context, from: DateTime<Utc>) -> Result<PeriodFigures, ProjectionError> {
     let (since, until) = (crate::rows::micros(from), crate::rows::micros(context.as_of));
+    // `select` of the deals not archived whose `column` falls in the period,
+    // within the scope.
     let dialect = conn.dialect();
-    let count = |column: &'static str| {
+    let in_period = |select: &str, column: &str| {
         let mut sql = Sql::new(dialect);
         let _ = write!(
             sql.text,
-            "SELECT COUNT(*) FROM {} WHERE {column} >= ",
+            "SELECT {select} FROM {} WHERE {column} >= ",
             table_name(&DEALS)
         );
         sql.bind(Cell::Int(since));
@@ -308,20 +325,12 @@ async fn period(conn: &mut dyn Exec, context: &Context, from: DateTime<Utc>) -> 
         context.scope(&mut sql);
         sql
     };
-    let new = count("created_at").count(conn).await?;
-    let slipped = count("slipped_at").count(conn).await?;
-    let mut sql = Sql::new(conn.dialect());
-    let _ = write!(
-        sql.text,
-        "SELECT status, currency, COUNT(*), CAST(SUM(amount / {SPLIT}) AS BIGINT), \
-         CAST(SUM(amount % {SPLIT}) AS BIGINT) FROM {} WHERE closed_at >= ",
-        table_name(&DEALS)
+    let new = in_period("COUNT(*)", "created_at").count(conn).await?;
+    let slipped = in_period("COUNT(*)", "slipped_at").count(conn).await?;
+    let mut sql = in_period(
+        &format!("status, currency, COUNT(*), {}", summed_amount_columns()),
+        "closed_at",
     );
-    sql.bind(Cell::Int(since));
-    sql.push(" AND closed_at <= ");
-    sql.bind(Cell::Int(until));
-    sql.push(" AND archived = 0");
-    context.scope(&mut sql);
     sql.push(" GROUP BY status, currency");
     let kinds = [Kind::Text, Kind::Text, Kind::Int, Kind::OptInt, Kind::OptInt];
     let (mut won, mut lost, mut won_amount) = (0, 0, Amounts::new());
@@ -333,8 +342,7 @@ async fn period(conn: &mut dyn Exec, context: &Context, from: DateTime<Utc>) -> 
         }
         won += n;
         if let Some(currency) = row[1].clone().into_text() {
-            let amount = i128::from(row[3].as_int().unwrap_or(0)) * SPLIT + i128::from(row[4].as_int().unwrap_or(0));
-            *won_amount.entry(currency).or_default() += amount;
+            *won_amount.entry(currency).or_default() += summed_amount(&row, 3);
         }
     }
     Ok(PeriodFigures {
@@ -344,7 +352,7 @@ async fn period(conn: &mut dyn Exec, context: &Context, from: DateTime<Utc>) -> 
         won,
         won_amount,
         lost,
-        win_rate: (won + lost > 0).then(|| round(won as f64 / (won + lost) as f64, 4)),
+        win_rate: win_rate(won, lost),
         slipped,
     })
 }
