@@ -47,6 +47,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Up to `limit` events with a position above `after`, in position order.
     fn read_all(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
 
+    /// A reader for long runs of the log (rebuilds, reports as of a date) on
+    /// a blocking thread: on SQLite a native connection of its own, so that
+    /// no row crosses to sqlx's worker thread and back; `None` where the
+    /// async `read_all` serves as well (PostgreSQL's rows arrive in bulk).
+    fn bulk_reader(&self) -> Result<Option<crate::BulkReader>, StoreError> {
+        Ok(None)
+    }
+
     /// Up to `limit` events after `after` that match `filter`, in position order.
     fn read_filtered<'a>(
         &'a self,

@@ -37,5 +37,6 @@ pub use model::{
     VerifyReport, to_stored_precision,
 };
 pub use pool::ping_if_idle;
+pub use sqlite::BulkReader;
 pub use store::{CONNECT_WAIT_DEFAULT, Store, StoreOptions, WriteHealth, redact};
 pub use writer::{GROUP_COMMIT_EVENTS_MAX, GROUP_COMMIT_REQUESTS_MAX, WRITER_QUEUE_MAX, advance};

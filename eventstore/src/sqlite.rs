@@ -114,6 +114,58 @@ fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
+/// Reads long runs of the log on a native read-only connection, on the
+/// caller's (blocking) thread: a rebuild reads every event, and through
+/// sqlx each row would be handed from its worker thread to the caller.
+/// Each call is a statement, so a read transaction never outlives it and
+/// never holds back a checkpoint of the WAL while a rebuild writes.
+#[derive(Debug)]
+pub struct BulkReader {
+    conn: rusqlite::Connection,
+}
+
+impl BulkReader {
+    pub(crate) fn open(file: &std::path::Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+        let conn = rusqlite::Connection::open_with_flags(
+            file,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(busy_timeout)?;
+        Ok(Self { conn })
+    }
+
+    /// Up to `limit` events with a position above `after`, in position order.
+    pub fn read_all(&mut self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?1 ORDER BY position LIMIT ?2");
+        let mut statement = self.conn.prepare_cached(&sql)?;
+        let limit = limit.clamp(1, crate::READ_BATCH_MAX);
+        let mut rows = statement.query(rusqlite::params![to_i64(after), to_i64(limit as u64)])?;
+        let mut events = Vec::with_capacity(limit);
+        while let Some(row) = rows.next()? {
+            let position = to_u64(row.get(0)?);
+            events.push(RecordedEvent {
+                position,
+                stream_id: row.get(1)?,
+                version: to_u64(row.get(2)?),
+                event_type: row.get(3)?,
+                schema_version: row.get(4)?,
+                data: row.get(5)?,
+                actor: row.get(6)?,
+                occurred_at: parse_time(position, &row.get::<_, String>(7)?)?,
+                recorded_at: parse_time(position, &row.get::<_, String>(8)?)?,
+                correlation_id: parse_uuid(position, row.get(9)?)?,
+                causation_id: parse_uuid(position, row.get(10)?)?,
+                hash: row.get(11)?,
+            });
+        }
+        Ok(events)
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
     Ok(StoredKey {
         key: row.try_get("idempotency_key")?,
@@ -213,6 +265,11 @@ impl Backend for SqliteBackend {
                 .await?;
             rows.iter().map(event_from_row).collect()
         })
+    }
+
+    fn bulk_reader(&self) -> Result<Option<crate::BulkReader>, StoreError> {
+        let file = self.readers.connect_options().get_filename().to_owned();
+        crate::BulkReader::open(&file, BUSY_TIMEOUT).map(Some)
     }
 
     fn read_filtered<'a>(

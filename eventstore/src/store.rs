@@ -267,6 +267,12 @@ impl Store {
         self.inner.backend.read_all(after, limit.clamp(1, READ_BATCH_MAX)).await
     }
 
+    /// A blocking reader for long runs of the log (`Backend::bulk_reader`),
+    /// where the backend has one.
+    pub fn bulk_reader(&self) -> Result<Option<crate::BulkReader>, StoreError> {
+        self.inner.backend.bulk_reader()
+    }
+
     /// Up to `limit` events after position `after` that match `filter`.
     pub async fn read_filtered(
         &self,

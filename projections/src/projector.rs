@@ -372,8 +372,15 @@ impl Projector {
         let mut rows = AsideRows::new(self.options.rebuild_rows_max);
         let mut position = self.fold_aside(0, &mut rows, &mut progress, None).await?;
         self.tables.flush_aside(&mut rows, Flush::All).await?;
+        let filled = started.elapsed();
         self.tables.index_next(generation).await?;
         rows.tables_indexed();
+        tracing::info!(
+            events = position,
+            filled_ms = filled.as_millis() as u64,
+            indexed_ms = (started.elapsed() - filled).as_millis() as u64,
+            "rebuild: tables filled and indexed"
+        );
         // What was appended meanwhile, still without holding anyone up.
         position = self.fold_aside(position, &mut rows, &mut progress, None).await?;
         // The rest inside the swap, which appends wait for: none can fold
@@ -673,7 +680,8 @@ async fn fold_aside_natively(
                 // The receiver only goes away with this function's caller.
                 let _ = folded.send(batch.last);
             }
-            Ok(())
+            // The rows handed back must be all that is not yet written.
+            writer.settle()
         };
         let result = fold_all();
         (owned, result)
@@ -761,6 +769,18 @@ fn read_ahead(
     occurred_until: Option<DateTime<Utc>>,
 ) -> mpsc::Receiver<Result<DecodedBatch, ProjectionError>> {
     let (sender, receiver) = mpsc::channel(2);
+    match store.bulk_reader() {
+        Ok(Some(reader)) => {
+            tokio::task::spawn_blocking(move || read_ahead_natively(reader, position, size, occurred_until, sender));
+            return receiver;
+        }
+        Ok(None) => {}
+        Err(error) => {
+            // The channel has room for this one message.
+            let _ = sender.try_send(Err(error.into()));
+            return receiver;
+        }
+    }
     tokio::spawn(async move {
         loop {
             let batch = match store.read_all(position, size).await {
@@ -773,16 +793,7 @@ fn read_ahead(
             let Some(last) = batch.last().map(|e| e.position) else {
                 return;
             };
-            let decoded: Result<Vec<_>, _> = batch
-                .into_iter()
-                .filter(|recorded| occurred_until.is_none_or(|until| recorded.occurred_at <= until))
-                .map(|recorded| decode(&recorded).map(|event| (recorded, event)))
-                .collect();
-            let batch = decoded.map(|events| DecodedBatch {
-                keys: keys_of(pairs(&events)),
-                events,
-                last,
-            });
+            let batch = decoded_batch(batch, last, occurred_until);
             let failed = batch.is_err();
             if sender.send(batch).await.is_err() || failed {
                 return;
@@ -791,6 +802,53 @@ fn read_ahead(
         }
     });
     receiver
+}
+
+/// `read_ahead` on a blocking thread with the store's native reader.
+fn read_ahead_natively(
+    mut reader: eventstore::BulkReader,
+    mut position: u64,
+    size: usize,
+    occurred_until: Option<DateTime<Utc>>,
+    sender: mpsc::Sender<Result<DecodedBatch, ProjectionError>>,
+) {
+    loop {
+        let batch = match reader.read_all(position, size) {
+            Ok(batch) => batch,
+            Err(error) => {
+                let _ = sender.blocking_send(Err(error.into()));
+                return;
+            }
+        };
+        let Some(last) = batch.last().map(|e| e.position) else {
+            return;
+        };
+        let batch = decoded_batch(batch, last, occurred_until);
+        let failed = batch.is_err();
+        if sender.blocking_send(batch).is_err() || failed {
+            return;
+        }
+        position = last;
+    }
+}
+
+/// Decodes the events of a batch read up to `last` that had happened by
+/// `occurred_until` (all without it), with the keys of the rows they need.
+fn decoded_batch(
+    batch: Vec<RecordedEvent>,
+    last: u64,
+    occurred_until: Option<DateTime<Utc>>,
+) -> Result<DecodedBatch, ProjectionError> {
+    let events = batch
+        .into_iter()
+        .filter(|recorded| occurred_until.is_none_or(|until| recorded.occurred_at <= until))
+        .map(|recorded| decode(&recorded).map(|event| (recorded, event)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(DecodedBatch {
+        keys: keys_of(pairs(&events)),
+        events,
+        last,
+    })
 }
 
 fn decode_all(batch: &[RecordedEvent]) -> Result<Vec<(&RecordedEvent, Event)>, ProjectionError> {
