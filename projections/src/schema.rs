@@ -284,6 +284,31 @@ pub(crate) fn duplicate_groups_sql(prefix: &str, table: &Table, column: &str, fi
     )
 }
 
+/// Inserts into `{prefix}duplicates` the groups of `count` values (the
+/// statement's parameters) that two or more rows of `table` share in
+/// `column`. Each value is looked for in the column's index and two rows
+/// are enough (`LIMIT 1 OFFSET 1`): a write costs the same whether the
+/// group it joins has two members or a million (a switchboard's phone
+/// number, a common name).
+pub(crate) fn duplicate_groups_of_sql(
+    dialect: Dialect,
+    prefix: &str,
+    table: &Table,
+    column: &str,
+    count: usize,
+) -> String {
+    let rows = (1..=count)
+        .map(|n| format!("({})", dialect.parameters(n, 1)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "WITH v (value) AS (VALUES {rows}) \
+         INSERT INTO {prefix}duplicates (id, rule, value) SELECT '{column}:' || v.value, '{column}', v.value FROM v \
+         WHERE EXISTS (SELECT 1 FROM {prefix}{} o WHERE o.{column} = v.value AND o.{column} IS NOT NULL LIMIT 1 OFFSET 1)",
+        table.name
+    )
+}
+
 use crate::sql::Dialect;
 
 /// How lists find records by a piece of their name, email, phone, title or

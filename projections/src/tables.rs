@@ -30,7 +30,7 @@ use crate::model::{CrmModel, InteractionView, Keys, UserView};
 use crate::rows::{account_row, contact_row, coverage_rows, deal_row, interaction_row, text, user_row};
 use crate::schema::{
     ACCOUNTS, CONTACTS, COVERAGE, DEALS, DUPLICATE_COLUMNS, INTERACTIONS, SearchIndex, Table, USERS,
-    create_indexes_sql, create_tables_sql, drop_sql, duplicate_groups_sql, search_table,
+    create_indexes_sql, create_tables_sql, drop_sql, duplicate_groups_of_sql, search_table,
 };
 pub(crate) use crate::schema::{LIVE, NEXT, TABLES};
 pub(crate) use crate::sql::Dialect;
@@ -1720,7 +1720,7 @@ impl Changes<'_> {
                     .collect();
                 let forget = format!("DELETE FROM {}duplicates WHERE id IN ({list})", self.prefix);
                 self.conn.run(&forget, keys).await?;
-                let regroup = duplicate_groups_sql(self.prefix, table, column, &format!("{column} IN ({list})"));
+                let regroup = duplicate_groups_of_sql(dialect, self.prefix, table, column, chunk.len());
                 let binds = chunk.iter().map(|v| Cell::Text(Some(v.clone()))).collect();
                 self.conn.run(&regroup, binds).await?;
             }
