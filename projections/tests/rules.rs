@@ -277,6 +277,46 @@ fn duplicates_group_by_normalised_email_phone_or_name_within_an_account() {
 }
 
 #[test]
+fn a_large_duplicate_group_lists_its_first_records_and_says_there_are_more() {
+    let mut history = History::default();
+    let shared = reports::MEMBERS_LISTED_MAX + 3;
+    let mut switchboard: Vec<Uuid> = (0..shared)
+        .map(|n| {
+            history.contact(
+                json!({"name": format!("Caller {n}"), "phone": "+44 20 7946 0000"}),
+                "system",
+                day0(),
+            )
+        })
+        .collect();
+    let pair = [
+        history.contact(json!({"name": "Ada", "email": "ada@acme.com"}), "system", day0()),
+        history.contact(json!({"name": "Ada L.", "email": "ADA@acme.com"}), "system", day0()),
+    ];
+    let report = quality(&history);
+    let group = |reason: &str| {
+        report
+            .duplicates
+            .iter()
+            .find(|g| g.reason == reason)
+            .unwrap_or_else(|| panic!("a group for {reason}"))
+    };
+    switchboard.sort();
+    let phone = group("same phone");
+    assert_eq!(
+        ids(&phone.records, |m| m.id),
+        switchboard[..reports::MEMBERS_LISTED_MAX],
+        "the first records in id order"
+    );
+    assert!(phone.more_records);
+    let mut pair = pair.to_vec();
+    pair.sort();
+    let email = group("same email");
+    assert_eq!(ids(&email.records, |m| m.id), pair);
+    assert!(!email.more_records);
+}
+
+#[test]
 fn deals_rot_after_their_stage_rotting_days_measured_from_entering_the_stage() {
     let mut history = History::default();
     let acme = history.account(json!({"name": "Acme"}), "system", days_ago(100));

@@ -30,7 +30,13 @@ pub struct DuplicateGroup {
     pub reason: String,
     /// The normalised value the records share.
     pub key: String,
+    /// The group's records in id order, at most `MEMBERS_LISTED_MAX`.
     pub records: Vec<DuplicateMember>,
+    /// More records share the value than `records` lists (a switchboard's
+    /// phone number, a common name): the page stays the same size however
+    /// large a group grows.
+    #[serde(default)]
+    pub more_records: bool,
     /// What would take the group off the list.
     pub clears_when: String,
 }
@@ -174,7 +180,12 @@ async fn group_keys(
         .collect())
 }
 
-/// The groups of `keys`, each with its live members in id order.
+/// The members a group lists, at most.
+pub const MEMBERS_LISTED_MAX: usize = 50;
+
+/// The groups of `keys`, each with its first live members in id order: a
+/// statement per page, reading at most `MEMBERS_LISTED_MAX + 1` index
+/// entries per group.
 async fn members(
     conn: &mut dyn Exec,
     context: &Context,
@@ -186,20 +197,29 @@ async fn members(
     }
     let mut sql = Sql::new(conn.dialect());
     let column = rule.column;
-    let _ = write!(
-        sql.text,
-        "SELECT {column}, id, view FROM {} WHERE {column} IN (",
-        table_name(rule.table)
-    );
+    let table = table_name(rule.table);
     for (n, key) in keys.iter().enumerate() {
         if n > 0 {
-            sql.push(", ");
+            sql.push(" UNION ALL ");
         }
+        let _ = write!(
+            sql.text,
+            "SELECT * FROM (SELECT {column} AS value, id, view FROM {table} WHERE {column} = "
+        );
         sql.bind(Cell::Text(Some(key.clone())));
+        let _ = write!(sql.text, " ORDER BY id LIMIT {}) AS g{n}", MEMBERS_LISTED_MAX + 1);
     }
-    let _ = write!(sql.text, ") ORDER BY {column}, id");
     let rows = sql.fetch(conn, &[Kind::Text, Kind::Text, Kind::Text]).await?;
-    let mut groups: Vec<DuplicateGroup> = Vec::with_capacity(keys.len());
+    let mut groups: Vec<DuplicateGroup> = keys
+        .iter()
+        .map(|key| DuplicateGroup {
+            reason: rule.reason.to_owned(),
+            key: key.clone(),
+            records: Vec::new(),
+            more_records: false,
+            clears_when: "archiving all but one of the records, or correcting the shared value on all but one".into(),
+        })
+        .collect();
     for row in rows {
         let mut cells = row.into_iter().map(Cell::into_text);
         let (key, id, view) = (
@@ -207,23 +227,21 @@ async fn members(
             cells.next().flatten().unwrap_or_default(),
             cells.next().flatten().unwrap_or_default(),
         );
+        let Some(group) = keys.iter().position(|k| *k == key).and_then(|at| groups.get_mut(at)) else {
+            continue;
+        };
         let record = RecordRow::decode(rule.table.name, &id, &view)?;
-        let member = DuplicateMember {
+        group.records.push(DuplicateMember {
             kind: record.kind(),
             id: record.id(),
             name: record.name().to_owned(),
             owner: context.owner_ref(record.owner_id()),
-        };
-        match groups.last_mut() {
-            Some(group) if group.key == key => group.records.push(member),
-            _ => groups.push(DuplicateGroup {
-                reason: rule.reason.to_owned(),
-                key,
-                records: vec![member],
-                clears_when: "archiving all but one of the records, or correcting the shared value on all but one"
-                    .into(),
-            }),
-        }
+        });
+    }
+    for group in &mut groups {
+        group.records.sort_by_key(|member| member.id);
+        group.more_records = group.records.len() > MEMBERS_LISTED_MAX;
+        group.records.truncate(MEMBERS_LISTED_MAX);
     }
     Ok(groups)
 }

@@ -27,7 +27,7 @@ use crate::schema::{ACCOUNTS, CONTACTS, DEALS, LIVE, Table};
 use crate::sql::{Cell, Exec, Kind};
 use query::Sql;
 
-pub use duplicates::{DuplicateGroup, DuplicateMember};
+pub use duplicates::{DuplicateGroup, DuplicateMember, MEMBERS_LISTED_MAX};
 pub use neglected::{DepartmentContact, DepartmentRules, NeglectedAccount, NeglectedAccountsReport};
 pub use owners::{OwnerLine, OwnersReport, UnownedLine};
 pub use pipeline::{Amounts, PeriodFigures, PipelineReport, PipelineTotals, RottingDeal, StageLine};
