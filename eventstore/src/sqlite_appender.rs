@@ -29,7 +29,7 @@ use crate::hook::{CommitHook, HookConnection};
 use crate::model::to_u64;
 use crate::plan::{self, BatchContext, Plan, StoredKey, Tail};
 use crate::sqlite::{format_time, parse_time};
-use crate::{AppendRequest, RecordedEvent, StoreError};
+use crate::{AppendRequest, StoreError};
 
 /// Prepared statements kept per connection: the store's own few and the
 /// commit hook's, whose texts vary with the number of rows they name.
@@ -101,7 +101,52 @@ impl Appender {
 }
 
 /// One group commit, BEGIN IMMEDIATE to COMMIT; rolled back on any error.
+/// The hook runs in the same transaction without a savepoint of its own (a
+/// savepoint journals every page the hook first touches, about a tenth of
+/// this thread's work): if it fails, the whole batch is rolled back and
+/// committed again without it, as on PostgreSQL.
 fn commit(conn: &mut Connection, requests: &[AppendRequest], hook: Option<&dyn CommitHook>) -> Outcome {
+    match commit_once(conn, requests, hook) {
+        Err(Failure::Hook(reason)) => {
+            tracing::warn!(%reason, "the commit hook failed; the events commit without it");
+            commit_once(conn, requests, None).map_err(Failure::into_error)
+        }
+        outcome => outcome.map_err(Failure::into_error),
+    }
+}
+
+/// Why a group commit failed: the append itself, or only the hook.
+enum Failure {
+    Append(StoreError),
+    Hook(String),
+}
+
+impl Failure {
+    fn into_error(self) -> StoreError {
+        match self {
+            Self::Append(error) => error,
+            Self::Hook(reason) => StoreError::Internal(format!("the commit hook failed: {reason}")),
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Self::Append(error)
+    }
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Append(error.into())
+    }
+}
+
+fn commit_once(
+    conn: &mut Connection,
+    requests: &[AppendRequest],
+    hook: Option<&dyn CommitHook>,
+) -> Result<(BatchOutcome, Option<u64>), Failure> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let outcome = in_transaction(conn, requests, hook);
     let outcome = outcome.and_then(|done| {
@@ -129,44 +174,23 @@ fn in_transaction(
     conn: &mut Connection,
     requests: &[AppendRequest],
     hook: Option<&dyn CommitHook>,
-) -> Result<(BatchOutcome, Option<u64>), StoreError> {
+) -> Result<(BatchOutcome, Option<u64>), Failure> {
     let (tail, context) = load_context(conn, requests)?;
     let plan = plan::plan(tail, context, requests, Utc::now());
     if let Err(error) = insert(conn, &plan) {
         let unique_violation = unique_violation(&error);
-        return Err(StoreError::from_insert(error, unique_violation, requests));
+        return Err(StoreError::from_insert(error, unique_violation, requests).into());
     }
     let covered = match hook {
-        Some(hook) if !plan.events.is_empty() => run_hook(conn, hook, &plan.events),
+        // The hook's statements run on this connection and complete at
+        // once; nothing it awaits needs a runtime.
+        Some(hook) if !plan.events.is_empty() => {
+            futures_executor::block_on(hook.in_transaction(HookConnection::Sqlite(conn), &plan.events))
+                .map_err(|reason| Failure::Hook(reason.to_string()))?
+        }
         _ => None,
     };
     Ok((plan.outcomes, covered))
-}
-
-/// Runs `hook` in a savepoint; its failure is logged and undone, and the
-/// events still commit.
-fn run_hook(conn: &mut Connection, hook: &dyn CommitHook, events: &[RecordedEvent]) -> Option<u64> {
-    if let Err(error) = conn.execute_batch("SAVEPOINT commit_hook") {
-        tracing::warn!(%error, "could not open a savepoint for the commit hook; it is skipped");
-        return None;
-    }
-    // The hook's statements run on this connection and complete at once;
-    // nothing it awaits needs a runtime.
-    let result = futures_executor::block_on(hook.in_transaction(HookConnection::Sqlite(conn), events));
-    let undo = match &result {
-        Ok(_) => "RELEASE commit_hook",
-        Err(reason) => {
-            tracing::warn!(%reason, "the commit hook failed; its writes are undone, the events commit");
-            "ROLLBACK TO commit_hook; RELEASE commit_hook"
-        }
-    };
-    match conn.execute_batch(undo) {
-        Ok(()) => result.ok().flatten(),
-        Err(error) => {
-            tracing::warn!(%error, "the commit hook's savepoint did not close");
-            None
-        }
-    }
 }
 
 fn load_context(conn: &Connection, requests: &[AppendRequest]) -> Result<(Tail, BatchContext), StoreError> {

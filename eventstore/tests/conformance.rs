@@ -52,6 +52,7 @@ conformance!(
     a_token_is_found_by_its_public_id_and_its_id_is_unique,
     a_commit_that_fails_changes_nothing_and_the_next_one_lands,
     a_commit_hook_that_panics_fails_its_batch_and_the_store_goes_on,
+    a_commit_hook_that_fails_has_its_writes_undone_and_the_events_commit,
     racing_appends_for_one_claimed_value_exactly_one_wins_until_it_is_given_up,
     claims_of_an_older_log_are_filled_once_and_only_at_the_head_they_were_folded_to,
 );
@@ -386,6 +387,85 @@ async fn a_commit_hook_that_panics_fails_its_batch_and_the_store_goes_on(databas
         .expect("the store writes on");
     assert_eq!((landed.first_position, landed.last_position), (1, 2));
     assert_verifies(&store, 2).await;
+}
+
+/// A hook that writes a mark, then fails, on its first batch; on the next
+/// it counts the marks it finds (`found`) and succeeds.
+#[derive(Default)]
+struct FailsOnce {
+    failed: std::sync::atomic::AtomicBool,
+    found: std::sync::atomic::AtomicI64,
+    heard: std::sync::Mutex<Vec<Option<u64>>>,
+}
+
+impl eventstore::CommitHook for FailsOnce {
+    fn in_transaction<'a>(
+        &'a self,
+        conn: eventstore::HookConnection<'a>,
+        events: &'a [RecordedEvent],
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<u64>, String>> {
+        let first = !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst);
+        let last = events.last().map(|e| e.position);
+        Box::pin(async move {
+            let error = |e: &dyn std::fmt::Display| e.to_string();
+            let marks = match conn {
+                eventstore::HookConnection::Sqlite(conn) => {
+                    conn.execute("INSERT INTO hook_marks (n) VALUES (1)", [])
+                        .map_err(|e| error(&e))?;
+                    conn.query_row("SELECT COUNT(*) FROM hook_marks", [], |row| row.get::<_, i64>(0))
+                        .map_err(|e| error(&e))?
+                }
+                eventstore::HookConnection::Postgres(conn) => {
+                    sqlx::query("INSERT INTO hook_marks (n) VALUES (1)")
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(|e| error(&e))?;
+                    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM hook_marks")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(|e| error(&e))?
+                }
+            };
+            if first {
+                return Err("the read models could not be written".into());
+            }
+            self.found.store(marks, std::sync::atomic::Ordering::SeqCst);
+            Ok(last)
+        })
+    }
+
+    fn committed(&self, covered: Option<u64>) {
+        self.heard.lock().expect("not poisoned").push(covered);
+    }
+}
+
+/// A hook's failure undoes what it wrote and nothing else: the events of
+/// its batch commit, and it hears that it covered nothing.
+async fn a_commit_hook_that_fails_has_its_writes_undone_and_the_events_commit(database: &TestDatabase) {
+    let store = database.open().await;
+    database
+        .execute_raw("CREATE TABLE hook_marks (n BIGINT NOT NULL)")
+        .await
+        .expect("a table for the hook");
+    let hook = std::sync::Arc::new(FailsOnce::default());
+    store.set_commit_hook(hook.clone());
+    let landed = store
+        .append(append(&stream(), ExpectedVersion::NoStream, 2))
+        .await
+        .expect("the events commit though the hook failed");
+    assert_eq!((landed.first_position, landed.last_position), (1, 2));
+    store
+        .append(append(&stream(), ExpectedVersion::NoStream, 1))
+        .await
+        .expect("the next batch");
+    assert_eq!(
+        hook.found.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the second batch's mark: the failed one's was undone"
+    );
+    assert_eq!(*hook.heard.lock().expect("not poisoned"), [None, Some(3)]);
+    assert_eq!(whole_log(&store).await.len(), 3);
+    assert_verifies(&store, 3).await;
 }
 
 async fn verify_names_the_position_of_an_altered_event(database: &TestDatabase) {
