@@ -35,6 +35,15 @@ use crate::{AppendRequest, StoreError};
 /// commit hook's, whose texts vary with the number of rows they name.
 const STATEMENT_CACHE: usize = 256;
 
+/// WAL pages after which a commit checkpoints (SQLite's default is 1,000).
+/// A page that many commits change (an index's upper levels, the state row)
+/// is copied into the database file once per checkpoint, so fewer, larger
+/// checkpoints copy less: 32 clients creating, 1,000 pages 5,570–5,650/s,
+/// 3,000 pages 5,700–6,135/s at the same p99; 10,000 pages 6,400/s, but the
+/// commit that checkpoints waits long enough to lift the p99 from 20 to 28
+/// ms. The WAL file stays under about 12 MB.
+const CHECKPOINT_PAGES: u32 = 3_000;
+
 type Outcome = Result<(BatchOutcome, Option<u64>), StoreError>;
 
 struct Job {
@@ -62,6 +71,7 @@ impl Appender {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()

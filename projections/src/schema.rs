@@ -284,29 +284,64 @@ pub(crate) fn duplicate_groups_sql(prefix: &str, table: &Table, column: &str, fi
     )
 }
 
-/// Inserts into `{prefix}duplicates` the groups of `count` values (the
-/// statement's parameters) that two or more rows of `table` share in
-/// `column`. Each value is looked for in the column's index and two rows
-/// are enough (`LIMIT 1 OFFSET 1`): a write costs the same whether the
-/// group it joins has two members or a million (a switchboard's phone
-/// number, a common name).
+/// Two statements that bring the groups of `count` values (parameters
+/// `first` to `first + count - 1`) in `column` of `table` up to date: the
+/// first forgets those that fewer than two rows now share, the second adds
+/// those that two or more do. Each value is looked for in the column's
+/// index, and two rows are enough (`LIMIT 1 OFFSET 1`): a write costs the
+/// same whether the group it joins has two members or a million (a
+/// switchboard's phone number, a common name). A group that stays is not
+/// written at all: on PostgreSQL, deleting and inserting its row again on
+/// every write left a dead version per write for each later lookup of that
+/// key to step over. Neither statement starts with `WITH`, so PostgreSQL
+/// can run several as the parts of one (`combined_sql`).
 pub(crate) fn duplicate_groups_of_sql(
     dialect: Dialect,
     prefix: &str,
     table: &Table,
     column: &str,
+    first: usize,
     count: usize,
-) -> String {
-    let rows = (1..=count)
-        .map(|n| format!("({})", dialect.parameters(n, 1)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "WITH v (value) AS (VALUES {rows}) \
-         INSERT INTO {prefix}duplicates (id, rule, value) SELECT '{column}:' || v.value, '{column}', v.value FROM v \
-         WHERE EXISTS (SELECT 1 FROM {prefix}{} o WHERE o.{column} = v.value AND o.{column} IS NOT NULL LIMIT 1 OFFSET 1)",
-        table.name
-    )
+) -> [String; 2] {
+    let second_holder = |value: &str| {
+        format!(
+            "EXISTS (SELECT 1 FROM {prefix}{} o WHERE o.{column} = {value} AND o.{column} IS NOT NULL LIMIT 1 OFFSET 1)",
+            table.name
+        )
+    };
+    let parameters = |shape: &dyn Fn(String) -> String| {
+        (first..first + count)
+            .map(|n| shape(format!("CAST({} AS TEXT)", dialect.parameters(n, 1))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let keys = parameters(&|value| format!("'{column}:' || {value}"));
+    // VALUES names its column `column1` on both databases.
+    let values = parameters(&|value| format!("({value})"));
+    [
+        format!(
+            "DELETE FROM {prefix}duplicates WHERE id IN ({keys}) AND NOT {}",
+            second_holder(&format!("{prefix}duplicates.value"))
+        ),
+        format!(
+            "INSERT INTO {prefix}duplicates (id, rule, value) \
+             SELECT '{column}:' || v.column1, '{column}', v.column1 FROM (VALUES {values}) AS v \
+             WHERE {} ON CONFLICT (id) DO NOTHING",
+            second_holder("v.column1")
+        ),
+    ]
+}
+
+/// PostgreSQL: data-changing statements run as one (each a part of a
+/// `WITH`), so that they cost one round trip instead of one each. They see
+/// the same snapshot, so no two may change the same row.
+pub(crate) fn combined_sql(statements: &[String]) -> String {
+    let parts: Vec<String> = statements
+        .iter()
+        .enumerate()
+        .map(|(n, statement)| format!("s{n} AS ({statement})"))
+        .collect();
+    format!("WITH {} SELECT 1", parts.join(", "))
 }
 
 use crate::sql::Dialect;

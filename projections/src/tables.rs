@@ -29,7 +29,7 @@ use crate::ProjectionError;
 use crate::model::{CrmModel, InteractionView, Keys, UserView};
 use crate::rows::{account_row, contact_row, coverage_rows, deal_row, interaction_row, text, user_row};
 use crate::schema::{
-    ACCOUNTS, CONTACTS, COVERAGE, DEALS, DUPLICATE_COLUMNS, INTERACTIONS, SearchIndex, Table, USERS,
+    ACCOUNTS, CONTACTS, COVERAGE, DEALS, DUPLICATE_COLUMNS, INTERACTIONS, SearchIndex, Table, USERS, combined_sql,
     create_indexes_sql, create_tables_sql, drop_sql, duplicate_groups_of_sql, search_table,
 };
 pub(crate) use crate::schema::{LIVE, NEXT, TABLES};
@@ -1710,20 +1710,28 @@ impl Changes<'_> {
             }
         }
         upsert(&mut *self.conn, self.prefix, table, rows).await?;
+        // On PostgreSQL every statement is a round trip: there the groups
+        // of every column are brought up to date by one statement.
+        let combine = dialect == Dialect::Postgres;
+        let mut statements = Vec::new();
+        let mut binds = Vec::new();
         for (column, values) in names.into_iter().zip(values) {
             let values: Vec<String> = values.into_iter().collect();
             for chunk in values.chunks(ROWS_PER_STATEMENT_MAX) {
-                let list = dialect.parameters(1, chunk.len());
-                let keys = chunk
-                    .iter()
-                    .map(|v| Cell::Text(Some(format!("{column}:{v}"))))
-                    .collect();
-                let forget = format!("DELETE FROM {}duplicates WHERE id IN ({list})", self.prefix);
-                self.conn.run(&forget, keys).await?;
-                let regroup = duplicate_groups_of_sql(dialect, self.prefix, table, column, chunk.len());
-                let binds = chunk.iter().map(|v| Cell::Text(Some(v.clone()))).collect();
-                self.conn.run(&regroup, binds).await?;
+                let first = if combine { binds.len() + 1 } else { 1 };
+                let [forget, add] = duplicate_groups_of_sql(dialect, self.prefix, table, column, first, chunk.len());
+                let chunk_binds = chunk.iter().map(|v| Cell::Text(Some(v.clone())));
+                if combine {
+                    statements.extend([forget, add]);
+                    binds.extend(chunk_binds);
+                } else {
+                    self.conn.run(&forget, chunk_binds.clone().collect()).await?;
+                    self.conn.run(&add, chunk_binds.collect()).await?;
+                }
             }
+        }
+        if !statements.is_empty() {
+            self.conn.run(&combined_sql(&statements), binds).await?;
         }
         Ok(())
     }
