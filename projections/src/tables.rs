@@ -671,7 +671,11 @@ pub(crate) async fn fold_rows(
         &model,
         &touched,
         &mut loaded,
-        Upkeep { remember, groups: true },
+        Upkeep {
+            remember,
+            groups: true,
+            absent_unless_loaded: true,
+        },
     )
     .await?;
     let position = model.position;
@@ -898,6 +902,7 @@ impl AsideRows {
         Upkeep {
             remember: false,
             groups: self.indexed,
+            absent_unless_loaded: false,
         }
     }
 
@@ -1573,16 +1578,23 @@ struct Upkeep {
     /// they replace) are kept current: in indexed tables. Tables filled
     /// before their indexes get their groups whole with the indexes.
     groups: bool,
+    /// Whether a row missing from `loaded` is missing from the tables too
+    /// (live folds load every row a batch names but those it creates), so
+    /// that its old values need not be looked up. Not so in a rebuild,
+    /// which forgets the rows it wrote.
+    absent_unless_loaded: bool,
 }
 
 impl Upkeep {
     const NONE: Self = Self {
         remember: false,
         groups: false,
+        absent_unless_loaded: false,
     };
     const GROUPS: Self = Self {
         remember: false,
         groups: true,
+        absent_unless_loaded: true,
     };
 }
 
@@ -1651,12 +1663,18 @@ impl Changes<'_> {
         row: impl Fn(&T, String) -> Vec<Cell>,
     ) -> Result<Vec<Uuid>, ProjectionError> {
         let mut rows = Vec::new();
+        // The rows the tables may already hold, whose old values count.
+        let mut stored = Vec::new();
         let mut written = Vec::new();
         for (id, view) in ids.iter().filter_map(|id| views.get(id).map(|view| (id, view))) {
             let json = to_json(view);
             let key = (table.name, *id);
-            if self.loaded.views.get(&key) == Some(&json) {
+            let loaded = self.loaded.views.get(&key);
+            if loaded == Some(&json) {
                 continue;
+            }
+            if loaded.is_some() || !self.upkeep.absent_unless_loaded {
+                stored.push(Cell::Text(Some(id.to_string())));
             }
             if self.upkeep.remember {
                 self.loaded.views.insert(key, json.clone());
@@ -1664,16 +1682,18 @@ impl Changes<'_> {
             rows.push(row(view, json));
             written.push(*id);
             if rows.len() == rows_per_statement(table) {
-                self.upsert(table, std::mem::take(&mut rows)).await?;
+                self.upsert(table, std::mem::take(&mut rows), std::mem::take(&mut stored))
+                    .await?;
             }
         }
-        self.upsert(table, rows).await?;
+        self.upsert(table, rows, stored).await?;
         Ok(written)
     }
 
     /// `upsert`, keeping the duplicate groups of the values the rows had
-    /// and now have current when `upkeep` says so.
-    async fn upsert(&mut self, table: &Table, rows: Vec<Vec<Cell>>) -> Result<(), ProjectionError> {
+    /// (those of them the tables may hold: `stored`, their ids) and now
+    /// have current when `upkeep` says so.
+    async fn upsert(&mut self, table: &Table, rows: Vec<Vec<Cell>>, stored: Vec<Cell>) -> Result<(), ProjectionError> {
         let columns: Vec<(usize, &str)> = DUPLICATE_COLUMNS
             .iter()
             .filter(|(t, _)| self.upkeep.groups && t.name == table.name)
@@ -1686,16 +1706,20 @@ impl Changes<'_> {
         let names: Vec<&str> = columns.iter().map(|(_, name)| *name).collect();
         // The values each column had in these rows, and has now.
         let mut values: Vec<BTreeSet<String>> = vec![BTreeSet::new(); columns.len()];
-        let ids: Vec<Cell> = rows.iter().filter_map(|row| row.first().cloned()).collect();
         let before = format!(
             "SELECT {} FROM {}{} WHERE id IN ({})",
             names.join(", "),
             self.prefix,
             table.name,
-            dialect.parameters(1, ids.len())
+            dialect.parameters(1, stored.len())
         );
         let kinds = vec![Kind::Text; names.len()];
-        for old in self.conn.fetch(&before, ids, &kinds).await? {
+        let old_values = if stored.is_empty() {
+            Vec::new()
+        } else {
+            self.conn.fetch(&before, stored, &kinds).await?
+        };
+        for old in old_values {
             for (n, cell) in old.into_iter().enumerate() {
                 if let (Some(values), Some(value)) = (values.get_mut(n), cell.into_text()) {
                     values.insert(value);
