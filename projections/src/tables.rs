@@ -1706,18 +1706,17 @@ impl Changes<'_> {
         let names: Vec<&str> = columns.iter().map(|(_, name)| *name).collect();
         // The values each column had in these rows, and has now.
         let mut values: Vec<BTreeSet<String>> = vec![BTreeSet::new(); columns.len()];
-        let before = format!(
-            "SELECT {} FROM {}{} WHERE id IN ({})",
-            names.join(", "),
-            self.prefix,
-            table.name,
-            dialect.parameters(1, stored.len())
-        );
-        let kinds = vec![Kind::Text; names.len()];
         let old_values = if stored.is_empty() {
             Vec::new()
         } else {
-            self.conn.fetch(&before, stored, &kinds).await?
+            let before = format!(
+                "SELECT {} FROM {}{} WHERE id IN ({})",
+                names.join(", "),
+                self.prefix,
+                table.name,
+                dialect.parameters(1, stored.len())
+            );
+            self.conn.fetch(&before, stored, &vec![Kind::Text; names.len()]).await?
         };
         for old in old_values {
             for (n, cell) in old.into_iter().enumerate() {
