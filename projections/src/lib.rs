@@ -7,6 +7,7 @@
 //! This crate reads events and never appends them. Every read model can be
 //! thrown away and rebuilt from the log.
 
+mod counts;
 mod history;
 mod model;
 mod projector;

@@ -49,6 +49,8 @@ pub(crate) struct Table {
     pub indexes: &'static [Index],
     /// Whether lists search its `search` column (through `SearchIndex`).
     pub searched: bool,
+    /// Whether its rows are counted in `COUNTS` (the record tables).
+    pub counted: bool,
 }
 
 impl Table {
@@ -149,6 +151,7 @@ pub(crate) const USERS: Table = Table {
     columns: &[column("id", ColumnType::Key), column("view", ColumnType::TextNotNull)],
     indexes: &[],
     searched: false,
+    counted: false,
 };
 pub(crate) const CONTACTS: Table = Table {
     name: "contacts",
@@ -159,6 +162,7 @@ pub(crate) const CONTACTS: Table = Table {
         index("dup_name", "dup_name, id, owner_id", Some("dup_name IS NOT NULL")),
     ],
     searched: true,
+    counted: true,
 };
 pub(crate) const ACCOUNTS: Table = Table {
     name: "accounts",
@@ -172,6 +176,7 @@ pub(crate) const ACCOUNTS: Table = Table {
         ),
     ],
     searched: true,
+    counted: true,
 };
 pub(crate) const DEALS: Table = Table {
     name: "deals",
@@ -203,6 +208,7 @@ pub(crate) const DEALS: Table = Table {
         index("created", "created_at, archived, owner_id", None),
     ],
     searched: true,
+    counted: true,
 };
 pub(crate) const INTERACTIONS: Table = Table {
     name: "interactions",
@@ -219,6 +225,7 @@ pub(crate) const INTERACTIONS: Table = Table {
         index("account_id", "account_id", None),
     ],
     searched: false,
+    counted: false,
 };
 /// The values two or more live records share: one row per duplicate group
 /// (`rule` is the column holding the value, `id` is `rule:value`). Kept
@@ -233,6 +240,7 @@ pub(crate) const DUPLICATES: Table = Table {
     ],
     indexes: &[index("rule", "rule, value", None)],
     searched: false,
+    counted: false,
 };
 /// Which departments had contact with each account: one row per account
 /// and department (`id` is `account_id:department`), with the count of
@@ -249,8 +257,31 @@ pub(crate) const COVERAGE: Table = Table {
     ],
     indexes: &[],
     searched: false,
+    counted: false,
 };
-pub(crate) const TABLES: [&Table; 7] = [
+/// How many record rows each count-based part of the quality reports
+/// holds, per table, owner (`''` for none) and bucket (`counts.rs`): `what`
+/// is `touched`, `fresh` or `missing`; `grain` a time bucket's length in
+/// days (1 or `BLOCK_DAYS`; 0 for `missing`, bucketed by its bits); `at`
+/// the bucket's number since 1970, or the bits; `n` the rows. `id` joins
+/// them all. Kept current with the rows, so that summaries and the owners
+/// report add up counts instead of counting rows.
+pub(crate) const COUNTS: Table = Table {
+    name: "counts",
+    columns: &[
+        column("id", ColumnType::Key),
+        column("tbl", ColumnType::TextNotNull),
+        column("what", ColumnType::TextNotNull),
+        column("grain", ColumnType::IntNotNull),
+        column("at", ColumnType::IntNotNull),
+        column("owner_id", ColumnType::TextNotNull),
+        column("n", ColumnType::IntNotNull),
+    ],
+    indexes: &[index("buckets", "tbl, what, grain, at, owner_id, n", None)],
+    searched: false,
+    counted: false,
+};
+pub(crate) const TABLES: [&Table; 8] = [
     &USERS,
     &CONTACTS,
     &ACCOUNTS,
@@ -258,6 +289,7 @@ pub(crate) const TABLES: [&Table; 7] = [
     &INTERACTIONS,
     &DUPLICATES,
     &COVERAGE,
+    &COUNTS,
 ];
 
 /// The key of an account's coverage row for a department.
@@ -440,6 +472,10 @@ pub(crate) fn create_indexes_sql(prefix: &str, generation: u64, search: &SearchI
             column,
             &format!("{column} IS NOT NULL"),
         ));
+    }
+    // Likewise the counts of the quality reports.
+    for table in TABLES.iter().filter(|t| t.counted) {
+        sql.extend(crate::counts::whole_sql(prefix, table));
     }
     sql
 }

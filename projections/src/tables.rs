@@ -26,6 +26,7 @@ use sqlx::{AnyConnection, AnyPool, Connection};
 use uuid::Uuid;
 
 use crate::ProjectionError;
+use crate::counts::{COUNTED_COLUMNS, Deltas};
 use crate::model::{CrmModel, InteractionView, Keys, UserView};
 use crate::rows::{account_row, contact_row, coverage_rows, deal_row, interaction_row, text, user_row};
 use crate::schema::{
@@ -1655,15 +1656,20 @@ impl Changes<'_> {
     /// Writes the rows of `table` among `ids` whose JSON differs from what
     /// was loaded, each made by `row` from its view and that JSON; returns
     /// the ids written.
-    async fn write<T: serde::Serialize>(
+    async fn write<T: serde::Serialize + DeserializeOwned>(
         &mut self,
         table: &Table,
         ids: &BTreeSet<Uuid>,
         views: &BTreeMap<Uuid, T>,
         row: impl Fn(&T, String) -> Vec<Cell>,
     ) -> Result<Vec<Uuid>, ProjectionError> {
+        let derived =
+            self.upkeep.groups && (table.counted || DUPLICATE_COLUMNS.iter().any(|(t, _)| t.name == table.name));
         let mut rows = Vec::new();
-        // The rows the tables may already hold, whose old values count.
+        // What the rows written replace, whose duplicate keys and counts go:
+        // the rows loaded (made again from their JSON, without it), and
+        // the ids of those the tables may hold that were not loaded.
+        let mut replaced = Vec::new();
         let mut stored = Vec::new();
         let mut written = Vec::new();
         for (id, view) in ids.iter().filter_map(|id| views.get(id).map(|view| (id, view))) {
@@ -1673,8 +1679,17 @@ impl Changes<'_> {
             if loaded == Some(&json) {
                 continue;
             }
-            if loaded.is_some() || !self.upkeep.absent_unless_loaded {
-                stored.push(Cell::Text(Some(id.to_string())));
+            if derived {
+                match loaded {
+                    Some(old) => {
+                        let old: T = serde_json::from_str(old).map_err(|e| {
+                            ProjectionError::ReadModel(format!("the {} row {id} does not decode: {e}", table.name))
+                        })?;
+                        replaced.push(row(&old, String::new()));
+                    }
+                    None if !self.upkeep.absent_unless_loaded => stored.push(Cell::Text(Some(id.to_string()))),
+                    None => {}
+                }
             }
             if self.upkeep.remember {
                 self.loaded.views.insert(key, json.clone());
@@ -1682,33 +1697,54 @@ impl Changes<'_> {
             rows.push(row(view, json));
             written.push(*id);
             if rows.len() == rows_per_statement(table) {
-                self.upsert(table, std::mem::take(&mut rows), std::mem::take(&mut stored))
-                    .await?;
+                let batch = Replacing {
+                    rows: std::mem::take(&mut rows),
+                    replaced: std::mem::take(&mut replaced),
+                    stored: std::mem::take(&mut stored),
+                };
+                self.upsert(table, batch).await?;
             }
         }
-        self.upsert(table, rows, stored).await?;
+        self.upsert(table, Replacing { rows, replaced, stored }).await?;
         Ok(written)
     }
 
-    /// `upsert`, keeping the duplicate groups of the values the rows had
-    /// (those of them the tables may hold: `stored`, their ids) and now
-    /// have current when `upkeep` says so.
-    async fn upsert(&mut self, table: &Table, rows: Vec<Vec<Cell>>, stored: Vec<Cell>) -> Result<(), ProjectionError> {
-        let columns: Vec<(usize, &str)> = DUPLICATE_COLUMNS
+    /// `upsert`, keeping what is derived from the rows current when
+    /// `upkeep` says so: the duplicate groups of the values the rows had
+    /// and now have, and the counts.
+    async fn upsert(&mut self, table: &Table, batch: Replacing) -> Result<(), ProjectionError> {
+        let Replacing { rows, replaced, stored } = batch;
+        let groups = self.upkeep.groups;
+        let dup_columns: Vec<&str> = DUPLICATE_COLUMNS
             .iter()
-            .filter(|(t, _)| self.upkeep.groups && t.name == table.name)
-            .filter_map(|(t, column)| t.columns.iter().position(|c| c.name == *column).map(|at| (at, *column)))
+            .filter(|(t, _)| groups && t.name == table.name)
+            .map(|(_, column)| *column)
             .collect();
-        if columns.is_empty() || rows.is_empty() {
+        let counted = groups && table.counted;
+        if (dup_columns.is_empty() && !counted) || rows.is_empty() {
             return upsert(&mut *self.conn, self.prefix, table, rows).await;
         }
         let dialect = self.conn.dialect();
-        let names: Vec<&str> = columns.iter().map(|(_, name)| *name).collect();
-        // The values each column had in these rows, and has now.
-        let mut values: Vec<BTreeSet<String>> = vec![BTreeSet::new(); columns.len()];
-        let old_values = if stored.is_empty() {
-            Vec::new()
-        } else {
+        // The derived-from columns: the duplicate keys, then the counted ones.
+        let mut needed: Vec<(&str, Kind)> = dup_columns.iter().map(|c| (*c, Kind::Text)).collect();
+        if counted {
+            needed.extend(COUNTED_COLUMNS);
+        }
+        let positions = needed
+            .iter()
+            .map(|(name, _)| table.columns.iter().position(|c| c.name == *name))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| ProjectionError::Internal(format!("{} lacks a derived-from column", table.name)))?;
+        let pick = |row: &Vec<Cell>| -> Vec<Cell> {
+            positions
+                .iter()
+                .map(|at| row.get(*at).cloned().unwrap_or(Cell::Text(None)))
+                .collect()
+        };
+        let mut old: Vec<Vec<Cell>> = replaced.iter().map(pick).collect();
+        if !stored.is_empty() {
+            let names: Vec<&str> = needed.iter().map(|(name, _)| *name).collect();
+            let kinds: Vec<Kind> = needed.iter().map(|(_, kind)| *kind).collect();
             let before = format!(
                 "SELECT {} FROM {}{} WHERE id IN ({})",
                 names.join(", "),
@@ -1716,29 +1752,35 @@ impl Changes<'_> {
                 table.name,
                 dialect.parameters(1, stored.len())
             );
-            self.conn.fetch(&before, stored, &vec![Kind::Text; names.len()]).await?
-        };
-        for old in old_values {
-            for (n, cell) in old.into_iter().enumerate() {
-                if let (Some(values), Some(value)) = (values.get_mut(n), cell.into_text()) {
-                    values.insert(value);
-                }
-            }
+            old.extend(self.conn.fetch(&before, stored, &kinds).await?);
         }
-        for row in &rows {
-            for ((at, _), values) in columns.iter().zip(values.iter_mut()) {
-                if let Some(Cell::Text(Some(value))) = row.get(*at) {
+        let new: Vec<Vec<Cell>> = rows.iter().map(pick).collect();
+        upsert(&mut *self.conn, self.prefix, table, rows).await?;
+        // The values each duplicate column had in these rows, and has now.
+        let mut values: Vec<BTreeSet<String>> = vec![BTreeSet::new(); dup_columns.len()];
+        for cells in old.iter().chain(&new) {
+            for (cell, values) in cells.iter().zip(values.iter_mut()) {
+                if let Cell::Text(Some(value)) = cell {
                     values.insert(value.clone());
                 }
             }
         }
-        upsert(&mut *self.conn, self.prefix, table, rows).await?;
+        let mut deltas = Deltas::default();
+        if counted {
+            let counted_cells = |cells: &Vec<Cell>| cells.get(dup_columns.len()..).map(<[Cell]>::to_vec);
+            for (cells, sign) in old.iter().map(|c| (c, -1)).chain(new.iter().map(|c| (c, 1))) {
+                if let Some(cells) = counted_cells(cells) {
+                    deltas.add(table, &cells, sign);
+                }
+            }
+        }
         // On PostgreSQL every statement is a round trip: there the groups
-        // of every column are brought up to date by one statement.
+        // of every column and the counts are brought up to date by one
+        // statement.
         let combine = dialect == Dialect::Postgres;
         let mut statements = Vec::new();
         let mut binds = Vec::new();
-        for (column, values) in names.into_iter().zip(values) {
+        for (column, values) in dup_columns.into_iter().zip(values) {
             let values: Vec<String> = values.into_iter().collect();
             for chunk in values.chunks(ROWS_PER_STATEMENT_MAX) {
                 let first = if combine { binds.len() + 1 } else { 1 };
@@ -1753,11 +1795,29 @@ impl Changes<'_> {
                 }
             }
         }
+        let first = if combine { binds.len() + 1 } else { 1 };
+        for (statement, statement_binds) in deltas.statements(dialect, self.prefix, first) {
+            if combine {
+                statements.push(statement);
+                binds.extend(statement_binds);
+            } else {
+                self.conn.run(&statement, statement_binds).await?;
+            }
+        }
         if !statements.is_empty() {
             self.conn.run(&combined_sql(&statements), binds).await?;
         }
         Ok(())
     }
+}
+
+/// Rows one upsert writes, and what they replace: the rows loaded (made
+/// again from their JSON) and the ids of rows the tables may hold that
+/// were not loaded.
+struct Replacing {
+    rows: Vec<Vec<Cell>>,
+    replaced: Vec<Vec<Cell>>,
+    stored: Vec<Cell>,
 }
 
 fn to_json(value: &impl serde::Serialize) -> String {

@@ -351,6 +351,12 @@ fn generated_histories_exercise_every_report() {
     ] {
         assert!(summary[figure].as_u64() > Some(0), "{figure}: {summary}");
     }
+    // The narrowed reports count something too: a department's stale
+    // records, contacts, records missing one check.
+    for (n, figure) in [(5, "stale"), (6, "never_updated"), (8, "incomplete")] {
+        let summary = &reports[n]["summary"];
+        assert!(summary[figure].as_u64() > Some(0), "{n} {figure}: {summary}");
+    }
     assert!(reports[0]["totals"]["count"].as_u64() > Some(0));
     assert!(model.interactions.len() > 10 && model.deals.values().any(|d| d.closed.is_some()));
     assert!(reports[3]["total"].as_u64() > Some(0), "{}", reports[3]);
@@ -480,6 +486,12 @@ fn a_scoped_list_is_the_whole_list_narrowed_to_the_scope() {
             list.name()
         );
         assert_eq!(of_customers["items"], narrowed(&is_customer), "{}", list.name());
+        // Every list fits its page: its total is its entries, whether the
+        // total was added up from per-owner counts or counted.
+        for scoped in [&whole, &owned, &departed, &of_contacts, &accounted, &of_customers] {
+            let entries = scoped["items"].as_array().map(Vec::len);
+            assert_eq!(scoped["total"].as_u64(), entries.map(|n| n as u64), "{}", list.name());
+        }
         assert!(
             owned["total"].as_u64() < whole["total"].as_u64(),
             "{}: the scope narrows",

@@ -334,6 +334,35 @@ pub fn every_report(as_of: DateTime<Utc>) -> Vec<projections::reports::ReportReq
             scope: scope.clone(),
         },
     ];
+    // Narrowed to owners and to a kind, which the counts kept per owner and
+    // table answer, and to what they do not (a lifecycle stage), which is counted.
+    let sales = Scope {
+        department: Some("Sales".into()),
+        ..Scope::default()
+    };
+    let contacts = Scope {
+        kind: Some(domain::RecordKind::Contact),
+        ..Scope::default()
+    };
+    let leads = Scope {
+        lifecycle: Some("lead".into()),
+        ..Scope::default()
+    };
+    let ownerless = Scope {
+        missing: Some("owner".into()),
+        ..Scope::default()
+    };
+    for scope in [sales.clone(), contacts, leads, ownerless] {
+        requests.push(ReportRequest::DataQuality {
+            thresholds: thresholds(),
+            scope,
+            page: page.clone(),
+        });
+    }
+    requests.push(ReportRequest::Owners {
+        thresholds: thresholds(),
+        scope: sales,
+    });
     requests.extend(QualityList::ALL.into_iter().map(|list| ReportRequest::QualityList {
         list,
         thresholds: thresholds(),

@@ -6,6 +6,7 @@
 //! never reads the entries it counts. So a report costs what its page holds,
 //! and the same tables give the same JSON, byte for byte.
 
+mod counts;
 mod duplicates;
 mod neglected;
 mod owners;

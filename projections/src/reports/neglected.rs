@@ -126,7 +126,7 @@ pub(crate) async fn neglected_accounts(
         let _ = write!(sql.text, " AND (EXISTS ({deals}) OR EXISTS ({customers}))");
         context.scope(sql);
     };
-    let list = keyset_list(conn, &tables, "last_interaction_at", page, condition).await?;
+    let list = keyset_list(conn, &tables, "last_interaction_at", page, condition, None).await?;
     let ids: Vec<Uuid> = list.rows.iter().map(|(_, row)| row.id()).collect();
     let open_deals = per_account(conn, &format!("{} WHERE subject = 1", table_name(&DEALS)), &ids).await?;
     let customers = per_account(

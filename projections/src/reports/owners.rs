@@ -10,9 +10,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::counts::Part;
 use super::query::{Sql, cutoff, table_name};
-use super::{Context, OwnerRef, QualityThresholds, RECORD_TABLES};
+use super::{Context, OwnerRef, QualityThresholds, RECORD_TABLES, counts};
 use crate::ProjectionError;
+use crate::counts::Measure;
+use crate::schema::Table;
 use crate::sql::{Cell, Exec, Kind};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,8 +50,35 @@ pub struct OwnersReport {
     pub unowned: UnownedLine,
 }
 
-/// Records, stale ones and never-updated ones per owner, in one table.
+/// Records, stale ones and never-updated ones per owner, in one table:
+/// added up from the clocks' counts where they answer, else counted.
 async fn counts(
+    conn: &mut dyn Exec,
+    context: &Context,
+    table: &Table,
+    thresholds: QualityThresholds,
+) -> Result<Vec<(Option<Uuid>, [u64; 3])>, ProjectionError> {
+    let stale_before = cutoff(context.as_of, thresholds.stale_days);
+    let fresh_before = cutoff(context.as_of, thresholds.never_updated_days);
+    let parts = [
+        Part::Subjects,
+        Part::Before(Measure::Touched, stale_before),
+        Part::Before(Measure::Fresh, fresh_before),
+    ];
+    if !parts.iter().all(|part| counts::answer(context, *part)) {
+        return counted(conn, context, &table_name(table), thresholds).await;
+    }
+    let mut lines: BTreeMap<Option<Uuid>, [u64; 3]> = BTreeMap::new();
+    for (n, part) in parts.into_iter().enumerate() {
+        for (owner, count) in counts::per_owner(conn, context, table, part).await? {
+            lines.entry(owner).or_default()[n] += count;
+        }
+    }
+    Ok(lines.into_iter().collect())
+}
+
+/// `counts`, by counting the rows.
+async fn counted(
     conn: &mut dyn Exec,
     context: &Context,
     table: &str,
@@ -98,7 +128,7 @@ pub(crate) async fn owners(
         .collect();
     let mut unowned = UnownedLine::default();
     for table in context.tables(&RECORD_TABLES) {
-        for (owner, [records, stale, never_updated]) in counts(conn, context, &table_name(table), thresholds).await? {
+        for (owner, [records, stale, never_updated]) in counts(conn, context, table, thresholds).await? {
             let Some(line) = owner.and_then(|id| lines.get_mut(&id)) else {
                 unowned.records += records;
                 unowned.stale += stale;

@@ -386,7 +386,7 @@ pub(crate) async fn rotting_page(
         sql.push(")");
         context.scope(sql);
     };
-    let list = keyset_list(conn, &tables, "active_at", page, condition).await?;
+    let list = keyset_list(conn, &tables, "active_at", page, condition, None).await?;
     let items = list
         .rows
         .into_iter()

@@ -9,12 +9,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use std::fmt::Write as _;
+
+use super::counts::Part;
 use super::query::{RecordRow, Sql, count, cutoff, keyset_list};
 use super::{
     Context, DuplicateGroup, ListPage, OwnerRef, PageRequest, QualityList, QualityThresholds, RECORD_TABLES,
-    RottingDeal, days_between, duplicates, pipeline,
+    RottingDeal, counts, days_between, duplicates, pipeline,
 };
 use crate::ProjectionError;
+use crate::counts::Measure;
 use crate::model::EventRef;
 use crate::rows::failed_checks;
 use crate::sql::Cell;
@@ -94,11 +98,16 @@ pub(crate) async fn data_quality(
         cursor: None,
         limit: page.limit,
     };
-    let records = count(conn, &context.tables(&RECORD_TABLES), |sql| {
-        sql.push("subject = 1");
-        context.scope(sql);
-    })
-    .await?;
+    let tables = context.tables(&RECORD_TABLES);
+    let records = if counts::answer(context, Part::Subjects) {
+        counts::total(conn, context, &tables, Part::Subjects).await?
+    } else {
+        count(conn, &tables, |sql| {
+            sql.push("subject = 1");
+            context.scope(sql);
+        })
+        .await?
+    };
     let stale = clock_page(conn, context, Clock::Stale, thresholds, &first).await?;
     let never_updated = clock_page(conn, context, Clock::NeverUpdated, thresholds, &first).await?;
     let incomplete = incomplete_page(conn, context, &first).await?;
@@ -169,6 +178,23 @@ impl Clock {
         }
     }
 
+    /// What counts the list's records in `rm_counts`.
+    fn counted(self) -> Measure {
+        match self {
+            Self::Stale => Measure::Touched,
+            Self::NeverUpdated => Measure::Fresh,
+        }
+    }
+
+    /// Records last touched (stale), or created (never updated), before
+    /// this are on the list.
+    fn cutoff(self, context: &Context, thresholds: QualityThresholds) -> i64 {
+        match self {
+            Self::Stale => cutoff(context.as_of, thresholds.stale_days),
+            Self::NeverUpdated => cutoff(context.as_of, thresholds.never_updated_days),
+        }
+    }
+
     /// The column the list is sorted by.
     fn sort(self) -> &'static str {
         match self {
@@ -179,16 +205,9 @@ impl Clock {
 
     /// The `WHERE` terms of the list (the scope included).
     fn condition(self, context: &Context, thresholds: QualityThresholds, sql: &mut Sql) {
-        match self {
-            Self::Stale => {
-                sql.push("subject = 1 AND touched_at < ");
-                sql.bind(Cell::Int(cutoff(context.as_of, thresholds.stale_days)));
-            }
-            Self::NeverUpdated => {
-                sql.push("subject = 1 AND fresh = 1 AND created_at < ");
-                sql.bind(Cell::Int(cutoff(context.as_of, thresholds.never_updated_days)));
-            }
-        }
+        let counted = self.counted();
+        let _ = write!(sql.text, "{} AND {} < ", counted.rows(), counted.column());
+        sql.bind(Cell::Int(self.cutoff(context, thresholds)));
         context.scope(sql);
     }
 
@@ -234,7 +253,13 @@ async fn clock_page(
 ) -> Result<ListPage<ClockEntry>, ProjectionError> {
     let tables = context.tables(&RECORD_TABLES);
     let condition = |sql: &mut Sql| clock.condition(context, thresholds, sql);
-    let list = keyset_list(conn, &tables, clock.sort(), page, condition).await?;
+    let part = Part::Before(clock.counted(), clock.cutoff(context, thresholds));
+    let total = if counts::answer(context, part) {
+        Some(counts::total(conn, context, &tables, part).await?)
+    } else {
+        None
+    };
+    let list = keyset_list(conn, &tables, clock.sort(), page, condition, total).await?;
     let items = list
         .rows
         .iter()
@@ -278,7 +303,13 @@ async fn incomplete_page(
         }
         context.scope(sql);
     };
-    let list = keyset_list(conn, &tables, "completeness", page, condition).await?;
+    let part = Part::Failing(context.missing);
+    let total = if counts::answer(context, part) {
+        Some(counts::total(conn, context, &tables, part).await?)
+    } else {
+        None
+    };
+    let list = keyset_list(conn, &tables, "completeness", page, condition, total).await?;
     let items = list
         .rows
         .iter()

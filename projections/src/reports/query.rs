@@ -195,17 +195,22 @@ pub(crate) struct KeysetList {
 }
 
 /// The page `page` asks for of the list of `tables` rows meeting
-/// `condition`, sorted by `(sort, id)`, with the list's total.
+/// `condition`, sorted by `(sort, id)`, with the list's total: counted,
+/// unless the caller knows it (`total`).
 pub(crate) async fn keyset_list(
     conn: &mut dyn Exec,
     tables: &[&Table],
     sort: &str,
     page: &PageRequest,
     condition: impl Fn(&mut Sql),
+    total: Option<u64>,
 ) -> Result<KeysetList, ProjectionError> {
     let after = page.cursor.as_deref().map(Keyset::parse).transpose()?;
     let rows = keyset_page(conn, tables, sort, after, page.limit, &condition).await?;
-    let total = count(conn, tables, &condition).await?;
+    let total = match total {
+        Some(total) => total,
+        None => count(conn, tables, &condition).await?,
+    };
     let next_cursor = (rows.len() == page.limit)
         .then(|| {
             rows.last().map(|(key, row)| {

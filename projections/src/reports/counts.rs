@@ -1,0 +1,119 @@
+//! Counts of the quality reports' lists read from `rm_counts`
+//! (`crate::counts`): a sum of a few thousand per-owner buckets and at most
+//! one day of index entries, instead of a count of every record a list
+//! holds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use uuid::Uuid;
+
+use super::Context;
+use super::query::{Sql, table_name};
+use crate::ProjectionError;
+use crate::counts::{BLOCK_DAYS, DAY_MICROS, Grain, Measure};
+use crate::schema::{COUNTS, LIVE, Table};
+use crate::sql::{Exec, Kind};
+
+/// Which of the counted rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Part {
+    /// Every subject.
+    Subjects,
+    /// Those a time measure dates before a cutoff (table microseconds).
+    Before(Measure, i64),
+    /// Those failing a completeness check: any, or this one (its bit).
+    Failing(Option<i64>),
+}
+
+/// Whether the counts answer for `context`: they know each record's table
+/// and owner, not its account, lifecycle or stage; and they count times
+/// before 1970 as one bucket.
+pub(crate) fn answer(context: &Context, part: Part) -> bool {
+    let cutoff_counted = match part {
+        Part::Before(_, cutoff) => cutoff >= 0,
+        _ => true,
+    };
+    context.account_id.is_none() && context.lifecycle.is_none() && context.stage.is_none() && cutoff_counted
+}
+
+/// Per owner (`None`: nobody), the rows of `table` in `part`, among the
+/// scope's owners. Only where `answer` says so.
+pub(crate) async fn per_owner(
+    conn: &mut dyn Exec,
+    context: &Context,
+    table: &Table,
+    part: Part,
+) -> Result<BTreeMap<Option<Uuid>, u64>, ProjectionError> {
+    let mut sql = Sql::new(conn.dialect());
+    let counts = format!("{LIVE}{}", COUNTS.name);
+    let buckets = |sql: &mut Sql, measure: Measure, grain: Grain, range: &str| {
+        let _ = write!(
+            sql.text,
+            "SELECT owner_id, n FROM {counts} WHERE tbl = '{}' AND what = '{}' AND grain = {}{range}",
+            table.name,
+            measure.name(),
+            grain.days()
+        );
+        context.scope(sql);
+    };
+    sql.push("SELECT owner_id, CAST(SUM(n) AS BIGINT) FROM (");
+    match part {
+        Part::Subjects => buckets(&mut sql, Measure::Touched, Grain::Block, ""),
+        Part::Failing(None) => buckets(&mut sql, Measure::Missing, Grain::Bits, ""),
+        Part::Failing(Some(bit)) => buckets(
+            &mut sql,
+            Measure::Missing,
+            Grain::Bits,
+            &format!(" AND (at & {bit}) <> 0"),
+        ),
+        Part::Before(measure, cutoff) => {
+            let (block, day) = (Grain::Block.bucket(cutoff), Grain::Day.bucket(cutoff));
+            // The blocks before the cutoff's, the days of its block before
+            // its day, and the rows of its day before it.
+            buckets(&mut sql, measure, Grain::Block, &format!(" AND at < {block}"));
+            sql.push(" UNION ALL ");
+            buckets(
+                &mut sql,
+                measure,
+                Grain::Day,
+                &format!(" AND at >= {} AND at < {day}", block * BLOCK_DAYS),
+            );
+            let column = measure.column();
+            let _ = write!(
+                sql.text,
+                " UNION ALL SELECT COALESCE(owner_id, '') AS owner_id, COUNT(*) AS n FROM {} \
+                 WHERE {} AND {column} >= {} AND {column} < {cutoff}",
+                table_name(table),
+                measure.rows(),
+                day * DAY_MICROS
+            );
+            context.scope(&mut sql);
+            sql.push(" GROUP BY owner_id");
+        }
+    }
+    sql.push(") AS s GROUP BY owner_id");
+    let mut counts = BTreeMap::new();
+    for row in sql.fetch(conn, &[Kind::Text, Kind::OptInt]).await? {
+        let mut row = row.into_iter();
+        let owner = row.next().and_then(|cell| cell.into_text());
+        let n = row.next().and_then(|cell| cell.as_int()).unwrap_or(0);
+        let owner = owner.filter(|o| !o.is_empty()).and_then(|o| Uuid::parse_str(&o).ok());
+        *counts.entry(owner).or_default() += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(counts)
+}
+
+/// `per_owner`, summed over the owners and over `tables`.
+pub(crate) async fn total(
+    conn: &mut dyn Exec,
+    context: &Context,
+    tables: &[&Table],
+    part: Part,
+) -> Result<u64, ProjectionError> {
+    let mut total = 0;
+    for table in tables {
+        total += per_owner(conn, context, table, part).await?.values().sum::<u64>();
+    }
+    Ok(total)
+}
