@@ -46,7 +46,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use domain::{
     AccountFields, ContactFields, DealFields, DealOutcome, DealStatus, Event, InteractionKind, InteractionLogged,
-    RecordKind, Role, StageName,
+    LifecycleStage, RecordKind, Role, StageName,
 };
 use eventstore::RecordedEvent;
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,7 @@ use uuid::Uuid;
 /// Bumped whenever `apply`, the views or the tables change shape: read-model
 /// tables written by another version are refolded from the log aside and
 /// swapped in (`Projector::open`).
-pub const MODEL_VERSION: u32 = 8;
+pub const MODEL_VERSION: u32 = 9;
 
 /// Which event did something, when, and who did it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +203,13 @@ pub struct AccountView {
     /// Per department, the customer-facing interactions its people had with
     /// the account, its contacts or its deals.
     pub coverage: BTreeMap<String, Coverage>,
+    /// Its open deals (not archived): with its customers, what puts the
+    /// account at stake when nobody talks to it.
+    #[serde(default)]
+    pub open_deals: u64,
+    /// Its contacts who are customers (not archived).
+    #[serde(default)]
+    pub customer_contacts: u64,
 }
 
 /// One department's contact with an account.
@@ -383,14 +390,55 @@ impl CrmModel {
                 self.apply_account(event, &at)
             }
             Event::ContactCreated(_) | Event::ContactUpdated(_) | Event::ContactArchived(_) => {
-                self.apply_contact(event, &at)
+                let id = event.record().1;
+                let before = self.customer_of(id);
+                self.apply_contact(event, &at);
+                let after = self.customer_of(id);
+                self.restake(before, after, |account| &mut account.customer_contacts);
             }
             Event::DealCreated(_)
             | Event::DealUpdated(_)
             | Event::DealStageChanged(_)
             | Event::DealClosed(_)
-            | Event::DealArchived(_) => self.apply_deal(event, &at),
+            | Event::DealArchived(_) => {
+                let id = event.record().1;
+                let before = self.open_deal_of(id);
+                self.apply_deal(event, &at);
+                let after = self.open_deal_of(id);
+                self.restake(before, after, |account| &mut account.open_deals);
+            }
             Event::InteractionLogged(e) => self.log_interaction(e, &at),
+        }
+    }
+
+    /// The account a contact is a customer of (not archived).
+    fn customer_of(&self, contact: Uuid) -> Option<Uuid> {
+        self.contacts
+            .get(&contact)
+            .filter(|c| !c.meta.archived && c.fields.lifecycle_stage == Some(LifecycleStage::Customer))
+            .and_then(|c| c.fields.account_id)
+    }
+
+    /// The account of an open deal (not archived).
+    fn open_deal_of(&self, deal: Uuid) -> Option<Uuid> {
+        self.deals
+            .get(&deal)
+            .filter(|d| !d.meta.archived && d.status == DealStatus::Open)
+            .map(|d| d.fields.account_id)
+    }
+
+    /// Moves a stake (`count` of the account) from the account it was in
+    /// before an event to the one it is in after.
+    fn restake(&mut self, before: Option<Uuid>, after: Option<Uuid>, count: fn(&mut AccountView) -> &mut u64) {
+        if before == after {
+            return;
+        }
+        if let Some(account) = before.and_then(|id| self.accounts.get_mut(&id)) {
+            let n = count(account);
+            *n = n.saturating_sub(1);
+        }
+        if let Some(account) = after.and_then(|id| self.accounts.get_mut(&id)) {
+            *count(account) += 1;
         }
     }
 
@@ -416,6 +464,8 @@ impl CrmModel {
                     meta: RecordMeta::created(at),
                     last_interaction: None,
                     coverage: BTreeMap::new(),
+                    open_deals: 0,
+                    customer_contacts: 0,
                 });
             }
             Event::AccountUpdated(e) => {
@@ -582,21 +632,41 @@ impl CrmModel {
                 keys.accounts.extend(e.account_id);
                 keys.via.extend(e.contact_id.into_iter().chain(e.deal_id));
             }
-            // They change no record but their own; what they link is kept
-            // for an interaction later in the batch.
-            Event::ContactCreated(e) => keys.link(id, e.fields.account_id),
-            Event::ContactUpdated(e) => keys.link(id, e.changes.account_id.flatten()),
-            Event::DealCreated(e) => keys.link(id, Some(e.fields.account_id)),
-            Event::DealUpdated(e) => keys.link(id, e.changes.account_id),
+            // What they link is kept for an interaction later in the
+            // batch. Those that may move a stake (a customer, an open deal)
+            // from one account to another, or make or end one, reach the
+            // account the record had and the one it gets.
+            Event::ContactCreated(e) => {
+                keys.link(id, e.fields.account_id);
+                if e.fields.lifecycle_stage == Some(LifecycleStage::Customer) {
+                    keys.via.insert(id);
+                }
+            }
+            Event::ContactUpdated(e) => {
+                keys.link(id, e.changes.account_id.flatten());
+                if e.changes.account_id.is_some() || e.changes.lifecycle_stage.is_some() {
+                    keys.via.insert(id);
+                }
+            }
+            Event::DealCreated(e) => {
+                keys.link(id, Some(e.fields.account_id));
+                keys.via.insert(id);
+            }
+            Event::DealUpdated(e) => {
+                keys.link(id, e.changes.account_id);
+                if e.changes.account_id.is_some() {
+                    keys.via.insert(id);
+                }
+            }
+            Event::ContactArchived(_) | Event::DealClosed(_) | Event::DealArchived(_) => {
+                keys.via.insert(id);
+            }
             // Events that change no record but their own.
             Event::UserRegistered(_)
             | Event::AccountCreated(_)
             | Event::AccountUpdated(_)
             | Event::AccountArchived(_)
-            | Event::ContactArchived(_)
-            | Event::DealStageChanged(_)
-            | Event::DealClosed(_)
-            | Event::DealArchived(_) => {}
+            | Event::DealStageChanged(_) => {}
         }
     }
 

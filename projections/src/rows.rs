@@ -123,6 +123,7 @@ struct RecordColumns<'a> {
     dup_phone: Option<String>,
     dup_name: Option<String>,
     dup_domain: Option<String>,
+    staked: Option<bool>,
 }
 
 impl RecordColumns<'_> {
@@ -163,6 +164,7 @@ impl RecordColumns<'_> {
             Cell::Text(live(self.dup_phone)),
             Cell::Text(live(self.dup_name)),
             Cell::Text(live(self.dup_domain)),
+            Cell::OptInt(self.staked.map(i64::from)),
             Cell::Text(Some(view)),
         ]
     }
@@ -222,6 +224,7 @@ pub(crate) fn account_row(account: &AccountView, view: String) -> Vec<Cell> {
                 .map_or(NEVER, |i| micros(i.at.occurred_at)),
         ),
         dup_domain: fields.domain.as_ref().map(|d| d.as_str().to_owned()),
+        staked: Some(account.open_deals + account.customer_contacts > 0),
         ..RecordColumns::default()
     }
     .row(&account.id, &account.meta, view)

@@ -107,6 +107,9 @@ const RECORD_COLUMNS: &[Column] = &[
     column("dup_phone", ColumnType::Text),
     column("dup_name", ColumnType::Text),
     column("dup_domain", ColumnType::Text),
+    // Accounts: 1 while it has an open deal or a customer contact (what
+    // makes its silence neglect), else 0.
+    column("staked", ColumnType::Int),
     column("view", ColumnType::TextNotNull),
 ];
 
@@ -169,10 +172,11 @@ pub(crate) const ACCOUNTS: Table = Table {
     columns: RECORD_COLUMNS,
     indexes: record_indexes![
         index("dup_domain", "dup_domain, id, owner_id", Some("dup_domain IS NOT NULL")),
+        // Neglected accounts: those at stake, by their silence.
         index(
             "silence",
-            "last_interaction_at, id, archived, owner_id",
-            Some("archived = 0")
+            "last_interaction_at, id, archived, staked, owner_id",
+            Some("archived = 0 AND staked = 1")
         ),
     ],
     searched: true,

@@ -121,11 +121,18 @@ fn play(ops: &[(Op, u16)]) -> History {
             }
             Op::UpdateContact { contact, title } => {
                 if let Some(contact) = pick(&contacts, *contact) {
-                    let changes = ContactChanges::parse(
-                        json!({"title": format!("T{}", title % 3)}).as_object().expect("object"),
-                        &[],
-                    )
-                    .expect("valid");
+                    // Mostly a title; now and then another account or
+                    // lifecycle stage, which moves the contact's stake.
+                    let input = match title % 6 {
+                        0 => match pick(&accounts, title / 6) {
+                            Some(account) => json!({"account_id": account}),
+                            None => json!({"account_id": null}),
+                        },
+                        1 => json!({"lifecycle_stage": "customer"}),
+                        2 => json!({"lifecycle_stage": "churned"}),
+                        _ => json!({"title": format!("T{}", title % 3)}),
+                    };
+                    let changes = ContactChanges::parse(input.as_object().expect("object"), &[]).expect("valid");
                     let _ = history.try_decide::<Contact>(
                         RecordKind::Contact,
                         contact,
@@ -178,7 +185,11 @@ fn play(ops: &[(Op, u16)]) -> History {
             Op::ExpectClose { deal, week } => {
                 if let Some(deal) = pick(&deals, *deal) {
                     let close = day0().date_naive() + Duration::weeks(i64::from(*week % 20));
-                    let input = json!({"expected_close": close.to_string()});
+                    // Now and then the deal moves to another account instead.
+                    let input = match pick(&accounts, week / 5).filter(|_| week % 5 == 0) {
+                        Some(account) => json!({"account_id": account}),
+                        None => json!({"expected_close": close.to_string()}),
+                    };
                     let changes = DealChanges::parse(input.as_object().expect("object"), &[]).expect("valid");
                     let command = DealCommand::UpdateDeal { changes, stage: None };
                     let _ = history.try_decide::<Deal>(RecordKind::Deal, deal, command, &actor, at);
@@ -199,6 +210,32 @@ fn play(ops: &[(Op, u16)]) -> History {
         }
     }
     history
+}
+
+/// Each account's stakes as its deals and contacts say: open deals (not
+/// archived), customer contacts (not archived).
+fn stakes_counted(model: &CrmModel) -> Vec<(Uuid, u64, u64)> {
+    model
+        .accounts
+        .keys()
+        .map(|id| {
+            let open = model
+                .deals
+                .values()
+                .filter(|d| d.fields.account_id == *id && !d.meta.archived && d.status == DealStatus::Open)
+                .count();
+            let customers = model
+                .contacts
+                .values()
+                .filter(|c| {
+                    c.fields.account_id == Some(*id)
+                        && !c.meta.archived
+                        && c.fields.lifecycle_stage == Some(LifecycleStage::Customer)
+                })
+                .count();
+            (*id, open as u64, customers as u64)
+        })
+        .collect()
 }
 
 /// Every report and the model itself, as JSON text.
@@ -224,6 +261,14 @@ proptest! {
         let far_future = history.model_until(Some(day0() + Duration::days(365 * 100)));
         prop_assert_eq!(all_reports(&live, day0()), all_reports(&rebuilt, day0()));
         prop_assert_eq!(all_reports(&live, day0()), all_reports(&far_future, day0()));
+    }
+
+    #[test]
+    fn an_accounts_stakes_are_what_its_deals_and_contacts_say(ops in prop::collection::vec((op(), any::<u16>()), 1..80)) {
+        let model = play(&ops).model();
+        let kept: Vec<(Uuid, u64, u64)> =
+            model.accounts.values().map(|a| (a.id, a.open_deals, a.customer_contacts)).collect();
+        prop_assert_eq!(kept, stakes_counted(&model));
     }
 
     #[test]

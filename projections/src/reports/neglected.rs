@@ -2,8 +2,8 @@
 //! customers) and that nobody has had a call, email or meeting with for
 //! `days` days, or ever: the customers about to leave unnoticed. Never
 //! contacted first, then the longest silence; read through the accounts'
-//! silence index, the stakes checked per account through the contacts' and
-//! deals' account index.
+//! silence index, which holds only the accounts at stake (the fold counts
+//! each account's open deals and customer contacts in its view).
 //!
 //! Narrowed to one department (`not_touched_by`), the silence is that
 //! department's: accounts Support never called, emailed or met, or not for
@@ -22,8 +22,8 @@ use super::query::{RecordRow, Sql, cutoff, keyset_list, table_name};
 use super::{Context, OwnerRef, PageRequest, days_between};
 use crate::ProjectionError;
 use crate::model::{AccountView, InteractionRef};
-use crate::schema::{ACCOUNTS, CONTACTS, COVERAGE, DEALS};
-use crate::sql::{Cell, Exec, Kind};
+use crate::schema::{ACCOUNTS, COVERAGE};
+use crate::sql::{Cell, Exec};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NeglectedAccount {
@@ -77,22 +77,6 @@ pub struct NeglectedAccountsReport {
     pub next_cursor: Option<String>,
 }
 
-/// Open deals of the account (`a`).
-fn open_deals_sql() -> String {
-    format!(
-        "SELECT 1 FROM {} d WHERE d.account_id = a.id AND d.subject = 1",
-        table_name(&DEALS)
-    )
-}
-
-/// Its contacts who are customers.
-fn customers_sql() -> String {
-    format!(
-        "SELECT 1 FROM {} c WHERE c.account_id = a.id AND c.subject = 1 AND c.lifecycle = 'customer'",
-        table_name(&CONTACTS)
-    )
-}
-
 pub(crate) async fn neglected_accounts(
     conn: &mut dyn Exec,
     context: &Context,
@@ -102,19 +86,18 @@ pub(crate) async fn neglected_accounts(
 ) -> Result<NeglectedAccountsReport, ProjectionError> {
     context.refuse("neglected-accounts", true, true)?;
     let tables = context.tables(&[&ACCOUNTS]);
-    let (deals, customers) = (open_deals_sql(), customers_sql());
     let since = cutoff(context.as_of, days);
     // `keyset_list` names the table it reads `a`.
     let condition = |sql: &mut Sql| {
         match &departments.not_touched_by {
             None => {
-                sql.push("archived = 0 AND last_interaction_at < ");
+                sql.push("archived = 0 AND staked = 1 AND last_interaction_at < ");
                 sql.bind(Cell::Int(since));
             }
             Some(department) => {
                 let _ = write!(
                     sql.text,
-                    "archived = 0 AND NOT EXISTS (SELECT 1 FROM {} k WHERE k.id = a.id || ':' || ",
+                    "archived = 0 AND staked = 1 AND NOT EXISTS (SELECT 1 FROM {} k WHERE k.id = a.id || ':' || ",
                     table_name(&COVERAGE)
                 );
                 sql.bind(Cell::Text(Some(department.clone())));
@@ -123,18 +106,9 @@ pub(crate) async fn neglected_accounts(
                 sql.push(")");
             }
         }
-        let _ = write!(sql.text, " AND (EXISTS ({deals}) OR EXISTS ({customers}))");
         context.scope(sql);
     };
     let list = keyset_list(conn, &tables, "last_interaction_at", page, condition, None).await?;
-    let ids: Vec<Uuid> = list.rows.iter().map(|(_, row)| row.id()).collect();
-    let open_deals = per_account(conn, &format!("{} WHERE subject = 1", table_name(&DEALS)), &ids).await?;
-    let customers = per_account(
-        conn,
-        &format!("{} WHERE subject = 1 AND lifecycle = 'customer'", table_name(&CONTACTS)),
-        &ids,
-    )
-    .await?;
     let accounts = list
         .rows
         .into_iter()
@@ -143,8 +117,7 @@ pub(crate) async fn neglected_accounts(
             _ => None,
         })
         .map(|account| {
-            let open_deals = open_deals.get(&account.id).copied().unwrap_or(0);
-            let customer_contacts = customers.get(&account.id).copied().unwrap_or(0);
+            let (open_deals, customer_contacts) = (account.open_deals, account.customer_contacts);
             let days_since_interaction = account
                 .last_interaction
                 .as_ref()
@@ -246,30 +219,4 @@ fn department_contacts(account: &AccountView, expected: &[String], as_of: DateTi
         });
     }
     contacts.into_values().collect()
-}
-
-/// Rows of `from_where` per account, for the accounts of one page.
-async fn per_account(
-    conn: &mut dyn Exec,
-    from_where: &str,
-    ids: &[Uuid],
-) -> Result<BTreeMap<Uuid, u64>, ProjectionError> {
-    if ids.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let mut sql = Sql::new(conn.dialect());
-    let _ = write!(
-        sql.text,
-        "SELECT account_id, COUNT(*) FROM {from_where} AND account_id IN "
-    );
-    sql.bind_ids(ids);
-    sql.push(" GROUP BY account_id");
-    let mut counts = BTreeMap::new();
-    for row in sql.fetch(conn, &[Kind::Text, Kind::Int]).await? {
-        let id = row[0].clone().into_text().and_then(|raw| Uuid::parse_str(&raw).ok());
-        if let Some(id) = id {
-            counts.insert(id, u64::try_from(row[1].as_int().unwrap_or(0)).unwrap_or(0));
-        }
-    }
-    Ok(counts)
 }
