@@ -13,7 +13,7 @@ use super::query::{Sql, table_name};
 use crate::ProjectionError;
 use crate::counts::{BLOCK_DAYS, DAY_MICROS, Grain, Measure};
 use crate::schema::{COUNTS, LIVE, Table};
-use crate::sql::{Exec, Kind};
+use crate::sql::{Cell, Exec, Kind};
 
 /// Which of the counted rows.
 #[derive(Debug, Clone, Copy)]
@@ -46,52 +46,8 @@ pub(crate) async fn per_owner(
     part: Part,
 ) -> Result<BTreeMap<Option<Uuid>, u64>, ProjectionError> {
     let mut sql = Sql::new(conn.dialect());
-    let counts = format!("{LIVE}{}", COUNTS.name);
-    let buckets = |sql: &mut Sql, measure: Measure, grain: Grain, range: &str| {
-        let _ = write!(
-            sql.text,
-            "SELECT owner_id, n FROM {counts} WHERE tbl = '{}' AND what = '{}' AND grain = {}{range}",
-            table.name,
-            measure.name(),
-            grain.days()
-        );
-        context.scope(sql);
-    };
     sql.push("SELECT owner_id, CAST(SUM(n) AS BIGINT) FROM (");
-    match part {
-        Part::Subjects => buckets(&mut sql, Measure::Touched, Grain::Block, ""),
-        Part::Failing(None) => buckets(&mut sql, Measure::Missing, Grain::Bits, ""),
-        Part::Failing(Some(bit)) => buckets(
-            &mut sql,
-            Measure::Missing,
-            Grain::Bits,
-            &format!(" AND (at & {bit}) <> 0"),
-        ),
-        Part::Before(measure, cutoff) => {
-            let (block, day) = (Grain::Block.bucket(cutoff), Grain::Day.bucket(cutoff));
-            // The blocks before the cutoff's, the days of its block before
-            // its day, and the rows of its day before it.
-            buckets(&mut sql, measure, Grain::Block, &format!(" AND at < {block}"));
-            sql.push(" UNION ALL ");
-            buckets(
-                &mut sql,
-                measure,
-                Grain::Day,
-                &format!(" AND at >= {} AND at < {day}", block * BLOCK_DAYS),
-            );
-            let column = measure.column();
-            let _ = write!(
-                sql.text,
-                " UNION ALL SELECT COALESCE(owner_id, '') AS owner_id, COUNT(*) AS n FROM {} \
-                 WHERE {} AND {column} >= {} AND {column} < {cutoff}",
-                table_name(table),
-                measure.rows(),
-                day * DAY_MICROS
-            );
-            context.scope(&mut sql);
-            sql.push(" GROUP BY owner_id");
-        }
-    }
+    part_sql(&mut sql, context, table, part);
     sql.push(") AS s GROUP BY owner_id");
     let mut counts = BTreeMap::new();
     for row in sql.fetch(conn, &[Kind::Text, Kind::OptInt]).await? {
@@ -104,16 +60,81 @@ pub(crate) async fn per_owner(
     Ok(counts)
 }
 
-/// `per_owner`, summed over the owners and over `tables`.
+/// The rows of `tables` in `part`, among the scope's owners: one
+/// statement for all the tables. Only where `answer` says so.
 pub(crate) async fn total(
     conn: &mut dyn Exec,
     context: &Context,
     tables: &[&Table],
     part: Part,
 ) -> Result<u64, ProjectionError> {
-    let mut total = 0;
-    for table in tables {
-        total += per_owner(conn, context, table, part).await?.values().sum::<u64>();
+    if tables.is_empty() {
+        return Ok(0);
     }
-    Ok(total)
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("SELECT CAST(SUM(n) AS BIGINT) FROM (");
+    for (n, table) in tables.iter().enumerate() {
+        if n > 0 {
+            sql.push(" UNION ALL ");
+        }
+        part_sql(&mut sql, context, table, part);
+    }
+    sql.push(") AS s");
+    sql.count(conn).await
+}
+
+/// `SELECT owner_id, n ...` (a `UNION ALL` of them) over the counts of
+/// `table` in `part`, and, for a cutoff, its day's rows up to it. Every
+/// value is bound, not written in: the text stays the same from one ask to
+/// the next (the cutoff moves every microsecond), so the statement is
+/// prepared once per connection.
+fn part_sql(sql: &mut Sql, context: &Context, table: &Table, part: Part) {
+    let counts = format!("{LIVE}{}", COUNTS.name);
+    let buckets = |sql: &mut Sql, measure: Measure, grain: Grain, range: &[(&str, i64)]| {
+        let _ = write!(
+            sql.text,
+            "SELECT owner_id, n FROM {counts} WHERE tbl = '{}' AND what = '{}' AND grain = {}",
+            table.name,
+            measure.name(),
+            grain.days()
+        );
+        for (term, value) in range {
+            sql.push(term);
+            sql.bind(Cell::Int(*value));
+        }
+        context.scope(sql);
+    };
+    match part {
+        Part::Subjects => buckets(sql, Measure::Touched, Grain::Block, &[]),
+        Part::Failing(None) => buckets(sql, Measure::Missing, Grain::Bits, &[]),
+        Part::Failing(Some(bit)) => {
+            buckets(sql, Measure::Missing, Grain::Bits, &[(" AND (at & ", bit)]);
+            let _ = write!(sql.text, ") <> 0");
+        }
+        Part::Before(measure, cutoff) => {
+            let (block, day) = (Grain::Block.bucket(cutoff), Grain::Day.bucket(cutoff));
+            // The blocks before the cutoff's, the days of its block before
+            // its day, and the rows of its day before it.
+            buckets(sql, measure, Grain::Block, &[(" AND at < ", block)]);
+            sql.push(" UNION ALL ");
+            buckets(
+                sql,
+                measure,
+                Grain::Day,
+                &[(" AND at >= ", block * BLOCK_DAYS), (" AND at < ", day)],
+            );
+            let column = measure.column();
+            let _ = write!(
+                sql.text,
+                " UNION ALL SELECT COALESCE(owner_id, '') AS owner_id, COUNT(*) AS n FROM {} WHERE {} AND {column} >= ",
+                table_name(table),
+                measure.rows(),
+            );
+            sql.bind(Cell::Int(day * DAY_MICROS));
+            let _ = write!(sql.text, " AND {column} < ");
+            sql.bind(Cell::Int(cutoff));
+            context.scope(sql);
+            sql.push(" GROUP BY owner_id");
+        }
+    }
 }
