@@ -1587,6 +1587,12 @@ struct Upkeep {
 }
 
 impl Upkeep {
+    /// Whether writes to `table` keep something derived from its rows
+    /// current: its duplicate groups, its counts.
+    fn derives(self, table: &Table) -> bool {
+        self.groups && (table.counted || DUPLICATE_COLUMNS.iter().any(|(t, _)| t.name == table.name))
+    }
+
     const NONE: Self = Self {
         remember: false,
         groups: false,
@@ -1663,8 +1669,7 @@ impl Changes<'_> {
         views: &BTreeMap<Uuid, T>,
         row: impl Fn(&T, String) -> Vec<Cell>,
     ) -> Result<Vec<Uuid>, ProjectionError> {
-        let derived =
-            self.upkeep.groups && (table.counted || DUPLICATE_COLUMNS.iter().any(|(t, _)| t.name == table.name));
+        let derived = self.upkeep.derives(table);
         let mut rows = Vec::new();
         // What the rows written replace, whose duplicate keys and counts go:
         // the rows loaded (made again from their JSON, without it), and
@@ -1721,7 +1726,7 @@ impl Changes<'_> {
             .map(|(_, column)| *column)
             .collect();
         let counted = groups && table.counted;
-        if (dup_columns.is_empty() && !counted) || rows.is_empty() {
+        if !self.upkeep.derives(table) || rows.is_empty() {
             return upsert(&mut *self.conn, self.prefix, table, rows).await;
         }
         let dialect = self.conn.dialect();

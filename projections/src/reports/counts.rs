@@ -60,14 +60,23 @@ pub(crate) async fn per_owner(
     Ok(counts)
 }
 
-/// The rows of `tables` in `part`, among the scope's owners: one
-/// statement for all the tables. Only where `answer` says so.
-pub(crate) async fn total(
+/// `total` where the counts answer for `context` (`answer`); `None`
+/// where the rows must be counted.
+pub(crate) async fn known_total(
     conn: &mut dyn Exec,
     context: &Context,
     tables: &[&Table],
     part: Part,
-) -> Result<u64, ProjectionError> {
+) -> Result<Option<u64>, ProjectionError> {
+    if !answer(context, part) {
+        return Ok(None);
+    }
+    total(conn, context, tables, part).await.map(Some)
+}
+
+/// The rows of `tables` in `part`, among the scope's owners: one
+/// statement for all the tables. Only where `answer` says so.
+async fn total(conn: &mut dyn Exec, context: &Context, tables: &[&Table], part: Part) -> Result<u64, ProjectionError> {
     if tables.is_empty() {
         return Ok(0);
     }

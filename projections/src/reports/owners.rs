@@ -1,7 +1,8 @@
 //! Per owner: how many records each person owns, how many of them are stale
 //! or were never updated, and when the person last did anything, so a
 //! manager sees who is not keeping records up to date. One `GROUP BY
-//! owner_id` per record table, read from its clock index alone.
+//! owner_id` over the counts kept per owner (`rm_counts`), or, for a scope
+//! they do not know, per record table from its clock index alone.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,7 +52,7 @@ pub struct OwnersReport {
 }
 
 /// Records, stale ones and never-updated ones per owner, in one table:
-/// added up from the clocks' counts where they answer, else counted.
+/// added up from `rm_counts` where the counts answer, else counted.
 async fn counts(
     conn: &mut dyn Exec,
     context: &Context,

@@ -3,13 +3,13 @@
 //! why it is listed, who owns it, and (for the clock-based lists) which event
 //! last reset its clock, so nobody has to guess.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Utc};
 use domain::{Pipeline, RecordKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
-
-use std::fmt::Write as _;
 
 use super::counts::Part;
 use super::query::{RecordRow, Sql, count, cutoff, keyset_list};
@@ -99,14 +99,15 @@ pub(crate) async fn data_quality(
         limit: page.limit,
     };
     let tables = context.tables(&RECORD_TABLES);
-    let records = if counts::answer(context, Part::Subjects) {
-        counts::total(conn, context, &tables, Part::Subjects).await?
-    } else {
-        count(conn, &tables, |sql| {
-            sql.push("subject = 1");
-            context.scope(sql);
-        })
-        .await?
+    let records = match counts::known_total(conn, context, &tables, Part::Subjects).await? {
+        Some(records) => records,
+        None => {
+            count(conn, &tables, |sql| {
+                sql.push("subject = 1");
+                context.scope(sql);
+            })
+            .await?
+        }
     };
     let stale = clock_page(conn, context, Clock::Stale, thresholds, &first).await?;
     let never_updated = clock_page(conn, context, Clock::NeverUpdated, thresholds, &first).await?;
@@ -254,11 +255,7 @@ async fn clock_page(
     let tables = context.tables(&RECORD_TABLES);
     let condition = |sql: &mut Sql| clock.condition(context, thresholds, sql);
     let part = Part::Before(clock.counted(), clock.cutoff(context, thresholds));
-    let total = if counts::answer(context, part) {
-        Some(counts::total(conn, context, &tables, part).await?)
-    } else {
-        None
-    };
+    let total = counts::known_total(conn, context, &tables, part).await?;
     let list = keyset_list(conn, &tables, clock.sort(), page, condition, total).await?;
     let items = list
         .rows
@@ -303,12 +300,7 @@ async fn incomplete_page(
         }
         context.scope(sql);
     };
-    let part = Part::Failing(context.missing);
-    let total = if counts::answer(context, part) {
-        Some(counts::total(conn, context, &tables, part).await?)
-    } else {
-        None
-    };
+    let total = counts::known_total(conn, context, &tables, Part::Failing(context.missing)).await?;
     let list = keyset_list(conn, &tables, "completeness", page, condition, total).await?;
     let items = list
         .rows
