@@ -144,6 +144,17 @@ macro_rules! record_indexes {
                 "completeness, id, subject, missing, owner_id",
                 Some("subject = 1 AND missing <> 0"),
             ),
+            // The same two lists narrowed to owners: one range per owner,
+            // read in the list's order (`Owners::Apart`), so a page costs
+            // its entries however much the owners hold. Their keys grow at
+            // the end of each owner's range (a new record's creation time,
+            // its v7 id), so a batch of creates adds to a few pages.
+            index("owner_fresh", "owner_id, created_at, id", Some("subject = 1 AND fresh = 1")),
+            index(
+                "owner_incomplete",
+                "owner_id, completeness, id, missing",
+                Some("subject = 1 AND missing <> 0"),
+            ),
             $($extra),*
         ]
     };
@@ -191,6 +202,7 @@ pub(crate) const DEALS: Table = Table {
             "active_at, id, subject, stage, owner_id",
             Some("subject = 1")
         ),
+        index("owner_rotting", "owner_id, active_at, id, stage", Some("subject = 1")),
         // The pipeline's sums, from the index alone.
         index(
             "status",

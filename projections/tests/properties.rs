@@ -85,10 +85,17 @@ fn pick(ids: &[Uuid], n: u8) -> Option<Uuid> {
 /// Plays the operations; each at its own random day within two years.
 fn play(ops: &[(Op, u16)]) -> History {
     let mut history = History::default();
-    let users: Vec<Uuid> = ["Sales", "Support", "Marketing"]
-        .iter()
-        .map(|d| history.user(d, d, day0() - Duration::days(800)))
-        .collect();
+    // Two sellers: a department of several owners, whose lists are read
+    // owner by owner and merged.
+    let users: Vec<Uuid> = [
+        ("Sales", "Sales"),
+        ("Support", "Support"),
+        ("Marketing", "Marketing"),
+        ("Sales 2", "Sales"),
+    ]
+    .iter()
+    .map(|(name, department)| history.user(name, department, day0() - Duration::days(800)))
+    .collect();
     let (mut accounts, mut contacts, mut deals) = (Vec::new(), Vec::new(), Vec::new());
     let stages = ["lead", "qualified", "proposal", "negotiation"];
     for (op, day) in ops {
@@ -157,7 +164,7 @@ fn play(ops: &[(Op, u16)]) -> History {
                 if let Some(account) = pick(&accounts, *account) {
                     let mut fields = json!({"title": "Deal", "account_id": account, "amount": {"value_minor": amount % 1_000_000, "currency": if amount % 2 == 0 { "EUR" } else { "USD" }}});
                     if owner % 2 == 0 {
-                        fields["owner_id"] = json!(users[*owner as usize % users.len()]);
+                        fields["owner_id"] = json!(users[*owner as usize / 2 % users.len()]);
                     }
                     deals.push(history.deal(fields, &actor, at));
                 }
@@ -440,7 +447,7 @@ fn small_pages_followed_by_their_cursors_give_the_whole_list_and_its_total() {
 fn a_scoped_list_is_the_whole_list_narrowed_to_the_scope() {
     let model = generated_history().model();
     let owner = *model.users.keys().next().expect("a user");
-    let department = model.users[&owner].department.clone();
+    let department = "Sales".to_owned();
     let of_department: Vec<String> = model
         .users
         .values()
@@ -542,5 +549,37 @@ fn a_scoped_list_is_the_whole_list_narrowed_to_the_scope() {
             "{}: the scope narrows",
             list.name()
         );
+    }
+    // A department of several owners, read in small pages: each page
+    // merges the owners' ranges, and the cursors lose and repeat nothing.
+    assert!(of_department.len() > 1, "{of_department:?}");
+    for list in [
+        QualityList::Stale,
+        QualityList::NeverUpdated,
+        QualityList::Incomplete,
+        QualityList::RottingDeals,
+    ] {
+        let whole = reports_json(&model, &[list_request(list, &Scope::default(), None, 500)], day0()).remove(0);
+        let expected: Vec<Value> = whole["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| of_department.iter().any(|id| e["owner"]["id"] == id.as_str()))
+            .cloned()
+            .collect();
+        let owners_listed: std::collections::BTreeSet<&str> =
+            expected.iter().filter_map(|e| e["owner"]["id"].as_str()).collect();
+        assert!(owners_listed.len() > 1, "{}: {owners_listed:?}", list.name());
+        let (mut items, mut cursor) = (Vec::new(), None);
+        loop {
+            let page = reports_json(&model, &[list_request(list, &by_department, cursor, 3)], day0()).remove(0);
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            assert_eq!(page["total"].as_u64(), Some(expected.len() as u64), "{}", list.name());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(items, expected, "{}", list.name());
     }
 }

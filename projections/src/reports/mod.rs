@@ -213,9 +213,22 @@ impl Context {
     /// the owners, the account (an account row's `account_id` is its own
     /// id), the lifecycle stage and the deal stage.
     pub fn scope(&self, sql: &mut Sql) {
-        if let Some(owners) = &self.owners {
-            sql.push(" AND owner_id IN ");
-            sql.bind_ids(owners);
+        self.scope_owned_by(sql, self.owners.as_deref());
+    }
+
+    /// The scope's terms, with `owners` in place of the scope's own (one
+    /// owner of them, for a list read owner by owner).
+    pub fn scope_owned_by(&self, sql: &mut Sql, owners: Option<&[Uuid]>) {
+        match owners {
+            Some([owner]) => {
+                sql.push(" AND owner_id = ");
+                sql.bind(Cell::Text(Some(owner.to_string())));
+            }
+            Some(owners) => {
+                sql.push(" AND owner_id IN ");
+                sql.bind_ids(owners);
+            }
+            None => {}
         }
         if let Some(account) = self.account_id {
             sql.push(" AND account_id = ");

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::query::{RecordRow, Sql, cutoff, keyset_list, table_name};
+use super::query::{ListQuery, Owners, RecordRow, Sql, cutoff, keyset_list, table_name};
 use super::{Context, OwnerRef, PageRequest, days_between};
 use crate::ProjectionError;
 use crate::model::{AccountView, InteractionRef};
@@ -88,27 +88,30 @@ pub(crate) async fn neglected_accounts(
     let tables = context.tables(&[&ACCOUNTS]);
     let since = cutoff(context.as_of, days);
     // `keyset_list` names the table it reads `a`.
-    let condition = |sql: &mut Sql| {
-        match &departments.not_touched_by {
-            None => {
-                sql.push("archived = 0 AND staked = 1 AND last_interaction_at < ");
-                sql.bind(Cell::Int(since));
-            }
-            Some(department) => {
-                let _ = write!(
-                    sql.text,
-                    "archived = 0 AND staked = 1 AND NOT EXISTS (SELECT 1 FROM {} k WHERE k.id = a.id || ':' || ",
-                    table_name(&COVERAGE)
-                );
-                sql.bind(Cell::Text(Some(department.clone())));
-                sql.push(" AND k.last_at >= ");
-                sql.bind(Cell::Int(since));
-                sql.push(")");
-            }
+    let condition = |sql: &mut Sql| match &departments.not_touched_by {
+        None => {
+            sql.push("archived = 0 AND staked = 1 AND last_interaction_at < ");
+            sql.bind(Cell::Int(since));
         }
-        context.scope(sql);
+        Some(department) => {
+            let _ = write!(
+                sql.text,
+                "archived = 0 AND staked = 1 AND NOT EXISTS (SELECT 1 FROM {} k WHERE k.id = a.id || ':' || ",
+                table_name(&COVERAGE)
+            );
+            sql.bind(Cell::Text(Some(department.clone())));
+            sql.push(" AND k.last_at >= ");
+            sql.bind(Cell::Int(since));
+            sql.push(")");
+        }
     };
-    let list = keyset_list(conn, &tables, "last_interaction_at", page, condition, None).await?;
+    let query = ListQuery {
+        tables: &tables,
+        sort: "last_interaction_at",
+        owners: Owners::Together,
+        condition,
+    };
+    let list = keyset_list(conn, context, &query, page, None).await?;
     let accounts = list
         .rows
         .into_iter()

@@ -18,7 +18,7 @@ use domain::Pipeline;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::query::{RecordRow, Sql, cutoff, keyset_list, table_name};
+use super::query::{ListQuery, Owners, RecordRow, Sql, cutoff, keyset_list, table_name};
 use super::{Context, ListPage, OwnerRef, PageRequest, QualityList, days_between};
 use crate::ProjectionError;
 use crate::model::EventRef;
@@ -384,9 +384,14 @@ pub(crate) async fn rotting_page(
             sql.push(")");
         }
         sql.push(")");
-        context.scope(sql);
     };
-    let list = keyset_list(conn, &tables, "active_at", page, condition, None).await?;
+    let query = ListQuery {
+        tables: &tables,
+        sort: "active_at",
+        owners: Owners::Apart,
+        condition,
+    };
+    let list = keyset_list(conn, context, &query, page, None).await?;
     let items = list
         .rows
         .into_iter()

@@ -12,7 +12,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::counts::Part;
-use super::query::{RecordRow, Sql, count, cutoff, keyset_list};
+use super::query::{ListQuery, Owners, RecordRow, Sql, count, cutoff, keyset_list};
 use super::{
     Context, DuplicateGroup, ListPage, OwnerRef, PageRequest, QualityList, QualityThresholds, RECORD_TABLES,
     RottingDeal, counts, days_between, duplicates, pipeline,
@@ -204,12 +204,11 @@ impl Clock {
         }
     }
 
-    /// The `WHERE` terms of the list (the scope included).
+    /// The `WHERE` terms of the list (without the scope).
     fn condition(self, context: &Context, thresholds: QualityThresholds, sql: &mut Sql) {
         let counted = self.counted();
         let _ = write!(sql.text, "{} AND {} < ", counted.rows(), counted.column());
         sql.bind(Cell::Int(self.cutoff(context, thresholds)));
-        context.scope(sql);
     }
 
     fn reason(self, row: &RecordRow, as_of: DateTime<Utc>, thresholds: QualityThresholds) -> String {
@@ -253,10 +252,17 @@ async fn clock_page(
     page: &PageRequest,
 ) -> Result<ListPage<ClockEntry>, ProjectionError> {
     let tables = context.tables(&RECORD_TABLES);
-    let condition = |sql: &mut Sql| clock.condition(context, thresholds, sql);
+    let query = ListQuery {
+        tables: &tables,
+        sort: clock.sort(),
+        // Stale through the owner index (led by owner, subject and last
+        // touch), never updated through `owner_fresh`.
+        owners: Owners::Apart,
+        condition: |sql: &mut Sql| clock.condition(context, thresholds, sql),
+    };
     let part = Part::Before(clock.counted(), clock.cutoff(context, thresholds));
     let total = counts::known_total(conn, context, &tables, part).await?;
-    let list = keyset_list(conn, &tables, clock.sort(), page, condition, total).await?;
+    let list = keyset_list(conn, context, &query, page, total).await?;
     let items = list
         .rows
         .iter()
@@ -292,16 +298,20 @@ async fn incomplete_page(
     page: &PageRequest,
 ) -> Result<ListPage<IncompleteEntry>, ProjectionError> {
     let tables = context.tables(&RECORD_TABLES);
-    let condition = |sql: &mut Sql| {
-        sql.push("subject = 1 AND missing <> 0");
-        if let Some(bit) = context.missing {
-            sql.push(" AND (missing & ");
-            sql.bind(Cell::Int(bit)).push(") <> 0");
-        }
-        context.scope(sql);
+    let query = ListQuery {
+        tables: &tables,
+        sort: "completeness",
+        owners: Owners::Apart,
+        condition: |sql: &mut Sql| {
+            sql.push("subject = 1 AND missing <> 0");
+            if let Some(bit) = context.missing {
+                sql.push(" AND (missing & ");
+                sql.bind(Cell::Int(bit)).push(") <> 0");
+            }
+        },
     };
     let total = counts::known_total(conn, context, &tables, Part::Failing(context.missing)).await?;
-    let list = keyset_list(conn, &tables, "completeness", page, condition, total).await?;
+    let list = keyset_list(conn, context, &query, page, total).await?;
     let items = list
         .rows
         .iter()

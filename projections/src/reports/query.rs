@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use domain::RecordKind;
 use uuid::Uuid;
 
-use super::PageRequest;
+use super::{Context, PageRequest};
 use crate::ProjectionError;
 use crate::model::{AccountView, ContactView, DealView, RecordMeta};
 use crate::rows::micros;
@@ -194,22 +194,55 @@ pub(crate) struct KeysetList {
     pub next_cursor: Option<String>,
 }
 
-/// The page `page` asks for of the list of `tables` rows meeting
-/// `condition`, sorted by `(sort, id)`, with the list's total: counted,
-/// unless the caller knows it (`total`).
-pub(crate) async fn keyset_list(
+/// How a list narrowed to owners reads their entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owners {
+    /// In the order of the list's own index, keeping the owners' entries:
+    /// for lists with no index led by the owner and their sort key.
+    Together,
+    /// A range per owner of an index led by the owner and the list's sort
+    /// key, the first `limit` of each merged: a page reads at most `limit`
+    /// entries per owner, however many the owners hold (reading them
+    /// together through the owner index sorts all of them: 70-85 ms a list
+    /// for a department holding half of a million contacts).
+    Apart,
+}
+
+/// Past this many owners a list reads them together: a statement holds
+/// a branch per table and owner.
+const OWNER_RANGES_MAX: usize = 16;
+
+/// What a list reads: its tables, the column it is sorted by (then the id),
+/// how it reads the scope's owners, and its `WHERE` terms without the
+/// scope (`condition`, over the table named `a`; the scope is added here).
+pub(crate) struct ListQuery<'q, C> {
+    pub tables: &'q [&'q Table],
+    pub sort: &'q str,
+    pub owners: Owners,
+    pub condition: C,
+}
+
+/// The page `page` asks for of the list, within the scope, sorted by
+/// `(sort, id)`, with the list's total: counted, unless the caller knows
+/// it (`total`).
+pub(crate) async fn keyset_list<C: Fn(&mut Sql)>(
     conn: &mut dyn Exec,
-    tables: &[&Table],
-    sort: &str,
+    context: &Context,
+    list: &ListQuery<'_, C>,
     page: &PageRequest,
-    condition: impl Fn(&mut Sql),
     total: Option<u64>,
 ) -> Result<KeysetList, ProjectionError> {
     let after = page.cursor.as_deref().map(Keyset::parse).transpose()?;
-    let rows = keyset_page(conn, tables, sort, after, page.limit, &condition).await?;
+    let rows = keyset_page(conn, context, list, after, page.limit).await?;
     let total = match total {
         Some(total) => total,
-        None => count(conn, tables, &condition).await?,
+        None => {
+            count(conn, list.tables, |sql| {
+                (list.condition)(sql);
+                context.scope(sql);
+            })
+            .await?
+        }
     };
     let next_cursor = (rows.len() == page.limit)
         .then(|| {
@@ -229,40 +262,50 @@ pub(crate) async fn keyset_list(
     })
 }
 
-/// One page of a list sorted by `(sort, id)` across `tables`: each table
-/// gives its first `limit` rows past the cursor through its index, and the
-/// union keeps the first `limit` of those. `condition` writes the `WHERE`
-/// terms after `WHERE` (the scope included), over the table named `a`. Returns each row's sort key
-/// and record.
-async fn keyset_page(
+/// One page of a list sorted by `(sort, id)` across its tables (and, read
+/// apart, the scope's owners): each branch gives its first `limit` rows
+/// past the cursor through its index, and the union keeps the first
+/// `limit` of those. Returns each row's sort key and record.
+async fn keyset_page<C: Fn(&mut Sql)>(
     conn: &mut dyn Exec,
-    tables: &[&Table],
-    sort: &str,
+    context: &Context,
+    list: &ListQuery<'_, C>,
     after: Option<Keyset>,
     limit: usize,
-    mut condition: impl FnMut(&mut Sql),
 ) -> Result<Vec<(i64, RecordRow)>, ProjectionError> {
-    if tables.is_empty() {
+    let branches: Vec<Option<&[Uuid]>> = match context.owners.as_deref() {
+        Some(owners) if list.owners == Owners::Apart && owners.len() <= OWNER_RANGES_MAX && !owners.is_empty() => {
+            owners.iter().map(|owner| Some(std::slice::from_ref(owner))).collect()
+        }
+        owners => vec![owners],
+    };
+    if list.tables.is_empty() {
         return Ok(Vec::new());
     }
+    let sort = list.sort;
     let mut sql = Sql::new(conn.dialect());
-    for (n, table) in tables.iter().enumerate() {
-        if n > 0 {
-            sql.push(" UNION ALL ");
+    let mut n = 0;
+    for table in list.tables {
+        for owners in &branches {
+            if n > 0 {
+                sql.push(" UNION ALL ");
+            }
+            let name = table.name;
+            let _ = write!(
+                sql.text,
+                "SELECT * FROM (SELECT '{name}' AS t, id, {sort} AS k, view FROM {} a WHERE ",
+                table_name(table)
+            );
+            (list.condition)(&mut sql);
+            context.scope_owned_by(&mut sql, *owners);
+            if let Some(after) = after {
+                let _ = write!(sql.text, " AND ({sort}, id) > (");
+                sql.bind(Cell::Int(after.key)).push(", ");
+                sql.bind(Cell::Text(Some(after.id.to_string()))).push(")");
+            }
+            let _ = write!(sql.text, " ORDER BY {sort}, id LIMIT {limit}) AS page{n}");
+            n += 1;
         }
-        let name = table.name;
-        let _ = write!(
-            sql.text,
-            "SELECT * FROM (SELECT '{name}' AS t, id, {sort} AS k, view FROM {} a WHERE ",
-            table_name(table)
-        );
-        condition(&mut sql);
-        if let Some(after) = after {
-            let _ = write!(sql.text, " AND ({sort}, id) > (");
-            sql.bind(Cell::Int(after.key)).push(", ");
-            sql.bind(Cell::Text(Some(after.id.to_string()))).push(")");
-        }
-        let _ = write!(sql.text, " ORDER BY {sort}, id LIMIT {limit}) AS page{n}");
     }
     let _ = write!(sql.text, " ORDER BY k, id LIMIT {limit}");
     let rows = sql
