@@ -273,15 +273,15 @@ async fn keyset_page<C: Fn(&mut Sql)>(
     after: Option<Keyset>,
     limit: usize,
 ) -> Result<Vec<(i64, RecordRow)>, ProjectionError> {
+    if list.tables.is_empty() {
+        return Ok(Vec::new());
+    }
     let branches: Vec<Option<&[Uuid]>> = match context.owners.as_deref() {
         Some(owners) if list.owners == Owners::Apart && owners.len() <= OWNER_RANGES_MAX && !owners.is_empty() => {
             owners.iter().map(|owner| Some(std::slice::from_ref(owner))).collect()
         }
         owners => vec![owners],
     };
-    if list.tables.is_empty() {
-        return Ok(Vec::new());
-    }
     let sort = list.sort;
     let mut sql = Sql::new(conn.dialect());
     let mut n = 0;
