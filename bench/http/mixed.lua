@@ -4,6 +4,8 @@ package.path = os.getenv("BENCH_DIR") .. "/?.lua;" .. package.path
 local c = require("common")
 local ids = c.ids()
 local n = 0
+-- The share of writes (WRITES, default 0.2): half creates, half edits.
+local writes = tonumber(os.getenv("WRITES") or "0.2")
 setup, init, done = c.setup, c.init, c.done
 local reads = {
   function() return "/v1/contacts/" .. ids[math.random(1, #ids)] end,
@@ -18,9 +20,9 @@ local reads = {
 request = function()
   n = n + 1
   local r = math.random()
-  if r < 0.8 then
+  if r >= writes then
     return wrk.format("GET", reads[math.random(1, #reads)](), c.headers)
-  elseif r < 0.9 then
+  elseif r < writes / 2 then
     return wrk.format("POST", "/v1/contacts", c.headers, c.contact(math.random(1, 1000000000), n))
   else
     local body = string.format('{"title":"Title %d"}', math.random(1, 1000000000))

@@ -7,7 +7,8 @@
 # CRM (default target/release/crm), SECS (10 per scenario), IDS_N (1,000
 # contacts that updates and reads pick from), SERVE_DATABASE (serve this
 # existing store instead of a new one, e.g. a `crm demo` of 1M contacts;
-# the run adds to it). Needs wrk, curl and, for
+# the run adds to it), SCENARIOS (which to run, default all: "store
+# seq-create conc-create conc-update mixed"). Needs wrk, curl and, for
 # PostgreSQL, psql (the run uses, and first drops, the schemas
 # crm_bench_http and crm_bench_store). Scenarios:
 #   store ceiling  `crm bench`: 1 and 64 clients appending to the store alone
@@ -46,7 +47,10 @@ if [ -n "${SERVE_DATABASE:-}" ]; then
 fi
 
 echo "# crm $("$CRM" --version | cut -d' ' -f2) on $backend, $(nproc) cores, ${SECS}s per scenario, $(date -u +%FT%TZ)"
+SCENARIOS=${SCENARIOS:-store seq-create conc-create conc-update mixed}
+wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 for clients in 1 64; do
+  wanted store || break
   echo "store ceiling, $clients clients: $("$CRM" "${store_db[@]}" bench --clients "$clients" --appends 300)"
 done
 
@@ -63,6 +67,7 @@ for i in $(seq "$IDS_N"); do
 done >"$scratch/ids"
 
 run() {  # name, connections, script
+  wanted "$1" || return 0
   local threads=2
   [ "$2" = 1 ] && threads=1
   local result

@@ -8,7 +8,10 @@
 //! - by `fresh`, if nothing happened to it since its creation (`fresh = 1`):
 //!   under the span its `created_at` falls in;
 //! - by `missing`, if it fails a completeness check: under its `missing`
-//!   bits.
+//!   bits;
+//! - by `active`, if it is an open deal: under its stage and the span its
+//!   `active_at` falls in (what the rotting deals count: idle since before
+//!   their stage's cutoff).
 //!
 //! Times are counted at two grains: the day, and the block of `BLOCK_DAYS`
 //! days. "Stale as of T" (touched before a cutoff) is then the sum of the
@@ -33,13 +36,15 @@ pub(crate) const DAY_MICROS: i64 = 86_400_000_000;
 pub(crate) const BLOCK_DAYS: i64 = 32;
 
 /// The columns of a record row the counts are made of, in this order.
-pub(crate) const COUNTED_COLUMNS: [(&str, Kind); 6] = [
+pub(crate) const COUNTED_COLUMNS: [(&str, Kind); 8] = [
     ("owner_id", Kind::Text),
     ("subject", Kind::Int),
     ("touched_at", Kind::Int),
     ("fresh", Kind::Int),
     ("created_at", Kind::Int),
     ("missing", Kind::Int),
+    ("stage", Kind::Text),
+    ("active_at", Kind::OptInt),
 ];
 
 /// What a count measures.
@@ -54,10 +59,13 @@ pub(crate) enum Measure {
     /// Subjects failing a completeness check, by the checks they fail: what
     /// the incomplete list counts.
     Missing,
+    /// Open deals, by their stage and last activity: what the rotting list
+    /// counts.
+    Active,
 }
 
 impl Measure {
-    pub const ALL: [Self; 3] = [Self::Touched, Self::Fresh, Self::Missing];
+    pub const ALL: [Self; 4] = [Self::Touched, Self::Fresh, Self::Missing, Self::Active];
 
     /// Its name in the `what` column.
     pub fn name(self) -> &'static str {
@@ -65,6 +73,7 @@ impl Measure {
             Self::Touched => "touched",
             Self::Fresh => "fresh",
             Self::Missing => "missing",
+            Self::Active => "active",
         }
     }
 
@@ -74,7 +83,14 @@ impl Measure {
             Self::Touched => "touched_at",
             Self::Fresh => "created_at",
             Self::Missing => "missing",
+            Self::Active => "active_at",
         }
+    }
+
+    /// The column its counts are kept apart by besides the owner: the
+    /// deal's stage, or none.
+    pub fn apart_by(self) -> Option<&'static str> {
+        (self == Self::Active).then_some("stage")
     }
 
     /// The rows it counts (SQL after `WHERE`).
@@ -83,13 +99,14 @@ impl Measure {
             Self::Touched => "subject = 1",
             Self::Fresh => "subject = 1 AND fresh = 1",
             Self::Missing => "subject = 1 AND missing <> 0",
+            Self::Active => "subject = 1 AND active_at IS NOT NULL",
         }
     }
 
     /// The grains it is counted at.
     fn grains(self) -> &'static [Grain] {
         match self {
-            Self::Touched | Self::Fresh => &[Grain::Day, Grain::Block],
+            Self::Touched | Self::Fresh | Self::Active => &[Grain::Day, Grain::Block],
             Self::Missing => &[Grain::Bits],
         }
     }
@@ -139,7 +156,7 @@ impl Grain {
 }
 
 /// One count: of `table`'s rows by `measure`, of one owner (`""` for
-/// none), in one bucket.
+/// none) and, for `Active`, one stage (else `""`), in one bucket.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Bucket {
     table: &'static str,
@@ -147,17 +164,20 @@ struct Bucket {
     grain: Grain,
     at: i64,
     owner: String,
+    stage: String,
 }
 
 impl Bucket {
+    /// The row's id: the stage last, as the only part that is free text.
     fn id(&self) -> String {
         format!(
-            "{}:{}:{}:{}:{}",
+            "{}:{}:{}:{}:{}:{}",
             self.table,
             self.measure.name(),
             self.grain.days(),
             self.at,
-            self.owner
+            self.owner,
+            self.stage
         )
     }
 }
@@ -169,16 +189,20 @@ fn buckets_of(table: &'static str, cells: &[Cell]) -> Vec<Bucket> {
     if int(1) != 1 {
         return Vec::new();
     }
-    let owner = match cells.first() {
-        Some(Cell::Text(Some(owner))) => owner.clone(),
+    let text = |n: usize| match cells.get(n) {
+        Some(Cell::Text(Some(text))) => text.clone(),
         _ => String::new(),
     };
+    let owner = text(0);
     let mut measured = vec![(Measure::Touched, int(2))];
     if int(3) == 1 {
         measured.push((Measure::Fresh, int(4)));
     }
     if int(5) != 0 {
         measured.push((Measure::Missing, int(5)));
+    }
+    if let Some(active_at) = cells.get(7).and_then(Cell::as_int) {
+        measured.push((Measure::Active, active_at));
     }
     measured
         .into_iter()
@@ -189,6 +213,7 @@ fn buckets_of(table: &'static str, cells: &[Cell]) -> Vec<Bucket> {
             grain,
             at: grain.bucket(value),
             owner: owner.clone(),
+            stage: measure.apart_by().map(|_| text(6)).unwrap_or_default(),
         })
         .collect()
 }
@@ -215,10 +240,11 @@ impl Deltas {
         let mut next = first;
         for chunk in moved.chunks(BUCKETS_PER_STATEMENT_MAX) {
             let mut values = Vec::with_capacity(chunk.len());
-            let mut binds = Vec::with_capacity(chunk.len() * 2);
+            let mut binds = Vec::with_capacity(chunk.len() * 3);
             for (bucket, n) in chunk {
                 // The names and numbers are the code's own: written inline,
-                // only the owner's id is bound (twice: alone, and in the key).
+                // only the owner's id and the stage are bound (and the key
+                // made of them).
                 values.push(format!(
                     "({}, '{}', '{}', {}, {}, {}, {n})",
                     dialect.parameters(next, 1),
@@ -226,15 +252,16 @@ impl Deltas {
                     bucket.measure.name(),
                     bucket.grain.days(),
                     bucket.at,
-                    dialect.parameters(next + 1, 1),
+                    dialect.parameters(next + 1, 2),
                 ));
-                next += 2;
+                next += 3;
                 binds.push(Cell::Text(Some(bucket.id())));
                 binds.push(Cell::Text(Some(bucket.owner.clone())));
+                binds.push(Cell::Text(Some(bucket.stage.clone())));
             }
             statements.push((
                 format!(
-                    "INSERT INTO {prefix}counts (id, tbl, what, grain, at, owner_id, n) VALUES {} \
+                    "INSERT INTO {prefix}counts (id, tbl, what, grain, at, owner_id, stage, n) VALUES {} \
                      ON CONFLICT (id) DO UPDATE SET n = {prefix}counts.n + excluded.n",
                     values.join(", ")
                 ),
@@ -260,12 +287,17 @@ pub(crate) fn whole_sql(prefix: &str, table: &Table) -> Vec<String> {
         .flat_map(|measure| measure.grains().iter().map(move |grain| (measure, *grain)))
         .map(|(measure, grain)| {
             let (what, days) = (measure.name(), grain.days());
+            let stage = match measure.apart_by() {
+                Some(column) => format!("COALESCE({column}, '')"),
+                None => "''".to_owned(),
+            };
             format!(
-                "INSERT INTO {prefix}counts (id, tbl, what, grain, at, owner_id, n) \
-                 SELECT '{name}:{what}:{days}:' || CAST(at AS TEXT) || ':' || owner_id, \
-                 '{name}', '{what}', {days}, at, owner_id, COUNT(*) \
-                 FROM (SELECT COALESCE(owner_id, '') AS owner_id, {} AS at FROM {prefix}{name} WHERE {}) AS s \
-                 GROUP BY owner_id, at",
+                "INSERT INTO {prefix}counts (id, tbl, what, grain, at, owner_id, stage, n) \
+                 SELECT '{name}:{what}:{days}:' || CAST(at AS TEXT) || ':' || owner_id || ':' || stage, \
+                 '{name}', '{what}', {days}, at, owner_id, stage, COUNT(*) \
+                 FROM (SELECT COALESCE(owner_id, '') AS owner_id, {stage} AS stage, {} AS at \
+                 FROM {prefix}{name} WHERE {}) AS s \
+                 GROUP BY owner_id, stage, at",
                 grain.bucket_sql(measure.column()),
                 measure.rows()
             )
@@ -299,6 +331,8 @@ mod tests {
             Cell::Int(1),
             Cell::Int(DAY_MICROS),
             Cell::Int(0),
+            Cell::Text(None),
+            Cell::OptInt(None),
         ];
         let mut deltas = Deltas::default();
         deltas.add(table, &row, -1);
@@ -315,13 +349,49 @@ mod tests {
         // two checks now fail.
         let moved: BTreeMap<String, i64> = deltas.0.iter().map(|(b, n)| (b.id(), *n)).collect();
         let expected: BTreeMap<String, i64> = [
-            ("contacts:touched:1:5:o", -1),
-            ("contacts:touched:32:0:o", -1),
-            ("contacts:touched:1:40:o", 1),
-            ("contacts:touched:32:1:o", 1),
-            ("contacts:fresh:1:1:o", -1),
-            ("contacts:fresh:32:0:o", -1),
-            ("contacts:missing:0:6:o", 1),
+            ("contacts:touched:1:5:o:", -1),
+            ("contacts:touched:32:0:o:", -1),
+            ("contacts:touched:1:40:o:", 1),
+            ("contacts:touched:32:1:o:", 1),
+            ("contacts:fresh:1:1:o:", -1),
+            ("contacts:fresh:32:0:o:", -1),
+            ("contacts:missing:0:6:o:", 1),
+        ]
+        .into_iter()
+        .map(|(id, n)| (id.to_owned(), n))
+        .collect();
+        assert_eq!(moved, expected);
+    }
+
+    #[test]
+    fn an_open_deal_is_counted_by_its_stage_and_last_activity() {
+        let table = &crate::schema::DEALS;
+        let deal = |stage: &str, active_day: i64| {
+            [
+                Cell::Text(None),
+                Cell::Int(1),
+                Cell::Int(active_day * DAY_MICROS),
+                Cell::Int(0),
+                Cell::Int(0),
+                Cell::Int(0),
+                Cell::Text(Some(stage.into())),
+                Cell::OptInt(Some(active_day * DAY_MICROS)),
+            ]
+        };
+        let mut deltas = Deltas::default();
+        deltas.add(table, &deal("lead", 3), -1);
+        deltas.add(table, &deal("proposal", 3), 1);
+        let moved: BTreeMap<String, i64> = deltas
+            .0
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|(b, n)| (b.id(), *n))
+            .collect();
+        let expected: BTreeMap<String, i64> = [
+            ("deals:active:1:3::lead", -1),
+            ("deals:active:32:0::lead", -1),
+            ("deals:active:1:3::proposal", 1),
+            ("deals:active:32:0::proposal", 1),
         ]
         .into_iter()
         .map(|(id, n)| (id.to_owned(), n))

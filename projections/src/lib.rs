@@ -15,6 +15,7 @@ pub mod reports;
 mod rows;
 mod schema;
 mod sql;
+mod sums;
 mod tables;
 mod views;
 

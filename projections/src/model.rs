@@ -55,7 +55,7 @@ use uuid::Uuid;
 /// Bumped whenever `apply`, the views or the tables change shape: read-model
 /// tables written by another version are refolded from the log aside and
 /// swapped in (`Projector::open`).
-pub const MODEL_VERSION: u32 = 11;
+pub const MODEL_VERSION: u32 = 12;
 
 /// Which event did something, when, and who did it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -203,12 +203,8 @@ pub(crate) const DEALS: Table = Table {
             Some("subject = 1")
         ),
         index("owner_rotting", "owner_id, active_at, id, stage", Some("subject = 1")),
-        // The pipeline's sums, from the index alone.
-        index(
-            "status",
-            "status, archived, subject, stage, currency, amount, stage_entered_at, owner_id",
-            None
-        ),
+        // No index for the pipeline's sums: they are kept in `SUMS`, and
+        // an account's few deals are found through `account_id`.
         // A period's figures: deals closed, slipped or created since a
         // date, a range of each (the scope's owner from the index too).
         index(
@@ -277,8 +273,9 @@ pub(crate) const COVERAGE: Table = Table {
 };
 /// How many record rows each count-based part of the quality reports
 /// holds, per table, owner (`''` for none) and bucket (`counts.rs`): `what`
-/// is `touched`, `fresh` or `missing`; `grain` a time bucket's length in
-/// days (1 or `BLOCK_DAYS`; 0 for `missing`, bucketed by its bits); `at`
+/// is `touched`, `fresh`, `missing` or `active` (open deals, kept apart by
+/// `stage`, which is `''` for the others); `grain` a time bucket's length
+/// in days (1 or `BLOCK_DAYS`; 0 for `missing`, bucketed by its bits); `at`
 /// the bucket's number since 1970, or the bits; `n` the rows. `id` joins
 /// them all. Kept current with the rows, so that summaries and the owners
 /// report add up counts instead of counting rows.
@@ -291,16 +288,42 @@ pub(crate) const COUNTS: Table = Table {
         column("grain", ColumnType::IntNotNull),
         column("at", ColumnType::IntNotNull),
         column("owner_id", ColumnType::TextNotNull),
+        column("stage", ColumnType::TextNotNull),
         column("n", ColumnType::IntNotNull),
     ],
     // Without `n`: on PostgreSQL an update that changes no indexed column
     // is a heap-only one, which does not leave a dead index entry behind
     // for every later read of a hot bucket (today's) to step over.
-    indexes: &[index("buckets", "tbl, what, grain, at, owner_id", None)],
+    indexes: &[index("buckets", "tbl, what, stage, grain, at, owner_id", None)],
     searched: false,
     counted: false,
 };
-pub(crate) const TABLES: [&Table; 8] = [
+/// What the pipeline adds up, per status, owner (`''` for none), currency
+/// (`''` for none) and stage (`sums.rs`): the deals not archived (`n`),
+/// their amount in two parts (`amount_high * 10^9 + amount_low`, each of
+/// which fits 64 bits summed over any number of deals) and the sum of the
+/// seconds at which they entered their stage. `id` joins the four. Kept
+/// current with the deal rows, so that the pipeline adds up a few rows per
+/// owner instead of reading every open and closed deal.
+pub(crate) const SUMS: Table = Table {
+    name: "sums",
+    columns: &[
+        column("id", ColumnType::Key),
+        column("status", ColumnType::TextNotNull),
+        column("owner_id", ColumnType::TextNotNull),
+        column("currency", ColumnType::TextNotNull),
+        column("stage", ColumnType::TextNotNull),
+        column("n", ColumnType::IntNotNull),
+        column("amount_high", ColumnType::IntNotNull),
+        column("amount_low", ColumnType::IntNotNull),
+        column("entered_seconds", ColumnType::IntNotNull),
+    ],
+    // Without the sums, as `COUNTS` (heap-only updates on PostgreSQL).
+    indexes: &[index("keys", "status, owner_id, stage, currency", None)],
+    searched: false,
+    counted: false,
+};
+pub(crate) const TABLES: [&Table; 9] = [
     &USERS,
     &CONTACTS,
     &ACCOUNTS,
@@ -309,6 +332,7 @@ pub(crate) const TABLES: [&Table; 8] = [
     &DUPLICATES,
     &COVERAGE,
     &COUNTS,
+    &SUMS,
 ];
 
 /// The key of an account's coverage row for a department.
@@ -496,6 +520,8 @@ pub(crate) fn create_indexes_sql(prefix: &str, generation: u64, search: &SearchI
     for table in TABLES.iter().filter(|t| t.counted) {
         sql.extend(crate::counts::whole_sql(prefix, table));
     }
+    // And the pipeline's sums.
+    sql.push(crate::sums::whole_sql(prefix));
     sql
 }
 

@@ -36,6 +36,7 @@ use crate::schema::{
 pub(crate) use crate::schema::{LIVE, NEXT, TABLES};
 pub(crate) use crate::sql::Dialect;
 use crate::sql::{Cell, Exec, Kind};
+use crate::sums::{SUMMED_COLUMNS, SumDeltas};
 
 /// The table of the state row.
 const STATE_TABLE_SQL: &str = "CREATE TABLE IF NOT EXISTS rm_state (name TEXT PRIMARY KEY, \
@@ -1726,14 +1727,21 @@ impl Changes<'_> {
             .map(|(_, column)| *column)
             .collect();
         let counted = groups && table.counted;
+        let summed = groups && table.name == DEALS.name;
         if !self.upkeep.derives(table) || rows.is_empty() {
             return upsert(&mut *self.conn, self.prefix, table, rows).await;
         }
         let dialect = self.conn.dialect();
-        // The derived-from columns: the duplicate keys, then the counted ones.
+        // The derived-from columns: the duplicate keys, the counted ones,
+        // then the summed ones.
         let mut needed: Vec<(&str, Kind)> = dup_columns.iter().map(|c| (*c, Kind::Text)).collect();
+        let counted_at = needed.len();
         if counted {
             needed.extend(COUNTED_COLUMNS);
+        }
+        let summed_at = needed.len();
+        if summed {
+            needed.extend(SUMMED_COLUMNS);
         }
         let positions = needed
             .iter()
@@ -1771,12 +1779,13 @@ impl Changes<'_> {
             }
         }
         let mut deltas = Deltas::default();
-        if counted {
-            let counted_cells = |cells: &Vec<Cell>| cells.get(dup_columns.len()..).map(<[Cell]>::to_vec);
-            for (cells, sign) in old.iter().map(|c| (c, -1)).chain(new.iter().map(|c| (c, 1))) {
-                if let Some(cells) = counted_cells(cells) {
-                    deltas.add(table, &cells, sign);
-                }
+        let mut sums = SumDeltas::default();
+        for (cells, sign) in old.iter().map(|c| (c, -1)).chain(new.iter().map(|c| (c, 1))) {
+            if let Some(cells) = cells.get(counted_at..summed_at).filter(|_| counted) {
+                deltas.add(table, cells, sign);
+            }
+            if let Some(cells) = cells.get(summed_at..).filter(|_| summed) {
+                sums.add(cells, sign);
             }
         }
         // On PostgreSQL every statement is a round trip: there the groups
@@ -1801,7 +1810,14 @@ impl Changes<'_> {
             }
         }
         let first = if combine { binds.len() + 1 } else { 1 };
-        for (statement, statement_binds) in deltas.statements(dialect, self.prefix, first) {
+        let counts = deltas.statements(dialect, self.prefix, first);
+        let first = if combine {
+            first + counts.iter().map(|(_, b)| b.len()).sum::<usize>()
+        } else {
+            1
+        };
+        let sums = sums.statements(dialect, self.prefix, first);
+        for (statement, statement_binds) in counts.into_iter().chain(sums) {
             if combine {
                 statements.push(statement);
                 binds.extend(statement_binds);

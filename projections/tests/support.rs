@@ -361,8 +361,20 @@ pub fn every_report(as_of: DateTime<Utc>) -> Vec<projections::reports::ReportReq
     }
     requests.push(ReportRequest::Owners {
         thresholds: thresholds(),
-        scope: sales,
+        scope: sales.clone(),
     });
+    // The pipeline's sums, kept per owner and stage, narrowed to both.
+    let qualified = Scope {
+        stage: Some("qualified".into()),
+        ..Scope::default()
+    };
+    for scope in [sales, qualified] {
+        requests.push(ReportRequest::Pipeline {
+            scope,
+            page: page.clone(),
+            from: None,
+        });
+    }
     requests.extend(QualityList::ALL.into_iter().map(|list| ReportRequest::QualityList {
         list,
         thresholds: thresholds(),

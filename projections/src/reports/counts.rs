@@ -12,7 +12,7 @@ use super::Context;
 use super::query::{Sql, table_name};
 use crate::ProjectionError;
 use crate::counts::{BLOCK_DAYS, DAY_MICROS, Grain, Measure};
-use crate::schema::{COUNTS, LIVE, Table};
+use crate::schema::{COUNTS, DEALS, LIVE, Table};
 use crate::sql::{Cell, Exec, Kind};
 
 /// Which of the counted rows.
@@ -47,7 +47,7 @@ pub(crate) async fn per_owner(
 ) -> Result<BTreeMap<Option<Uuid>, u64>, ProjectionError> {
     let mut sql = Sql::new(conn.dialect());
     sql.push("SELECT owner_id, CAST(SUM(n) AS BIGINT) FROM (");
-    part_sql(&mut sql, context, table, part);
+    part_sql(&mut sql, context, table, part, "");
     sql.push(") AS s GROUP BY owner_id");
     let mut counts = BTreeMap::new();
     for row in sql.fetch(conn, &[Kind::Text, Kind::OptInt]).await? {
@@ -86,27 +86,61 @@ async fn total(conn: &mut dyn Exec, context: &Context, tables: &[&Table], part: 
         if n > 0 {
             sql.push(" UNION ALL ");
         }
-        part_sql(&mut sql, context, table, part);
+        part_sql(&mut sql, context, table, part, "");
     }
     sql.push(") AS s");
     sql.count(conn).await
 }
 
+/// The open deals idle since before their stage's cutoff (`stages`: each
+/// stage and its cutoff, in table microseconds), among the scope's owners
+/// and in its stage: one statement. `None` where the counts do not answer
+/// (an account's deals, a cutoff before 1970): count the rows.
+pub(crate) async fn rotting_total(
+    conn: &mut dyn Exec,
+    context: &Context,
+    stages: &[(String, i64)],
+) -> Result<Option<u64>, ProjectionError> {
+    let answers = context.account_id.is_none() && stages.iter().all(|(_, cutoff)| *cutoff >= 0);
+    if !answers {
+        return Ok(None);
+    }
+    let stages: Vec<&(String, i64)> = stages
+        .iter()
+        .filter(|(stage, _)| context.stage.as_ref().is_none_or(|scoped| scoped == stage))
+        .collect();
+    if stages.is_empty() {
+        return Ok(Some(0));
+    }
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("SELECT CAST(SUM(n) AS BIGINT) FROM (");
+    for (n, (stage, cutoff)) in stages.into_iter().enumerate() {
+        if n > 0 {
+            sql.push(" UNION ALL ");
+        }
+        part_sql(&mut sql, context, &DEALS, Part::Before(Measure::Active, *cutoff), stage);
+    }
+    sql.push(") AS s");
+    sql.count(conn).await.map(Some)
+}
+
 /// `SELECT owner_id, n ...` (a `UNION ALL` of them) over the counts of
-/// `table` in `part`, and, for a cutoff, its day's rows up to it. Every
+/// `table` in `part` (of `stage`, for a measure kept apart by it; else
+/// `""`), and, for a cutoff, its day's rows up to it. Every
 /// value is bound, not written in: the text stays the same from one ask to
 /// the next (the cutoff moves every microsecond), so the statement is
 /// prepared once per connection.
-fn part_sql(sql: &mut Sql, context: &Context, table: &Table, part: Part) {
+fn part_sql(sql: &mut Sql, context: &Context, table: &Table, part: Part, stage: &str) {
     let counts = format!("{LIVE}{}", COUNTS.name);
     let buckets = |sql: &mut Sql, measure: Measure, grain: Grain, range: &[(&str, i64)]| {
         let _ = write!(
             sql.text,
-            "SELECT owner_id, n FROM {counts} WHERE tbl = '{}' AND what = '{}' AND grain = {}",
+            "SELECT owner_id, n FROM {counts} WHERE tbl = '{}' AND what = '{}' AND stage = ",
             table.name,
             measure.name(),
-            grain.days()
         );
+        sql.bind(Cell::Text(Some(stage.to_owned())));
+        let _ = write!(sql.text, " AND grain = {}", grain.days());
         for (term, value) in range {
             sql.push(term);
             sql.bind(Cell::Int(*value));
@@ -142,6 +176,10 @@ fn part_sql(sql: &mut Sql, context: &Context, table: &Table, part: Part) {
             sql.bind(Cell::Int(day * DAY_MICROS));
             let _ = write!(sql.text, " AND {column} < ");
             sql.bind(Cell::Int(cutoff));
+            if let Some(apart_by) = measure.apart_by() {
+                let _ = write!(sql.text, " AND {apart_by} = ");
+                sql.bind(Cell::Text(Some(stage.to_owned())));
+            }
             context.scope(sql);
             sql.push(" GROUP BY owner_id");
         }

@@ -1,8 +1,9 @@
 //! The pipeline: where open deals stand, stage by stage in pipeline order,
 //! what they are worth (weighted by each stage's win probability), how long
 //! they have sat, which are rotting, and how many were won and lost. The
-//! figures are `GROUP BY` sums over the deals table; only the rotting deals
-//! are listed, a page at a time.
+//! figures are added up from the sums kept beside the deals (`rm_sums`:
+//! per status, owner, currency and stage), or for one account summed over
+//! its deals; only the rotting deals are listed, a page at a time.
 //!
 //! With a `from` date it also gives a period's figures (`from` to the
 //! report's `as_of`): deals created, won, lost and slipped in it, and its
@@ -18,11 +19,12 @@ use domain::Pipeline;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::counts;
 use super::query::{ListQuery, Owners, RecordRow, Sql, cutoff, keyset_list, table_name};
 use super::{Context, ListPage, OwnerRef, PageRequest, QualityList, days_between};
 use crate::ProjectionError;
 use crate::model::EventRef;
-use crate::schema::DEALS;
+use crate::schema::{DEALS, SUMS};
 use crate::sql::{Cell, Exec, Kind};
 
 /// Amounts in minor units, per ISO 4217 currency: deals in different
@@ -30,11 +32,8 @@ use crate::sql::{Cell, Exec, Kind};
 /// sum of 64-bit amounts a store can hold.
 pub type Amounts = BTreeMap<String, i128>;
 
-/// Amounts are summed in SQL as two parts, `amount / SPLIT` and
-/// `amount % SPLIT`, each of which fits 64 bits summed over billions of
-/// rows (SQLite's `SUM` fails on overflow; PostgreSQL's must be cast back to
-/// `BIGINT`), and joined in 128 bits here.
-const SPLIT: i128 = 1_000_000_000;
+/// Amounts are summed in two parts (`crate::sums::SPLIT`), joined here.
+const SPLIT: i128 = crate::sums::SPLIT as i128;
 
 /// The two `SELECT` columns summing `amount` in parts (see `SPLIT`).
 fn summed_amount_columns() -> String {
@@ -149,18 +148,34 @@ struct Group {
     entered_seconds: i64,
 }
 
+/// The open deals' groups, from the sums kept beside the deals
+/// (`crate::sums`) where they answer for the scope (they know each deal's
+/// owner and stage, not its account), else summed over the deal rows.
 async fn groups(conn: &mut dyn Exec, context: &Context) -> Result<Vec<Group>, ProjectionError> {
     let mut sql = Sql::new(conn.dialect());
-    let _ = write!(
-        sql.text,
-        "SELECT stage, currency, COUNT(*), {}, \
-         CAST(SUM(stage_entered_at / 1000000) AS BIGINT) FROM {} \
-         WHERE status = 'open' AND archived = 0",
-        summed_amount_columns(),
-        table_name(&DEALS)
-    );
-    context.scope(&mut sql);
-    sql.push(" GROUP BY stage, currency ORDER BY stage, currency");
+    if sums_answer(context) {
+        let _ = write!(
+            sql.text,
+            "SELECT stage, currency, CAST(SUM(n) AS BIGINT), CAST(SUM(amount_high) AS BIGINT), \
+             CAST(SUM(amount_low) AS BIGINT), CAST(SUM(entered_seconds) AS BIGINT) FROM {} \
+             WHERE status = 'open'",
+            table_name(&SUMS)
+        );
+        context.scope(&mut sql);
+        // Groups whose deals all moved on are kept at zero: not a group.
+        sql.push(" GROUP BY stage, currency HAVING SUM(n) > 0 ORDER BY stage, currency");
+    } else {
+        let _ = write!(
+            sql.text,
+            "SELECT stage, currency, COUNT(*), {}, \
+             CAST(SUM(stage_entered_at / 1000000) AS BIGINT) FROM {} \
+             WHERE status = 'open' AND archived = 0",
+            summed_amount_columns(),
+            table_name(&DEALS)
+        );
+        context.scope(&mut sql);
+        sql.push(" GROUP BY stage, currency ORDER BY stage, currency");
+    }
     let kinds = [
         Kind::Text,
         Kind::Text,
@@ -174,12 +189,19 @@ async fn groups(conn: &mut dyn Exec, context: &Context) -> Result<Vec<Group>, Pr
         .into_iter()
         .map(|row| Group {
             stage: row[0].clone().into_text().unwrap_or_default(),
-            currency: row[1].clone().into_text(),
+            // The sums keep "no currency" as ''.
+            currency: row[1].clone().into_text().filter(|c| !c.is_empty()),
             count: u64::try_from(row[2].as_int().unwrap_or(0)).unwrap_or(0),
             amount: summed_amount(&row, 3),
             entered_seconds: row[5].as_int().unwrap_or(0),
         })
         .collect())
+}
+
+/// Whether the sums kept beside the deals answer for `context`: they know
+/// each deal's owner and stage, not its account.
+fn sums_answer(context: &Context) -> bool {
+    context.account_id.is_none()
 }
 
 fn empty_line(stage: &str, probability_percent: u8, rotting_days: u32, configured: bool) -> StageLine {
@@ -248,15 +270,23 @@ fn totals(stages: &[StageLine]) -> PipelineTotals {
 /// Won and lost deals (not archived), all time.
 async fn closed(conn: &mut dyn Exec, context: &Context) -> Result<(u64, u64), ProjectionError> {
     let mut sql = Sql::new(conn.dialect());
-    let _ = write!(
-        sql.text,
-        "SELECT status, COUNT(*) FROM {} WHERE archived = 0 AND status IN ('won', 'lost')",
-        table_name(&DEALS)
-    );
+    if sums_answer(context) {
+        let _ = write!(
+            sql.text,
+            "SELECT status, CAST(SUM(n) AS BIGINT) FROM {} WHERE status IN ('won', 'lost')",
+            table_name(&SUMS)
+        );
+    } else {
+        let _ = write!(
+            sql.text,
+            "SELECT status, COUNT(*) FROM {} WHERE archived = 0 AND status IN ('won', 'lost')",
+            table_name(&DEALS)
+        );
+    }
     context.scope(&mut sql);
     sql.push(" GROUP BY status");
     let (mut won, mut lost) = (0, 0);
-    for row in sql.fetch(conn, &[Kind::Text, Kind::Int]).await? {
+    for row in sql.fetch(conn, &[Kind::Text, Kind::OptInt]).await? {
         let n = u64::try_from(row[1].as_int().unwrap_or(0)).unwrap_or(0);
         match row[0].clone().into_text().as_deref() {
             Some("won") => won = n,
@@ -391,7 +421,18 @@ pub(crate) async fn rotting_page(
         owners: Owners::Apart,
         condition,
     };
-    let list = keyset_list(conn, context, &query, page, None).await?;
+    let total = match tables.is_empty() {
+        true => Some(0),
+        false => {
+            let stages: Vec<(String, i64)> = config
+                .stages()
+                .iter()
+                .map(|stage| (stage.name.clone(), cutoff(context.as_of, stage.rotting_days)))
+                .collect();
+            counts::rotting_total(conn, context, &stages).await?
+        }
+    };
+    let list = keyset_list(conn, context, &query, page, total).await?;
     let items = list
         .rows
         .into_iter()
