@@ -466,7 +466,10 @@ impl Tables {
             }
         }
         sql.push_str(&format!(" ORDER BY id LIMIT {}", filter.limit));
-        let rows = conn.fetch(&sql, binds, &[Kind::Text]).await?;
+        let rows = match filter.text {
+            Some(_) => conn.fetch_planned(&sql, binds, &[Kind::Text]).await?,
+            None => conn.fetch(&sql, binds, &[Kind::Text]).await?,
+        };
         rows.into_iter()
             .map(|row| parse_id(row.into_iter().next().and_then(Cell::into_text)))
             .collect()
