@@ -38,7 +38,8 @@ impl std::fmt::Debug for IssuedToken {
     }
 }
 
-fn random_hex(n_bytes: usize) -> String {
+/// `n_bytes` random bytes in hex.
+pub fn random_hex(n_bytes: usize) -> String {
     let mut bytes = vec![0u8; n_bytes];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()

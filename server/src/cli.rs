@@ -61,6 +61,45 @@ pub struct Cli {
     command: Command,
 }
 
+/// How `crm serve` delivers webhooks (see `webhooks::Options`).
+#[derive(Debug, clap::Args)]
+struct WebhookArgs {
+    /// Milliseconds a webhook receiver has to answer one delivery.
+    #[arg(long, env = "CRM_WEBHOOK_TIMEOUT_MS", default_value_t = millis(crate::webhooks::Options::default().timeout))]
+    webhook_timeout_ms: u64,
+    /// Milliseconds before the first retry of a failed delivery; each
+    /// further failure doubles it (with jitter).
+    #[arg(long, env = "CRM_WEBHOOK_RETRY_MIN_MS", default_value_t = millis(crate::webhooks::Options::default().retry_min))]
+    webhook_retry_min_ms: u64,
+    /// The longest wait, in milliseconds, between two attempts.
+    #[arg(long, env = "CRM_WEBHOOK_RETRY_MAX_MS", default_value_t = millis(crate::webhooks::Options::default().retry_max))]
+    webhook_retry_max_ms: u64,
+    /// Failed attempts in a row after which a subscription is disabled.
+    #[arg(long, env = "CRM_WEBHOOK_ATTEMPTS_MAX", default_value_t = crate::webhooks::Options::default().attempts_max)]
+    webhook_attempts_max: u32,
+    /// Milliseconds a server's hold on a subscription lasts unless renewed:
+    /// another server takes over a dead one's deliveries after this.
+    #[arg(long, env = "CRM_WEBHOOK_LEASE_MS", default_value_t = millis(crate::webhooks::Options::default().lease))]
+    webhook_lease_ms: u64,
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl WebhookArgs {
+    fn options(&self) -> crate::webhooks::Options {
+        let ms = std::time::Duration::from_millis;
+        crate::webhooks::Options {
+            timeout: ms(self.webhook_timeout_ms.max(1)),
+            retry_min: ms(self.webhook_retry_min_ms.max(1)),
+            retry_max: ms(self.webhook_retry_max_ms.max(self.webhook_retry_min_ms.max(1))),
+            attempts_max: self.webhook_attempts_max.max(1),
+            lease: ms(self.webhook_lease_ms.max(100)),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API. On a store without users, creates an admin and prints its token once.
@@ -84,6 +123,8 @@ enum Command {
         /// a kept-alive connection idle.
         #[arg(long, env = "CRM_HEADER_TIMEOUT_SECS", default_value_t = crate::http::ConnectionLimits::default().header_timeout.as_secs())]
         header_timeout_secs: u64,
+        #[command(flatten)]
+        webhooks: WebhookArgs,
     },
     /// Fill an empty store with a realistic, reproducible two-year history.
     Demo {
@@ -468,12 +509,21 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
                 seed,
                 connections_max,
                 header_timeout_secs,
+                webhooks,
             } => {
                 let limits = crate::http::ConnectionLimits {
                     connections_max: connections_max.max(1),
                     header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
                 };
-                serve(&app, addr, listener, demo.then_some((contacts, seed)), limits).await
+                serve(
+                    &app,
+                    addr,
+                    listener,
+                    demo.then_some((contacts, seed)),
+                    limits,
+                    webhooks.options(),
+                )
+                .await
             }
             Command::Demo { contacts, seed, until } => demo(&store, contacts, seed, until).await,
             Command::Import { kind, file } => import_file(&app, kind, &file, &actor).await,
@@ -615,13 +665,14 @@ async fn serve(
     listener: Option<tokio::net::TcpListener>,
     demo: Option<(usize, u64)>,
     limits: crate::http::ConnectionLimits,
+    webhooks: crate::webhooks::Options,
 ) -> Result<Output, String> {
     if let Some((contacts, seed)) = demo
         && app.store.head().await.map_err(|e| e.to_string())? == 0
     {
         run_demo(&app.store, contacts, seed, None).await?;
     }
-    crate::serve::run(app.clone(), addr, listener, limits).await?;
+    crate::serve::run(app.clone(), addr, listener, limits, webhooks).await?;
     Ok(Output {
         value: json!({"stopped": true}),
         text: String::new(),

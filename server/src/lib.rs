@@ -16,4 +16,5 @@ pub mod queries;
 pub mod read_bench;
 pub mod render;
 pub mod serve;
+pub mod webhooks;
 pub mod wire;

@@ -61,6 +61,7 @@ pub async fn run(
     addr: SocketAddr,
     listener: Option<tokio::net::TcpListener>,
     limits: http::ConnectionLimits,
+    webhooks: crate::webhooks::Options,
 ) -> Result<(), String> {
     let projector = Projector::open(app.store.clone())
         .await
@@ -87,14 +88,21 @@ pub async fn run(
         let _ = stop.send(true);
     });
     let live = tokio::spawn(Arc::clone(&projector).run(shutdown.clone()));
+    let table = crate::webhooks::Table::open(app.store.url(), app.store.schema(), app.store.connect_wait())
+        .await
+        .map_err(|e| format!("cannot open the webhook tables: {e}"))?;
+    let dispatcher = crate::webhooks::Dispatcher::new(table, app.store.clone(), webhooks).map_err(|e| e.to_string())?;
+    let delivering = tokio::spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
     let state = AppState {
         app: app.clone(),
         projector,
         shutdown: shutdown.clone(),
         metrics: http::metrics::install(),
+        webhooks: Some(dispatcher),
     };
     let served = http::serve(listener, state, shutdown, limits).await;
     let _ = live.await;
+    let _ = delivering.await;
     app.store.close().await;
     tracing::info!("stopped");
     served.map_err(|e| format!("the server failed: {e}"))

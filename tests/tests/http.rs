@@ -2675,11 +2675,338 @@ async fn the_openapi_document_lists_every_route(server: &Server) {
         ("/v1/users", "post"),
         ("/v1/import/{kind}", "post"),
         ("/v1/export/{file}", "get"),
+        ("/v1/webhooks", "post"),
+        ("/v1/webhooks", "get"),
+        ("/v1/webhooks/{id}", "get"),
+        ("/v1/webhooks/{id}", "delete"),
+        ("/v1/webhooks/{id}/resume", "post"),
+        ("/v1/webhooks/{id}/deliveries", "get"),
         ("/healthz", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
             "{method} {path} is missing from the OpenAPI document"
         );
+    }
+}
+
+/// What the webhook receiver does with its next request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Answer {
+    Fail,
+    /// Answers after this long (longer than the server waits).
+    Hang(Duration),
+    Ok,
+}
+
+/// One request the receiver took.
+#[derive(Debug, Clone)]
+struct Received {
+    delivery_id: u64,
+    position: u64,
+    attempt: u32,
+    stream_id: String,
+    signed: bool,
+    answered_ok: bool,
+}
+
+#[derive(Debug, Default)]
+struct ReceiverState {
+    /// Answers for the next requests, in turn; then `otherwise`.
+    script: std::collections::VecDeque<Answer>,
+    otherwise: Option<Answer>,
+    received: Vec<Received>,
+}
+
+/// A webhook receiver on loopback that fails, hangs and recovers as told,
+/// checking every delivery's signature.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    state: std::sync::Arc<std::sync::Mutex<ReceiverState>>,
+}
+
+const WEBHOOK_SECRET: &str = "a-receivers-secret-of-some-length";
+
+impl Receiver {
+    async fn start() -> Self {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ReceiverState::default()));
+        let shared = state.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let state = shared.clone();
+                async move {
+                    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                    let timestamp: i64 = header("crm-timestamp").parse().unwrap_or(0);
+                    let signed = header("crm-signature")
+                        == format!("v1={}", server::webhooks::sign(WEBHOOK_SECRET, timestamp, &body));
+                    let event: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let answer = {
+                        let mut state = state.lock().expect("the receiver's lock");
+                        let answer = state.script.pop_front().or(state.otherwise).unwrap_or(Answer::Ok);
+                        state.received.push(Received {
+                            delivery_id: header("crm-delivery-id").parse().unwrap_or(0),
+                            position: event["position"].as_u64().unwrap_or(0),
+                            attempt: header("crm-attempt").parse().unwrap_or(0),
+                            stream_id: event["stream_id"].as_str().unwrap_or("").to_owned(),
+                            signed,
+                            answered_ok: answer == Answer::Ok,
+                        });
+                        answer
+                    };
+                    match answer {
+                        Answer::Ok => axum::http::StatusCode::NO_CONTENT,
+                        Answer::Fail => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        Answer::Hang(time) => {
+                            tokio::time::sleep(time).await;
+                            axum::http::StatusCode::NO_CONTENT
+                        }
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let url = format!("http://{}/hook", listener.local_addr().expect("an address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, state }
+    }
+
+    fn answer(&self, script: &[Answer], otherwise: Answer) {
+        let mut state = self.state.lock().expect("the receiver's lock");
+        state.script = script.iter().copied().collect();
+        state.otherwise = Some(otherwise);
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.lock().expect("the receiver's lock").received.clone()
+    }
+
+    /// Waits until `done` holds of what was received (at most 20 s).
+    async fn until(&self, what: &str, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        for _ in 0..400 {
+            let received = self.received();
+            if done(&received) {
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the receiver never got {what}: {:#?}", self.received());
+    }
+}
+
+/// The positions of the contact events in the log.
+async fn contact_positions(server: &Server) -> Vec<u64> {
+    let (_, page) = server.admin(Method::GET, "/v1/events?limit=1000", None).await;
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["stream_id"].as_str().is_some_and(|s| s.starts_with("contact-")))
+        .filter_map(|e| e["position"].as_u64())
+        .collect()
+}
+
+async fn create_contact(server: &Server, name: &str) {
+    let (status, body) = server
+        .admin(Method::POST, "/v1/contacts", Some(json!({"name": name})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+const WEBHOOK_ARGS: [&str; 10] = [
+    "--webhook-timeout-ms",
+    "400",
+    "--webhook-retry-min-ms",
+    "50",
+    "--webhook-retry-max-ms",
+    "200",
+    "--webhook-attempts-max",
+    "4",
+    "--webhook-lease-ms",
+    "1500",
+];
+
+/// Webhooks: refused when malformed; then every wanted event delivered at
+/// least once, in log order, signed, through failures, a hang and a
+/// SIGKILL mid-delivery (the restarted server sends it again); unwanted
+/// kinds never sent; a subscription that keeps failing disabled with its
+/// position kept, and resumed from there.
+async fn webhooks_deliver_every_wanted_event_through_failures_hangs_and_a_kill(database: TestDatabase) {
+    let receiver = Receiver::start().await;
+    let mut server = Server::start_with_args(database, None, &WEBHOOK_ARGS).await;
+    let member = server.user("member").await;
+
+    let good = json!({"url": receiver.url, "kinds": ["contact"], "secret": WEBHOOK_SECRET});
+    let (status, _, _) = server
+        .call(Method::POST, "/v1/webhooks", Some(&member), Some(good.clone()))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only an admin subscribes");
+    for (bad, field) in [
+        (json!({"url": "ftp://example.com/x"}), "url"),
+        (json!({"url": "not a url"}), "url"),
+        (
+            json!({"url": receiver.url, "event_types": ["ContactCreatd"]}),
+            "event_types",
+        ),
+        (json!({"url": receiver.url, "kinds": ["widget"]}), "kinds"),
+        (json!({"url": receiver.url, "secret": "short"}), "secret"),
+        (json!({"url": receiver.url, "after": 1_000_000}), "after"),
+        (json!({"url": receiver.url, "colour": "red"}), "colour"),
+    ] {
+        let (status, problem) = server.admin(Method::POST, "/v1/webhooks", Some(bad.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {problem}");
+        assert_eq!(problem["errors"][0]["field"], field, "{bad}: {problem}");
+    }
+    let (_, listed) = server.admin(Method::GET, "/v1/webhooks", None).await;
+    assert_eq!(listed["items"], json!([]), "a refused subscription is not made");
+
+    // Two failures and a hang, then the receiver recovers.
+    receiver.answer(
+        &[Answer::Fail, Answer::Fail, Answer::Hang(Duration::from_secs(2))],
+        Answer::Ok,
+    );
+    let (status, made) = server.admin(Method::POST, "/v1/webhooks", Some(good)).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(made["secret"], WEBHOOK_SECRET, "the secret is shown when made");
+    let id = made["id"].as_str().expect("an id").to_owned();
+    for name in ["Ada", "Grace", "Edsger"] {
+        create_contact(&server, name).await;
+    }
+    let (status, _) = server
+        .admin(Method::POST, "/v1/accounts", Some(json!({"name": "Not wanted Ltd"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let wanted = contact_positions(&server).await;
+    assert_eq!(wanted.len(), 3);
+    receiver
+        .until("the three contacts", |got| {
+            wanted
+                .iter()
+                .all(|p| got.iter().any(|r| r.answered_ok && r.position == *p))
+        })
+        .await;
+    let first = receiver.received();
+    assert_eq!(
+        first
+            .iter()
+            .take(4)
+            .map(|r| (r.position, r.attempt))
+            .collect::<Vec<_>>(),
+        (1..=4).map(|attempt| (wanted[0], attempt)).collect::<Vec<_>>(),
+        "the first event is tried again until it is taken, numbering its attempts"
+    );
+    let (_, log) = server
+        .admin(Method::GET, &format!("/v1/webhooks/{id}/deliveries"), None)
+        .await;
+    let oldest_first: Vec<&Value> = log["items"].as_array().expect("items").iter().rev().collect();
+    assert_eq!(oldest_first[0]["status"], 500, "{log}");
+    assert_eq!(oldest_first[1]["status"], 500, "{log}");
+    assert!(
+        oldest_first[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no answer within")),
+        "{log}"
+    );
+    assert_eq!(oldest_first[3]["ok"], true, "{log}");
+
+    // Killed while the receiver holds a delivery: the restarted server
+    // sends that event again and goes on.
+    receiver.answer(&[Answer::Hang(Duration::from_secs(30))], Answer::Ok);
+    create_contact(&server, "Barbara").await;
+    let held = *contact_positions(&server).await.last().expect("a contact event");
+    receiver
+        .until("the delivery to hold", |got| got.iter().any(|r| r.position == held))
+        .await;
+    let admin = server.admin.clone();
+    let database = server.kill();
+    server = Server::start_with_args(database, Some(admin), &WEBHOOK_ARGS).await;
+    create_contact(&server, "Donald").await;
+    let wanted = contact_positions(&server).await;
+    let received = receiver
+        .until("every contact after the restart", |got| {
+            wanted
+                .iter()
+                .all(|p| got.iter().any(|r| r.answered_ok && r.position == *p))
+        })
+        .await;
+    assert!(
+        received.iter().all(|r| r.signed),
+        "every delivery is signed with the secret"
+    );
+    assert!(
+        received.iter().all(|r| r.delivery_id == r.position),
+        "the delivery id is the position"
+    );
+    assert!(
+        received.iter().all(|r| r.stream_id.starts_with("contact-")),
+        "only the kinds subscribed to are sent"
+    );
+    assert!(
+        received.iter().filter(|r| r.position == held).count() >= 2,
+        "the held event is sent again"
+    );
+    let mut delivered: Vec<u64> = received.iter().filter(|r| r.answered_ok).map(|r| r.position).collect();
+    delivered.dedup();
+    assert_eq!(delivered, wanted, "each event delivered in log order, none skipped");
+
+    // A receiver that keeps failing: the subscription is disabled where it
+    // stands, and resumed from there.
+    receiver.answer(&[], Answer::Fail);
+    let before = *wanted.last().expect("a position");
+    create_contact(&server, "Frances").await;
+    let mut stopped = Value::Null;
+    for _ in 0..200 {
+        stopped = server.admin(Method::GET, &format!("/v1/webhooks/{id}"), None).await.1;
+        if stopped["state"] == "disabled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stopped["state"], "disabled", "{stopped}");
+    assert_eq!(stopped["attempts"], 4, "{stopped}");
+    assert_eq!(stopped["position"], before, "the position is kept: {stopped}");
+    let tries = receiver.received().len();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        receiver.received().len(),
+        tries,
+        "a disabled subscription sends nothing"
+    );
+    receiver.answer(&[], Answer::Ok);
+    let (status, resumed) = server
+        .admin(Method::POST, &format!("/v1/webhooks/{id}/resume"), None)
+        .await;
+    assert_eq!(
+        (status, &resumed["state"]),
+        (StatusCode::OK, &json!("active")),
+        "{resumed}"
+    );
+    let last = *contact_positions(&server).await.last().expect("a position");
+    receiver
+        .until("the event after resuming", |got| {
+            got.iter().any(|r| r.answered_ok && r.position == last)
+        })
+        .await;
+
+    let (status, _) = server.admin(Method::DELETE, &format!("/v1/webhooks/{id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = server.admin(Method::GET, &format!("/v1/webhooks/{id}"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+mod webhooks {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let database = eventstore::testing::TestDatabase::sqlite();
+        super::webhooks_deliver_every_wanted_event_through_failures_hangs_and_a_kill(database).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let Some(database) = eventstore::testing::TestDatabase::postgres().await else {
+            return;
+        };
+        super::webhooks_deliver_every_wanted_event_through_failures_hangs_and_a_kill(database).await;
     }
 }

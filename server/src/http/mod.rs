@@ -12,6 +12,7 @@ mod read;
 mod records;
 mod socket;
 mod transfer;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +50,9 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// What `/metrics` renders; none where no recorder is installed.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Webhook subscriptions and their delivery; none where this server
+    /// does not deliver them.
+    pub webhooks: Option<Arc<crate::webhooks::Dispatcher>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,7 +67,7 @@ impl std::fmt::Debug for AppState {
 #[openapi(
     info(title = "crm", description = "An event-sourced CRM: every change is an immutable, attributed event. Errors are application/problem+json."),
     modifiers(&BearerAuth),
-    tags((name = "records"), (name = "history"), (name = "events"), (name = "reports"), (name = "admin"))
+    tags((name = "records"), (name = "history"), (name = "events"), (name = "reports"), (name = "webhooks"), (name = "admin"))
 )]
 struct ApiDoc;
 
@@ -176,6 +180,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::verify))
         .routes(routes!(transfer::import))
         .routes(routes!(transfer::export))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::delete))
+        .routes(routes!(webhooks::resume))
+        .routes(routes!(webhooks::deliveries))
         .split_for_parts()
 }
 
