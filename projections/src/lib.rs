@@ -28,7 +28,7 @@ pub use projector::{
     AS_OF_FOLDS_MAX, AsOf, FOLD_BATCH_EVENTS, LIVE_POLL, Projector, ProjectorOptions, REBUILD_BATCH_EVENTS,
     REBUILD_ROWS_MAX, RebuildReport,
 };
-pub use tables::ListFilter;
+pub use tables::{ListFilter, side_pool};
 pub use views::{interaction_view, record_fields, record_view, view_of};
 
 /// Why a read model could not be brought up to date.

@@ -52,6 +52,15 @@ pub(crate) enum Dialect {
 }
 
 impl Dialect {
+    /// The database a URL names: `sqlite:...`, else PostgreSQL.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with("sqlite:") {
+            Self::Sqlite
+        } else {
+            Self::Postgres
+        }
+    }
+
     /// `count` parameters numbered from `first`: `$1, $2, ...` on PostgreSQL,
     /// plain `?` on SQLite, which looks numbered ones up by name, one scan
     /// per parameter: a multi-row insert would pay quadratically.

@@ -131,11 +131,7 @@ impl Tables {
         connect_wait: std::time::Duration,
     ) -> Result<Self, ProjectionError> {
         sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("sqlite:") {
-            Dialect::Sqlite
-        } else {
-            Dialect::Postgres
-        };
+        let dialect = Dialect::of_url(url);
         let writer = pool(url, dialect, schema, 1, true, connect_wait).await?;
         let readers = pool(url, dialect, schema, readers_max.max(1), false, connect_wait).await?;
         let search = match dialect {
@@ -1282,6 +1278,20 @@ pub struct ListFilter {
     /// A case-insensitive substring of the record's name, email, title or domain.
     pub text: Option<String>,
     pub limit: usize,
+}
+
+/// A pool of at most `connections_max` connections on the log's database
+/// at `url` (in `schema` on PostgreSQL), set up as the read models' reader
+/// pools are, for a part of the server that keeps tables of its own beside
+/// the log (the webhook subscriptions).
+pub async fn side_pool(
+    url: &str,
+    schema: Option<&str>,
+    connections_max: u32,
+    connect_wait: std::time::Duration,
+) -> Result<AnyPool, ProjectionError> {
+    sqlx::any::install_default_drivers();
+    pool(url, Dialect::of_url(url), schema, connections_max, false, connect_wait).await
 }
 
 async fn pool(

@@ -70,7 +70,7 @@ impl Dispatcher {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("crm-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| WebhookError::Corrupt(format!("cannot make the HTTP client: {e}")))?;
+            .map_err(|e| WebhookError::Client(e.to_string()))?;
         Ok(Arc::new(Self {
             table,
             store,
@@ -165,9 +165,7 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let events = self.store.read_all(subscription.position, BATCH).await.map_err(|e| {
-                WebhookError::Corrupt(format!("cannot read the log after {}: {e}", subscription.position))
-            })?;
+            let events = self.store.read_all(subscription.position, BATCH).await?;
             if events.is_empty() {
                 tokio::select! {
                     _ = self.store.wait_for(subscription.position, self.options.lease / 3) => {}

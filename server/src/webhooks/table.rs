@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 /// Why the webhook tables could not be used.
@@ -15,6 +15,12 @@ use sqlx::{AnyPool, Row};
 pub enum WebhookError {
     #[error("webhook storage: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("webhook storage: {0}")]
+    Open(#[from] projections::ProjectionError),
+    #[error("reading the log for webhooks: {0}")]
+    Store(#[from] eventstore::StoreError),
+    #[error("cannot make the webhooks' HTTP client: {0}")]
+    Client(String),
     #[error("webhook storage holds a row it cannot read: {0}")]
     Corrupt(String),
 }
@@ -22,10 +28,17 @@ pub enum WebhookError {
 impl WebhookError {
     /// The database is unreachable for now (rather than refusing the SQL).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            Self::Database(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
-        )
+        match self {
+            Self::Database(error) => {
+                matches!(
+                    error,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                )
+            }
+            Self::Open(error) => error.is_unavailable(),
+            Self::Store(error) => error.is_unavailable(),
+            Self::Client(_) | Self::Corrupt(_) => false,
+        }
     }
 }
 
@@ -105,10 +118,7 @@ impl Subscription {
             let text: String = row.try_get(column)?;
             serde_json::from_str(&text).map_err(|e| WebhookError::Corrupt(format!("{column}: {e}")))
         };
-        let count = |column: &str| -> Result<u64, WebhookError> {
-            let n: i64 = row.try_get(column)?;
-            u64::try_from(n).map_err(|_| WebhookError::Corrupt(format!("{column} is negative")))
-        };
+        let count = |column: &str| count(row, column);
         let active: i64 = row.try_get("active")?;
         Ok(Self {
             id: row.try_get("id")?,
@@ -195,6 +205,12 @@ pub enum Recorded {
     Lost,
 }
 
+/// A count or position column, never negative.
+fn count(row: &AnyRow, column: &str) -> Result<u64, WebhookError> {
+    let n: i64 = row.try_get(column)?;
+    u64::try_from(n).map_err(|_| WebhookError::Corrupt(format!("{column} is negative")))
+}
+
 fn millis(at: DateTime<Utc>) -> i64 {
     at.timestamp_millis()
 }
@@ -217,26 +233,7 @@ impl Table {
     /// Opens a small pool on the log's database (`schema` on PostgreSQL)
     /// and makes the tables if they are not there yet.
     pub async fn open(url: &str, schema: Option<&str>, connect_wait: Duration) -> Result<Self, WebhookError> {
-        sqlx::any::install_default_drivers();
-        let setup = if url.starts_with("sqlite") {
-            "PRAGMA busy_timeout = 5000;".to_owned()
-        } else {
-            schema.map(|s| format!("SET search_path TO {s};")).unwrap_or_default()
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(connect_wait)
-            .after_connect(move |conn, _| {
-                let setup = setup.clone();
-                Box::pin(async move {
-                    if !setup.is_empty() {
-                        sqlx::Executor::execute(&mut *conn, setup.as_str()).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
+        let pool = projections::side_pool(url, schema, 2, connect_wait).await?;
         for statement in SCHEMA {
             // Two servers making the tables at once on PostgreSQL: the
             // loser's `IF NOT EXISTS` can still collide; the second try
@@ -395,14 +392,14 @@ impl Table {
             sqlx::query(
                 "UPDATE crm_webhooks SET position = $3, attempts = 0, next_attempt_at = $4, last_error = NULL, \
                  last_success_at = $4, delivery_seq = delivery_seq + 1, lease_until = $5 \
-                 WHERE id = $1 AND lease_holder = $2",
+                 WHERE id = $1 AND lease_holder = $2 RETURNING delivery_seq, active",
             )
             .bind(id)
             .bind(holder)
             .bind(position(attempt.position))
             .bind(millis(attempt.at))
             .bind(millis(until))
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?
         } else {
             sqlx::query(
@@ -410,7 +407,7 @@ impl Table {
                  delivery_seq = delivery_seq + 1, lease_until = $5, \
                  active = CASE WHEN attempts + 1 >= $6 THEN 0 ELSE 1 END, \
                  disabled_at = CASE WHEN attempts + 1 >= $6 THEN $7 ELSE NULL END \
-                 WHERE id = $1 AND lease_holder = $2",
+                 WHERE id = $1 AND lease_holder = $2 RETURNING delivery_seq, active",
             )
             .bind(id)
             .bind(holder)
@@ -419,17 +416,14 @@ impl Table {
             .bind(millis(until))
             .bind(i64::from(attempts_max))
             .bind(millis(attempt.at))
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?
         };
-        if updated.rows_affected() == 0 {
+        // No row: another server holds the lease now, or it was deleted.
+        let Some(row) = updated else {
             tx.rollback().await?;
             return Ok(Recorded::Lost);
-        }
-        let row = sqlx::query("SELECT delivery_seq, active FROM crm_webhooks WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        };
         let (seq, active): (i64, i64) = (row.try_get("delivery_seq")?, row.try_get("active")?);
         sqlx::query(
             "INSERT INTO crm_webhook_deliveries (subscription_id, seq, position, event_type, attempt, attempted_at, \
@@ -474,10 +468,7 @@ impl Table {
         .await?;
         rows.iter()
             .map(|row| {
-                let count = |column: &str| -> Result<u64, WebhookError> {
-                    let n: i64 = row.try_get(column)?;
-                    u64::try_from(n).map_err(|_| WebhookError::Corrupt(format!("{column} is negative")))
-                };
+                let count = |column: &str| count(row, column);
                 let error: Option<String> = row.try_get("error")?;
                 Ok(Delivery {
                     seq: count("seq")?,
