@@ -47,6 +47,9 @@ pub enum AccountCommand {
         changes: AccountChanges,
     },
     ArchiveAccount,
+    /// Brings over the last activity a previous system knew of (the
+    /// append's business time): see `ActivityImported`.
+    ImportActivity,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -93,6 +96,9 @@ impl Aggregate for Account {
                 }
                 Ok(vec![Event::AccountUpdated(AccountUpdated { account_id, changes })])
             }
+            AccountCommand::ImportActivity => {
+                crate::activity::import(crate::RecordKind::Account, self.id, &self.fields, self.archived, KIND)
+            }
             AccountCommand::ArchiveAccount => {
                 if self.archived {
                     return Ok(vec![]);
@@ -115,6 +121,7 @@ impl Aggregate for Account {
                 }
             }
             Event::AccountArchived(_) => self.archived = true,
+            Event::ActivityImported(_) => {}
             _ => return,
         }
         self.version += 1;

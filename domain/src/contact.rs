@@ -71,6 +71,9 @@ pub enum ContactCommand {
         changes: ContactChanges,
     },
     ArchiveContact,
+    /// Brings over the last activity a previous system knew of (the
+    /// append's business time): see `ActivityImported`.
+    ImportActivity,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -112,6 +115,9 @@ impl Aggregate for Contact {
                 }
                 Ok(vec![Event::ContactUpdated(ContactUpdated { contact_id, changes })])
             }
+            ContactCommand::ImportActivity => {
+                crate::activity::import(crate::RecordKind::Contact, self.id, &self.fields, self.archived, KIND)
+            }
             ContactCommand::ArchiveContact => {
                 if self.archived {
                     return Ok(vec![]);
@@ -134,6 +140,7 @@ impl Aggregate for Contact {
                 }
             }
             Event::ContactArchived(_) => self.archived = true,
+            Event::ActivityImported(_) => {}
             _ => return,
         }
         self.version += 1;

@@ -100,6 +100,9 @@ pub enum DealCommand {
         reason: Option<Text>,
     },
     ArchiveDeal,
+    /// Brings over the last activity a previous system knew of (the
+    /// append's business time): see `ActivityImported`.
+    ImportActivity,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -121,14 +124,16 @@ impl Deal {
             .pipeline
             .stage(raw)
             .map_err(|message| DomainError::field("stage", message))?;
+        let from = self.stage.clone().unwrap_or_else(|| rules.pipeline.first_stage());
+        // Naming the stage a deal is in moves nothing, closed or not: an
+        // exported deal imports again unchanged.
+        if from == to {
+            return Ok(None);
+        }
         if self.status != Some(DealStatus::Open) {
             return Err(DomainError::InvalidState(
                 "a closed deal cannot move between stages".into(),
             ));
-        }
-        let from = self.stage.clone().unwrap_or_else(|| rules.pipeline.first_stage());
-        if from == to {
-            return Ok(None);
         }
         Ok(Some(Event::DealStageChanged(DealStageChanged { deal_id, from, to })))
     }
@@ -210,6 +215,9 @@ impl Aggregate for Deal {
                     reason: reason.clone(),
                 })])
             }
+            DealCommand::ImportActivity => {
+                crate::activity::import(crate::RecordKind::Deal, self.id, &self.fields, self.archived, KIND)
+            }
             DealCommand::ArchiveDeal => {
                 if self.archived {
                     return Ok(vec![]);
@@ -241,6 +249,7 @@ impl Aggregate for Deal {
                 });
             }
             Event::DealArchived(_) => self.archived = true,
+            Event::ActivityImported(_) => {}
             _ => return,
         }
         self.version += 1;

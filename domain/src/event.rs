@@ -11,7 +11,8 @@
 //! - `DealCreated` 1: the amount as two flat fields `amount_minor` and
 //!   `currency` inside `fields`. 2 (current): one `amount` object
 //!   `{value_minor, currency}`, as everywhere else.
-//! - Every other type: 1.
+//! - Every other type: 1. (`UserRegistered` gained an optional `email`
+//!   later; events without it read as users without one.)
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use crate::RecordKind;
 use crate::account::{AccountArchived, AccountCreated, AccountUpdated};
+use crate::activity::ActivityImported;
 use crate::contact::{ContactArchived, ContactCreated, ContactUpdated};
 use crate::deal::{DealArchived, DealClosed, DealCreated, DealStageChanged, DealUpdated};
 use crate::interaction::InteractionLogged;
@@ -41,6 +43,7 @@ pub enum Event {
     DealClosed(DealClosed),
     DealArchived(DealArchived),
     InteractionLogged(InteractionLogged),
+    ActivityImported(ActivityImported),
 }
 
 /// An event in its stored form.
@@ -92,6 +95,7 @@ impl Event {
             Self::DealClosed(_) => "DealClosed",
             Self::DealArchived(_) => "DealArchived",
             Self::InteractionLogged(_) => "InteractionLogged",
+            Self::ActivityImported(_) => "ActivityImported",
         }
     }
 
@@ -111,6 +115,7 @@ impl Event {
             Self::DealClosed(e) => (RecordKind::Deal, e.deal_id),
             Self::DealArchived(e) => (RecordKind::Deal, e.deal_id),
             Self::InteractionLogged(e) => (RecordKind::Interaction, e.interaction_id),
+            Self::ActivityImported(e) => (e.kind, e.record_id),
         }
     }
 
@@ -127,7 +132,9 @@ impl Event {
             Self::ContactUpdated(e) => e.changes.external_id.as_ref().map(Option::as_ref),
             Self::DealUpdated(e) => e.changes.external_id.as_ref().map(Option::as_ref),
             Self::AccountArchived(_) | Self::ContactArchived(_) | Self::DealArchived(_) => Some(None),
-            Self::UserRegistered(_) | Self::DealStageChanged(_) | Self::DealClosed(_) => None,
+            Self::UserRegistered(_) | Self::DealStageChanged(_) | Self::DealClosed(_) | Self::ActivityImported(_) => {
+                None
+            }
         }
     }
 
@@ -137,7 +144,7 @@ impl Event {
             "DealCreated" => Some(2),
             "UserRegistered" | "AccountCreated" | "AccountUpdated" | "AccountArchived" | "ContactCreated"
             | "ContactUpdated" | "ContactArchived" | "DealUpdated" | "DealStageChanged" | "DealClosed"
-            | "DealArchived" | "InteractionLogged" => Some(1),
+            | "DealArchived" | "InteractionLogged" | "ActivityImported" => Some(1),
             _ => None,
         }
     }

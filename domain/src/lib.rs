@@ -7,6 +7,7 @@
 //! so every decision is deterministic and testable.
 
 mod account;
+mod activity;
 mod aggregate;
 mod contact;
 mod deal;
@@ -23,6 +24,7 @@ pub mod values;
 pub use account::{
     Account, AccountArchived, AccountChanges, AccountCommand, AccountCreated, AccountFields, AccountUpdated,
 };
+pub use activity::ActivityImported;
 pub use aggregate::{Aggregate, Rules, external_id_claim};
 pub use contact::{
     Contact, ContactArchived, ContactChanges, ContactCommand, ContactCreated, ContactFields, ContactUpdated,

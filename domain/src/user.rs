@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::values::Name;
+use crate::values::{EmailAddress, Name};
 use crate::{Aggregate, DomainError, Event, Rules};
 
 /// What a user may do: `admin` everything, `member` read and write records,
@@ -43,6 +43,10 @@ pub struct UserRegistered {
     pub name: Name,
     pub department: Name,
     pub role: Role,
+    /// How other systems name the user (an import's owner or actor);
+    /// users registered before it existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailAddress>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +56,7 @@ pub enum UserCommand {
         name: String,
         department: String,
         role: String,
+        email: Option<String>,
     },
 }
 
@@ -70,6 +75,7 @@ impl Aggregate for User {
             name,
             department,
             role,
+            email,
         } = command;
         if self.registered.is_some() {
             return Err(DomainError::AlreadyExists { kind: "user" });
@@ -78,11 +84,16 @@ impl Aggregate for User {
         let name = validator.check("name", Name::parse(name));
         let department = validator.check("department", Name::parse(department));
         let role = validator.check("role", Role::parse(role));
+        let email = match email.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            Some(raw) => validator.check("email", EmailAddress::parse(raw)),
+            None => None,
+        };
         let registered = validator.finish(|| UserRegistered {
             user_id: *user_id,
             name: name.expect("checked"),
             department: department.expect("checked"),
             role: role.expect("checked"),
+            email,
         })?;
         Ok(vec![Event::UserRegistered(registered)])
     }

@@ -249,6 +249,27 @@ fn a_closed_deal_cannot_move_or_close_again() {
         reason: None,
     };
     assert!(matches!(scenario.when(close_again), Err(DomainError::InvalidState(_))));
+    // Naming the stage it closed in is no move: an exported deal imports again.
+    let (changes, stage) = parse_deal_input(&input(json!({"stage": "lead"}))).expect("valid patch");
+    assert_eq!(scenario.when(DealCommand::UpdateDeal { changes, stage }), Ok(vec![]));
+}
+
+#[test]
+fn legacy_activity_is_brought_over_for_a_live_record_only() {
+    let events = given::<Deal>(&open_deal()).when(DealCommand::ImportActivity);
+    assert_eq!(
+        events,
+        Ok(vec![Event::ActivityImported(ActivityImported {
+            kind: RecordKind::Deal,
+            record_id: DEAL,
+        })])
+    );
+    let mut history = open_deal();
+    history.push(Event::DealArchived(DealArchived { deal_id: DEAL }));
+    let refused = given::<Deal>(&history).when(DealCommand::ImportActivity);
+    assert!(matches!(refused, Err(DomainError::Archived { .. })));
+    let unknown = given::<Contact>(&[]).when(ContactCommand::ImportActivity);
+    assert!(matches!(unknown, Err(DomainError::NotFound { .. })));
 }
 
 #[test]
@@ -277,10 +298,11 @@ fn a_user_needs_a_known_role() {
         name: "Grace".into(),
         department: "Sales".into(),
         role: "boss".into(),
+        email: Some("grace-at-example".into()),
     };
     assert_eq!(
         given::<User>(&[]).when(command).map_err(field_names),
-        Err(vec!["role".to_string()])
+        Err(vec!["role".to_string(), "email".to_string()])
     );
 }
 

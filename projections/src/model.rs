@@ -17,7 +17,9 @@
 //!   after the customer);
 //! - a customer-facing interaction (call, email or meeting) that names the
 //!   record; for an account also one that names one of its contacts or
-//!   deals. A note is internal and resets nothing.
+//!   deals. A note is internal and resets nothing;
+//! - the last activity a previous system knew of, brought over by an import
+//!   (`ActivityImported`, at its own time), for the record it names.
 //!
 //! Archiving resets nothing: it takes the record out of the reports.
 //!
@@ -27,7 +29,8 @@
 //! **Rotting** (deals, `last_activity`) is measured from the later of the
 //! deal entering its stage and the last customer-facing interaction naming
 //! the deal, the way Pipedrive counts idle days: an edit of the amount or a
-//! note does not keep a deal fresh, a call does.
+//! note does not keep a deal fresh, a call does (and so does the last
+//! activity an import brought over).
 //!
 //! **Slipped** (deals, `slipped`) is the last time an open deal's expected
 //! close was moved later; setting one where there was none, clearing it or
@@ -180,6 +183,9 @@ pub struct UserView {
     pub name: String,
     pub department: String,
     pub role: Role,
+    /// How other systems name the user; none for users registered without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     pub registered_at: DateTime<Utc>,
     /// Latest business time of any event this user caused.
     pub last_activity_at: Option<DateTime<Utc>>,
@@ -408,6 +414,25 @@ impl CrmModel {
                 self.restake(before, after, |account| &mut account.open_deals);
             }
             Event::InteractionLogged(e) => self.log_interaction(e, &at),
+            Event::ActivityImported(e) => self.import_activity(e, &at),
+        }
+    }
+
+    /// A previous system's last activity on a record: the stale clock, and
+    /// a deal's rotting clock, as a call would reset them.
+    fn import_activity(&mut self, e: &domain::ActivityImported, at: &EventRef) {
+        let meta = match e.kind {
+            RecordKind::Contact => self.contacts.get_mut(&e.record_id).map(|r| &mut r.meta),
+            RecordKind::Account => self.accounts.get_mut(&e.record_id).map(|r| &mut r.meta),
+            RecordKind::Deal => self.deals.get_mut(&e.record_id).map(|deal| {
+                deal.active(at);
+                &mut deal.meta
+            }),
+            RecordKind::Interaction | RecordKind::User => None,
+        };
+        if let Some(meta) = meta {
+            meta.version += 1;
+            meta.touch(at);
         }
     }
 
@@ -449,6 +474,7 @@ impl CrmModel {
             name: e.name.to_string(),
             department: e.department.to_string(),
             role: e.role,
+            email: e.email.as_ref().map(|e| e.as_str().to_owned()),
             registered_at: at.occurred_at,
             last_activity_at: None,
         });
@@ -666,7 +692,8 @@ impl CrmModel {
             | Event::AccountCreated(_)
             | Event::AccountUpdated(_)
             | Event::AccountArchived(_)
-            | Event::DealStageChanged(_) => {}
+            | Event::DealStageChanged(_)
+            | Event::ActivityImported(_) => {}
         }
     }
 

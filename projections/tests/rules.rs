@@ -128,6 +128,52 @@ fn never_updated_means_no_change_and_no_interaction_since_creation() {
 }
 
 #[test]
+fn imported_last_activity_resets_the_clocks_at_its_own_time_and_only_from_then() {
+    let mut history = History::default();
+    let migrated = history.contact(json!({"name": "Migrated"}), "admin", days_ago(400));
+    let imported = |kind, record_id| {
+        vec![domain::Event::ActivityImported(domain::ActivityImported {
+            kind,
+            record_id,
+        })]
+    };
+    history.record(
+        RecordKind::Contact,
+        migrated,
+        imported(RecordKind::Contact, migrated),
+        "admin",
+        days_ago(10),
+    );
+    let left = history.contact(json!({"name": "Left alone"}), "admin", days_ago(400));
+    let report = quality(&history);
+    assert_eq!(ids(&report.stale, |e| e.id), [left]);
+    assert_eq!(ids(&report.never_updated, |e| e.id), [left]);
+    let model = history.model();
+    let meta = &model.contacts[&migrated].meta;
+    assert_eq!((meta.version, meta.interaction_count), (2, 0));
+    assert_eq!((meta.last_touched_at, meta.updated_at), (days_ago(10), days_ago(400)));
+    assert_eq!(meta.last_touch.event_type, "ActivityImported");
+    // Before the activity happened, the record was as idle as the other.
+    let before = history.model_until(Some(days_ago(20)));
+    assert_eq!(before.contacts[&migrated].meta.last_touched_at, days_ago(400));
+    // A deal's rotting clock too, as a call would.
+    let acme = history.account(json!({"name": "Acme"}), "admin", days_ago(100));
+    let deal = history.deal(
+        json!({"title": "Old", "account_id": acme.to_string()}),
+        "admin",
+        days_ago(90),
+    );
+    history.record(
+        RecordKind::Deal,
+        deal,
+        imported(RecordKind::Deal, deal),
+        "admin",
+        days_ago(2),
+    );
+    assert_eq!(history.model().deals[&deal].last_activity.occurred_at, days_ago(2));
+}
+
+#[test]
 fn archived_records_leave_every_report() {
     let mut history = History::default();
     let account = history.account(json!({"name": "Gone Inc"}), "system", days_ago(300));

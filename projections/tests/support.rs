@@ -120,6 +120,7 @@ impl History {
             name: name.into(),
             department: department.into(),
             role: "member".into(),
+            email: None,
         };
         self.decide::<User>(RecordKind::User, id, command, "system", at);
         id

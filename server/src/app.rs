@@ -319,6 +319,7 @@ impl App {
         name: &str,
         department: &str,
         role: &str,
+        email: Option<&str>,
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Outcome, AppError> {
@@ -328,6 +329,7 @@ impl App {
             name: name.into(),
             department: department.into(),
             role: role.into(),
+            email: email.map(str::to_owned),
         };
         self.execute_new::<User>(RecordKind::User, user_id, &command, actor, now)
             .await
@@ -460,6 +462,32 @@ impl App {
             }
             RecordKind::Deal => {
                 self.execute::<Deal>(kind, id, &DealCommand::ArchiveDeal, expected, actor, now)
+                    .await
+            }
+            RecordKind::Interaction | RecordKind::User => Err(not_a_record(kind)),
+        }
+    }
+
+    /// Records the last activity a previous system knew of on a record, at
+    /// `at` (its business time): an import's `last_activity_at`.
+    pub async fn import_activity(
+        &self,
+        kind: RecordKind,
+        id: Uuid,
+        actor: &Actor,
+        at: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        match kind {
+            RecordKind::Contact => {
+                self.execute::<Contact>(kind, id, &ContactCommand::ImportActivity, None, actor, at)
+                    .await
+            }
+            RecordKind::Account => {
+                self.execute::<Account>(kind, id, &AccountCommand::ImportActivity, None, actor, at)
+                    .await
+            }
+            RecordKind::Deal => {
+                self.execute::<Deal>(kind, id, &DealCommand::ImportActivity, None, actor, at)
                     .await
             }
             RecordKind::Interaction | RecordKind::User => Err(not_a_record(kind)),

@@ -123,6 +123,13 @@ enum Command {
         /// a kept-alive connection idle.
         #[arg(long, env = "CRM_HEADER_TIMEOUT_SECS", default_value_t = crate::http::ConnectionLimits::default().header_timeout.as_secs())]
         header_timeout_secs: u64,
+        /// Bytes one import (`POST /v1/import/...`) may send; past it the
+        /// import stops with 413.
+        #[arg(long, env = "CRM_IMPORT_BYTES_MAX", default_value_t = crate::csv_io::Limits::default().bytes_max)]
+        import_bytes_max: u64,
+        /// Rows one import may hold; past it the import stops with 413.
+        #[arg(long, env = "CRM_IMPORT_ROWS_MAX", default_value_t = crate::csv_io::Limits::default().rows_max)]
+        import_rows_max: u64,
         #[command(flatten)]
         webhooks: WebhookArgs,
     },
@@ -136,8 +143,18 @@ enum Command {
         #[arg(long)]
         until: Option<chrono::NaiveDate>,
     },
-    /// Import records from a CSV file (a header row of field names).
-    Import { kind: RecordKind, file: std::path::PathBuf },
+    /// Import records from a CSV file: a header row naming the columns, by
+    /// our field names or through a mapping.
+    Import {
+        kind: RecordKind,
+        file: std::path::PathBuf,
+        /// What the file's columns hold: "First Name+Last Name=name,Email=email,Company Name=account".
+        #[arg(long)]
+        map: Option<String>,
+        /// A mapping file: one "Column=field" per line (examples in import-maps/).
+        #[arg(long)]
+        map_file: Option<std::path::PathBuf>,
+    },
     /// Export the current records of a kind as CSV to standard output.
     Export { kind: RecordKind },
     /// Manage users, the people who act.
@@ -334,6 +351,9 @@ enum UserCommand {
         /// admin, member or viewer.
         #[arg(long)]
         role: String,
+        /// How imports from another system name the user (as owner or actor).
+        #[arg(long)]
+        email: Option<String>,
     },
 }
 
@@ -346,6 +366,14 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     let json = cli.json;
     match execute(cli, &config).await {
+        Ok(output) if output.refused => {
+            if json {
+                println!("{}", output.value);
+            } else {
+                eprintln!("crm: {}", output.text);
+            }
+            ExitCode::from(1)
+        }
         Ok(output) => {
             print(&output, json);
             ExitCode::SUCCESS
@@ -365,6 +393,9 @@ pub async fn run(cli: Cli) -> ExitCode {
 struct Output {
     value: Value,
     text: String,
+    /// The answer says the operation failed (exit code 1), as `crm verify`
+    /// of an altered log does: printed as it is, in text or JSON.
+    refused: bool,
 }
 
 fn print(output: &Output, json: bool) {
@@ -509,24 +540,33 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
                 seed,
                 connections_max,
                 header_timeout_secs,
+                import_bytes_max,
+                import_rows_max,
                 webhooks,
             } => {
-                let limits = crate::http::ConnectionLimits {
-                    connections_max: connections_max.max(1),
-                    header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
+                let options = crate::serve::Options {
+                    connections: crate::http::ConnectionLimits {
+                        connections_max: connections_max.max(1),
+                        header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
+                    },
+                    webhooks: webhooks.options(),
+                    imports: crate::csv_io::Limits {
+                        bytes_max: import_bytes_max.max(1),
+                        rows_max: import_rows_max.max(1),
+                    },
                 };
-                serve(
-                    &app,
-                    addr,
-                    listener,
-                    demo.then_some((contacts, seed)),
-                    limits,
-                    webhooks.options(),
-                )
-                .await
+                serve(&app, addr, listener, demo.then_some((contacts, seed)), options).await
             }
             Command::Demo { contacts, seed, until } => demo(&store, contacts, seed, until).await,
-            Command::Import { kind, file } => import_file(&app, kind, &file, &actor).await,
+            Command::Import {
+                kind,
+                file,
+                map,
+                map_file,
+            } => {
+                let mapping = import_mapping(map.as_deref(), map_file.as_deref())?;
+                import_file(&app, kind, &file, &mapping, &actor).await
+            }
             Command::Export { kind } => export(&store, kind, json).await,
             Command::Create { kind, fields } => changed(app.create(kind, &parse_input(&fields)?, &actor, now).await),
             Command::Update {
@@ -582,12 +622,14 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
             } => crate::read_bench::read_side(&store, &app.rules.pipeline, repeat, now)
                 .await
                 .map(|report| Output {
+                    refused: false,
                     text: report.to_string(),
                     value: serde_json::to_value(&report).unwrap_or(Value::Null),
                 }),
             Command::Bench { clients, appends, .. } => crate::bench::append_throughput(&store, clients, appends)
                 .await
                 .map(|report| Output {
+                    refused: false,
                     text: report.to_string(),
                     value: serde_json::to_value(&report).unwrap_or(Value::Null),
                 }),
@@ -611,14 +653,19 @@ async fn acting_user(app: &App, user_id: Option<Uuid>) -> Result<Actor, String> 
 
 async fn user(app: &App, command: UserCommand, actor: &Actor, now: chrono::DateTime<Utc>) -> Result<Output, String> {
     let (user_id, registered) = match command {
-        UserCommand::Add { name, department, role } => {
+        UserCommand::Add {
+            name,
+            department,
+            role,
+            email,
+        } => {
             let outcome = app
-                .register_user(&name, &department, &role, actor, now)
+                .register_user(&name, &department, &role, email.as_deref(), actor, now)
                 .await
                 .map_err(describe)?;
             (
                 outcome.id,
-                Some(json!({"name": name, "department": department, "role": role})),
+                Some(json!({"name": name, "department": department, "role": role, "email": email})),
             )
         }
         UserCommand::Revoke { token_id } => {
@@ -629,6 +676,7 @@ async fn user(app: &App, command: UserCommand, actor: &Actor, now: chrono::DateT
                 return Err(format!("no valid token has the id {token_id}"));
             }
             return Ok(Output {
+                refused: false,
                 value: json!({"revoked": token_id}),
                 text: format!("token {token_id} revoked"),
             });
@@ -654,6 +702,7 @@ async fn user(app: &App, command: UserCommand, actor: &Actor, now: chrono::DateT
         String::new()
     };
     Ok(Output {
+        refused: false,
         value,
         text: format!("{registered_line}token (shown this once): {}", token.token),
     })
@@ -664,16 +713,16 @@ async fn serve(
     addr: std::net::SocketAddr,
     listener: Option<tokio::net::TcpListener>,
     demo: Option<(usize, u64)>,
-    limits: crate::http::ConnectionLimits,
-    webhooks: crate::webhooks::Options,
+    options: crate::serve::Options,
 ) -> Result<Output, String> {
     if let Some((contacts, seed)) = demo
         && app.store.head().await.map_err(|e| e.to_string())? == 0
     {
         run_demo(&app.store, contacts, seed, None).await?;
     }
-    crate::serve::run(app.clone(), addr, listener, limits, webhooks).await?;
+    crate::serve::run(app.clone(), addr, listener, options).await?;
     Ok(Output {
+        refused: false,
         value: json!({"stopped": true}),
         text: String::new(),
     })
@@ -696,6 +745,7 @@ async fn demo(store: &Store, contacts: usize, seed: u64, until: Option<chrono::N
         .await
         .map_err(|e| format!("cannot fold the demo into the read models: {e}"))?;
     Ok(Output {
+        refused: false,
         text: format!(
             "demo history written: {} events; {} users, {} accounts, {} contacts, {} deals, {} interactions",
             report.events, report.users, report.accounts, report.contacts, report.deals, report.interactions
@@ -719,6 +769,7 @@ async fn export(store: &Store, kind: RecordKind, json: bool) -> Result<Output, S
         }
         let text = String::from_utf8(csv).map_err(|e| e.to_string())?;
         return Ok(Output {
+            refused: false,
             value: json!({"csv": text}),
             text: String::new(),
         });
@@ -731,6 +782,7 @@ async fn export(store: &Store, kind: RecordKind, json: bool) -> Result<Output, S
     }
     out.flush().map_err(|e| format!("cannot write the export: {e}"))?;
     Ok(Output {
+        refused: false,
         value: Value::Null,
         text: String::new(),
     })
@@ -743,6 +795,7 @@ async fn history(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, St
         .map_err(|e| e.to_string())?;
     let value = serde_json::to_value(&entries).unwrap_or(Value::Null);
     Ok(Output {
+        refused: false,
         text: crate::render::history(&value, &people(&projector).await?),
         value: json!({"items": value}),
     })
@@ -755,6 +808,7 @@ async fn timeline(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, S
         .map_err(|e| e.to_string())?;
     let value = serde_json::to_value(&items).unwrap_or(Value::Null);
     Ok(Output {
+        refused: false,
         text: crate::render::timeline(&value, &people(&projector).await?),
         value: json!({"items": value}),
     })
@@ -768,6 +822,7 @@ async fn audit(store: &Store, filter: eventstore::LogFilter, after: u64, limit: 
         .map_err(|e| e.to_string())?;
     let value = json!({"items": items, "next_cursor": next});
     Ok(Output {
+        refused: false,
         text: crate::render::audit(&value, &people(&projector).await?),
         value,
     })
@@ -787,6 +842,7 @@ async fn rebuild(store: &Store, rows_in_memory: usize) -> Result<Output, String>
     bar.finish_and_clear();
     let report = report.map_err(|e| e.to_string())?;
     Ok(Output {
+        refused: false,
         value: json!({"events": report.events, "millis": report.millis}),
         text: format!(
             "rebuilt the read models from {} events in {} ms",
@@ -827,32 +883,80 @@ async fn run_demo(
     report
 }
 
-async fn import_file(app: &App, kind: RecordKind, file: &std::path::Path, actor: &Actor) -> Result<Output, String> {
+/// The mapping `--map` and `--map-file` name together (the file's first).
+fn import_mapping(map: Option<&str>, file: Option<&std::path::Path>) -> Result<crate::csv_io::Mapping, String> {
+    let mut mapping = crate::csv_io::Mapping::default();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        mapping = crate::csv_io::Mapping::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    }
+    if let Some(map) = map {
+        mapping = mapping.and(crate::csv_io::Mapping::parse(map).map_err(|e| format!("--map: {e}"))?);
+    }
+    Ok(mapping)
+}
+
+async fn import_file(
+    app: &App,
+    kind: RecordKind,
+    file: &std::path::Path,
+    mapping: &crate::csv_io::Mapping,
+    actor: &Actor,
+) -> Result<Output, String> {
+    use crate::csv_io::ImportError;
     let reader = std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let projector = projector(&app.store).await?;
     let (rows, received) = crate::csv_io::row_channel();
     let parser = tokio::task::spawn_blocking(move || crate::csv_io::parse_rows(std::io::BufReader::new(reader), &rows));
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_message(format!("importing {kind}s"));
-    let report = crate::csv_io::import(app, &projector, kind, received, actor, |n| bar.set_position(n))
-        .await
-        .map_err(describe);
+    let request = crate::csv_io::ImportRequest {
+        kind,
+        mapping,
+        limits: crate::csv_io::Limits {
+            bytes_max: u64::MAX,
+            rows_max: u64::MAX,
+        },
+        actor,
+    };
+    let report = crate::csv_io::import(app, &projector, request, received, |n| bar.set_position(n)).await;
     bar.finish_and_clear();
-    let report = report?;
     parser.await.map_err(|e| e.to_string())?;
+    let report = match report {
+        Ok(report) => report,
+        Err(ImportError::Header(problem)) => {
+            let mut text = format!("{}: {}", file.display(), problem.message);
+            if !problem.understood.is_empty() {
+                text += &format!("\n  understood: {}", problem.understood.join(", "));
+            }
+            if !problem.not_understood.is_empty() {
+                text += &format!("\n  not understood: {}", problem.not_understood.join(", "));
+            }
+            return Err(text);
+        }
+        Err(ImportError::Failed(error)) => return Err(describe(error)),
+        Err(other) => return Err(format!("{}: {other}", file.display())),
+    };
     let mut text = format!(
-        "{} created, {} updated, {} unchanged, {} errors",
-        report.created,
-        report.updated,
-        report.unchanged,
-        report.errors.len()
+        "{} rows: {} created, {} updated, {} unchanged, {} errors",
+        report.rows, report.created, report.updated, report.unchanged, report.failed
     );
+    if !report.ignored_columns.is_empty() {
+        text += &format!("\n  columns left out: {}", report.ignored_columns.join(", "));
+    }
     for error in &report.errors {
         text += &format!("\n  line {}: {}", error.line, error.message);
     }
+    if report.failed > report.errors.len() as u64 {
+        text += &format!("\n  ... and {} more", report.failed - report.errors.len() as u64);
+    }
     let value = serde_json::to_value(&report).unwrap_or(Value::Null);
-    if report.errors.is_empty() {
-        Ok(Output { value, text })
+    if report.failed == 0 {
+        Ok(Output {
+            value,
+            text,
+            refused: false,
+        })
     } else {
         Err(text)
     }
@@ -959,6 +1063,7 @@ async fn run_report(
         .await
         .map_err(|e| e.to_string())?;
     Ok(Output {
+        refused: false,
         text: render(&value),
         value,
     })
@@ -981,7 +1086,11 @@ fn changed(outcome: Result<Outcome, AppError>) -> Result<Output, String> {
         "changed": outcome.appended.is_some(),
         "positions": outcome.appended.map(|a| [a.first_position, a.last_position]),
     });
-    Ok(Output { value, text })
+    Ok(Output {
+        value,
+        text,
+        refused: false,
+    })
 }
 
 async fn show(app: &App, kind: RecordKind, id: Uuid) -> Result<Output, String> {
@@ -995,6 +1104,7 @@ async fn show(app: &App, kind: RecordKind, id: Uuid) -> Result<Output, String> {
             .ok_or_else(|| format!("no {kind} has the id {id}"))?;
         let names = names_in(&projector, &view).await?;
         return Ok(Output {
+            refused: false,
             text: crate::render::record(&view, &names),
             value: view,
         });
@@ -1031,7 +1141,11 @@ async fn show(app: &App, kind: RecordKind, id: Uuid) -> Result<Output, String> {
     }
     let value = json!({"kind": kind, "id": id, "version": version, "archived": archived, "fields": fields});
     let text = serde_json::to_string_pretty(&value).unwrap_or_default();
-    Ok(Output { value, text })
+    Ok(Output {
+        value,
+        text,
+        refused: false,
+    })
 }
 
 /// Everyone's name and department, by id.
@@ -1082,6 +1196,7 @@ async fn events(store: &Store, after: u64, limit: usize) -> Result<Output, Strin
         .collect::<Vec<_>>()
         .join("\n");
     Ok(Output {
+        refused: false,
         value: json!({"items": items}),
         text,
     })
@@ -1089,19 +1204,23 @@ async fn events(store: &Store, after: u64, limit: usize) -> Result<Output, Strin
 
 async fn verify(store: &Store) -> Result<Output, String> {
     let report = store.verify().await.map_err(|e| e.to_string())?;
-    if !report.ok {
-        return Err(format!(
-            "the log fails verification: the event at position {} was altered or removed ({} events before it are intact)",
-            report.first_bad_position.unwrap_or_default(),
+    // The same object as `GET /v1/admin/verify`, passed or not.
+    let value = json!({"ok": report.ok, "events": report.events, "first_bad_position": report.first_bad_position, "head_hash": report.head_hash});
+    let text = match report.first_bad_position {
+        Some(position) if !report.ok => format!(
+            "the log fails verification: the event at position {position} was altered or removed ({} events before it are intact)",
             report.events
-        ));
-    }
-    Ok(Output {
-        value: json!({"ok": true, "events": report.events, "first_bad_position": null, "head_hash": report.head_hash}),
-        text: format!(
+        ),
+        _ if !report.ok => "the log fails verification".to_owned(),
+        _ => format!(
             "ok: {} events, chain intact; head hash {}",
             report.events, report.head_hash
         ),
+    };
+    Ok(Output {
+        value,
+        text,
+        refused: !report.ok,
     })
 }
 

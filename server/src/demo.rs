@@ -270,6 +270,7 @@ impl Builder {
                     name: name.clone(),
                     department: department.clone(),
                     role: "member".into(),
+                    email: None,
                 };
                 let events = User::default().decide(&command, &rules).unwrap_or_default();
                 self.push(RecordKind::User, *id, events, *id, at);

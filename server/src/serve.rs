@@ -23,7 +23,7 @@ pub async fn ensure_admin(app: &App, projector: &Projector) -> Result<Option<Str
         return Ok(None);
     }
     let outcome = app
-        .register_user("Administrator", "IT", "admin", &Actor::system(), Utc::now())
+        .register_user("Administrator", "IT", "admin", None, &Actor::system(), Utc::now())
         .await
         .map_err(|e| e.to_string())?;
     let token = crate::auth::issue(&app.store, outcome.id)
@@ -54,14 +54,21 @@ async fn stop_signal() {
     let _ = ctrl_c.await;
 }
 
+/// How a server serves: its connections, webhook deliveries and imports.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub connections: http::ConnectionLimits,
+    pub webhooks: crate::webhooks::Options,
+    pub imports: crate::csv_io::Limits,
+}
+
 /// Serves on `listener` if the caller already listens (it answered 503
 /// while the database was down), else on a new one bound to `addr`.
 pub async fn run(
     app: App,
     addr: SocketAddr,
     listener: Option<tokio::net::TcpListener>,
-    limits: http::ConnectionLimits,
-    webhooks: crate::webhooks::Options,
+    options: Options,
 ) -> Result<(), String> {
     let projector = Projector::open(app.store.clone())
         .await
@@ -91,7 +98,8 @@ pub async fn run(
     let table = crate::webhooks::Table::open(app.store.url(), app.store.schema(), app.store.connect_wait())
         .await
         .map_err(|e| format!("cannot open the webhook tables: {e}"))?;
-    let dispatcher = crate::webhooks::Dispatcher::new(table, app.store.clone(), webhooks).map_err(|e| e.to_string())?;
+    let dispatcher =
+        crate::webhooks::Dispatcher::new(table, app.store.clone(), options.webhooks).map_err(|e| e.to_string())?;
     let delivering = tokio::spawn(Arc::clone(&dispatcher).run(shutdown.clone()));
     let state = AppState {
         app: app.clone(),
@@ -99,8 +107,9 @@ pub async fn run(
         shutdown: shutdown.clone(),
         metrics: http::metrics::install(),
         webhooks: Some(dispatcher),
+        imports: options.imports,
     };
-    let served = http::serve(listener, state, shutdown, limits).await;
+    let served = http::serve(listener, state, shutdown, options.connections).await;
     let _ = live.await;
     let _ = delivering.await;
     app.store.close().await;

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 
 use eventstore::testing::TestDatabase;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn crm(database: &TestDatabase, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_crm-blackbox"));
@@ -88,6 +88,16 @@ fn verify_fails_with_exit_1_and_names_the_altered_position() {
     assert_eq!(broken.status.code(), Some(1));
     let message = String::from_utf8_lossy(&broken.stderr);
     assert!(message.contains("position 2"), "{message}");
+    // With --json, the object GET /v1/admin/verify answers, and still exit 1.
+    let broken = crm(&database, &["verify", "--json"]);
+    assert_eq!(broken.status.code(), Some(1));
+    let report = json(&broken);
+    assert_eq!(
+        (&report["ok"], &report["first_bad_position"], &report["events"]),
+        (&json!(false), &json!(2), &json!(1)),
+        "{report}"
+    );
+    assert!(report.get("head_hash").is_some(), "{report}");
 }
 
 #[test]
@@ -341,4 +351,163 @@ fn show_prints_a_record_for_people_and_the_http_view_as_json() {
     let missing = crm(&database, &["show", "deal", &account_id]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no deal has the id"));
+}
+
+/// The example exports of `import-maps/samples` and their mapping files.
+fn example(name: &str) -> String {
+    format!("{}/../import-maps/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A migration from HubSpot and from Salesforce, three commands each, with
+/// the shipped mapping files and exports in those systems' own columns:
+/// references resolve by name, domain, email and the other system's ids;
+/// what the old system knew (created, closed, last activity) is kept; a
+/// second run changes nothing.
+#[test]
+fn hubspot_and_salesforce_exports_migrate_with_their_mapping_files() {
+    let database = TestDatabase::sqlite();
+    let mut users = Vec::new();
+    for (name, email) in [("Jane Doe", "jane@example.com"), ("Raj Patel", "raj@example.com")] {
+        let args = [
+            "user",
+            "add",
+            "--name",
+            name,
+            "--department",
+            "Sales",
+            "--role",
+            "member",
+            "--email",
+            email,
+            "--json",
+        ];
+        let added = crm(&database, &args);
+        assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+        users.push(json(&added)["id"].as_str().expect("an id").to_owned());
+    }
+    let migration = [
+        ("accounts", "hubspot-companies", 3, vec!["Number of Employees", "City"]),
+        ("contacts", "hubspot-contacts", 3, vec!["Marketing emails opened"]),
+        ("deals", "hubspot-deals", 3, vec!["Pipeline"]),
+        ("accounts", "salesforce-accounts", 2, vec!["Billing City", "Type"]),
+        (
+            "contacts",
+            "salesforce-contacts",
+            2,
+            vec!["Account Name", "Mailing City"],
+        ),
+        ("deals", "salesforce-opportunities", 2, vec!["Probability (%)", "Type"]),
+    ];
+    for round in ["first", "second"] {
+        for (kind, name, rows, ignored) in &migration {
+            let file = example(&format!("samples/{name}.csv"));
+            let map = example(&format!("{name}.map"));
+            let output = crm(&database, &["import", kind, &file, "--map-file", &map, "--json"]);
+            assert!(
+                output.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let report = json(&output);
+            let counted = if round == "first" { "created" } else { "unchanged" };
+            assert_eq!(
+                (&report[counted], &report["failed"]),
+                (&json!(rows), &json!(0)),
+                "{round} {name}: {report}"
+            );
+            assert_eq!(report["ignored_columns"], json!(ignored), "{name}: {report}");
+        }
+    }
+    let records = |kind: &str| -> Vec<std::collections::HashMap<String, String>> {
+        let output = crm(&database, &["export", kind]);
+        assert!(output.status.success());
+        let mut reader = csv::Reader::from_reader(output.stdout.as_slice());
+        reader.deserialize().map(|row| row.expect("a CSV row")).collect()
+    };
+    let find = |rows: &[std::collections::HashMap<String, String>], external_id: &str| {
+        rows.iter()
+            .find(|row| row["external_id"] == external_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{external_id} was imported"))
+    };
+    let accounts = records("accounts");
+    let (contacts, deals) = (records("contacts"), records("deals"));
+    let globex = find(&accounts, "9003");
+    let hank = find(&contacts, "503");
+    assert_eq!(hank["name"], "Hank Scorpio", "First Name + Last Name");
+    assert_eq!(hank["account_id"], globex["id"], "the company by its domain");
+    assert_eq!(hank["owner_id"], users[0], "the owner by email");
+    assert_eq!(hank["lifecycle_stage"], "prospect", "HubSpot's stage translated");
+    assert_eq!(find(&accounts, "001Hs00001AbCdE")["domain"], "umbrella.com");
+    let pilot = find(&deals, "7002");
+    assert_eq!(
+        (
+            pilot["status"].as_str(),
+            pilot["amount_value_minor"].as_str(),
+            pilot["owner_id"].as_str()
+        ),
+        ("won", "1250050", users[1].as_str()),
+        "Closed Won closes the deal; 12500.50 USD in cents; the owner by name"
+    );
+    let stark = find(&deals, "006Hs00003FgHiJ");
+    assert_eq!(
+        (
+            stark["created_at"].as_str(),
+            stark["expected_close"].as_str(),
+            stark["account_id"].as_str()
+        ),
+        (
+            "2025-02-01T00:00:00Z",
+            "2025-06-30",
+            find(&accounts, "001Hs00001FgHiJ")["id"].as_str()
+        ),
+        "US dates read with the map's @date_format; the account by Salesforce's ID"
+    );
+    // As of a week after the exports, what the old systems knew of last
+    // activity keeps Ada, Hank and Alice off the stale list.
+    let quality = json(&crm(
+        &database,
+        &["report", "data-quality", "--as-of", "2025-12-01", "--json"],
+    ));
+    let mut stale: Vec<&str> = quality["stale"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|entry| entry["kind"] == "contact")
+        .filter_map(|entry| entry["name"].as_str())
+        .collect();
+    stale.sort_unstable();
+    assert_eq!(stale, ["Pepper Potts", "Peter Gibbons"], "{quality}");
+}
+
+/// A header that says nothing we know, or a file that is no CSV, is
+/// refused before any row: the columns understood and not are named.
+#[test]
+fn an_import_whose_columns_are_not_understood_is_refused_and_writes_nothing() {
+    let database = TestDatabase::sqlite();
+    let directory = std::env::temp_dir().join(format!("crm-import-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&directory).expect("a directory");
+    let file = directory.join("contacts.csv");
+    std::fs::write(&file, "Name,E-mail\r\nAda,ada@example.com\r\n").expect("written");
+    let file = file.to_string_lossy().into_owned();
+    let refused = crm(&database, &["import", "contacts", &file]);
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("understood: Name -> name") && message.contains("not understood: E-mail"),
+        "{message}"
+    );
+    let mapped = crm(
+        &database,
+        &["import", "contacts", &file, "--map", "E-mail=email", "--json"],
+    );
+    assert!(mapped.status.success(), "{}", String::from_utf8_lossy(&mapped.stderr));
+    assert_eq!(json(&mapped)["created"], 1);
+    let events = json(&crm(&database, &["events", "--json"]));
+    assert_eq!(
+        events["items"].as_array().map(Vec::len),
+        Some(1),
+        "only the mapped import wrote"
+    );
+    let _ = std::fs::remove_dir_all(&directory);
 }

@@ -107,6 +107,108 @@ async fn half_sent_requests_are_cut_off_and_never_lock_out_a_new_client() {
     assert_eq!(status, StatusCode::OK, "the slots are free again");
 }
 
+/// An import refuses a header it cannot read (400, with its columns) and
+/// stops at its caps (413, with what it imported before); a mapping given
+/// as a parameter reads another system's columns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imports_refuse_headers_they_cannot_read_and_stop_at_their_caps() {
+    let server = Server::start_with_args(
+        TestDatabase::sqlite(),
+        None,
+        &["--import-rows-max", "3", "--import-bytes-max", "4000"],
+    )
+    .await;
+    let post = |query: &str, body: reqwest::Body| {
+        server
+            .client
+            .post(format!("{}/v1/import/contacts{query}", server.base))
+            .bearer_auth(&server.admin)
+            .body(body)
+            .send()
+    };
+    let before = server.n_events().await;
+    for (body, understood, not_understood) in [
+        (
+            "Full Name,E-mail\nAda,ada@example.com\n",
+            json!([]),
+            json!(["Full Name", "E-mail"]),
+        ),
+        ("name,E-mail\nAda,ada@example.com\n", json!(["name"]), json!(["E-mail"])),
+        ("{\"name\": \"Ada\"}", json!([]), json!(["{\"name\": \"Ada\"}"])),
+    ] {
+        let response = post("", body.into()).await.expect("answer");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        let problem: Value = response.json().await.expect("a problem");
+        assert_eq!(
+            problem["type"], "https://crm.invalid/problems/unreadable-import",
+            "{problem}"
+        );
+        assert_eq!(
+            (&problem["understood_columns"], &problem["not_understood_columns"]),
+            (&understood, &not_understood),
+            "{problem}"
+        );
+    }
+    assert_eq!(server.n_events().await, before, "a refused header imports nothing");
+    let mapped = post(
+        "?map=Full%20Name%3Dname%2CE-mail%3Demail%2CNotes%3D",
+        "Full Name,E-mail,Notes\nAda Lovelace,ada@example.com,x\n".into(),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(mapped.status(), StatusCode::OK);
+    let report: Value = mapped.json().await.expect("a report");
+    assert_eq!(
+        (&report["created"], &report["ignored_columns"]),
+        (&json!(1), &json!(["Notes"])),
+        "{report}"
+    );
+    let bad_map = post("?map=no%20equals%20sign", "name\nAda\n".into())
+        .await
+        .expect("answer");
+    assert_eq!(bad_map.status(), StatusCode::BAD_REQUEST);
+    // Four rows against a cap of three: the first three stay imported.
+    let rows: String = (0..4).fold("external_id,name\n".to_owned(), |csv, n| {
+        csv + &format!("R-{n},Row {n}\n")
+    });
+    let response = post("", rows.into()).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let problem: Value = response.json().await.expect("a problem");
+    assert_eq!(
+        (&problem["rows_max"], &problem["imported"]["created"]),
+        (&json!(3), &json!(3)),
+        "{problem}"
+    );
+    // Past the byte cap: refused whole when the length says so, and cut
+    // off where it is crossed when the body streams without one.
+    let big = format!("name,title\nAda,{}\n", "x".repeat(5_000));
+    let response = post("", big.clone().into()).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let problem: Value = response.json().await.expect("a problem");
+    assert_eq!(problem["imported"]["rows"], 0, "{problem}");
+    let chunks = futures_util::stream::iter(
+        big.into_bytes()
+            .chunks(500)
+            .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let response = post("", reqwest::Body::wrap_stream(chunks)).await.expect("answer");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let problem: Value = response.json().await.expect("a problem");
+    assert_eq!(
+        (&problem["bytes_max"], &problem["imported"]["rows"]),
+        (&json!(4000), &json!(0)),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.contains("4000 bytes")),
+        "{problem}"
+    );
+    let (status, _) = server.admin(Method::GET, "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK, "the server serves on");
+}
+
 /// An export walks the records a page at a time (1,000): one of several
 /// pages has every live record once, in the columns an import takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2525,6 +2627,26 @@ async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server:
     assert_eq!(
         accounts["items"][0]["created_at"], "2019-05-01T00:00:00Z",
         "legacy history kept"
+    );
+    // Deals, closed ones among them, come back unchanged too: a closed
+    // deal's row names the stage it closed in, which is no move.
+    let deals = "external_id,title,account_external_id,stage,status,amount_value_minor,amount_currency,closed_at\n\
+                 D-1,Won one,A-1,proposal,won,100000,EUR,2020-01-10\nD-2,Open one,A-3,qualified,open,,,\n";
+    let first = server.import_csv("deals", deals.into()).await;
+    assert_eq!((&first["created"], &first["failed"]), (&json!(2), &json!(0)), "{first}");
+    let before = server.n_events().await;
+    for csv in [deals.to_owned(), server.export_csv("deals").await] {
+        let again = server.import_csv("deals", csv).await;
+        assert_eq!(
+            (&again["unchanged"], &again["failed"]),
+            (&json!(2), &json!(0)),
+            "{again}"
+        );
+    }
+    assert_eq!(
+        server.n_events().await,
+        before,
+        "a deals file imported twice changes nothing"
     );
 }
 

@@ -26,7 +26,7 @@ pub async fn create_user(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     if let Some(unknown) = input
         .keys()
-        .find(|k| !["name", "department", "role"].contains(&k.as_str()))
+        .find(|k| !["name", "department", "role", "email"].contains(&k.as_str()))
     {
         return Err(ApiError::validation(vec![domain::FieldError::new(
             unknown,
@@ -38,27 +38,37 @@ pub async fn create_user(
         required_text(&input, "department"),
         required_text(&input, "role"),
     );
+    let email = match input.get("email") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(email)) => Some(email.as_str()),
+        Some(_) => {
+            return Err(ApiError::validation(vec![domain::FieldError::new(
+                "email",
+                "must be a string",
+            )]));
+        }
+    };
     let outcome = state
         .app
-        .register_user(name, department, role, &admin.actor, Utc::now())
+        .register_user(name, department, role, email, &admin.actor, Utc::now())
         .await?;
     let token = crate::auth::issue(&state.app.store, outcome.id).await?;
     if let Some(appended) = outcome.appended {
         state.projector.wait_until(appended.last_position).await?;
     }
-    let body = json!({"id": outcome.id, "name": name.trim(), "department": department.trim(), "role": role.trim(), "token": token.token});
+    let body = json!({"id": outcome.id, "name": name.trim(), "department": department.trim(), "role": role.trim(), "email": email.map(str::trim), "token": token.token});
     Ok((StatusCode::CREATED, Json(body)))
 }
 
 #[utoipa::path(get, path = "/v1/users", tag = "admin",
-    responses((status = 200, description = "{\"items\": [{id, name, department, role, last_activity_at}]}", body = Object)),
+    responses((status = 200, description = "{\"items\": [{id, name, department, role, email, last_activity_at}]}", body = Object)),
     security(("bearer" = [])))]
 pub async fn list_users(State(state): State<AppState>, _reader: Reader) -> Result<Json<Value>, ApiError> {
     let model = state.projector.users().await?;
     let users: Vec<Value> = model
         .users
         .values()
-        .map(|u| json!({"id": u.id, "name": u.name, "department": u.department, "role": u.role, "last_activity_at": u.last_activity_at}))
+        .map(|u| json!({"id": u.id, "name": u.name, "department": u.department, "role": u.role, "email": u.email, "last_activity_at": u.last_activity_at}))
         .collect();
     Ok(Json(json!({ "items": users })))
 }

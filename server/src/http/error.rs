@@ -34,6 +34,9 @@ pub struct ApiError {
     slug: &'static str,
     detail: String,
     errors: Vec<FieldError>,
+    /// Members beyond the standard ones (RFC 9457 section 3.2), such as an
+    /// import's columns: added to the problem object as they are.
+    extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -43,7 +46,15 @@ impl ApiError {
             slug,
             detail: detail.into(),
             errors: Vec::new(),
+            extensions: serde_json::Map::new(),
         }
+    }
+
+    /// The problem with an extension member `name`.
+    pub fn with(mut self, name: &str, value: impl Serialize) -> Self {
+        self.extensions
+            .insert(name.to_owned(), serde_json::to_value(value).unwrap_or_default());
+        self
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -70,10 +81,8 @@ impl ApiError {
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         let detail = format!("fix these fields: {}", fields.join(", "));
         Self {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            slug: "validation",
-            detail,
             errors,
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail)
         }
     }
 
@@ -115,7 +124,13 @@ impl IntoResponse for ApiError {
             detail: self.detail,
             errors: self.errors,
         };
-        let mut response = (self.status, axum::Json(problem)).into_response();
+        let mut body = serde_json::to_value(problem).unwrap_or_default();
+        if let Some(object) = body.as_object_mut() {
+            for (name, value) in self.extensions {
+                object.entry(name).or_insert(value);
+            }
+        }
+        let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -190,13 +205,11 @@ impl From<AppError> for ApiError {
             ),
             AppError::Store(error) => error.into(),
             AppError::Taken { kind, holder, .. } => Self {
-                status: StatusCode::CONFLICT,
-                slug: "external-id-taken",
-                detail: error.to_string(),
                 errors: vec![FieldError::new(
                     "external_id",
                     format!("already used by {kind} {holder}"),
                 )],
+                ..Self::new(StatusCode::CONFLICT, "external-id-taken", error.to_string())
             },
             AppError::Unavailable(_) => Self::unavailable(&error),
             AppError::Unreadable { .. } | AppError::ReadModel(_) => Self::internal(&error),

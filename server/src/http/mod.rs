@@ -53,6 +53,8 @@ pub struct AppState {
     /// Webhook subscriptions and their delivery; none where this server
     /// does not deliver them.
     pub webhooks: Option<Arc<crate::webhooks::Dispatcher>>,
+    /// The caps of one import.
+    pub imports: crate::csv_io::Limits,
 }
 
 impl std::fmt::Debug for AppState {
