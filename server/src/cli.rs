@@ -919,7 +919,10 @@ async fn import_file(
         },
         actor,
     };
-    let report = crate::csv_io::import(app, &projector, request, received, |n| bar.set_position(n)).await;
+    let report = crate::csv_io::import(app, &projector, request, received, |report| {
+        bar.set_position(report.rows)
+    })
+    .await;
     bar.finish_and_clear();
     parser.await.map_err(|e| e.to_string())?;
     let report = match report {

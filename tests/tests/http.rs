@@ -164,6 +164,35 @@ async fn imports_refuse_headers_they_cannot_read_and_stop_at_their_caps() {
         (&json!(1), &json!(["Notes"])),
         "{report}"
     );
+    // Progress as it goes, one JSON line a second, then the report; a
+    // refused header is still its status.
+    let streamed = |body: &'static str| {
+        server
+            .client
+            .post(format!("{}/v1/import/contacts", server.base))
+            .bearer_auth(&server.admin)
+            .header("accept", "application/x-ndjson")
+            .body(body)
+            .send()
+    };
+    let response = streamed("external_id,name\nS-1,Streamed One\nS-2,\n")
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let text = response.text().await.expect("lines");
+    let last: Value = serde_json::from_str(text.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(
+        (
+            &last["report"]["created"],
+            &last["report"]["failed"],
+            &last["report"]["errors"][0]["line"]
+        ),
+        (&json!(1), &json!(1), &json!(3)),
+        "{text}"
+    );
+    let response = streamed("Full Name\nAda\n").await.expect("answer");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let bad_map = post("?map=no%20equals%20sign", "name\nAda\n".into())
         .await
         .expect("answer");

@@ -383,13 +383,14 @@ pub struct ImportRequest<'a> {
     pub actor: &'a Actor,
 }
 
-/// Imports the rows `parse_rows` sends, one command per row.
+/// Imports the rows `parse_rows` sends, one command per row. `progress`
+/// sees the report once the header is accepted and after every row.
 pub async fn import(
     app: &App,
     projector: &Projector,
     request: ImportRequest<'_>,
     mut rows: mpsc::Receiver<Parsed>,
-    mut progress: impl FnMut(u64),
+    mut progress: impl FnMut(&ImportReport),
 ) -> Result<ImportReport, ImportError> {
     let ImportRequest {
         kind,
@@ -423,6 +424,7 @@ pub async fn import(
         ignored_columns: plan.ignored.clone(),
         ..ImportReport::default()
     };
+    progress(&report);
     let mut resolver = Resolver::default();
     while let Some(parsed) = rows.recv().await {
         let (line, record) = match parsed {
@@ -442,7 +444,6 @@ pub async fn import(
             });
         }
         report.rows += 1;
-        progress(report.rows);
         let row = Row {
             kind,
             cells: plan.cells(&record),
@@ -456,6 +457,7 @@ pub async fn import(
             Err(RowError::Refused(message)) => report.refused(LineError { line, message }),
             Err(RowError::Failed(error)) => return Err(error.into()),
         }
+        progress(&report);
     }
     Ok(report)
 }

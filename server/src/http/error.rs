@@ -109,17 +109,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
-}
 
-/// Seconds a 503 asks the client to wait before retrying.
-pub const RETRY_AFTER_SECS: u64 = 5;
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let title = self.status.canonical_reason().unwrap_or("Error").to_owned();
+    /// The problem object a response carries, extension members included:
+    /// also what a streamed answer (an import's progress) ends with.
+    pub fn into_problem(self) -> serde_json::Value {
         let problem = Problem {
             problem_type: format!("https://crm.invalid/problems/{}", self.slug),
-            title,
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail,
             errors: self.errors,
@@ -130,17 +126,27 @@ impl IntoResponse for ApiError {
                 object.entry(name).or_insert(value);
             }
         }
-        let mut response = (self.status, axum::Json(body)).into_response();
+        body
+    }
+}
+
+/// Seconds a 503 asks the client to wait before retrying.
+pub const RETRY_AFTER_SECS: u64 = 5;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let mut response = (status, axum::Json(self.into_problem())).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
-        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body is never read, so this connection cannot
             // carry another request: say so, or a client's next request on
             // it fails half-way.

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::RecordKind;
 use futures_util::{StreamExt, TryStreamExt};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use super::AppState;
@@ -37,10 +37,45 @@ pub struct ImportParams {
     map: Option<String>,
 }
 
+/// How often a streamed import reports its progress.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a streamed import's progress lines count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+struct Progress {
+    rows: u64,
+    created: u64,
+    updated: u64,
+    unchanged: u64,
+    failed: u64,
+}
+
+impl From<&csv_io::ImportReport> for Progress {
+    fn from(report: &csv_io::ImportReport) -> Self {
+        Self {
+            rows: report.rows,
+            created: report.created,
+            updated: report.updated,
+            unchanged: report.unchanged,
+            failed: report.failed,
+        }
+    }
+}
+
+/// Aborts the import's task when the answer is dropped (the client hung
+/// up): the rows not yet written are never written.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[utoipa::path(post, path = "/v1/import/{kind}", tag = "admin",
     params(("kind" = String, Path, description = "contacts, accounts, deals or interactions"), ImportParams),
     request_body(content = String, content_type = "text/csv", description = "a header row naming the columns, then one record per row"),
-    responses((status = 200, description = "{\"rows\", \"created\", \"updated\", \"unchanged\", \"failed\", \"errors\": [{\"line\", \"message\"}], \"ignored_columns\"}", body = Object),
+    responses((status = 200, description = "{\"rows\", \"created\", \"updated\", \"unchanged\", \"failed\", \"errors\": [{\"line\", \"message\"}], \"ignored_columns\"}. With `Accept: application/x-ndjson`, one JSON line a second as it goes, `{\"progress\": {rows, created, updated, unchanged, failed}}`, then `{\"report\": ...}` or `{\"problem\": ...}` (what the status would have said)", body = Object),
               (status = 400, description = "a header (or mapping) that explains no column, or a column it does not know: `understood_columns`, `not_understood_columns`; nothing was imported", body = super::error::Problem),
               (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem),
               (status = 413, description = "more bytes or rows than the server's caps: `imported` reports the rows before the cap, which stay imported", body = super::error::Problem)),
@@ -52,7 +87,7 @@ pub async fn import(
     admin: Admin,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let kind = importable(&kind)?;
     let mapping = match &params.map {
         Some(text) => csv_io::Mapping::parse(text).map_err(|e| ApiError::bad_request(format!("map: {e}")))?,
@@ -66,6 +101,10 @@ pub async fn import(
     if declared.is_some_and(|length| length > limits.bytes_max) {
         return Err(too_large(limits, &csv_io::ImportReport::default(), "bytes"));
     }
+    let streamed = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/x-ndjson"));
     // A body that grows past the cap (sent without a length) ends the read
     // there: the rows before it stay imported.
     let over = Arc::new(AtomicBool::new(false));
@@ -83,35 +122,103 @@ pub async fn import(
     let (rows, received) = csv_io::row_channel();
     let reader = SyncIoBridge::new(StreamReader::new(bytes));
     let parser = tokio::task::spawn_blocking(move || csv_io::parse_rows(reader, &rows));
-    let request = csv_io::ImportRequest {
-        kind,
-        mapping: &mapping,
-        limits,
-        actor: &admin.actor,
+    let (progress, mut watched) = tokio::sync::watch::channel(None::<Progress>);
+    let task = AbortOnDrop(tokio::spawn(async move {
+        let request = csv_io::ImportRequest {
+            kind,
+            mapping: &mapping,
+            limits,
+            actor: &admin.actor,
+        };
+        let imported = csv_io::import(&state.app, &state.projector, request, received, |report| {
+            progress.send_replace(Some(Progress::from(report)));
+        })
+        .await;
+        let _ = parser.await;
+        imported.map_err(|error| import_problem(error, limits, over.load(Ordering::Relaxed)))
+    }));
+    if !streamed {
+        let report = join(task).await?;
+        return Ok(Json(serde_json::to_value(report).expect("reports serialise")).into_response());
+    }
+    // A header refused is a status of its own, not a line of a 200.
+    let mut task = task;
+    let accepted = tokio::select! {
+        accepted = watched.wait_for(Option::is_some) => accepted.is_ok(),
+        finished = &mut task.0 => {
+            let report = finished.map_err(|e| ApiError::internal(&e))??;
+            return Ok(ndjson(futures_util::stream::once(async move { line(&json!({"report": report})) })));
+        }
     };
-    let imported = csv_io::import(&state.app, &state.projector, request, received, |_| {}).await;
-    parser.await.map_err(|e| ApiError::internal(&e))?;
-    match imported {
-        Ok(report) => Ok(Json(serde_json::to_value(report).expect("reports serialise"))),
-        Err(csv_io::ImportError::Header(problem)) => {
-            Err(
-                ApiError::new(StatusCode::BAD_REQUEST, "unreadable-import", problem.message)
-                    .with("understood_columns", problem.understood)
-                    .with("not_understood_columns", problem.not_understood),
-            )
+    if !accepted {
+        let report = join(task).await?;
+        return Ok(ndjson(futures_util::stream::once(async move {
+            line(&json!({"report": report}))
+        })));
+    }
+    let lines = futures_util::stream::unfold(Some(task), move |task| {
+        let mut watched = watched.clone();
+        async move {
+            let mut task = task?;
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            tick.tick().await;
+            tokio::select! {
+                finished = &mut task.0 => {
+                    let last = match finished {
+                        Ok(Ok(report)) => json!({"report": report}),
+                        Ok(Err(problem)) => json!({"problem": problem.into_problem()}),
+                        Err(error) => json!({"problem": ApiError::internal(&error).into_problem()}),
+                    };
+                    Some((line(&last), None))
+                }
+                _ = tick.tick() => {
+                    let progress = *watched.borrow_and_update();
+                    Some((line(&json!({"progress": progress})), Some(task)))
+                }
+            }
         }
-        Err(csv_io::ImportError::TooManyRows { report, .. }) => Err(too_large(limits, &report, "rows")),
-        Err(csv_io::ImportError::Broken { report, .. }) if over.load(Ordering::Relaxed) => {
-            Err(too_large(limits, &report, "bytes"))
+    });
+    Ok(ndjson(lines))
+}
+
+/// The import's outcome once its task ends.
+async fn join(task: AbortOnDrop<Result<csv_io::ImportReport, ApiError>>) -> Result<csv_io::ImportReport, ApiError> {
+    let mut task = task;
+    (&mut task.0).await.map_err(|e| ApiError::internal(&e))?
+}
+
+fn line(value: &Value) -> Result<axum::body::Bytes, std::io::Error> {
+    let mut text = value.to_string();
+    text.push('\n');
+    Ok(axum::body::Bytes::from(text))
+}
+
+fn ndjson(
+    lines: impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> + Send + 'static,
+) -> Response {
+    let mut response = Body::from_stream(lines).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    response
+}
+
+/// The problem an import that stopped as a whole answers.
+fn import_problem(error: csv_io::ImportError, limits: csv_io::Limits, over_bytes: bool) -> ApiError {
+    match error {
+        csv_io::ImportError::Header(problem) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "unreadable-import", problem.message)
+                .with("understood_columns", problem.understood)
+                .with("not_understood_columns", problem.not_understood)
         }
-        Err(error @ csv_io::ImportError::Broken { .. }) => {
-            let csv_io::ImportError::Broken { report, .. } = &error else {
-                unreachable!("matched above")
-            };
-            let report = report.clone();
-            Err(ApiError::bad_request(error.to_string()).with("imported", report))
-        }
-        Err(csv_io::ImportError::Failed(error)) => Err(error.into()),
+        csv_io::ImportError::TooManyRows { report, .. } => too_large(limits, &report, "rows"),
+        csv_io::ImportError::Broken { report, .. } if over_bytes => too_large(limits, &report, "bytes"),
+        csv_io::ImportError::Broken { message, report } => ApiError::bad_request(format!(
+            "reading the file stopped after {} rows: {message}",
+            report.rows
+        ))
+        .with("imported", report),
+        csv_io::ImportError::Failed(error) => error.into(),
     }
 }
 
