@@ -579,6 +579,39 @@ impl Projector {
         self.tables.load(keys).await
     }
 
+    /// Live records that look like duplicates of the contact or account
+    /// `id` (the duplicates report's rules: the same email, phone, or name
+    /// within one account; an account's domain), each with the reason, at
+    /// most `limit` per rule. A deal or interaction has none.
+    pub async fn likely_duplicates(
+        &self,
+        kind: RecordKind,
+        id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, &'static str)>, ProjectionError> {
+        let (table, rules): (&str, &[(&str, &'static str)]) = match kind {
+            RecordKind::Contact => (
+                "contacts",
+                &[
+                    ("dup_email", "same email"),
+                    ("dup_phone", "same phone"),
+                    ("dup_name", "same name within one account"),
+                ],
+            ),
+            RecordKind::Account => ("accounts", &[("dup_domain", "same domain")]),
+            _ => return Ok(Vec::new()),
+        };
+        let columns: Vec<&'static str> = rules.iter().map(|(column, _)| *column).collect();
+        let found = self.tables.sharing(table, &columns, id, limit).await?;
+        Ok(found
+            .into_iter()
+            .map(|(other, column)| {
+                let reason = rules.iter().find(|(c, _)| *c == column).map_or(column, |(_, r)| *r);
+                (other, reason)
+            })
+            .collect())
+    }
+
     /// Live (not archived) contacts, accounts and deals, counted in the tables.
     pub async fn live_counts(&self) -> Result<[u64; 3], ProjectionError> {
         self.tables.live_counts().await

@@ -473,6 +473,51 @@ impl Tables {
 
     /// Up to `limit` ids of a table's rows after `after`, in id order: only
     /// live (not archived) ones where the table keeps that flag.
+    /// Other live records of `table` that share one of `id`'s duplicate
+    /// values (`columns`): (id, column), at most `limit` per column. One
+    /// statement (a write's answer pays one round trip), each part a range
+    /// of its column's partial index.
+    pub async fn sharing(
+        &self,
+        table: &str,
+        columns: &[&'static str],
+        id: Uuid,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, &'static str)>, ProjectionError> {
+        let parts: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(n, column)| {
+                format!(
+                    "SELECT * FROM (SELECT m.id, CAST({n} AS BIGINT) AS rule FROM {LIVE}{table} r JOIN {LIVE}{table} m \
+                     ON m.{column} = r.{column} WHERE r.id = $1 AND r.{column} IS NOT NULL \
+                     AND m.{column} IS NOT NULL AND m.id <> r.id ORDER BY m.id LIMIT {limit}) AS part{n}"
+                )
+            })
+            .collect();
+        if parts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.readers.acquire().await?;
+        let rows = conn
+            .fetch(
+                &parts.join(" UNION ALL "),
+                vec![Cell::Text(Some(id.to_string()))],
+                &[Kind::Text, Kind::Int],
+            )
+            .await?;
+        let mut found = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut cells = row.into_iter();
+            let other = parse_id(cells.next().and_then(Cell::into_text))?;
+            let rule = cells.next().and_then(|cell| cell.as_int()).unwrap_or_default();
+            if let Some(column) = usize::try_from(rule).ok().and_then(|n| columns.get(n)) {
+                found.push((other, *column));
+            }
+        }
+        Ok(found)
+    }
+
     pub async fn ids_after(
         &self,
         table: &Table,

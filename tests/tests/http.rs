@@ -53,6 +53,7 @@ on_both_backends!(
     report_lists_page_by_cursor_narrow_by_filter_and_refuse_what_they_cannot_answer,
     the_event_stream_delivers_a_new_event,
     import_export_import_round_trips_and_a_reimport_changes_nothing,
+    a_write_that_makes_a_likely_duplicate_goes_through_and_names_it,
     external_ids_stay_unique_among_live_records_across_servers_imports_and_an_upgrade,
     the_openapi_document_lists_every_route,
     sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged,
@@ -2564,6 +2565,56 @@ async fn external_ids_stay_unique_among_live_records_across_servers_imports_and_
         )
         .await;
     assert_eq!(status, StatusCode::CREATED);
+}
+
+async fn a_write_that_makes_a_likely_duplicate_goes_through_and_names_it(server: &Server) {
+    let create = |kind: &'static str, body: Value| async move {
+        let (status, view) = server.admin(Method::POST, &format!("/v1/{kind}"), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{view}");
+        view
+    };
+    let first = create("contacts", json!({"name": "Ada", "email": "ada@example.com"})).await;
+    assert!(first.get("possible_duplicates").is_none(), "{first}");
+    let second = create("contacts", json!({"name": "Ada L.", "email": "ADA@example.com"})).await;
+    assert_eq!(
+        second["possible_duplicates"],
+        json!([{"id": first["id"], "reason": "same email"}]),
+        "a warning, not a refusal: {second}"
+    );
+    let other = create("contacts", json!({"name": "Grace", "email": "grace@example.com"})).await;
+    assert!(other.get("possible_duplicates").is_none(), "{other}");
+    let (status, changed) = server
+        .admin(
+            Method::PATCH,
+            &format!("/v1/contacts/{}", id(&other)),
+            Some(json!({"email": "ada@example.com"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let named: Vec<&str> = changed["possible_duplicates"]
+        .as_array()
+        .expect("named")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(named.len(), 2, "{changed}");
+    let acme = create("accounts", json!({"name": "Acme", "domain": "acme.com"})).await;
+    let again = create(
+        "accounts",
+        json!({"name": "Acme Inc", "domain": "https://www.acme.com/"}),
+    )
+    .await;
+    assert_eq!(
+        again["possible_duplicates"],
+        json!([{"id": acme["id"], "reason": "same domain"}])
+    );
+    let (_, read) = server
+        .admin(Method::GET, &format!("/v1/accounts/{}", id(&again)), None)
+        .await;
+    assert!(
+        read.get("possible_duplicates").is_none(),
+        "a read is the view alone: {read}"
+    );
 }
 
 async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server: &Server) {

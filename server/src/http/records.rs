@@ -66,9 +66,29 @@ async fn written(state: &AppState, status: StatusCode, outcome: Outcome) -> Resu
         }
         None => state.projector.view(outcome.kind, outcome.id).await?,
     };
-    let view = view.ok_or_else(|| ApiError::internal(&"a written record is missing from the read model"))?;
+    let mut view = view.ok_or_else(|| ApiError::internal(&"a written record is missing from the read model"))?;
+    // A write that makes a likely duplicate goes through, with a warning:
+    // the records it now shares a value with (the duplicates report's rules).
+    if outcome.appended.is_some() {
+        let shared = state
+            .projector
+            .likely_duplicates(outcome.kind, outcome.id, DUPLICATES_NAMED_MAX)
+            .await?;
+        if !shared.is_empty()
+            && let Some(object) = view.as_object_mut()
+        {
+            let named: Vec<Value> = shared
+                .iter()
+                .map(|(id, reason)| json!({"id": id, "reason": reason}))
+                .collect();
+            object.insert("possible_duplicates".into(), Value::Array(named));
+        }
+    }
     Ok(record_response(status, outcome.kind, outcome.id, view))
 }
+
+/// Likely duplicates a write's answer names, at most, per rule.
+const DUPLICATES_NAMED_MAX: usize = 10;
 
 /// The response the first request got: the record as it stood right after
 /// that append, folded from its own stream. Nothing is appended.
