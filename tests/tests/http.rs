@@ -2569,7 +2569,9 @@ async fn external_ids_stay_unique_among_live_records_across_servers_imports_and_
 
 async fn a_write_that_makes_a_likely_duplicate_goes_through_and_names_it(server: &Server) {
     let create = |kind: &'static str, body: Value| async move {
-        let (status, view) = server.admin(Method::POST, &format!("/v1/{kind}"), Some(body)).await;
+        let (status, view) = server
+            .admin(Method::POST, &format!("/v1/{kind}?warn=duplicates"), Some(body))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{view}");
         view
     };
@@ -2586,7 +2588,7 @@ async fn a_write_that_makes_a_likely_duplicate_goes_through_and_names_it(server:
     let (status, changed) = server
         .admin(
             Method::PATCH,
-            &format!("/v1/contacts/{}", id(&other)),
+            &format!("/v1/contacts/{}?warn=duplicates", id(&other)),
             Some(json!({"email": "ada@example.com"})),
         )
         .await;
@@ -2615,6 +2617,24 @@ async fn a_write_that_makes_a_likely_duplicate_goes_through_and_names_it(server:
         read.get("possible_duplicates").is_none(),
         "a read is the view alone: {read}"
     );
+    // Unasked, a write answers the view alone (the check costs a read).
+    let (status, plain) = server
+        .admin(
+            Method::POST,
+            "/v1/accounts",
+            Some(json!({"name": "Acme 3", "domain": "acme.com"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(plain.get("possible_duplicates").is_none(), "{plain}");
+    let (status, _) = server
+        .admin(
+            Method::POST,
+            "/v1/accounts?warn=everything",
+            Some(json!({"name": "Acme 4"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an unknown warning is refused");
 }
 
 async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server: &Server) {

@@ -56,7 +56,50 @@ fn record_response(status: StatusCode, kind: RecordKind, id: Uuid, view: Value) 
 }
 
 /// The live view after a write, once the read model has folded it.
-async fn written(state: &AppState, status: StatusCode, outcome: Outcome) -> Result<Response, ApiError> {
+/// How a write answers: its status, and whether it names the likely
+/// duplicates it made (`?warn=duplicates`).
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    status: StatusCode,
+    duplicates: bool,
+}
+
+impl From<StatusCode> for Reply {
+    fn from(status: StatusCode) -> Self {
+        Self {
+            status,
+            duplicates: false,
+        }
+    }
+}
+
+/// A create's or patch's query parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WriteParams {
+    /// `duplicates`: the answer names the live records the contact or
+    /// account now shares an email, phone, name within an account or domain
+    /// with, in `possible_duplicates` (the write goes through either way).
+    warn: Option<String>,
+}
+
+impl WriteParams {
+    fn reply(&self, status: StatusCode) -> Result<Reply, ApiError> {
+        match self.warn.as_deref() {
+            None => Ok(status.into()),
+            Some("duplicates") => Ok(Reply {
+                status,
+                duplicates: true,
+            }),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "warn={other:?}: the only warning there is is warn=duplicates"
+            ))),
+        }
+    }
+}
+
+async fn written(state: &AppState, reply: Reply, outcome: Outcome) -> Result<Response, ApiError> {
     let view = match &outcome.appended {
         Some(appended) => {
             state
@@ -69,7 +112,7 @@ async fn written(state: &AppState, status: StatusCode, outcome: Outcome) -> Resu
     let mut view = view.ok_or_else(|| ApiError::internal(&"a written record is missing from the read model"))?;
     // A write that makes a likely duplicate goes through, with a warning:
     // the records it now shares a value with (the duplicates report's rules).
-    if outcome.appended.is_some() {
+    if reply.duplicates && outcome.appended.is_some() {
         let shared = state
             .projector
             .likely_duplicates(outcome.kind, outcome.id, DUPLICATES_NAMED_MAX)
@@ -84,7 +127,7 @@ async fn written(state: &AppState, status: StatusCode, outcome: Outcome) -> Resu
             object.insert("possible_duplicates".into(), Value::Array(named));
         }
     }
-    Ok(record_response(status, outcome.kind, outcome.id, view))
+    Ok(record_response(reply.status, outcome.kind, outcome.id, view))
 }
 
 /// Likely duplicates a write's answer names, at most, per rule.
@@ -142,7 +185,7 @@ async fn once<F, Fut>(
     key: &IdempotencyKey,
     route: &str,
     input: &domain::Input,
-    status: StatusCode,
+    reply: Reply,
     write: F,
 ) -> Result<Response, ApiError>
 where
@@ -154,17 +197,17 @@ where
     if let Some(scoped) = &scoped
         && let Some(first) = state.app.store.find_idempotent(scoped).await?
     {
-        return replay_if_same(state, status, &first, &fingerprint).await;
+        return replay_if_same(state, reply.status, &first, &fingerprint).await;
     }
     let mut actor = writer.actor.clone();
     actor.request_hash = scoped.as_ref().map(|_| fingerprint.clone());
     actor.idempotency_key = scoped;
     match write(state.app.clone(), actor).await {
-        Ok(outcome) => written(state, status, outcome).await,
+        Ok(outcome) => written(state, reply, outcome).await,
         // Two copies of one request raced: the other stored the key first.
         Err(AppError::Store(eventstore::StoreError::IdempotencyKeyReused { key })) => {
             match state.app.store.find_idempotent(&key).await? {
-                Some(first) => replay_if_same(state, status, &first, &fingerprint).await,
+                Some(first) => replay_if_same(state, reply.status, &first, &fingerprint).await,
                 None => Err(eventstore::StoreError::IdempotencyKeyReused { key }.into()),
             }
         }
@@ -174,7 +217,7 @@ where
 
 #[utoipa::path(post, path = "/v1/{kind}", tag = "records",
     params(("kind" = String, Path, description = "contacts, accounts or deals"),
-           ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the first response")),
+           ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key returns the first response"), WriteParams),
     request_body(content = Object, description = "the record's fields; see the contract for each kind"),
     responses((status = 201, description = "created; Location and ETag set", body = Object),
               (status = 400, body = super::error::Problem), (status = 401, body = super::error::Problem),
@@ -186,6 +229,7 @@ pub async fn create(
     Path(kind): Path<String>,
     writer: Writer,
     key: IdempotencyKey,
+    Params(params): Params<WriteParams>,
     JsonObject(input): JsonObject,
 ) -> Result<Response, ApiError> {
     let kind = record_kind(&kind)?;
@@ -197,7 +241,7 @@ pub async fn create(
         &key,
         &route,
         input,
-        StatusCode::CREATED,
+        params.reply(StatusCode::CREATED)?,
         |app, actor| async move { app.create(kind, input, &actor, Utc::now()).await },
     )
     .await
@@ -261,7 +305,7 @@ pub async fn get(
 
 #[utoipa::path(patch, path = "/v1/{kind}/{id}", tag = "records",
     params(("kind" = String, Path, description = "contacts, accounts or deals"), ("id" = Uuid, Path),
-           ("If-Match" = Option<String>, Header, description = "the ETag last seen; a stale one is refused with 412")),
+           ("If-Match" = Option<String>, Header, description = "the ETag last seen; a stale one is refused with 412"), WriteParams),
     request_body(content = Object, description = "the fields to change; null clears a field; nothing changed appends nothing"),
     responses((status = 200, description = "the record after the change", body = Object),
               (status = 400, body = super::error::Problem), (status = 404, body = super::error::Problem),
@@ -274,6 +318,7 @@ pub async fn patch(
     writer: Writer,
     IfMatch(expected): IfMatch,
     key: IdempotencyKey,
+    Params(params): Params<WriteParams>,
     JsonObject(input): JsonObject,
 ) -> Result<Response, ApiError> {
     let kind = record_kind(&kind)?;
@@ -285,7 +330,7 @@ pub async fn patch(
         &key,
         &route,
         input,
-        StatusCode::OK,
+        params.reply(StatusCode::OK)?,
         |app, actor| async move { app.update(kind, id, input, expected, &actor, Utc::now()).await },
     )
     .await
@@ -349,7 +394,7 @@ pub async fn move_stage(
         &key,
         &route,
         &input,
-        StatusCode::OK,
+        StatusCode::OK.into(),
         |app, actor| async move { app.move_deal(id, &stage, expected, &actor, Utc::now()).await },
     )
     .await
@@ -379,7 +424,7 @@ pub async fn close(
         &key,
         &route,
         &input,
-        StatusCode::OK,
+        StatusCode::OK.into(),
         |app, actor| async move {
             app.close_deal(id, &outcome, reason.as_deref(), expected, &actor, Utc::now())
                 .await
@@ -427,7 +472,7 @@ pub async fn log_interaction(
         &key,
         "log interaction",
         input,
-        StatusCode::CREATED,
+        StatusCode::CREATED.into(),
         |app, actor| async move { app.log_interaction(input, &actor, at).await },
     )
     .await
