@@ -162,6 +162,12 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Manage webhook subscriptions (as `/v1/webhooks`; a running server
+    /// picks a change up within a second).
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
     /// Create a contact, account or deal from a JSON object of its fields.
     Create { kind: RecordKind, fields: String },
     /// Change some fields of a record; `null` clears a field.
@@ -333,6 +339,43 @@ enum ReportKind {
         stale_days: u32,
         #[arg(long, default_value_t = 30)]
         never_updated_days: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCommand {
+    /// Subscribe a URL to the log; prints the secret, once.
+    Add {
+        #[arg(long)]
+        url: String,
+        /// An event type wanted (repeat for more; none: every type).
+        #[arg(long = "event-type")]
+        event_types: Vec<String>,
+        /// A record kind wanted (repeat for more; none: every kind).
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// At least 16 characters; one is made if none is given.
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Start after this log position (default: the head, new events only).
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// Every subscription, with its position and state.
+    List,
+    /// One subscription.
+    Show { id: String },
+    /// Delete a subscription and its delivery log.
+    Rm { id: String },
+    /// Restart a disabled subscription from the position it kept.
+    Resume { id: String },
+    /// The newest delivery attempts of a subscription.
+    Deliveries {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
     },
 }
 
@@ -533,6 +576,7 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
     let result =
         match cli.command {
             Command::User { command } => user(&app, command, &actor, now).await,
+            Command::Webhook { command } => webhook(&app.store, command, &actor).await,
             Command::Serve {
                 addr,
                 demo,
@@ -649,6 +693,128 @@ async fn acting_user(app: &App, user_id: Option<Uuid>) -> Result<Actor, String> 
         actor.id = user_id.to_string();
     }
     Ok(actor)
+}
+
+async fn webhook(store: &Store, command: WebhookCommand, actor: &Actor) -> Result<Output, String> {
+    use crate::webhooks::{NewSubscription, Subscription, Table};
+    let table = Table::open(store.url(), store.schema(), store.connect_wait())
+        .await
+        .map_err(|e| format!("cannot open the webhook tables: {e}"))?;
+    let line = |s: &Subscription| {
+        let wanted = match (s.event_types.is_empty(), s.kinds.is_empty()) {
+            (true, true) => "every event".to_owned(),
+            _ => [s.event_types.join(","), s.kinds.join(",")]
+                .into_iter()
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let error = s
+            .last_error
+            .as_deref()
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default();
+        format!(
+            "{}  {}  after {}  {}  {wanted}{error}",
+            s.id, s.state, s.position, s.url
+        )
+    };
+    let view = |s: &Subscription| serde_json::to_value(s).unwrap_or(Value::Null);
+    let missing = |id: &str| format!("no webhook {id}");
+    let failed = |e: crate::webhooks::WebhookError| e.to_string();
+    let (value, text) = match command {
+        WebhookCommand::Add {
+            url,
+            event_types,
+            kinds,
+            secret,
+            description,
+            after,
+        } => {
+            let mut input = domain::Input::new();
+            input.insert("url".into(), json!(url));
+            if !event_types.is_empty() {
+                input.insert("event_types".into(), json!(event_types));
+            }
+            if !kinds.is_empty() {
+                input.insert("kinds".into(), json!(kinds));
+            }
+            for (field, value) in [("secret", secret), ("description", description)] {
+                if let Some(value) = value {
+                    input.insert(field.into(), json!(value));
+                }
+            }
+            if let Some(after) = after {
+                input.insert("after".into(), json!(after));
+            }
+            let head = store.head().await.map_err(|e| e.to_string())?;
+            let new = NewSubscription::parse(&input, head, &actor.id).map_err(|errors| {
+                let fields: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+                fields.join("; ")
+            })?;
+            let made = table.create(&new, Utc::now()).await.map_err(failed)?;
+            let mut value = view(&made);
+            value["secret"] = json!(new.secret);
+            let text = format!("{}\nsecret (shown this once): {}", line(&made), new.secret);
+            (value, text)
+        }
+        WebhookCommand::List => {
+            let all = table.list().await.map_err(failed)?;
+            let text = if all.is_empty() {
+                "no webhooks".to_owned()
+            } else {
+                all.iter().map(line).collect::<Vec<_>>().join("\n")
+            };
+            (json!({"items": all.iter().map(view).collect::<Vec<_>>()}), text)
+        }
+        WebhookCommand::Show { id } => {
+            let found = table.get(&id).await.map_err(failed)?.ok_or_else(|| missing(&id))?;
+            (view(&found), line(&found))
+        }
+        WebhookCommand::Rm { id } => {
+            if !table.delete(&id).await.map_err(failed)? {
+                return Err(missing(&id));
+            }
+            (json!({"deleted": id}), format!("deleted {id}"))
+        }
+        WebhookCommand::Resume { id } => {
+            if !table.resume(&id, Utc::now()).await.map_err(failed)? {
+                return Err(missing(&id));
+            }
+            let found = table.get(&id).await.map_err(failed)?.ok_or_else(|| missing(&id))?;
+            (view(&found), line(&found))
+        }
+        WebhookCommand::Deliveries { id, limit } => {
+            table.get(&id).await.map_err(failed)?.ok_or_else(|| missing(&id))?;
+            let items = table.deliveries(&id, None, limit.clamp(1, 500)).await.map_err(failed)?;
+            let text = items
+                .iter()
+                .map(|d| {
+                    let outcome = match (&d.error, d.status) {
+                        (None, Some(status)) => format!("ok {status}"),
+                        (Some(error), _) => format!("failed: {error}"),
+                        (None, None) => "failed".to_owned(),
+                    };
+                    format!(
+                        "{}  position {}  {}  attempt {}  {}  {} ms",
+                        d.attempted_at.format("%Y-%m-%d %H:%M:%S"),
+                        d.position,
+                        d.event_type,
+                        d.attempt,
+                        outcome,
+                        d.millis
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            (json!({"items": items}), text)
+        }
+    };
+    Ok(Output {
+        value,
+        text,
+        refused: false,
+    })
 }
 
 async fn user(app: &App, command: UserCommand, actor: &Actor, now: chrono::DateTime<Utc>) -> Result<Output, String> {

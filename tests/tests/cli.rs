@@ -511,3 +511,55 @@ fn an_import_whose_columns_are_not_understood_is_refused_and_writes_nothing() {
     );
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+/// `crm webhook` manages the subscriptions `/v1/webhooks` does, with the
+/// same checks and the same JSON.
+#[test]
+fn webhooks_are_added_listed_resumed_and_removed_from_the_command_line() {
+    let database = TestDatabase::sqlite();
+    let refused = crm(
+        &database,
+        &["webhook", "add", "--url", "ftp://example.com", "--kind", "fax"],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("url:") && message.contains("kinds:"),
+        "every bad field: {message}"
+    );
+    let args = [
+        "webhook",
+        "add",
+        "--url",
+        "https://hooks.example.com/crm",
+        "--kind",
+        "deal",
+        "--event-type",
+        "DealClosed",
+        "--json",
+    ];
+    let added = crm(&database, &args);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let added = json(&added);
+    assert!(
+        added["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")),
+        "{added}"
+    );
+    assert_eq!((&added["kinds"], &added["state"]), (&json!(["deal"]), &json!("active")));
+    let id = added["id"].as_str().expect("an id").to_owned();
+    let listed = json(&crm(&database, &["webhook", "list", "--json"]));
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+    assert!(
+        listed["items"][0].get("secret").is_none(),
+        "the secret is shown once: {listed}"
+    );
+    assert!(crm(&database, &["webhook", "resume", &id]).status.success());
+    let deliveries = json(&crm(&database, &["webhook", "deliveries", &id, "--json"]));
+    assert_eq!(deliveries["items"], json!([]));
+    assert!(crm(&database, &["webhook", "rm", &id]).status.success());
+    assert_eq!(crm(&database, &["webhook", "rm", &id]).status.code(), Some(1), "gone");
+    assert_eq!(
+        json(&crm(&database, &["webhook", "list", "--json"]))["items"],
+        json!([])
+    );
+}

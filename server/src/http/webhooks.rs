@@ -5,19 +5,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use domain::FieldError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Admin, JsonObject, Params, Path};
-use crate::webhooks::{Dispatcher, NewSubscription, Subscription, WebhookError};
+use crate::webhooks::{Dispatcher, Subscription, WebhookError};
 
 /// Most delivery-log lines one page returns.
 const DELIVERIES_PAGE_MAX: usize = 500;
-/// The shortest secret a caller may choose.
-const SECRET_LEN_MIN: usize = 16;
 
 impl From<WebhookError> for ApiError {
     fn from(error: WebhookError) -> Self {
@@ -43,37 +40,6 @@ fn view(subscription: &Subscription) -> Value {
     serde_json::to_value(subscription).unwrap_or(Value::Null)
 }
 
-/// A list of names from `input[field]`: absent or null is empty (every
-/// one); each must pass `known`.
-fn names(
-    input: &domain::Input,
-    field: &str,
-    known: impl Fn(&str) -> bool,
-    what: &str,
-    errors: &mut Vec<FieldError>,
-) -> Vec<String> {
-    match input.get(field) {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => {
-            let mut names = Vec::new();
-            for item in items {
-                match item.as_str() {
-                    Some(name) if known(name) => names.push(name.to_owned()),
-                    Some(name) => errors.push(FieldError::new(field, format!("{name:?} is not {what}"))),
-                    None => errors.push(FieldError::new(field, "must be a list of strings")),
-                }
-            }
-            names.sort();
-            names.dedup();
-            names
-        }
-        Some(_) => {
-            errors.push(FieldError::new(field, "must be a list of strings"));
-            Vec::new()
-        }
-    }
-}
-
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks",
     request_body(content = Object, description = "{\"url\": \"https://...\", \"event_types\"?: [\"ContactCreated\", ...] (default every type), \"kinds\"?: [\"contact\", \"account\", \"deal\", \"interaction\", \"user\"] (default every kind), \"secret\"?: at least 16 characters (default: one is made), \"description\"?, \"after\"?: a log position to start after (default: the head, so only new events)}"),
     responses((status = 201, description = "the subscription, with its `secret` (shown this once)", body = Object),
@@ -85,85 +51,12 @@ pub async fn create(
     JsonObject(input): JsonObject,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let dispatcher = dispatcher(&state)?;
-    const FIELDS: [&str; 6] = ["url", "event_types", "kinds", "secret", "description", "after"];
-    let mut errors: Vec<FieldError> = input
-        .keys()
-        .filter(|k| !FIELDS.contains(&k.as_str()))
-        .map(|k| FieldError::new(k, "is not a field of a webhook"))
-        .collect();
-    let url = input.get("url").and_then(Value::as_str).unwrap_or_default().trim();
-    match reqwest::Url::parse(url) {
-        Ok(parsed) if ["http", "https"].contains(&parsed.scheme()) && parsed.host().is_some() => {}
-        Ok(_) => errors.push(FieldError::new("url", "must be an http:// or https:// URL with a host")),
-        Err(error) => errors.push(FieldError::new("url", format!("is not a URL: {error}"))),
-    }
-    let event_types = names(
-        &input,
-        "event_types",
-        |t| domain::Event::current_schema_version(t).is_some(),
-        "an event type (see the type of any item of /v1/events)",
-        &mut errors,
-    );
-    let kinds = names(
-        &input,
-        "kinds",
-        |k| domain::RecordKind::ALL.iter().any(|kind| kind.as_str() == k),
-        "a record kind (contact, account, deal, interaction or user)",
-        &mut errors,
-    );
-    let secret = match input.get("secret") {
-        None | Some(Value::Null) => format!("whsec_{}", crate::auth::random_hex(32)),
-        Some(Value::String(secret)) if secret.chars().count() >= SECRET_LEN_MIN => secret.clone(),
-        Some(_) => {
-            errors.push(FieldError::new(
-                "secret",
-                format!("must be a string of at least {SECRET_LEN_MIN} characters"),
-            ));
-            String::new()
-        }
-    };
-    let description = match input.get("description") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(text)) if text.chars().count() <= 500 => Some(text.trim().to_owned()),
-        Some(_) => {
-            errors.push(FieldError::new(
-                "description",
-                "must be a string of at most 500 characters",
-            ));
-            None
-        }
-    };
     let head = state.app.store.head().await?;
-    let position = match input.get("after") {
-        None | Some(Value::Null) => head,
-        Some(after) => match after.as_u64() {
-            Some(after) if after <= head => after,
-            _ => {
-                errors.push(FieldError::new(
-                    "after",
-                    format!("must be a log position from 0 to {head}"),
-                ));
-                head
-            }
-        },
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let new = NewSubscription {
-        id: uuid::Uuid::now_v7().to_string(),
-        url: url.to_owned(),
-        description,
-        event_types,
-        kinds,
-        secret: secret.clone(),
-        created_by: admin.actor.id.clone(),
-        position,
-    };
+    let new = crate::webhooks::NewSubscription::parse(&input, head, &admin.actor.id).map_err(ApiError::validation)?;
     let subscription = dispatcher.table().create(&new, Utc::now()).await?;
     dispatcher.wake();
     let mut body = view(&subscription);
-    body["secret"] = Value::String(secret);
+    body["secret"] = Value::String(new.secret);
     Ok((StatusCode::CREATED, Json(body)))
 }
 

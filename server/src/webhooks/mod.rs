@@ -10,6 +10,7 @@
 //! kept, to be resumed from there.
 
 mod deliver;
+mod request;
 mod table;
 
 use std::time::Duration;
@@ -35,7 +36,8 @@ pub struct Options {
 
 impl Default for Options {
     /// Ten seconds to answer; retries after 1 s, 2 s, 4 s ... up to an
-    /// hour apart; disabled after 20 failures in a row (about 10 hours).
+    /// hour apart (each wait half random); disabled after 20 failures in a
+    /// row (4 to 8 hours).
     fn default() -> Self {
         Self {
             timeout: Duration::from_secs(10),
