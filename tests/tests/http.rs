@@ -2916,6 +2916,8 @@ async fn the_openapi_document_lists_every_route(server: &Server) {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Answer {
     Fail,
+    /// 410 Gone: the receiver is done with the hook.
+    Gone,
     /// Answers after this long (longer than the server waits).
     Hang(Duration),
     Ok,
@@ -2980,6 +2982,7 @@ impl Receiver {
                     match answer {
                         Answer::Ok => axum::http::StatusCode::NO_CONTENT,
                         Answer::Fail => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        Answer::Gone => axum::http::StatusCode::GONE,
                         Answer::Hang(time) => {
                             tokio::time::sleep(time).await;
                             axum::http::StatusCode::NO_CONTENT
@@ -3210,6 +3213,25 @@ async fn webhooks_deliver_every_wanted_event_through_failures_hangs_and_a_kill(d
             got.iter().any(|r| r.answered_ok && r.position == last)
         })
         .await;
+
+    // 410 Gone stops it at the first answer, without retries.
+    receiver.answer(&[], Answer::Gone);
+    let tries = receiver.received().len();
+    create_contact(&server, "Grace").await;
+    let mut gone = Value::Null;
+    for _ in 0..200 {
+        gone = server.admin(Method::GET, &format!("/v1/webhooks/{id}"), None).await.1;
+        if gone["state"] == "disabled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (&gone["state"], &gone["attempts"]),
+        (&json!("disabled"), &json!(1)),
+        "{gone}"
+    );
+    assert_eq!(receiver.received().len(), tries + 1, "one attempt, no retry");
 
     let (status, _) = server.admin(Method::DELETE, &format!("/v1/webhooks/{id}"), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);

@@ -210,6 +210,14 @@ impl Dispatcher {
             }
             let attempt = self.send(subscription, event, failures + 1).await;
             let retry_at = Utc::now() + backoff(&self.options, failures + 1);
+            // 410 Gone: the receiver says the hook is no more (as REST
+            // hooks do), so the subscription stops at once, not after its
+            // retries; resuming it goes on from the same event.
+            let attempts_max = if attempt.status == Some(410) {
+                1
+            } else {
+                self.options.attempts_max
+            };
             let recorded = self
                 .table
                 .record(
@@ -217,7 +225,7 @@ impl Dispatcher {
                     &self.holder,
                     &attempt,
                     retry_at,
-                    self.options.attempts_max,
+                    attempts_max,
                     self.lease_end(),
                 )
                 .await?;
@@ -230,7 +238,7 @@ impl Dispatcher {
                     metrics::counter!("crm_webhook_deliveries_total", "outcome" => "failed").increment(1);
                     if recorded == Recorded::Disabled {
                         tracing::warn!(subscription = %subscription.id, url = %subscription.url, position = event.position,
-                            "webhook disabled after {} failed attempts in a row; resume it to go on from here", self.options.attempts_max);
+                            "webhook disabled after {attempts_max} failed attempts in a row (410 Gone stops it at once); resume it to go on from here");
                     }
                     return Ok(true);
                 }
