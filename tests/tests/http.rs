@@ -2728,6 +2728,26 @@ async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server:
         accounts["items"][0]["created_at"], "2019-05-01T00:00:00Z",
         "legacy history kept"
     );
+    // Rows go in several at a time, but the file's last row for a record
+    // is the one that stays.
+    let rows: String = (0..40).fold("external_id,name\n".to_owned(), |csv, n| {
+        csv + &format!("K-{},Version {n}\n", n % 2)
+    });
+    let report = server.import_csv("contacts", rows).await;
+    assert_eq!(
+        (&report["created"], &report["updated"]),
+        (&json!(2), &json!(38)),
+        "{report}"
+    );
+    let (_, found) = server.admin(Method::GET, "/v1/contacts?q=version", None).await;
+    let mut names: Vec<&str> = found["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Version 38", "Version 39"], "{found}");
     // Deals, closed ones among them, come back unchanged too: a closed
     // deal's row names the stage it closed in, which is no move.
     let deals = "external_id,title,account_external_id,stage,status,amount_value_minor,amount_currency,closed_at\n\

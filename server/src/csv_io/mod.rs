@@ -17,15 +17,18 @@
 mod header;
 mod resolve;
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use domain::{DealStatus, Input, RecordKind};
+use futures_util::StreamExt as _;
+use futures_util::future::{Either, FutureExt as _, Shared, ready};
 use projections::Projector;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub use header::{HeaderProblem, Mapping};
@@ -425,41 +428,106 @@ pub async fn import(
         ..ImportReport::default()
     };
     progress(&report);
-    let mut resolver = Resolver::default();
-    while let Some(parsed) = rows.recv().await {
-        let (line, record) = match parsed {
-            Parsed::Row(line, record) => (line, record),
-            Parsed::Bad(error) => {
+    let resolver = Resolver::default();
+    // Rows are written `ROWS_AT_ONCE` at a time (their appends share group
+    // commits) and counted in file order. A row that names the same record
+    // as one still in flight (its external id or id) waits for it, so the
+    // file's last word on a record is the one that stays.
+    let mut seen = 0u64;
+    let mut recent: VecDeque<(String, Shared<oneshot::Receiver<()>>)> = VecDeque::new();
+    let parsed = futures_util::stream::unfold(rows, |mut rows| async move { rows.recv().await.map(|p| (p, rows)) });
+    let steps = parsed
+        .map(|parsed| {
+            let (line, record) = match parsed {
+                Parsed::Row(line, record) => (line, record),
+                Parsed::Bad(error) => {
+                    seen += 1;
+                    return Either::Left(ready(Step::Bad(error)));
+                }
+                Parsed::Broken(message) => return Either::Left(ready(Step::Broken(message))),
+                Parsed::Header(_) => return Either::Left(ready(Step::Skip)),
+            };
+            if seen >= limits.rows_max {
+                return Either::Left(ready(Step::TooMany));
+            }
+            seen += 1;
+            let cells = plan.cells(&record);
+            let key = ["external_id", "id"]
+                .iter()
+                .find_map(|field| cells.iter().find(|(f, c)| f == field && !c.is_empty()))
+                .map(|(f, c)| format!("{f}:{c}"));
+            let (done, finished) = oneshot::channel::<()>();
+            let before = key.as_ref().and_then(|key| {
+                recent
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, finished)| finished.clone())
+            });
+            if let Some(key) = key {
+                recent.push_back((key, finished.shared()));
+                if recent.len() > ROWS_AT_ONCE {
+                    recent.pop_front();
+                }
+            }
+            let row = Row {
+                kind,
+                cells,
+                plan: &plan,
+                actor,
+            };
+            let resolver = &resolver;
+            Either::Right(async move {
+                if let Some(before) = before {
+                    let _ = before.await;
+                }
+                let outcome = import_row(app, projector, resolver, row).await;
+                let _ = done.send(());
+                Step::Row(line, outcome)
+            })
+        })
+        .buffered(ROWS_AT_ONCE);
+    let mut steps = std::pin::pin!(steps);
+    while let Some(step) = steps.next().await {
+        match step {
+            Step::Row(line, outcome) => {
+                report.rows += 1;
+                match outcome {
+                    Ok(Effect::Created) => report.created += 1,
+                    Ok(Effect::Updated) => report.updated += 1,
+                    Ok(Effect::Unchanged) => report.unchanged += 1,
+                    Err(RowError::Refused(message)) => report.refused(LineError { line, message }),
+                    Err(RowError::Failed(error)) => return Err(error.into()),
+                }
+            }
+            Step::Bad(error) => {
                 report.rows += 1;
                 report.refused(error);
-                continue;
             }
-            Parsed::Broken(message) => return Err(ImportError::Broken { message, report }),
-            Parsed::Header(_) => continue,
-        };
-        if report.rows >= limits.rows_max {
-            return Err(ImportError::TooManyRows {
-                rows_max: limits.rows_max,
-                report,
-            });
-        }
-        report.rows += 1;
-        let row = Row {
-            kind,
-            cells: plan.cells(&record),
-            plan: &plan,
-            actor,
-        };
-        match import_row(app, projector, &mut resolver, row).await {
-            Ok(Effect::Created) => report.created += 1,
-            Ok(Effect::Updated) => report.updated += 1,
-            Ok(Effect::Unchanged) => report.unchanged += 1,
-            Err(RowError::Refused(message)) => report.refused(LineError { line, message }),
-            Err(RowError::Failed(error)) => return Err(error.into()),
+            Step::Broken(message) => return Err(ImportError::Broken { message, report }),
+            Step::TooMany => {
+                return Err(ImportError::TooManyRows {
+                    rows_max: limits.rows_max,
+                    report,
+                });
+            }
+            Step::Skip => continue,
         }
         progress(&report);
     }
     Ok(report)
+}
+
+/// Rows of one import written at once.
+const ROWS_AT_ONCE: usize = 32;
+
+/// What one parsed item came to, in file order.
+enum Step {
+    Row(u64, Result<Effect, RowError>),
+    Bad(LineError),
+    Broken(String),
+    TooMany,
+    Skip,
 }
 
 enum RowError {
@@ -500,12 +568,7 @@ struct Row<'a> {
     actor: &'a Actor,
 }
 
-async fn import_row(
-    app: &App,
-    projector: &Projector,
-    resolver: &mut Resolver,
-    row: Row<'_>,
-) -> Result<Effect, RowError> {
+async fn import_row(app: &App, projector: &Projector, resolver: &Resolver, row: Row<'_>) -> Result<Effect, RowError> {
     let Row {
         kind,
         cells,

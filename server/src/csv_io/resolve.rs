@@ -24,30 +24,33 @@ const REMEMBERED_MAX: usize = 10_000;
 const CANDIDATES_MAX: usize = 1_000;
 const CANDIDATES_PAGE: usize = 200;
 
+/// Shared by the rows an import has in flight at once.
 #[derive(Default)]
 pub(super) struct Resolver {
-    remembered: HashMap<(RecordKind, String), Uuid>,
+    remembered: std::sync::Mutex<HashMap<(RecordKind, String), Uuid>>,
     /// Every user, read once per import: (id, name, email).
-    users: Option<Vec<(Uuid, String, Option<String>)>>,
+    users: tokio::sync::OnceCell<Vec<(Uuid, String, Option<String>)>>,
 }
 
 impl Resolver {
     /// The user `raw` names by id, email or name.
-    pub async fn user(&mut self, projector: &Projector, field: &str, raw: &str) -> Result<Uuid, RowError> {
+    pub async fn user(&self, projector: &Projector, field: &str, raw: &str) -> Result<Uuid, RowError> {
         if let Ok(id) = Uuid::parse_str(raw) {
             return Ok(id);
         }
-        if self.users.is_none() {
-            let model = projector.users().await.map_err(|e| RowError::Failed(e.into()))?;
-            self.users = Some(
-                model
-                    .users
-                    .values()
-                    .map(|u| (u.id, u.name.clone(), u.email.clone()))
-                    .collect(),
-            );
-        }
-        let users = self.users.as_deref().unwrap_or_default();
+        let users = self
+            .users
+            .get_or_try_init(|| async {
+                let model = projector.users().await.map_err(|e| RowError::Failed(e.into()))?;
+                Ok::<_, RowError>(
+                    model
+                        .users
+                        .values()
+                        .map(|u| (u.id, u.name.clone(), u.email.clone()))
+                        .collect(),
+                )
+            })
+            .await?;
         let by_email: Vec<Uuid> = users
             .iter()
             .filter(|(_, _, email)| email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(raw)))
@@ -68,7 +71,7 @@ impl Resolver {
     /// The live record of `kind` that `raw` names: by id, by external id,
     /// else an account by name or domain, a contact by email, a deal by title.
     pub async fn record(
-        &mut self,
+        &self,
         app: &App,
         projector: &Projector,
         field: &str,
@@ -79,7 +82,7 @@ impl Resolver {
             return Ok(id);
         }
         let key = (kind, raw.to_lowercase());
-        if let Some(id) = self.remembered.get(&key) {
+        if let Some(id) = self.remembered().get(&key) {
             return Ok(*id);
         }
         let id = match super::holder(app, kind, raw).await? {
@@ -94,11 +97,19 @@ impl Resolver {
                 one(field, kind.as_str(), raw, found, by)?
             }
         };
-        if self.remembered.len() >= REMEMBERED_MAX {
-            self.remembered.clear();
+        let mut remembered = self.remembered();
+        if remembered.len() >= REMEMBERED_MAX {
+            remembered.clear();
         }
-        self.remembered.insert(key, id);
+        remembered.insert(key, id);
         Ok(id)
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, HashMap<(RecordKind, String), Uuid>> {
+        // A panic while it was held left nothing half-written worth refusing.
+        self.remembered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
