@@ -2930,6 +2930,93 @@ async fn the_openapi_document_lists_every_route(server: &Server) {
             "{method} {path} is missing from the OpenAPI document"
         );
     }
+    // The bodies typed so far are described by the types the handlers
+    // serialise: real answers conform to their schemas.
+    let import = server
+        .import_csv("contacts", "name,email\nTyped,typed@example.com\nUntyped,nope\n".into())
+        .await;
+    conforms(&document, "ImportReport", &import);
+    conforms(&document, "LineError", &import["errors"][0]);
+    let (status, made) = server
+        .admin(
+            Method::POST,
+            "/v1/webhooks",
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    conforms(&document, "CreatedSubscription", &made);
+    let (_, listed) = server.admin(Method::GET, "/v1/webhooks", None).await;
+    conforms(&document, "SubscriptionList", &listed);
+    conforms(&document, "Subscription", &listed["items"][0]);
+    let path = format!("/v1/webhooks/{}/deliveries", id(&made));
+    let (_, deliveries) = server.admin(Method::GET, &path, None).await;
+    conforms(&document, "DeliveryPage", &deliveries);
+    let (status, _) = server
+        .admin(Method::DELETE, &format!("/v1/webhooks/{}", id(&made)), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+/// The properties a schema of the document names, with their JSON types
+/// (`allOf` parts merged, `$ref`s followed), and those it requires.
+fn schema_properties(document: &Value, schema: &Value) -> (serde_json::Map<String, Value>, Vec<String>) {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return schema_properties(document, &document["components"]["schemas"][name]);
+    }
+    let mut properties = schema["properties"].as_object().cloned().unwrap_or_default();
+    let mut required: Vec<String> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        let (more, needed) = schema_properties(document, part);
+        properties.extend(more);
+        required.extend(needed);
+    }
+    (properties, required)
+}
+
+/// Asserts that `value` has every property `name` requires, no property it
+/// does not name, and each of the JSON type the schema gives.
+fn conforms(document: &Value, name: &str, value: &Value) {
+    let schema = &document["components"]["schemas"][name];
+    assert!(schema.is_object(), "{name} is not among the document's schemas");
+    let (properties, required) = schema_properties(document, schema);
+    let object = value
+        .as_object()
+        .unwrap_or_else(|| panic!("{name}: not an object: {value}"));
+    for field in &required {
+        assert!(object.contains_key(field), "{name}: {field} is required: {value}");
+    }
+    for (field, item) in object {
+        let property = properties
+            .get(field)
+            .unwrap_or_else(|| panic!("{name}: {field} is not in the schema: {value}"));
+        let property = match property["$ref"].as_str() {
+            Some(_) => continue,
+            None => property,
+        };
+        let types: Vec<&str> = match &property["type"] {
+            Value::String(one) => vec![one.as_str()],
+            Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+            _ => continue,
+        };
+        let actual = match item {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        assert!(
+            types.contains(&actual) || (actual == "integer" && types.contains(&"number")),
+            "{name}: {field} is {actual}, the schema says {types:?}: {value}"
+        );
+    }
 }
 
 /// What the webhook receiver does with its next request.

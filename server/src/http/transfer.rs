@@ -75,7 +75,7 @@ impl<T> Drop for AbortOnDrop<T> {
 #[utoipa::path(post, path = "/v1/import/{kind}", tag = "admin",
     params(("kind" = String, Path, description = "contacts, accounts, deals or interactions"), ImportParams),
     request_body(content = String, content_type = "text/csv", description = "a header row naming the columns, then one record per row"),
-    responses((status = 200, description = "{\"rows\", \"created\", \"updated\", \"unchanged\", \"failed\", \"errors\": [{\"line\", \"message\"}], \"ignored_columns\"}. With `Accept: application/x-ndjson`, one JSON line a second as it goes, `{\"progress\": {rows, created, updated, unchanged, failed}}`, then `{\"report\": ...}` or `{\"problem\": ...}` (what the status would have said)", body = Object),
+    responses((status = 200, description = "{\"rows\", \"created\", \"updated\", \"unchanged\", \"failed\", \"errors\": [{\"line\", \"message\"}], \"ignored_columns\"}. With `Accept: application/x-ndjson`, one JSON line a second as it goes, `{\"progress\": {rows, created, updated, unchanged, failed}}`, then `{\"report\": ...}` or `{\"problem\": ...}` (what the status would have said)", body = csv_io::ImportReport),
               (status = 400, description = "a header (or mapping) that explains no column, or a column it does not know: `understood_columns`, `not_understood_columns`; nothing was imported", body = super::error::Problem),
               (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem),
               (status = 413, description = "more bytes or rows than the server's caps: `imported` reports the rows before the cap, which stay imported", body = super::error::Problem)),

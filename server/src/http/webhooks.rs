@@ -5,13 +5,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Admin, JsonObject, Params, Path};
-use crate::webhooks::{Dispatcher, Subscription, WebhookError};
+use crate::webhooks::{Delivery, Dispatcher, Subscription, WebhookError};
 
 /// Most delivery-log lines one page returns.
 const DELIVERIES_PAGE_MAX: usize = 500;
@@ -36,37 +35,58 @@ fn dispatcher(state: &AppState) -> Result<&Dispatcher, ApiError> {
     })
 }
 
-fn view(subscription: &Subscription) -> Value {
-    serde_json::to_value(subscription).unwrap_or(Value::Null)
+/// A subscription just made: the one answer that shows its secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreatedSubscription {
+    #[serde(flatten)]
+    subscription: Subscription,
+    /// The HMAC key of `Crm-Signature`, shown this once.
+    secret: String,
+}
+
+/// Every subscription, oldest first (secrets are not shown).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SubscriptionList {
+    items: Vec<Subscription>,
+}
+
+/// A page of a subscription's delivery log, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryPage {
+    items: Vec<Delivery>,
+    /// The `before` of the next page; none after the last.
+    next_before: Option<u64>,
 }
 
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks",
     request_body(content = Object, description = "{\"url\": \"https://...\", \"event_types\"?: [\"ContactCreated\", ...] (default every type), \"kinds\"?: [\"contact\", \"account\", \"deal\", \"interaction\", \"user\"] (default every kind), \"secret\"?: at least 16 characters (default: one is made), \"description\"?, \"after\"?: a log position to start after (default: the head, so only new events)}"),
-    responses((status = 201, description = "the subscription, with its `secret` (shown this once)", body = Object),
+    responses((status = 201, description = "the subscription, with its `secret` (shown this once)", body = CreatedSubscription),
               (status = 403, body = super::error::Problem), (status = 422, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     admin: Admin,
     JsonObject(input): JsonObject,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedSubscription>), ApiError> {
     let dispatcher = dispatcher(&state)?;
     let head = state.app.store.head().await?;
     let new = crate::webhooks::NewSubscription::parse(&input, head, &admin.actor.id).map_err(ApiError::validation)?;
     let subscription = dispatcher.table().create(&new, Utc::now()).await?;
     dispatcher.wake();
-    let mut body = view(&subscription);
-    body["secret"] = Value::String(new.secret);
+    let body = CreatedSubscription {
+        subscription,
+        secret: new.secret,
+    };
     Ok((StatusCode::CREATED, Json(body)))
 }
 
 #[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
-    responses((status = 200, description = "{\"items\": [subscription]}: every subscription, oldest first (secrets are not shown)", body = Object),
+    responses((status = 200, description = "every subscription, oldest first (secrets are not shown)", body = SubscriptionList),
               (status = 403, body = super::error::Problem)),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<Value>, ApiError> {
-    let items: Vec<Value> = dispatcher(&state)?.table().list().await?.iter().map(view).collect();
-    Ok(Json(json!({ "items": items })))
+pub async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<SubscriptionList>, ApiError> {
+    let items = dispatcher(&state)?.table().list().await?;
+    Ok(Json(SubscriptionList { items }))
 }
 
 async fn found(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
@@ -79,15 +99,15 @@ async fn found(state: &AppState, id: &str) -> Result<Subscription, ApiError> {
 
 #[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks",
     params(("id" = String, Path, description = "the subscription's id")),
-    responses((status = 200, description = "{id, url, description, event_types, kinds, created_at, created_by, position, state: active|disabled, attempts, next_attempt_at, last_error, last_success_at, disabled_at}", body = Object),
+    responses((status = 200, description = "the subscription, its position and state", body = Subscription),
               (status = 404, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view(&found(&state, &id).await?)))
+) -> Result<Json<Subscription>, ApiError> {
+    Ok(Json(found(&state, &id).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
@@ -108,20 +128,20 @@ pub async fn delete(
 
 #[utoipa::path(post, path = "/v1/webhooks/{id}/resume", tag = "webhooks",
     params(("id" = String, Path, description = "the subscription's id")),
-    responses((status = 200, description = "the subscription, active again at the position it kept and due at once", body = Object),
+    responses((status = 200, description = "the subscription, active again at the position it kept and due at once", body = Subscription),
               (status = 404, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn resume(
     State(state): State<AppState>,
     _admin: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Subscription>, ApiError> {
     let dispatcher = dispatcher(&state)?;
     if !dispatcher.table().resume(&id, Utc::now()).await? {
         return Err(ApiError::not_found(format!("no webhook {id}")));
     }
     dispatcher.wake();
-    Ok(Json(view(&found(&state, &id).await?)))
+    Ok(Json(found(&state, &id).await?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -135,7 +155,7 @@ pub struct DeliveriesQuery {
 
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path, description = "the subscription's id"), DeliveriesQuery),
-    responses((status = 200, description = "{\"items\": [{seq, position (the delivery id), event_type, attempt, attempted_at, status, error, millis, ok}], \"next_before\"}: the newest attempts first (the last 1,000 are kept)", body = Object),
+    responses((status = 200, description = "the newest attempts first (the last 1,000 are kept)", body = DeliveryPage),
               (status = 404, body = super::error::Problem)),
     security(("bearer" = [])))]
 pub async fn deliveries(
@@ -143,10 +163,10 @@ pub async fn deliveries(
     _admin: Admin,
     Path(id): Path<String>,
     Params(query): Params<DeliveriesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryPage>, ApiError> {
     found(&state, &id).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, DELIVERIES_PAGE_MAX);
     let items = dispatcher(&state)?.table().deliveries(&id, query.before, limit).await?;
     let next_before = (items.len() == limit).then(|| items.last().map(|d| d.seq)).flatten();
-    Ok(Json(json!({ "items": items, "next_before": next_before })))
+    Ok(Json(DeliveryPage { items, next_before }))
 }

@@ -85,7 +85,7 @@ const COLUMNS: &str = "id, url, description, event_types, kinds, secret, created
      attempts, next_attempt_at, last_error, last_success_at, disabled_at";
 
 /// One subscription: where to send which events, and how far it got.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Subscription {
     pub id: String,
     pub url: String,
@@ -161,7 +161,7 @@ pub struct NewSubscription {
 }
 
 /// One attempt to deliver one event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// The attempt's number among the subscription's attempts.
     pub seq: u64,
