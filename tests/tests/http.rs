@@ -2674,6 +2674,21 @@ async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server:
         .await
         .expect("json");
     assert_eq!(imported["created"], 1, "{imported}");
+    // An `_external_id` column names the old system's id and nothing else:
+    // the account's name there finds nothing.
+    let by_name = server
+        .import_csv(
+            "contacts",
+            "external_id,name,account_external_id\nC-9,Bea,Acme\n".into(),
+        )
+        .await;
+    assert_eq!(by_name["failed"], 1, "{by_name}");
+    assert!(
+        by_name["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("account_external_id \"Acme\" names no live account")),
+        "{by_name}"
+    );
     let again: Value = import(csv.into(), "accounts")
         .await
         .expect("answer")

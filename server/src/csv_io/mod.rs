@@ -240,6 +240,8 @@ fn minor_units(raw: &str, currency: &str) -> Result<i64, String> {
 /// A reference the row names another system's way, resolved before writing.
 #[derive(Debug)]
 enum Lookup {
+    /// By the other system's id alone (`account_external_id`, ...).
+    External(RecordKind, String),
     Record(RecordKind, String),
     Records(RecordKind, Vec<String>),
     User(String),
@@ -317,7 +319,7 @@ fn row_input(kind: RecordKind, cells: Vec<(String, String)>, plan: &Plan) -> Res
                     let target = reference.trim_end_matches("_external_id");
                     meta.lookups.push((
                         format!("{target}_id"),
-                        Lookup::Record(target.parse::<RecordKind>()?, cell),
+                        Lookup::External(target.parse::<RecordKind>()?, cell),
                     ));
                 }
             }
@@ -580,6 +582,12 @@ async fn import_row(app: &App, projector: &Projector, resolver: &Resolver, row: 
     let (mut input, meta) = row_input(kind, cells, plan).map_err(RowError::Refused)?;
     for (field, lookup) in &meta.lookups {
         let value = match lookup {
+            Lookup::External(target, raw) => {
+                let id = holder(app, *target, raw)
+                    .await?
+                    .ok_or_else(|| RowError::Refused(format!("{target}_external_id {raw:?} names no live {target}")))?;
+                json!(id)
+            }
             Lookup::Record(target, raw) => json!(resolver.record(app, projector, field, *target, raw).await?),
             Lookup::Records(target, names) => {
                 let mut ids = Vec::with_capacity(names.len());
