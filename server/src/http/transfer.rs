@@ -141,16 +141,10 @@ pub async fn import(
         let report = join(task).await?;
         return Ok(Json(serde_json::to_value(report).expect("reports serialise")).into_response());
     }
-    // A header refused is a status of its own, not a line of a 200.
-    let mut task = task;
-    let accepted = tokio::select! {
-        accepted = watched.wait_for(Option::is_some) => accepted.is_ok(),
-        finished = &mut task.0 => {
-            let report = finished.map_err(|e| ApiError::internal(&e))??;
-            return Ok(ndjson(futures_util::stream::once(async move { line(&json!({"report": report})) })));
-        }
-    };
-    if !accepted {
+    // A header refused is a status of its own, not a line of a 200: the
+    // stream starts once the header is accepted. The watch closes without
+    // that only when the import ended first (its sender is the task's).
+    if watched.wait_for(Option::is_some).await.is_err() {
         let report = join(task).await?;
         return Ok(ndjson(futures_util::stream::once(async move {
             line(&json!({"report": report}))
@@ -182,8 +176,7 @@ pub async fn import(
 }
 
 /// The import's outcome once its task ends.
-async fn join(task: AbortOnDrop<Result<csv_io::ImportReport, ApiError>>) -> Result<csv_io::ImportReport, ApiError> {
-    let mut task = task;
+async fn join(mut task: AbortOnDrop<Result<csv_io::ImportReport, ApiError>>) -> Result<csv_io::ImportReport, ApiError> {
     (&mut task.0).await.map_err(|e| ApiError::internal(&e))?
 }
 
