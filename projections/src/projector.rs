@@ -589,18 +589,12 @@ impl Projector {
         id: Uuid,
         limit: usize,
     ) -> Result<Vec<(Uuid, &'static str)>, ProjectionError> {
-        let (table, rules): (&str, &[(&str, &'static str)]) = match kind {
-            RecordKind::Contact => (
-                "contacts",
-                &[
-                    ("dup_email", "same email"),
-                    ("dup_phone", "same phone"),
-                    ("dup_name", "same name within one account"),
-                ],
-            ),
-            RecordKind::Account => ("accounts", &[("dup_domain", "same domain")]),
+        let table = match kind {
+            RecordKind::Contact => CONTACTS.name,
+            RecordKind::Account => ACCOUNTS.name,
             _ => return Ok(Vec::new()),
         };
+        let rules = crate::reports::duplicate_warnings(table);
         let columns: Vec<&'static str> = rules.iter().map(|(column, _)| *column).collect();
         let found = self.tables.sharing(table, &columns, id, limit).await?;
         Ok(found

@@ -46,6 +46,8 @@ struct Rule {
     reason: &'static str,
     table: &'static Table,
     column: &'static str,
+    /// What a write that makes its record share the value is warned of.
+    warning: &'static str,
 }
 
 /// In the order groups are listed.
@@ -54,23 +56,37 @@ const RULES: [Rule; 4] = [
         reason: "accounts with the same domain",
         table: &ACCOUNTS,
         column: "dup_domain",
+        warning: "same domain",
     },
     Rule {
         reason: "same email",
         table: &CONTACTS,
         column: "dup_email",
+        warning: "same email",
     },
     Rule {
         reason: "same name within one account",
         table: &CONTACTS,
         column: "dup_name",
+        warning: "same name within one account",
     },
     Rule {
         reason: "same phone",
         table: &CONTACTS,
         column: "dup_phone",
+        warning: "same phone",
     },
 ];
+
+/// The rules of `table`: each one's column, and what a write that makes a
+/// record share its value is warned of.
+pub(crate) fn warnings(table: &str) -> Vec<(&'static str, &'static str)> {
+    RULES
+        .iter()
+        .filter(|rule| rule.table.name == table)
+        .map(|rule| (rule.column, rule.warning))
+        .collect()
+}
 
 /// Where a page of groups starts: after this value of this rule.
 struct GroupCursor {

@@ -28,6 +28,7 @@ use crate::schema::{ACCOUNTS, CONTACTS, DEALS, LIVE, Table};
 use crate::sql::{Cell, Exec, Kind};
 use query::Sql;
 
+pub(crate) use duplicates::warnings as duplicate_warnings;
 pub use duplicates::{DuplicateGroup, DuplicateMember, MEMBERS_LISTED_MAX};
 pub use neglected::{DepartmentContact, DepartmentRules, NeglectedAccount, NeglectedAccountsReport};
 pub use owners::{OwnerLine, OwnersReport, UnownedLine};
