@@ -324,3 +324,28 @@ fn unique_violation(error: &rusqlite::Error) -> bool {
                 .contains(&failure.extended_code)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    /// The SQLite library in this build is the one `.cargo/config.toml`
+    /// asks for: without memory statistics and without the page cache that
+    /// all connections share, each behind one process-wide mutex that the
+    /// readers, the appender and the projector queued on.
+    #[test]
+    fn sqlite_is_built_without_its_process_wide_mutexes() -> rusqlite::Result<()> {
+        let conn = rusqlite::Connection::open_in_memory()?;
+        let mut statement = conn.prepare("PRAGMA compile_options")?;
+        let options = statement
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        assert!(
+            options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"),
+            "memory statistics are on: {options:?}"
+        );
+        assert!(
+            !options.iter().any(|option| option == "ENABLE_MEMORY_MANAGEMENT"),
+            "the shared page cache is on: {options:?}"
+        );
+        Ok(())
+    }
+}
