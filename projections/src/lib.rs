@@ -7,6 +7,7 @@
 //! This crate reads events and never appends them. Every read model can be
 //! thrown away and rebuilt from the log.
 
+mod as_of;
 mod counts;
 mod history;
 mod model;
@@ -19,6 +20,7 @@ mod sums;
 mod tables;
 mod views;
 
+pub use as_of::AS_OF_CACHED;
 pub use history::{ActorRef, FieldChange, HistoryEntry, TimelineItem, decode, history, timeline};
 pub use model::{
     AccountView, ContactView, CrmModel, DealClosing, DealView, EventRef, InteractionRef, InteractionView, Keys,

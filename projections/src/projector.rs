@@ -30,6 +30,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use uuid::Uuid;
 
 use crate::ProjectionError;
+use crate::as_of::{AsOfCache, FoldedAsOf};
 use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::schema::{ACCOUNTS, CONTACTS, DEALS, INTERACTIONS, USERS};
@@ -84,6 +85,9 @@ pub struct ProjectorOptions {
     pub rebuild_rows_max: usize,
     /// Connections kept for reading the tables.
     pub read_connections_max: u32,
+    /// Dates whose folds are kept for reports asked as of them again
+    /// (`crate::as_of`); 0 folds every such report from the start.
+    pub as_of_cached: usize,
 }
 
 impl Default for ProjectorOptions {
@@ -93,6 +97,7 @@ impl Default for ProjectorOptions {
             rebuild_batch_events: REBUILD_BATCH_EVENTS,
             rebuild_rows_max: REBUILD_ROWS_MAX,
             read_connections_max: 8,
+            as_of_cached: crate::as_of::AS_OF_CACHED,
         }
     }
 }
@@ -110,6 +115,8 @@ pub struct Projector {
     written: Arc<WrittenViews>,
     /// Turns of the as-of folds (`AS_OF_FOLDS_MAX`).
     as_of_turns: tokio::sync::Semaphore,
+    /// The folds of reports as of a date kept for the next ask.
+    as_of_cache: AsOfCache,
     /// The projector lease, once this process took it: of all processes on
     /// the database, the one that folds what the live tables lack.
     lease: Mutex<Option<HeldLock>>,
@@ -201,6 +208,7 @@ impl Projector {
             applied: Arc::clone(&applied),
             written: Arc::clone(&written),
         }));
+        let as_of_cache = AsOfCache::new(options.as_of_cached);
         let projector = Arc::new(Self {
             store,
             tables,
@@ -209,6 +217,7 @@ impl Projector {
             applied,
             written,
             as_of_turns: tokio::sync::Semaphore::new(AS_OF_FOLDS_MAX),
+            as_of_cache,
             lease: Mutex::new(None),
         });
         Ok((projector, current))
@@ -452,6 +461,24 @@ impl Projector {
     /// (`AS_OF_FOLDS_MAX`); the files live in the system's temporary
     /// directory (`TMPDIR`) and are removed with the answer.
     pub async fn as_of(&self, as_of: DateTime<Utc>) -> Result<AsOf, ProjectionError> {
+        let (dir, file, _, _) = self.fold_as_of(as_of).await?;
+        let tables = Tables::open_scratch(&file, false).await?;
+        Ok(AsOf { tables, _dir: dir })
+    }
+
+    /// Reports as of a date folded from the start of the log: those a
+    /// report asked as of an earlier date again updates instead are not
+    /// counted (`crate::as_of`).
+    pub fn as_of_folds(&self) -> u64 {
+        self.as_of_cache.folds()
+    }
+
+    /// `as_of`'s fold into a scratch file: its directory, the file, and the
+    /// positions of the last event folded and the last one read.
+    async fn fold_as_of(
+        &self,
+        as_of: DateTime<Utc>,
+    ) -> Result<(tempfile::TempDir, std::path::PathBuf, u64, u64), ProjectionError> {
         let _turn = self
             .as_of_turns
             .acquire()
@@ -465,11 +492,83 @@ impl Projector {
         let writer = crate::tables::scratch_writer(&file)?;
         let batches = read_ahead(self.store.clone(), 0, self.options.rebuild_batch_events, Some(as_of));
         let rows_max = self.options.rebuild_rows_max;
-        tokio::task::spawn_blocking(move || fold_scratch(writer, batches, rows_max))
+        let (folded, read) = tokio::task::spawn_blocking(move || fold_scratch(writer, batches, rows_max))
             .await
             .map_err(|e| ProjectionError::Internal(format!("the as-of fold stopped: {e}")))??;
-        let tables = Tables::open_scratch(&file).await?;
-        Ok(AsOf { tables, _dir: dir })
+        self.as_of_cache.count_fold();
+        Ok((dir, file, folded, read))
+    }
+
+    /// A report as of a date from its kept fold, brought up to date first,
+    /// or from a new fold that is then kept.
+    async fn report_as_of(
+        &self,
+        config: &domain::Pipeline,
+        request: &crate::reports::ReportRequest,
+        as_of: DateTime<Utc>,
+    ) -> Result<Value, ProjectionError> {
+        let Some(entry) = self.as_of_cache.entry(as_of) else {
+            let then = self.as_of(as_of).await?;
+            let report = then.report(config, request, as_of).await;
+            then.close().await;
+            return report;
+        };
+        let mut held = entry.held.lock().await;
+        let current = match held.take() {
+            Some(kept) => self.update_as_of(kept, as_of).await?,
+            None => {
+                let (dir, file, folded, read) = self.fold_as_of(as_of).await?;
+                let tables = Tables::open_scratch(&file, true).await?;
+                FoldedAsOf {
+                    tables,
+                    dir,
+                    folded,
+                    read,
+                }
+            }
+        };
+        let report = current.tables.report(config, request, as_of).await;
+        *held = Some(current);
+        report
+    }
+
+    /// Folds into a kept fold as of `as_of` the events recorded since it
+    /// read the log that had happened by then; passes over the others.
+    async fn update_as_of(&self, mut kept: FoldedAsOf, as_of: DateTime<Utc>) -> Result<FoldedAsOf, ProjectionError> {
+        if kept.read >= self.store.head().await? {
+            return Ok(kept);
+        }
+        let mut batches = read_ahead(
+            self.store.clone(),
+            kept.read,
+            self.options.rebuild_batch_events,
+            Some(as_of),
+        );
+        while let Some(batch) = batches.recv().await {
+            let batch = batch?;
+            if !batch.events.is_empty() {
+                // The events passed over were never part of this fold: the
+                // batch follows the last event folded.
+                let folded = kept
+                    .tables
+                    .fold_batch(kept.folded + 1, &batch.keys, None, |model| {
+                        apply_all(model, pairs(&batch.events));
+                        model.interactions.clear();
+                    })
+                    .await?;
+                kept.folded = match folded {
+                    Folded::Covered(position) => position,
+                    Folded::Skipped(_) => {
+                        return Err(ProjectionError::Internal(format!(
+                            "the fold as of {as_of} in {} does not stand where it was left",
+                            kept.dir.path().display()
+                        )));
+                    }
+                };
+            }
+            kept.read = batch.last;
+        }
+        Ok(kept)
     }
 
     /// Answers a report: from the live tables measured at `now`, or, with
@@ -486,10 +585,7 @@ impl Projector {
             self.catch_up().await?;
             return self.tables.report(config, request, now).await;
         };
-        let then = self.as_of(as_of).await?;
-        let report = then.report(config, request, as_of).await;
-        then.close().await;
-        report
+        self.report_as_of(config, request, as_of).await
     }
 
     /// The view of one contact, account, deal or interaction.
@@ -739,19 +835,22 @@ fn fold_scratch(
     mut writer: AsideWriter,
     mut batches: mpsc::Receiver<Result<DecodedBatch, ProjectionError>>,
     rows_max: usize,
-) -> Result<(), ProjectionError> {
+) -> Result<(u64, u64), ProjectionError> {
     let mut rows = AsideRows::in_tables(crate::tables::LIVE, rows_max);
     let mut position = 0;
+    let mut read = 0;
     while let Some(batch) = batches.blocking_recv() {
         let batch = batch?;
         position = batch.events.last().map_or(position, |(recorded, _)| recorded.position);
+        read = batch.last;
         writer.fold(&mut rows, &batch.keys, |model| {
             apply_all(model, pairs(&batch.events));
             model.interactions.clear();
         })?;
     }
     writer.flush(&mut rows, Flush::All)?;
-    writer.finish_scratch(position)
+    writer.finish_scratch(position)?;
+    Ok((position, read))
 }
 
 /// The read models as they stood at a past date (`Projector::as_of`), in a

@@ -132,8 +132,8 @@ impl Tables {
     ) -> Result<Self, ProjectionError> {
         sqlx::any::install_default_drivers();
         let dialect = Dialect::of_url(url);
-        let writer = pool(url, dialect, schema, 1, true, connect_wait).await?;
-        let readers = pool(url, dialect, schema, readers_max.max(1), false, connect_wait).await?;
+        let writer = pool(url, dialect, schema, 1, Setup::Writer, connect_wait).await?;
+        let readers = pool(url, dialect, schema, readers_max.max(1), Setup::Reader, connect_wait).await?;
         let search = match dialect {
             Dialect::Sqlite => SearchIndex::Fts5,
             Dialect::Postgres => trigrams(&writer).await?,
@@ -1276,11 +1276,16 @@ impl AsideWriter {
 
 impl Tables {
     /// Reads the scratch database at `file` that `scratch_writer` filled
-    /// and `index_scratch` indexed.
-    pub async fn open_scratch(file: &std::path::Path) -> Result<Self, ProjectionError> {
+    /// and `finish_scratch` indexed; `writable`, it can also be folded into
+    /// further, the way the live tables are (`fold_batch`).
+    pub async fn open_scratch(file: &std::path::Path, writable: bool) -> Result<Self, ProjectionError> {
         sqlx::any::install_default_drivers();
-        let url = format!("sqlite://{}?mode=ro", file.display());
-        let readers = pool(&url, Dialect::Sqlite, None, 1, false, std::time::Duration::from_secs(5)).await?;
+        let (mode, setup) = match writable {
+            true => ("rw", Setup::Scratch),
+            false => ("ro", Setup::Reader),
+        };
+        let url = format!("sqlite://{}?mode={mode}", file.display());
+        let readers = pool(&url, Dialect::Sqlite, None, 1, setup, std::time::Duration::from_secs(5)).await?;
         Ok(Self {
             writer: readers.clone(),
             readers,
@@ -1336,7 +1341,26 @@ pub async fn side_pool(
     connect_wait: std::time::Duration,
 ) -> Result<AnyPool, ProjectionError> {
     sqlx::any::install_default_drivers();
-    pool(url, Dialect::of_url(url), schema, connections_max, false, connect_wait).await
+    pool(
+        url,
+        Dialect::of_url(url),
+        schema,
+        connections_max,
+        Setup::Reader,
+        connect_wait,
+    )
+    .await
+}
+
+/// What a pool's connections are for, which sets them up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    Reader,
+    Writer,
+    /// Writes to a scratch file (a fold as of a date) that nothing needs
+    /// after a crash: no fsync, the journal in memory (a failed transaction
+    /// still rolls back), SQLite's default cache.
+    Scratch,
 }
 
 async fn pool(
@@ -1344,16 +1368,19 @@ async fn pool(
     dialect: Dialect,
     schema: Option<&str>,
     connections_max: u32,
-    writer: bool,
+    setup: Setup,
     connect_wait: std::time::Duration,
 ) -> Result<AnyPool, ProjectionError> {
     let setup = match dialect {
         // The read models can always be refolded from the log, so their
         // commits need not wait for the disk: a crash loses at most the last
         // folds, and the state row committed with them says where to resume.
-        Dialect::Sqlite if writer => format!(
+        Dialect::Sqlite if setup == Setup::Writer => format!(
             "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA synchronous = NORMAL; \
              PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};"
+        ),
+        Dialect::Sqlite if setup == Setup::Scratch => format!(
+            "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA synchronous = OFF; PRAGMA journal_mode = MEMORY;"
         ),
         Dialect::Sqlite => format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"),
         Dialect::Postgres => schema.map(|s| format!("SET search_path TO {s};")).unwrap_or_default(),

@@ -7,7 +7,10 @@
 //!   between equals applying it at once;
 //! - the read-model tables, folded in batches of any size (each loading
 //!   only the rows its events name), hold exactly the pure fold, and so give
-//!   every report byte for byte.
+//!   every report byte for byte;
+//! - a report as of T from a fold kept since an earlier ask, brought up to
+//!   date with the events recorded since (some of which happened by T),
+//!   equals the pure fold of the whole log cut at T.
 
 mod support;
 
@@ -365,6 +368,67 @@ proptest! {
         // what the same rows written at once give.
         let reports_of_pure_fold = reports_json(&pure, &every_report(day0()), day0());
         prop_assert_eq!(json!(live_reports).to_string(), json!(reports_of_pure_fold).to_string());
+    }
+}
+
+/// Asks every report as of `cut` over the log's first `split` events (the
+/// folds are kept), appends the rest, and asks again: the answers of the
+/// second ask, and how many folds were made from the start of the log.
+async fn as_of_asked_twice(history: &History, split: usize, cut: DateTime<Utc>) -> (Vec<Value>, u64) {
+    let database = eventstore::testing::TestDatabase::sqlite();
+    let store = database.open().await;
+    let mut requests = history.log.iter().map(append_request);
+    for result in store
+        .append_all(requests.by_ref().take(split).collect())
+        .await
+        .expect("append")
+    {
+        result.expect("each append");
+    }
+    let options = projections::ProjectorOptions {
+        fold_batch_events: 4,
+        rebuild_batch_events: 4,
+        rebuild_rows_max: 4,
+        ..projections::ProjectorOptions::default()
+    };
+    let projector = projections::Projector::open_with(store.clone(), options)
+        .await
+        .expect("open");
+    let ask = || async {
+        let mut reports = Vec::new();
+        for request in every_report(cut) {
+            let report = projector
+                .report(&Pipeline::default(), &request, Some(cut), day0())
+                .await;
+            reports.push(report.expect("a report as of the cut"));
+        }
+        reports
+    };
+    ask().await;
+    for result in store.append_all(requests.collect()).await.expect("append") {
+        result.expect("each append");
+    }
+    let reports = ask().await;
+    let folds = projector.as_of_folds();
+    projector.close().await;
+    store.close().await;
+    (reports, folds)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn a_kept_fold_as_of_a_date_brought_up_to_date_equals_the_log_cut_there(ops in prop::collection::vec((op(), any::<u16>()), 1..80), split in any::<prop::sample::Index>(), days_back in 0i64..400) {
+        let history = play(&ops);
+        let split = split.index(history.log.len() + 1);
+        let cut = day0() - Duration::days(days_back);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let (reports, folds) = runtime.block_on(as_of_asked_twice(&history, split, cut));
+        drop(runtime);
+        prop_assert_eq!(folds, 1, "the second ask updates the first fold");
+        let pure = reports_json(&history.model_until(Some(cut)), &every_report(cut), cut);
+        prop_assert_eq!(json!(reports).to_string(), json!(pure).to_string());
     }
 }
 

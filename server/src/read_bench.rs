@@ -218,6 +218,17 @@ pub async fn read_side(
         })
         .await?,
     );
+    // The fold is kept: asked again, the report reads only the log
+    // recorded since (`projections::as_of`).
+    figures.push(
+        measure("pipeline as of a year ago, asked again", repeat, || async {
+            projector
+                .report(pipeline, &request, Some(then), then)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await?,
+    );
     let peak_memory_mib_with_as_of = peak_memory_mib();
     let [contacts, accounts, deals] = projector.live_counts().await.map_err(|e| e.to_string())?;
     let report = ReadBench {

@@ -1,0 +1,98 @@
+//! Reports as of a date, kept folded between asks.
+//!
+//! A report as of T reads the fold of the events that had happened by T
+//! (`occurred_at` at or before it), in position order. That fold is a
+//! projection of its own, over the log filtered by T: an event recorded
+//! after the fold was made changes it only if it happened by T (a backfill,
+//! an import of old history), and then folding that event on top gives
+//! exactly what folding the whole filtered log again would, since it comes
+//! last in position order. So the tables of a fold are kept (up to
+//! `ProjectorOptions::as_of_cached` dates, the least recently asked
+//! dropped first), each with the log position it has read through, and an
+//! ask for the same date reads only the log after that position: events
+//! that happened later are passed over, those that happened by T are folded
+//! in, by the live catch-up's own write path (`Tables::fold_batch`).
+//! Nothing is ever answered from a fold that misses an event it should hold.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+
+use crate::tables::Tables;
+
+/// Dates whose folds a process keeps by default (each a scratch SQLite
+/// file, about as large as the read-model tables were then).
+pub const AS_OF_CACHED: usize = 4;
+
+/// The folds kept, most recently asked last.
+#[derive(Debug)]
+pub(crate) struct AsOfCache {
+    capacity: usize,
+    entries: std::sync::Mutex<Vec<Arc<Entry>>>,
+    /// Whole folds made from the start of the log (not updates of a kept one).
+    folds: AtomicU64,
+}
+
+/// One date's place in the cache. Its fold is taken out while it is brought
+/// up to date, and put back once a report has read it: a fold that fails
+/// halfway is never put back, and the next ask folds from the start.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    as_of: DateTime<Utc>,
+    pub(crate) held: tokio::sync::Mutex<Option<FoldedAsOf>>,
+}
+
+/// A fold as of a date in tables of its own, in a scratch directory that
+/// goes when this is dropped.
+#[derive(Debug)]
+pub(crate) struct FoldedAsOf {
+    pub(crate) tables: Tables,
+    pub(crate) dir: tempfile::TempDir,
+    /// The position of the last event folded (the tables' state row).
+    pub(crate) folded: u64,
+    /// The position of the last event read, folded or passed over.
+    pub(crate) read: u64,
+}
+
+impl AsOfCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: std::sync::Mutex::new(Vec::new()),
+            folds: AtomicU64::new(0),
+        }
+    }
+
+    /// The place of `as_of`'s fold, made if there is none (dropping the
+    /// least recently asked date past the capacity); none when nothing is
+    /// kept.
+    pub(crate) fn entry(&self, as_of: DateTime<Utc>) -> Option<Arc<Entry>> {
+        if self.capacity == 0 {
+            return None;
+        }
+        // A panic while this lock is held cannot leave the list half made.
+        let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = match entries.iter().position(|entry| entry.as_of == as_of) {
+            Some(n) => entries.remove(n),
+            None => Arc::new(Entry {
+                as_of,
+                held: tokio::sync::Mutex::new(None),
+            }),
+        };
+        entries.push(Arc::clone(&entry));
+        if entries.len() > self.capacity {
+            // Whoever still reads a dropped fold keeps it until done.
+            entries.remove(0);
+        }
+        Some(entry)
+    }
+
+    pub(crate) fn count_fold(&self) {
+        self.folds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn folds(&self) -> u64 {
+        self.folds.load(Ordering::Relaxed)
+    }
+}
