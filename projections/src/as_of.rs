@@ -32,6 +32,9 @@ pub(crate) struct AsOfCache {
     entries: std::sync::Mutex<Vec<Arc<Entry>>>,
     /// Whole folds made from the start of the log (not updates of a kept one).
     folds: AtomicU64,
+    /// Trends answered, most recently asked last: what was asked (its
+    /// dates and reports, as text), the answers, the log position read.
+    trends: std::sync::Mutex<Vec<(String, Vec<serde_json::Value>, u64)>>,
 }
 
 /// One date's place in the cache. Its fold is taken out while it is brought
@@ -61,6 +64,30 @@ impl AsOfCache {
             capacity,
             entries: std::sync::Mutex::new(Vec::new()),
             folds: AtomicU64::new(0),
+            trends: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The answers kept for the trend `key`, and the position they read to.
+    pub(crate) fn kept_trend(&self, key: &str) -> Option<(Vec<serde_json::Value>, u64)> {
+        let trends = self.trends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        trends
+            .iter()
+            .find(|(kept, _, _)| kept == key)
+            .map(|(_, answers, read)| (answers.clone(), *read))
+    }
+
+    /// Keeps a trend's answers, dropping the least recently asked past the
+    /// capacity.
+    pub(crate) fn keep_trend(&self, key: String, answers: Vec<serde_json::Value>, read: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut trends = self.trends.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        trends.retain(|(kept, _, _)| *kept != key);
+        trends.push((key, answers, read));
+        if trends.len() > self.capacity {
+            trends.remove(0);
         }
     }
 

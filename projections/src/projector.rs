@@ -35,7 +35,9 @@ use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::schema::{ACCOUNTS, CONTACTS, DEALS, INTERACTIONS, USERS};
 use crate::sql::Exec;
-use crate::tables::{AsideRows, AsideWriter, Flush, Folded, HeldLock, ListFilter, Role, RowCache, State, Swap, Tables};
+use crate::tables::{
+    AsideRows, AsideWriter, Flush, Folded, HeldLock, ListFilter, Role, RowCache, ScratchFolder, State, Swap, Tables,
+};
 
 /// Events read from the log and folded in one transaction by catch-up
 /// (appends made through this process fold in their own transaction).
@@ -473,23 +475,42 @@ impl Projector {
         self.as_of_cache.folds()
     }
 
+    /// A turn of the scratch folds (`AS_OF_FOLDS_MAX`), a scratch directory
+    /// named after `what`, its database file and a writer that made its
+    /// tables.
+    async fn scratch(
+        &self,
+        what: &str,
+    ) -> Result<
+        (
+            tokio::sync::SemaphorePermit<'_>,
+            tempfile::TempDir,
+            std::path::PathBuf,
+            AsideWriter,
+        ),
+        ProjectionError,
+    > {
+        let turn = self
+            .as_of_turns
+            .acquire()
+            .await
+            .map_err(|_| ProjectionError::Internal("the as-of folds were closed".into()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("crm-{what}-"))
+            .tempdir()
+            .map_err(|e| ProjectionError::Internal(format!("cannot make a scratch directory: {e}")))?;
+        let file = dir.path().join(format!("{what}.db"));
+        let writer = crate::tables::scratch_writer(&file)?;
+        Ok((turn, dir, file, writer))
+    }
+
     /// `as_of`'s fold into a scratch file: its directory, the file, and the
     /// positions of the last event folded and the last one read.
     async fn fold_as_of(
         &self,
         as_of: DateTime<Utc>,
     ) -> Result<(tempfile::TempDir, std::path::PathBuf, u64, u64), ProjectionError> {
-        let _turn = self
-            .as_of_turns
-            .acquire()
-            .await
-            .map_err(|_| ProjectionError::Internal("the as-of folds were closed".into()))?;
-        let dir = tempfile::Builder::new()
-            .prefix("crm-as-of-")
-            .tempdir()
-            .map_err(|e| ProjectionError::Internal(format!("cannot make a scratch directory: {e}")))?;
-        let file = dir.path().join("as-of.db");
-        let writer = crate::tables::scratch_writer(&file)?;
+        let (_turn, dir, file, writer) = self.scratch("as-of").await?;
         let batches = read_ahead(self.store.clone(), 0, self.options.rebuild_batch_events, Some(as_of));
         let rows_max = self.options.rebuild_rows_max;
         let (folded, read) = tokio::task::spawn_blocking(move || fold_scratch(writer, batches, rows_max))
@@ -530,6 +551,130 @@ impl Projector {
         let report = current.tables.report(config, request, as_of).await;
         *held = Some(current);
         report
+    }
+
+    /// Reports as of each of several dates, in ascending order (a trend):
+    /// each exactly the report as of its date.
+    ///
+    /// One pass over the log in position order folds into tables of its
+    /// own and answers each date when the first event that happened after
+    /// it is read: up to there, every event read happened by that date. The
+    /// answer is the fold of the log cut at the date unless an event that
+    /// happened by it is recorded later still (a backfill); the pass notes
+    /// every date such an event falls before, and those alone are then
+    /// folded on their own (`report` as of them, through the kept folds).
+    /// A log written in the order things happen costs one fold up to the
+    /// last date, whatever the number of dates.
+    ///
+    /// The answers are kept (as many trends as dates' folds are,
+    /// `ProjectorOptions::as_of_cached`): the same trend asked again reads
+    /// only the log recorded since, and answers from what it kept unless an
+    /// event that happened by its last date is among it.
+    pub async fn reports_over_time(
+        &self,
+        config: &domain::Pipeline,
+        asks: &[(DateTime<Utc>, crate::reports::ReportRequest)],
+    ) -> Result<Vec<Value>, ProjectionError> {
+        if asks.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
+            return Err(ProjectionError::Internal("a trend's dates must ascend".into()));
+        }
+        let Some(last) = asks.last().map(|(date, _)| *date) else {
+            return Ok(Vec::new());
+        };
+        let key = format!("{asks:?}");
+        if let Some((answers, read)) = self.as_of_cache.kept_trend(&key)
+            && let Some(read) = self.nothing_happened_by(last, read).await?
+        {
+            self.as_of_cache.keep_trend(key, answers.clone(), read);
+            return Ok(answers);
+        }
+        let (answers, read) = self.fold_over_time(config, asks).await?;
+        self.as_of_cache.keep_trend(key, answers.clone(), read);
+        Ok(answers)
+    }
+
+    /// The log's end, if no event recorded after `read` had happened by
+    /// `date`.
+    async fn nothing_happened_by(&self, date: DateTime<Utc>, mut read: u64) -> Result<Option<u64>, ProjectionError> {
+        loop {
+            let batch = self.store.read_all(read, self.options.rebuild_batch_events).await?;
+            let Some(end) = batch.last().map(|recorded| recorded.position) else {
+                return Ok(Some(read));
+            };
+            if batch.iter().any(|recorded| recorded.occurred_at <= date) {
+                return Ok(None);
+            }
+            read = end;
+        }
+    }
+
+    /// `reports_over_time` from the log, and the position it read through.
+    async fn fold_over_time(
+        &self,
+        config: &domain::Pipeline,
+        asks: &[(DateTime<Utc>, crate::reports::ReportRequest)],
+    ) -> Result<(Vec<Value>, u64), ProjectionError> {
+        let mut read = 0;
+        let mut answers: Vec<Option<Value>> = vec![None; asks.len()];
+        let mut missed = vec![false; asks.len()];
+        {
+            let (_turn, _dir, file, writer) = self.scratch("trend").await?;
+            tokio::task::spawn_blocking(move || writer.finish_scratch(0))
+                .await
+                .map_err(|e| ProjectionError::Internal(format!("the trend's tables were not made: {e}")))??;
+            let tables = Tables::open_scratch(&file, false).await?;
+            self.as_of_cache.count_fold();
+            let mut chain = Chain {
+                folder: Some(ScratchFolder::open(&file)?),
+                folded: 0,
+                pending: Vec::new(),
+            };
+            let mut next = 0;
+            let mut batches = read_ahead(self.store.clone(), 0, self.options.rebuild_batch_events, None);
+            while let Some(batch) = batches.recv().await {
+                let batch = batch?;
+                read = batch.last;
+                for (recorded, event) in batch.events {
+                    let at = recorded.occurred_at;
+                    // The dates answered already that this event happened
+                    // by: their answers missed it.
+                    for k in (0..next).rev() {
+                        if asks[k].0 < at {
+                            break;
+                        }
+                        missed[k] = true;
+                    }
+                    while next < asks.len() && at > asks[next].0 {
+                        chain.fold().await?;
+                        answers[next] = Some(tables.report(config, &asks[next].1, asks[next].0).await?);
+                        next += 1;
+                    }
+                    // Past the last date only late events matter, and they
+                    // are noted above.
+                    if next < asks.len() {
+                        chain.pending.push((recorded, event));
+                        if chain.pending.len() >= self.options.rebuild_batch_events {
+                            chain.fold().await?;
+                        }
+                    }
+                }
+            }
+            // The log ended before the last dates: they hold all of it.
+            while next < asks.len() {
+                chain.fold().await?;
+                answers[next] = Some(tables.report(config, &asks[next].1, asks[next].0).await?);
+                next += 1;
+            }
+            tables.close().await;
+        }
+        let mut reports = Vec::with_capacity(asks.len());
+        for ((as_of, request), (answer, missed)) in asks.iter().zip(answers.into_iter().zip(missed)) {
+            reports.push(match answer {
+                Some(answer) if !missed => answer,
+                _ => self.report_as_of(config, request, *as_of).await?,
+            });
+        }
+        Ok((reports, read))
     }
 
     /// Folds into a kept fold as of `as_of` the events recorded since it
@@ -826,6 +971,50 @@ async fn fold_aside_natively(
         .map_err(|e| ProjectionError::Internal(format!("the rebuild's writer stopped: {e}")))?;
     *rows = owned;
     result.map(|()| position)
+}
+
+/// The fold of a trend (`Projector::reports_over_time`): the events read
+/// and not yet folded, and the position of the last one folded.
+struct Chain {
+    folder: Option<ScratchFolder>,
+    folded: u64,
+    pending: Vec<(RecordedEvent, Event)>,
+}
+
+impl Chain {
+    /// Folds the pending events into the tables on a blocking thread, as
+    /// the folds as of a date are (no interactions: no report reads them).
+    async fn fold(&mut self) -> Result<(), ProjectionError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut folder = self
+            .folder
+            .take()
+            .ok_or_else(|| ProjectionError::Internal("a trend's fold failed before".into()))?;
+        let pending = std::mem::take(&mut self.pending);
+        let first = self.folded + 1;
+        let (folder, folded) = tokio::task::spawn_blocking(move || {
+            let keys = keys_of(pairs(&pending));
+            let folded = folder.fold_batch(first, &keys, |model| {
+                apply_all(model, pairs(&pending));
+                model.interactions.clear();
+            });
+            (folder, folded)
+        })
+        .await
+        .map_err(|e| ProjectionError::Internal(format!("a trend's fold stopped: {e}")))?;
+        self.folder = Some(folder);
+        match folded? {
+            Folded::Covered(position) => {
+                self.folded = position;
+                Ok(())
+            }
+            Folded::Skipped(_) => Err(ProjectionError::Internal(
+                "a trend's tables do not stand where its fold left them".into(),
+            )),
+        }
+    }
 }
 
 /// Folds `batches` into a scratch database through `writer`, holding at

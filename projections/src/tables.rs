@@ -1274,6 +1274,52 @@ impl AsideWriter {
     }
 }
 
+/// Folds batches into a scratch database that `finish_scratch` indexed, as
+/// catch-up folds into the live tables (`fold_rows`, rows kept from batch
+/// to batch), on a native connection: run on a blocking thread. A trend's
+/// fold (`Projector::reports_over_time`) goes through the tables' indexes,
+/// counts and groups as it goes, since a report reads them between batches.
+pub(crate) struct ScratchFolder {
+    conn: rusqlite::Connection,
+    cache: RowCache,
+}
+
+impl ScratchFolder {
+    pub(crate) fn open(file: &std::path::Path) -> Result<Self, ProjectionError> {
+        let conn = rusqlite::Connection::open(file)?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF; PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};"
+        ))?;
+        Ok(Self {
+            conn,
+            cache: RowCache::default(),
+        })
+    }
+
+    /// `Tables::fold_batch`, on this connection.
+    pub(crate) fn fold_batch(
+        &mut self,
+        first: u64,
+        keys: &Keys,
+        fold: impl FnOnce(&mut CrmModel),
+    ) -> Result<Folded, ProjectionError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let folded = futures_executor::block_on(fold_rows(&mut self.conn, first, keys, Some(&mut self.cache), fold));
+        match folded {
+            Ok(folded) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(folded)
+            }
+            Err(error) => {
+                // The cache may hold rows the rollback undoes.
+                self.cache = RowCache::default();
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(error)
+            }
+        }
+    }
+}
+
 impl Tables {
     /// Reads the scratch database at `file` that `scratch_writer` filled
     /// and `finish_scratch` indexed; `writable`, it can also be folded into

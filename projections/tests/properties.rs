@@ -10,7 +10,10 @@
 //!   every report byte for byte;
 //! - a report as of T from a fold kept since an earlier ask, brought up to
 //!   date with the events recorded since (some of which happened by T),
-//!   equals the pure fold of the whole log cut at T.
+//!   equals the pure fold of the whole log cut at T;
+//! - a trend (every report as of each of a series of dates, from one pass
+//!   over the log) equals each date's pure fold, and a log written in time
+//!   order costs that one pass alone.
 
 mod support;
 
@@ -429,6 +432,79 @@ proptest! {
         prop_assert_eq!(folds, 1, "the second ask updates the first fold");
         let pure = reports_json(&history.model_until(Some(cut)), &every_report(cut), cut);
         prop_assert_eq!(json!(reports).to_string(), json!(pure).to_string());
+    }
+}
+
+/// Every report, each as of every one of `dates` through
+/// `reports_over_time`, with the folds each trend made from the start of
+/// the log.
+async fn trends(history: &History, dates: &[DateTime<Utc>]) -> (Vec<Vec<Value>>, Vec<u64>) {
+    let database = eventstore::testing::TestDatabase::sqlite();
+    let store = database.open().await;
+    for result in store
+        .append_all(history.log.iter().map(append_request).collect())
+        .await
+        .expect("append")
+    {
+        result.expect("each append");
+    }
+    let options = projections::ProjectorOptions {
+        rebuild_batch_events: 5,
+        as_of_cached: 0,
+        ..projections::ProjectorOptions::default()
+    };
+    let projector = projections::Projector::open_with(store.clone(), options)
+        .await
+        .expect("open");
+    let (mut reports, mut folds) = (Vec::new(), Vec::new());
+    for n in 0..every_report(day0()).len() {
+        let asks: Vec<(DateTime<Utc>, ReportRequest)> = dates
+            .iter()
+            .map(|date| (*date, every_report(*date).remove(n)))
+            .collect();
+        let before = projector.as_of_folds();
+        let trend = projector
+            .reports_over_time(&Pipeline::default(), &asks)
+            .await
+            .expect("a trend");
+        folds.push(projector.as_of_folds() - before);
+        reports.push(trend);
+    }
+    projector.close().await;
+    store.close().await;
+    (reports, folds)
+}
+
+/// The same operations, each at the same business time, played in the
+/// order of those times: a log written as things happen.
+fn in_time_order(ops: &[(Op, u16)]) -> Vec<(Op, u16)> {
+    let mut ops = ops.to_vec();
+    // `play` puts an operation `day % 730` days and `day` minutes before day0.
+    ops.sort_by_key(|(_, day)| std::cmp::Reverse(u32::from(day % 730) * 24 * 60 + u32::from(*day)));
+    ops
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn a_trend_is_each_dates_report_and_one_pass_over_a_log_in_time_order(ops in prop::collection::vec((op(), any::<u16>()), 1..60), first in 0i64..700, step in 1i64..200, in_order in any::<bool>()) {
+        let ops = if in_order { in_time_order(&ops) } else { ops };
+        let history = play(&ops);
+        let dates: Vec<DateTime<Utc>> = (0..4).map(|n| day0() - Duration::days(first) + Duration::days(n * step)).collect();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let (trends, folds) = runtime.block_on(trends(&history, &dates));
+        drop(runtime);
+        for (n, trend) in trends.iter().enumerate() {
+            let pure: Vec<Value> = dates
+                .iter()
+                .map(|date| reports_json(&history.model_until(Some(*date)), &[every_report(*date).remove(n)], *date).remove(0))
+                .collect();
+            prop_assert_eq!(json!(trend).to_string(), json!(pure).to_string(), "report {}", n);
+        }
+        if in_order {
+            prop_assert!(folds.iter().all(|f| *f == 1), "{:?}", folds);
+        }
     }
 }
 

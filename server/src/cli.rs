@@ -216,6 +216,15 @@ enum Command {
         /// folds the events that had happened by then.
         #[arg(long, global = true, value_parser = crate::moment::parse_end)]
         as_of: Option<chrono::DateTime<Utc>>,
+        /// A trend instead: the report's figures at the end of every day,
+        /// week or month from --since to --as-of (default now), each exact
+        /// as of then; printed as CSV (JSON with --json).
+        #[arg(long, global = true, value_parser = ["day", "week", "month"], requires = "since")]
+        every: Option<String>,
+        /// The first period of a trend (--every): the one holding this time
+        /// (RFC 3339, or a date).
+        #[arg(long, global = true, value_parser = crate::moment::parse_start)]
+        since: Option<chrono::DateTime<Utc>>,
         #[command(flatten)]
         scope: ReportScope,
     },
@@ -639,7 +648,16 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
             Command::Show { kind, id } => show(&app, kind, id).await,
             Command::Events { after, limit } => events(&store, after, limit).await,
             Command::Verify => verify(&store).await,
-            Command::Report { report, as_of, scope } => run_report(&app, report, scope, as_of, now).await,
+            Command::Report {
+                report,
+                as_of,
+                every,
+                since,
+                scope,
+            } => {
+                let trend = every.zip(since);
+                run_report(&app, report, scope, as_of, trend, now).await
+            }
             Command::History { kind, id } => history(&store, kind, id).await,
             Command::Timeline { kind, id } => timeline(&store, kind, id).await,
             Command::Audit {
@@ -1142,6 +1160,7 @@ async fn run_report(
     report: ReportKind,
     scope: ReportScope,
     as_of: Option<chrono::DateTime<Utc>>,
+    trend: Option<(String, chrono::DateTime<Utc>)>,
     now: chrono::DateTime<Utc>,
 ) -> Result<Output, String> {
     use projections::reports::{DepartmentRules, PageRequest, QualityList, QualityThresholds, ReportRequest, Scope};
@@ -1227,6 +1246,27 @@ async fn run_report(
             crate::render::owners,
         ),
     };
+    if let Some((every, since)) = trend {
+        let every = crate::trend::Every::parse(Some(&every))?;
+        let to = as_of.unwrap_or(now);
+        let series = crate::trend::series(since, to, every)?;
+        let asks = series
+            .iter()
+            .map(|point| Ok((point.as_of, crate::trend::at_point(&request, point)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        let answers = projector
+            .reports_over_time(&app.rules.pipeline, &asks)
+            .await
+            .map_err(|e| e.to_string())?;
+        let points = crate::trend::points(&asks, answers);
+        let text = crate::trend::csv_of(&points)?;
+        let value = json!({"every": every.name(), "from": since, "to": to, "points": points});
+        return Ok(Output {
+            refused: false,
+            text: text.trim_end().to_owned(),
+            value,
+        });
+    }
     let value = projector
         .report(&app.rules.pipeline, &request, as_of, now)
         .await

@@ -16,5 +16,6 @@ pub mod queries;
 pub mod read_bench;
 pub mod render;
 pub mod serve;
+pub mod trend;
 pub mod webhooks;
 pub mod wire;

@@ -563,3 +563,55 @@ fn webhooks_are_added_listed_resumed_and_removed_from_the_command_line() {
         json!([])
     );
 }
+
+/// `crm report ... --every` prints a trend: the report's figures at the end
+/// of each period, as CSV (JSON with --json), each as the report as of then.
+#[test]
+fn a_report_with_every_prints_its_trend() {
+    let database = TestDatabase::sqlite();
+    let directory = std::env::temp_dir().join(format!("crm-trend-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&directory).expect("a directory");
+    let file = directory.join("contacts.csv");
+    std::fs::write(
+        &file,
+        "name,created_at\nJan,2026-01-10T09:00:00Z\nFeb,2026-02-10T09:00:00Z\nMar,2026-03-10T09:00:00Z\n",
+    )
+    .expect("written");
+    let imported = crm(&database, &["import", "contacts", &file.to_string_lossy()]);
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let args = [
+        "report",
+        "data-quality",
+        "--every",
+        "month",
+        "--since",
+        "2026-01-01",
+        "--as-of",
+        "2026-03-31",
+    ];
+    let printed = crm(&database, &args);
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    let csv = String::from_utf8_lossy(&printed.stdout).into_owned();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    let column = lines[0]
+        .split(',')
+        .position(|c| c == "summary.records")
+        .expect("a records column");
+    let records: Vec<&str> = lines[1..].iter().filter_map(|l| l.split(',').nth(column)).collect();
+    assert_eq!(records, ["1", "2", "3"], "{csv}");
+    let trend = json(&crm(&database, &[&args[..], &["--json"]].concat()));
+    let as_of = trend["points"][1]["as_of"].as_str().expect("a date").to_owned();
+    let report = json(&crm(
+        &database,
+        &["report", "data-quality", "--as-of", &as_of, "--json"],
+    ));
+    assert_eq!(trend["points"][1]["summary"], report["summary"]);
+    let refused = crm(&database, &["report", "owners", "--every", "month"]);
+    assert_eq!(refused.status.code(), Some(2), "--every needs --since");
+    let _ = std::fs::remove_dir_all(&directory);
+}

@@ -56,6 +56,7 @@ on_both_backends!(
     a_write_that_makes_a_likely_duplicate_goes_through_and_names_it,
     external_ids_stay_unique_among_live_records_across_servers_imports_and_an_upgrade,
     the_openapi_document_lists_every_route,
+    a_trend_gives_each_dates_figures_as_its_report_as_of_then_does,
     sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged,
     sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models,
 );
@@ -2903,6 +2904,108 @@ async fn sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models(s
     );
 }
 
+async fn a_trend_gives_each_dates_figures_as_its_report_as_of_then_does(server: &Server) {
+    // Three contacts created in three months of an old system, one deal.
+    let imported = server
+        .import_csv(
+            "contacts",
+            "name,created_at\nJan,2026-01-10T09:00:00Z\nFeb,2026-02-10T09:00:00Z\nMar,2026-03-10T09:00:00Z\n".into(),
+        )
+        .await;
+    assert_eq!(imported["created"], 3, "{imported}");
+    let path = "/v1/reports/data-quality/trend?from=2026-01-01&to=2026-03-31&every=month&stale_days=20";
+    let (status, trend) = server.admin(Method::GET, path, None).await;
+    assert_eq!(status, StatusCode::OK, "{trend}");
+    let points = trend["points"].as_array().cloned().unwrap_or_default();
+    let dates: Vec<&str> = points.iter().filter_map(|p| p["as_of"].as_str()).collect();
+    assert_eq!(
+        dates,
+        [
+            "2026-01-31T23:59:59.999999Z",
+            "2026-02-28T23:59:59.999999Z",
+            "2026-03-31T23:59:59.999999Z"
+        ]
+    );
+    let records: Vec<u64> = points.iter().filter_map(|p| p["summary"]["records"].as_u64()).collect();
+    assert_eq!(records, [1, 2, 3], "{trend}");
+    for point in &points {
+        let as_of = point["as_of"].as_str().unwrap_or_default();
+        let path = format!("/v1/reports/data-quality?as_of={as_of}&stale_days=20");
+        let (_, report) = server.admin(Method::GET, &path, None).await;
+        assert_eq!(point["summary"], report["summary"], "as of {as_of}");
+        assert!(
+            point.get("stale").is_none(),
+            "a point holds figures, not entries: {point}"
+        );
+    }
+    // Weeks, and the pipeline with its period counts.
+    let (status, weekly) = server
+        .admin(
+            Method::GET,
+            "/v1/reports/pipeline/trend?from=2026-03-02&to=2026-03-15&every=week",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{weekly}");
+    assert_eq!(weekly["points"].as_array().map(Vec::len), Some(2), "{weekly}");
+    assert!(weekly["points"][0]["totals"].is_object(), "{weekly}");
+    // As CSV: a row per date, a column per figure.
+    let response = server
+        .client
+        .get(format!("{}{path}", server.base))
+        .bearer_auth(&server.admin)
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/csv; charset=utf-8")
+    );
+    let csv = response.text().await.expect("csv");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(
+        lines[0].starts_with("as_of,") && lines[0].contains("summary.records"),
+        "{csv}"
+    );
+    assert!(lines[3].starts_with("2026-03-31T23:59:59.999999Z,"), "{csv}");
+    // Asked again, the kept answers stand while nothing recorded since had
+    // happened by the last date; a contact imported with a February
+    // creation date changes February and March.
+    let (_, again) = server.admin(Method::GET, path, None).await;
+    assert_eq!(again, trend);
+    server.create("contacts", json!({"name": "Now"})).await;
+    let (_, after_a_create) = server.admin(Method::GET, path, None).await;
+    assert_eq!(after_a_create, trend, "a contact created today leaves the past alone");
+    let imported = server
+        .import_csv("contacts", "name,created_at\nLate,2026-02-15T09:00:00Z\n".into())
+        .await;
+    assert_eq!(imported["created"], 1, "{imported}");
+    let (_, backfilled) = server.admin(Method::GET, path, None).await;
+    let records: Vec<u64> = backfilled["points"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["summary"]["records"].as_u64())
+        .collect();
+    assert_eq!(records, [1, 3, 4], "{backfilled}");
+    // What cannot be answered is refused, naming why.
+    for (path, needle) in [
+        ("/v1/reports/owners/trend", "from"),
+        ("/v1/reports/owners/trend?from=2026-01-01&every=quarter", "every"),
+        ("/v1/reports/owners/trend?from=2000-01-01&every=day", "400"),
+        ("/v1/reports/owners/trend?from=2026-01-01&limit=5", "limit"),
+    ] {
+        let (status, problem) = server.admin(Method::GET, path, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {problem}");
+        assert!(
+            problem["detail"].as_str().is_some_and(|d| d.contains(needle)),
+            "{path}: {problem}"
+        );
+    }
+}
+
 async fn the_openapi_document_lists_every_route(server: &Server) {
     let (status, _, document) = server.call(Method::GET, "/v1/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
@@ -2927,6 +3030,10 @@ async fn the_openapi_document_lists_every_route(server: &Server) {
         ("/v1/reports/data-quality/{list}", "get"),
         ("/v1/reports/neglected-accounts", "get"),
         ("/v1/reports/owners", "get"),
+        ("/v1/reports/pipeline/trend", "get"),
+        ("/v1/reports/data-quality/trend", "get"),
+        ("/v1/reports/neglected-accounts/trend", "get"),
+        ("/v1/reports/owners/trend", "get"),
         ("/v1/admin/rebuild", "post"),
         ("/v1/admin/verify", "get"),
         ("/v1/users", "post"),

@@ -12,6 +12,7 @@ mod read;
 mod records;
 mod socket;
 mod transfer;
+mod trend;
 mod webhooks;
 
 use std::sync::Arc;
@@ -175,6 +176,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(read::data_quality_list))
         .routes(routes!(read::neglected_accounts))
         .routes(routes!(read::owners))
+        .routes(routes!(trend::pipeline))
+        .routes(routes!(trend::data_quality))
+        .routes(routes!(trend::neglected_accounts))
+        .routes(routes!(trend::owners))
         .routes(routes!(events::list))
         .routes(routes!(events::stream_events))
         .routes(routes!(admin::create_user, admin::list_users))

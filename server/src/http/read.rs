@@ -136,7 +136,7 @@ pub struct ReportQuery {
 }
 
 impl ReportQuery {
-    fn thresholds(&self) -> QualityThresholds {
+    pub(super) fn thresholds(&self) -> QualityThresholds {
         let defaults = QualityThresholds::default();
         QualityThresholds {
             stale_days: self.stale_days.unwrap_or(defaults.stale_days),
@@ -144,7 +144,7 @@ impl ReportQuery {
         }
     }
 
-    fn scope(&self) -> Result<Scope, ApiError> {
+    pub(super) fn scope(&self) -> Result<Scope, ApiError> {
         let kind = match self.kind.as_deref() {
             None => None,
             Some(raw) => Some(
