@@ -11,7 +11,8 @@
 //! dropped first), each with the log position it has read through, and an
 //! ask for the same date reads only the log after that position: events
 //! that happened later are passed over, those that happened by T are folded
-//! in, by the live catch-up's own write path (`Tables::fold_batch`).
+//! in, by the live catch-up's own write path (`fold_rows`, on a
+//! `ScratchFolder`, as a trend folds).
 //! Nothing is ever answered from a fold that misses an event it should hold.
 
 use std::sync::Arc;
@@ -50,8 +51,11 @@ pub(crate) struct Entry {
 /// goes when this is dropped.
 #[derive(Debug)]
 pub(crate) struct FoldedAsOf {
+    /// The tables, read-only; a `ScratchFolder` opened on `file` folds into
+    /// them.
     pub(crate) tables: Tables,
-    pub(crate) dir: tempfile::TempDir,
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) file: std::path::PathBuf,
     /// The position of the last event folded (the tables' state row).
     pub(crate) folded: u64,
     /// The position of the last event read, folded or passed over.

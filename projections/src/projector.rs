@@ -464,7 +464,7 @@ impl Projector {
     /// directory (`TMPDIR`) and are removed with the answer.
     pub async fn as_of(&self, as_of: DateTime<Utc>) -> Result<AsOf, ProjectionError> {
         let (dir, file, _, _) = self.fold_as_of(as_of).await?;
-        let tables = Tables::open_scratch(&file, false).await?;
+        let tables = Tables::open_scratch(&file).await?;
         Ok(AsOf { tables, _dir: dir })
     }
 
@@ -539,10 +539,11 @@ impl Projector {
             Some(kept) => self.update_as_of(kept, as_of).await?,
             None => {
                 let (dir, file, folded, read) = self.fold_as_of(as_of).await?;
-                let tables = Tables::open_scratch(&file, true).await?;
+                let tables = Tables::open_scratch(&file).await?;
                 FoldedAsOf {
                     tables,
-                    dir,
+                    _dir: dir,
+                    file,
                     folded,
                     read,
                 }
@@ -622,10 +623,10 @@ impl Projector {
             tokio::task::spawn_blocking(move || writer.finish_scratch(0))
                 .await
                 .map_err(|e| ProjectionError::Internal(format!("the trend's tables were not made: {e}")))??;
-            let tables = Tables::open_scratch(&file, false).await?;
+            let tables = Tables::open_scratch(&file).await?;
             self.as_of_cache.count_fold();
             let mut chain = Chain {
-                folder: Some(ScratchFolder::open(&file)?),
+                folder: Some(ScratchFolder::open(&file, true)?),
                 folded: 0,
                 pending: Vec::new(),
             };
@@ -689,28 +690,14 @@ impl Projector {
             self.options.rebuild_batch_events,
             Some(as_of),
         );
+        // A short fold as a rule (the events recorded since the last ask):
+        // no rows kept between its batches.
+        let mut folder = ScratchFolder::open(&kept.file, false)?;
         while let Some(batch) = batches.recv().await {
             let batch = batch?;
-            if !batch.events.is_empty() {
-                // The events passed over were never part of this fold: the
-                // batch follows the last event folded.
-                let folded = kept
-                    .tables
-                    .fold_batch(kept.folded + 1, &batch.keys, None, |model| {
-                        apply_all(model, pairs(&batch.events));
-                        model.interactions.clear();
-                    })
-                    .await?;
-                kept.folded = match folded {
-                    Folded::Covered(position) => position,
-                    Folded::Skipped(_) => {
-                        return Err(ProjectionError::Internal(format!(
-                            "the fold as of {as_of} in {} does not stand where it was left",
-                            kept.dir.path().display()
-                        )));
-                    }
-                };
-            }
+            // The events passed over were never part of this fold: the
+            // batch follows the last event folded.
+            (folder, kept.folded) = fold_into_scratch(folder, kept.folded, batch.events).await?;
             kept.read = batch.last;
         }
         Ok(kept)
@@ -974,7 +961,8 @@ async fn fold_aside_natively(
 }
 
 /// The fold of a trend (`Projector::reports_over_time`): the events read
-/// and not yet folded, and the position of the last one folded.
+/// and not yet folded, and the position of the last one folded (the folder
+/// is out while a fold runs, and stays out after one that failed).
 struct Chain {
     folder: Option<ScratchFolder>,
     folded: u64,
@@ -985,35 +973,43 @@ impl Chain {
     /// Folds the pending events into the tables on a blocking thread, as
     /// the folds as of a date are (no interactions: no report reads them).
     async fn fold(&mut self) -> Result<(), ProjectionError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let mut folder = self
+        let folder = self
             .folder
             .take()
             .ok_or_else(|| ProjectionError::Internal("a trend's fold failed before".into()))?;
-        let pending = std::mem::take(&mut self.pending);
-        let first = self.folded + 1;
-        let (folder, folded) = tokio::task::spawn_blocking(move || {
-            let keys = keys_of(pairs(&pending));
-            let folded = folder.fold_batch(first, &keys, |model| {
-                apply_all(model, pairs(&pending));
-                model.interactions.clear();
-            });
-            (folder, folded)
-        })
-        .await
-        .map_err(|e| ProjectionError::Internal(format!("a trend's fold stopped: {e}")))?;
-        self.folder = Some(folder);
-        match folded? {
-            Folded::Covered(position) => {
-                self.folded = position;
-                Ok(())
-            }
-            Folded::Skipped(_) => Err(ProjectionError::Internal(
-                "a trend's tables do not stand where its fold left them".into(),
-            )),
-        }
+        let (folder, folded) = fold_into_scratch(folder, self.folded, std::mem::take(&mut self.pending)).await?;
+        (self.folder, self.folded) = (Some(folder), folded);
+        Ok(())
+    }
+}
+
+/// Folds `events` into the scratch tables `folder` writes, which hold the
+/// fold up to position `folded`, on a blocking thread, as the folds as of a
+/// date are (no interactions: no report reads them); hands back the folder
+/// and the position of the last event folded.
+async fn fold_into_scratch(
+    mut folder: ScratchFolder,
+    folded: u64,
+    events: Vec<(RecordedEvent, Event)>,
+) -> Result<(ScratchFolder, u64), ProjectionError> {
+    if events.is_empty() {
+        return Ok((folder, folded));
+    }
+    let (folder, outcome) = tokio::task::spawn_blocking(move || {
+        let keys = keys_of(pairs(&events));
+        let outcome = folder.fold_batch(folded + 1, &keys, |model| {
+            apply_all(model, pairs(&events));
+            model.interactions.clear();
+        });
+        (folder, outcome)
+    })
+    .await
+    .map_err(|e| ProjectionError::Internal(format!("a fold into scratch tables stopped: {e}")))?;
+    match outcome? {
+        Folded::Covered(position) => Ok((folder, position)),
+        Folded::Skipped(_) => Err(ProjectionError::Internal(
+            "scratch tables do not stand where their fold left them".into(),
+        )),
     }
 }
 

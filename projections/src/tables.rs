@@ -1275,24 +1275,28 @@ impl AsideWriter {
 }
 
 /// Folds batches into a scratch database that `finish_scratch` indexed, as
-/// catch-up folds into the live tables (`fold_rows`, rows kept from batch
-/// to batch), on a native connection: run on a blocking thread. A trend's
-/// fold (`Projector::reports_over_time`) goes through the tables' indexes,
-/// counts and groups as it goes, since a report reads them between batches.
+/// catch-up folds into the live tables (`fold_rows`), on a native
+/// connection: run on a blocking thread. It goes through the tables'
+/// indexes, counts and groups as it goes, since reports read them between
+/// batches: a trend's fold (`Projector::reports_over_time`) and the update
+/// of a kept fold as of a date.
 pub(crate) struct ScratchFolder {
     conn: rusqlite::Connection,
-    cache: RowCache,
+    /// Rows kept from batch to batch (`keep_rows`), and a writer's page
+    /// cache, for a long fold; a short one keeps neither.
+    cache: Option<RowCache>,
 }
 
 impl ScratchFolder {
-    pub(crate) fn open(file: &std::path::Path) -> Result<Self, ProjectionError> {
+    pub(crate) fn open(file: &std::path::Path, keep_rows: bool) -> Result<Self, ProjectionError> {
         let conn = rusqlite::Connection::open(file)?;
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF; PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};"
-        ))?;
+        conn.execute_batch("PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF;")?;
+        if keep_rows {
+            conn.execute_batch(&format!("PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};"))?;
+        }
         Ok(Self {
             conn,
-            cache: RowCache::default(),
+            cache: keep_rows.then(RowCache::default),
         })
     }
 
@@ -1304,7 +1308,7 @@ impl ScratchFolder {
         fold: impl FnOnce(&mut CrmModel),
     ) -> Result<Folded, ProjectionError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let folded = futures_executor::block_on(fold_rows(&mut self.conn, first, keys, Some(&mut self.cache), fold));
+        let folded = futures_executor::block_on(fold_rows(&mut self.conn, first, keys, self.cache.as_mut(), fold));
         match folded {
             Ok(folded) => {
                 self.conn.execute_batch("COMMIT")?;
@@ -1312,7 +1316,9 @@ impl ScratchFolder {
             }
             Err(error) => {
                 // The cache may hold rows the rollback undoes.
-                self.cache = RowCache::default();
+                if let Some(cache) = &mut self.cache {
+                    *cache = RowCache::default();
+                }
                 let _ = self.conn.execute_batch("ROLLBACK");
                 Err(error)
             }
@@ -1322,16 +1328,20 @@ impl ScratchFolder {
 
 impl Tables {
     /// Reads the scratch database at `file` that `scratch_writer` filled
-    /// and `finish_scratch` indexed; `writable`, it can also be folded into
-    /// further, the way the live tables are (`fold_batch`).
-    pub async fn open_scratch(file: &std::path::Path, writable: bool) -> Result<Self, ProjectionError> {
+    /// and `finish_scratch` indexed (a `ScratchFolder` may fold into it
+    /// further).
+    pub async fn open_scratch(file: &std::path::Path) -> Result<Self, ProjectionError> {
         sqlx::any::install_default_drivers();
-        let (mode, setup) = match writable {
-            true => ("rw", Setup::Scratch),
-            false => ("ro", Setup::Reader),
-        };
-        let url = format!("sqlite://{}?mode={mode}", file.display());
-        let readers = pool(&url, Dialect::Sqlite, None, 1, setup, std::time::Duration::from_secs(5)).await?;
+        let url = format!("sqlite://{}?mode=ro", file.display());
+        let readers = pool(
+            &url,
+            Dialect::Sqlite,
+            None,
+            1,
+            Setup::Reader,
+            std::time::Duration::from_secs(5),
+        )
+        .await?;
         Ok(Self {
             writer: readers.clone(),
             readers,
@@ -1403,10 +1413,6 @@ pub async fn side_pool(
 enum Setup {
     Reader,
     Writer,
-    /// Writes to a scratch file (a fold as of a date) that nothing needs
-    /// after a crash: no fsync, the journal in memory (a failed transaction
-    /// still rolls back), SQLite's default cache.
-    Scratch,
 }
 
 async fn pool(
@@ -1424,9 +1430,6 @@ async fn pool(
         Dialect::Sqlite if setup == Setup::Writer => format!(
             "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA synchronous = NORMAL; \
              PRAGMA cache_size = -{SQLITE_WRITER_CACHE_KIB};"
-        ),
-        Dialect::Sqlite if setup == Setup::Scratch => format!(
-            "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA synchronous = OFF; PRAGMA journal_mode = MEMORY;"
         ),
         Dialect::Sqlite => format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"),
         Dialect::Postgres => schema.map(|s| format!("SET search_path TO {s};")).unwrap_or_default(),
