@@ -60,6 +60,16 @@ pub struct ContactArchived {
     pub contact_id: Uuid,
 }
 
+/// The contact's personal data was erased (its key destroyed with this
+/// event's append): who did it and when are the event's own; `reason` says
+/// why (a request under GDPR Art. 17, say) and must not name the person.
+/// The contact is archived with it and takes no more changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactErased {
+    pub contact_id: Uuid,
+    pub reason: Text,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContactCommand {
     CreateContact {
@@ -74,6 +84,10 @@ pub enum ContactCommand {
     /// Brings over the last activity a previous system knew of (the
     /// append's business time): see `ActivityImported`.
     ImportActivity,
+    /// Erases the contact's personal data; erasing it again changes nothing.
+    EraseContact {
+        reason: Text,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -81,6 +95,7 @@ pub struct Contact {
     pub id: Option<Uuid>,
     pub fields: Option<ContactFields>,
     pub archived: bool,
+    pub erased: bool,
     pub version: u64,
 }
 
@@ -90,6 +105,10 @@ impl Aggregate for Contact {
     type Command = ContactCommand;
 
     fn decide(&self, command: &ContactCommand, rules: &Rules) -> Result<Vec<Event>, DomainError> {
+        let erasing = matches!(command, ContactCommand::EraseContact { .. });
+        if self.erased && !erasing && !matches!(command, ContactCommand::CreateContact { .. }) {
+            return Err(DomainError::Erased { kind: KIND });
+        }
         match command {
             ContactCommand::CreateContact { contact_id, changes } => {
                 if self.fields.is_some() {
@@ -118,6 +137,18 @@ impl Aggregate for Contact {
             ContactCommand::ImportActivity => {
                 crate::activity::import(crate::RecordKind::Contact, self.id, &self.fields, self.archived, KIND)
             }
+            ContactCommand::EraseContact { reason } => {
+                let Some(contact_id) = self.id.filter(|_| self.fields.is_some()) else {
+                    return Err(DomainError::NotFound { kind: KIND });
+                };
+                if self.erased {
+                    return Ok(vec![]);
+                }
+                Ok(vec![Event::ContactErased(ContactErased {
+                    contact_id,
+                    reason: reason.clone(),
+                })])
+            }
             ContactCommand::ArchiveContact => {
                 if self.archived {
                     return Ok(vec![]);
@@ -140,6 +171,10 @@ impl Aggregate for Contact {
                 }
             }
             Event::ContactArchived(_) => self.archived = true,
+            Event::ContactErased(_) => {
+                self.archived = true;
+                self.erased = true;
+            }
             Event::ActivityImported(_) => {}
             _ => return,
         }

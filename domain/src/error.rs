@@ -38,6 +38,10 @@ pub enum DomainError {
     /// (HTTP 409).
     #[error("{kind} is archived and refuses changes")]
     Archived { kind: &'static str },
+    /// The record's personal data was erased: it takes no more changes,
+    /// and what is left of it stays readable (HTTP 410).
+    #[error("{kind} is erased and refuses changes")]
+    Erased { kind: &'static str },
     /// The command breaks a rule of the record's current state, for example
     /// moving a closed deal (HTTP 409). Reload the record before retrying.
     #[error("{0}")]

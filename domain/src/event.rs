@@ -13,6 +13,9 @@
 //!   `{value_minor, currency}`, as everywhere else.
 //! - Every other type: 1. (`UserRegistered` gained an optional `email`
 //!   later; events without it read as users without one.)
+//!
+//! Personal fields travel apart from `data` (`personal.rs`): `encode` puts
+//! them in `EncodedEvent::personal`, `decode_parts` puts them back.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -21,9 +24,10 @@ use uuid::Uuid;
 use crate::RecordKind;
 use crate::account::{AccountArchived, AccountCreated, AccountUpdated};
 use crate::activity::ActivityImported;
-use crate::contact::{ContactArchived, ContactCreated, ContactUpdated};
+use crate::contact::{ContactArchived, ContactCreated, ContactErased, ContactUpdated};
 use crate::deal::{DealArchived, DealClosed, DealCreated, DealStageChanged, DealUpdated};
 use crate::interaction::InteractionLogged;
+use crate::personal::{self, PersonalPart};
 use crate::user::UserRegistered;
 use crate::values::ExternalId;
 
@@ -37,6 +41,7 @@ pub enum Event {
     ContactCreated(ContactCreated),
     ContactUpdated(ContactUpdated),
     ContactArchived(ContactArchived),
+    ContactErased(ContactErased),
     DealCreated(DealCreated),
     DealUpdated(DealUpdated),
     DealStageChanged(DealStageChanged),
@@ -51,8 +56,12 @@ pub enum Event {
 pub struct EncodedEvent {
     pub event_type: &'static str,
     pub schema_version: u32,
-    /// The variant's fields as compact JSON: these exact bytes are stored and hashed.
+    /// The variant's fields as compact JSON, each personal value `null`:
+    /// these exact bytes are stored and hashed.
     pub data: String,
+    /// The personal values (`personal.rs`) and the data subject whose key
+    /// is to seal them; none for an event without personal values.
+    pub personal: Option<(Uuid, String)>,
 }
 
 /// Why stored bytes could not be read as an event.
@@ -89,6 +98,7 @@ impl Event {
             Self::ContactCreated(_) => "ContactCreated",
             Self::ContactUpdated(_) => "ContactUpdated",
             Self::ContactArchived(_) => "ContactArchived",
+            Self::ContactErased(_) => "ContactErased",
             Self::DealCreated(_) => "DealCreated",
             Self::DealUpdated(_) => "DealUpdated",
             Self::DealStageChanged(_) => "DealStageChanged",
@@ -109,6 +119,7 @@ impl Event {
             Self::ContactCreated(e) => (RecordKind::Contact, e.contact_id),
             Self::ContactUpdated(e) => (RecordKind::Contact, e.contact_id),
             Self::ContactArchived(e) => (RecordKind::Contact, e.contact_id),
+            Self::ContactErased(e) => (RecordKind::Contact, e.contact_id),
             Self::DealCreated(e) => (RecordKind::Deal, e.deal_id),
             Self::DealUpdated(e) => (RecordKind::Deal, e.deal_id),
             Self::DealStageChanged(e) => (RecordKind::Deal, e.deal_id),
@@ -131,7 +142,9 @@ impl Event {
             Self::AccountUpdated(e) => e.changes.external_id.as_ref().map(Option::as_ref),
             Self::ContactUpdated(e) => e.changes.external_id.as_ref().map(Option::as_ref),
             Self::DealUpdated(e) => e.changes.external_id.as_ref().map(Option::as_ref),
-            Self::AccountArchived(_) | Self::ContactArchived(_) | Self::DealArchived(_) => Some(None),
+            Self::AccountArchived(_) | Self::ContactArchived(_) | Self::ContactErased(_) | Self::DealArchived(_) => {
+                Some(None)
+            }
             Self::UserRegistered(_) | Self::DealStageChanged(_) | Self::DealClosed(_) | Self::ActivityImported(_) => {
                 None
             }
@@ -143,8 +156,8 @@ impl Event {
         match event_type {
             "DealCreated" => Some(2),
             "UserRegistered" | "AccountCreated" | "AccountUpdated" | "AccountArchived" | "ContactCreated"
-            | "ContactUpdated" | "ContactArchived" | "DealUpdated" | "DealStageChanged" | "DealClosed"
-            | "DealArchived" | "InteractionLogged" | "ActivityImported" => Some(1),
+            | "ContactUpdated" | "ContactArchived" | "ContactErased" | "DealUpdated" | "DealStageChanged"
+            | "DealClosed" | "DealArchived" | "InteractionLogged" | "ActivityImported" => Some(1),
             _ => None,
         }
     }
@@ -152,12 +165,40 @@ impl Event {
     pub fn encode(&self) -> EncodedEvent {
         let event_type = self.event_type();
         let tagged = serde_json::to_value(self).expect("events serialise: all keys are strings");
-        let data = tagged.get("data").cloned().unwrap_or_else(|| json!({}));
+        let mut data = match tagged.get("data") {
+            Some(Value::Object(data)) => data.clone(),
+            _ => serde_json::Map::new(),
+        };
+        let personal = self.data_subject().and_then(|subject| {
+            Some((
+                subject,
+                Value::Object(personal::split(event_type, &mut data)?).to_string(),
+            ))
+        });
         EncodedEvent {
             event_type,
             schema_version: Self::current_schema_version(event_type).expect("every variant has a schema"),
-            data: data.to_string(),
+            data: Value::Object(data).to_string(),
+            personal,
         }
+    }
+
+    /// Reads a stored event with its personal part: put back, or erased.
+    pub fn decode_parts(
+        event_type: &str,
+        schema_version: u32,
+        data: &str,
+        part: PersonalPart<'_>,
+    ) -> Result<Self, DecodeError> {
+        if part == PersonalPart::None {
+            return Self::decode(event_type, schema_version, data);
+        }
+        let merged = personal::merge(event_type, data, part).map_err(|reason| DecodeError::Malformed {
+            event_type: event_type.to_owned(),
+            schema_version,
+            reason,
+        })?;
+        Self::decode(event_type, schema_version, &merged)
     }
 
     /// Reads a stored event, upcasting older schema versions first.

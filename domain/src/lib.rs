@@ -18,6 +18,7 @@ mod input;
 mod interaction;
 mod kind;
 mod patch;
+mod personal;
 mod user;
 pub mod values;
 
@@ -27,8 +28,8 @@ pub use account::{
 pub use activity::ActivityImported;
 pub use aggregate::{Aggregate, Rules, external_id_claim};
 pub use contact::{
-    Contact, ContactArchived, ContactChanges, ContactCommand, ContactCreated, ContactFields, ContactUpdated,
-    LifecycleStage,
+    Contact, ContactArchived, ContactChanges, ContactCommand, ContactCreated, ContactErased, ContactFields,
+    ContactUpdated, LifecycleStage,
 };
 pub use deal::{
     Deal, DealArchived, DealChanges, DealClosed, DealCommand, DealCreated, DealFields, DealOutcome, DealStageChanged,
@@ -39,5 +40,6 @@ pub use event::{DecodeError, EncodedEvent, Event};
 pub use input::{DomainName, FromInput, Input, TAG_CHARS_MAX, Tag};
 pub use interaction::{Direction, Interaction, InteractionCommand, InteractionKind, InteractionLogged};
 pub use kind::RecordKind;
+pub use personal::{ERASED, PersonalPart, merge as merge_personal};
 pub use user::{Role, User, UserCommand, UserRegistered};
 pub use values::{CallingCode, Pipeline, StageDefinition, StageName};

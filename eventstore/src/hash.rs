@@ -4,7 +4,10 @@
 //!
 //! Every field is written as an 8-byte big-endian length followed by its
 //! bytes (absent optional fields as the length `u64::MAX`), so no two
-//! different events can produce the same input.
+//! different events can produce the same input. An event with a personal
+//! part adds two fields at the end, its subject and the sealed bytes (so
+//! the chain covers the ciphertext, and destroying the key breaks nothing);
+//! one without hashes exactly as before personal parts existed.
 
 use sha2::{Digest, Sha256};
 
@@ -35,6 +38,10 @@ pub fn event_hash(previous_hash: &str, event: &RecordedEvent) -> String {
     for id in [event.correlation_id, event.causation_id] {
         field(id.as_ref().map(|id| id.as_bytes().as_slice()));
     }
+    if let Some(sealed) = &event.sealed {
+        field(Some(sealed.subject.as_bytes()));
+        field(Some(&sealed.stored));
+    }
     format!("{:x}", hasher.finalize())
 }
 
@@ -58,6 +65,7 @@ mod tests {
             correlation_id: None,
             causation_id: None,
             hash: String::new(),
+            sealed: None,
         }
     }
 
@@ -78,6 +86,13 @@ mod tests {
             Box::new(|e| e.event_type.push('x')),
             Box::new(|e| e.schema_version = 2),
             Box::new(|e| e.data = "{ }".into()),
+            Box::new(|e| {
+                e.sealed = Some(crate::Sealed {
+                    subject: uuid::Uuid::nil(),
+                    stored: vec![1],
+                    opened: None,
+                })
+            }),
             Box::new(|e| e.actor.push('x')),
             Box::new(|e| e.occurred_at += chrono::Duration::microseconds(1)),
             Box::new(|e| e.recorded_at += chrono::Duration::microseconds(1)),
@@ -93,6 +108,24 @@ mod tests {
                 "change {index} must alter the hash"
             );
         }
+    }
+
+    #[test]
+    fn the_chain_covers_the_sealed_bytes_not_what_they_open_to() {
+        let sealed = |opened: Option<&str>| {
+            let mut e = event();
+            e.sealed = Some(crate::Sealed {
+                subject: uuid::Uuid::nil(),
+                stored: vec![1, 2, 3],
+                opened: opened.map(str::to_owned),
+            });
+            event_hash(GENESIS_HASH, &e)
+        };
+        assert_eq!(
+            sealed(Some("{\"name\":\"Ada\"}")),
+            sealed(None),
+            "destroying the key leaves the chain as it was"
+        );
     }
 
     #[test]

@@ -56,6 +56,28 @@ pub struct NewEvent {
     pub data: String,
     /// Business time: when it happened. May lie before the recording.
     pub occurred_at: DateTime<Utc>,
+    /// The fields that name a person, kept apart from `data` and stored
+    /// sealed with that person's key (see `seal`).
+    pub personal: Option<Personal>,
+}
+
+/// An event's personal fields and the data subject they belong to.
+#[derive(Clone, PartialEq)]
+pub struct Personal {
+    /// A contact's or user's id: whose key seals the fields.
+    pub subject: Uuid,
+    /// A JSON document, opened back byte for byte.
+    pub data: String,
+}
+
+impl std::fmt::Debug for Personal {
+    // Never prints the personal data itself.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Personal")
+            .field("subject", &self.subject)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
 }
 
 /// A batch of events for one stream, appended atomically: all or none.
@@ -79,6 +101,10 @@ pub struct AppendRequest {
     /// Values this stream takes or gives up together with the events: a
     /// value another stream holds fails the append (`StoreError::Claimed`).
     pub claims: Vec<Claim>,
+    /// Data subjects whose keys this append destroys, in its transaction:
+    /// every personal part sealed for them reads as erased from then on,
+    /// and one appended for them later is sealed with a key nobody keeps.
+    pub erase: Vec<Uuid>,
 }
 
 /// A value only one stream may hold at a time, such as an external id
@@ -126,6 +152,8 @@ pub struct RecordedEvent {
     pub causation_id: Option<Uuid>,
     /// SHA-256, hex, over this event and the hash of the event before it.
     pub hash: String,
+    /// Its personal part, if it has one.
+    pub sealed: Option<crate::Sealed>,
 }
 
 /// What `verify` found.

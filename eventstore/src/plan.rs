@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 
 use crate::hash::{GENESIS_HASH, event_hash};
 use crate::model::to_stored_precision;
-use crate::{AppendRequest, AppendResult, Claim, RecordedEvent, StoreError};
+use crate::seal::{Keyring, SubjectKey};
+use crate::{AppendRequest, AppendResult, Claim, RecordedEvent, Sealed, StoreError};
 
 /// The last event of the log, or the genesis values for an empty log.
 #[derive(Debug, Clone)]
@@ -54,12 +55,26 @@ impl StoredKey {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct BatchContext {
     pub stream_versions: HashMap<String, u64>,
     pub keys: HashMap<String, StoredKey>,
     /// The holders of the claimed values the batch names that are held.
     pub claims: HashMap<String, String>,
+    /// The keys of the data subjects the batch names that have a row in
+    /// `subject_keys`: `None` for one erased.
+    pub subjects: HashMap<uuid::Uuid, Option<SubjectKey>>,
+}
+
+impl std::fmt::Debug for BatchContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchContext")
+            .field("stream_versions", &self.stream_versions)
+            .field("keys", &self.keys)
+            .field("claims", &self.claims)
+            .field("subjects", &self.subjects.len())
+            .finish()
+    }
 }
 
 /// What a batch touches, each once: to load before planning it.
@@ -69,6 +84,8 @@ pub(crate) struct Touched {
     pub keys: Vec<String>,
     /// Values the batch takes or gives up.
     pub claims: Vec<String>,
+    /// Data subjects whose personal parts the batch seals or whose keys it destroys.
+    pub subjects: Vec<uuid::Uuid>,
 }
 
 pub(crate) fn touched(requests: &[AppendRequest]) -> Touched {
@@ -79,10 +96,21 @@ pub(crate) fn touched(requests: &[AppendRequest]) -> Touched {
         .flat_map(|r| &r.claims)
         .map(|(Claim::Take(value) | Claim::Release(value))| value)
         .collect();
+    let subjects: BTreeSet<uuid::Uuid> = requests
+        .iter()
+        .flat_map(|r| {
+            r.events
+                .iter()
+                .filter_map(|e| e.personal.as_ref())
+                .map(|p| p.subject)
+                .chain(r.erase.iter().copied())
+        })
+        .collect();
     Touched {
         streams: streams.into_iter().cloned().collect(),
         keys: keys.into_iter().cloned().collect(),
         claims: claims.into_iter().cloned().collect(),
+        subjects: subjects.into_iter().collect(),
     }
 }
 
@@ -93,21 +121,33 @@ pub(crate) struct Plan {
     /// Claimed values whose holder the batch changes: the new holder, or
     /// `None` where the value is given up.
     pub claims: BTreeMap<String, Option<String>>,
+    /// Keys made for subjects first named by the batch: their stored forms.
+    pub new_subjects: Vec<(uuid::Uuid, crate::seal::StoredKey)>,
+    /// Subjects whose keys the batch destroys.
+    pub erased: BTreeSet<uuid::Uuid>,
     /// One outcome per request, in request order.
     pub outcomes: Vec<Result<AppendResult, StoreError>>,
 }
 
-pub(crate) fn plan(mut tail: Tail, mut context: BatchContext, requests: &[AppendRequest], now: DateTime<Utc>) -> Plan {
+pub(crate) fn plan(
+    mut tail: Tail,
+    mut context: BatchContext,
+    requests: &[AppendRequest],
+    now: DateTime<Utc>,
+    keyring: &Keyring,
+) -> Plan {
     // recorded_at never decreases along the log, even if the clock steps back.
     let recorded_at = to_stored_precision(tail.recorded_at.map_or(now, |last| last.max(now)));
     let mut plan = Plan {
         events: Vec::new(),
         keys: Vec::new(),
         claims: BTreeMap::new(),
+        new_subjects: Vec::new(),
+        erased: BTreeSet::new(),
         outcomes: Vec::with_capacity(requests.len()),
     };
     for request in requests {
-        let outcome = plan_one(&mut tail, &mut context, &mut plan, request, recorded_at);
+        let outcome = plan_one(&mut tail, &mut context, &mut plan, request, recorded_at, keyring);
         plan.outcomes.push(outcome);
     }
     plan
@@ -119,6 +159,7 @@ fn plan_one(
     plan: &mut Plan,
     request: &AppendRequest,
     recorded_at: DateTime<Utc>,
+    keyring: &Keyring,
 ) -> Result<AppendResult, StoreError> {
     if let Some(key) = &request.idempotency_key
         && let Some(stored) = context.keys.get(key)
@@ -179,6 +220,10 @@ fn plan_one(
             correlation_id: request.correlation_id,
             causation_id: request.causation_id,
             hash: String::new(),
+            sealed: new
+                .personal
+                .as_ref()
+                .map(|personal| seal(context, plan, keyring, personal)),
         };
         event.hash = event_hash(&tail.hash, &event);
         *tail = Tail {
@@ -187,6 +232,10 @@ fn plan_one(
             recorded_at: Some(recorded_at),
         };
         plan.events.push(event);
+    }
+    for &subject in &request.erase {
+        context.subjects.insert(subject, None);
+        plan.erased.insert(subject);
     }
     let stream_version = current + request.events.len() as u64;
     context
@@ -207,6 +256,27 @@ fn plan_one(
     Ok(stored.result(false))
 }
 
+/// `personal` sealed with its subject's key: the one stored, a new one for
+/// a subject the log has not named before, or one nobody keeps for a
+/// subject erased.
+fn seal(context: &mut BatchContext, plan: &mut Plan, keyring: &Keyring, personal: &crate::Personal) -> Sealed {
+    let subject = personal.subject;
+    let key = context.subjects.entry(subject).or_insert_with(|| {
+        let (key, stored) = keyring.generate(subject);
+        plan.new_subjects.push((subject, stored));
+        Some(key)
+    });
+    let (stored, opened) = match key {
+        Some(key) => (keyring.seal(key, subject, &personal.data), Some(personal.data.clone())),
+        None => (keyring.seal_for_nobody(subject, &personal.data), None),
+    };
+    Sealed {
+        subject,
+        stored,
+        opened,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +292,7 @@ mod tests {
                     schema_version: 1,
                     data: format!("{{\"i\":{i}}}"),
                     occurred_at: Utc::now(),
+                    personal: None,
                 })
                 .collect(),
             actor: "system".into(),
@@ -230,6 +301,7 @@ mod tests {
             idempotency_key: key.map(str::to_owned),
             request_hash: None,
             claims: Vec::new(),
+            erase: Vec::new(),
         }
     }
 
@@ -240,7 +312,13 @@ mod tests {
             request("b", ExpectedVersion::Any, 1, None),
             request("a", ExpectedVersion::Exact(2), 1, None),
         ];
-        let plan = plan(Tail::empty(), BatchContext::default(), &requests, Utc::now());
+        let plan = plan(
+            Tail::empty(),
+            BatchContext::default(),
+            &requests,
+            Utc::now(),
+            &Keyring::default(),
+        );
         let positions: Vec<u64> = plan.events.iter().map(|e| e.position).collect();
         assert_eq!(positions, [1, 2, 3, 4]);
         let versions: Vec<(&str, u64)> = plan.events.iter().map(|e| (e.stream_id.as_str(), e.version)).collect();
@@ -259,7 +337,13 @@ mod tests {
             request("a", ExpectedVersion::NoStream, 1, None),
             request("b", ExpectedVersion::NoStream, 1, None),
         ];
-        let plan = plan(Tail::empty(), BatchContext::default(), &requests, Utc::now());
+        let plan = plan(
+            Tail::empty(),
+            BatchContext::default(),
+            &requests,
+            Utc::now(),
+            &Keyring::default(),
+        );
         assert!(plan.outcomes[0].is_ok());
         assert!(matches!(
             plan.outcomes[1],
@@ -276,7 +360,13 @@ mod tests {
             request("a", ExpectedVersion::Any, 1, Some("k")),
             request("b", ExpectedVersion::Any, 1, Some("k")),
         ];
-        let plan = plan(Tail::empty(), BatchContext::default(), &requests, Utc::now());
+        let plan = plan(
+            Tail::empty(),
+            BatchContext::default(),
+            &requests,
+            Utc::now(),
+            &Keyring::default(),
+        );
         assert_eq!(plan.events.len(), 1);
         let second = plan.outcomes[1].as_ref().expect("a retry succeeds");
         assert!(second.deduplicated);
@@ -297,6 +387,7 @@ mod tests {
             BatchContext::default(),
             &[request("a", ExpectedVersion::Any, 1, None)],
             Utc::now(),
+            &Keyring::default(),
         );
         assert_eq!(plan.events[0].recorded_at, to_stored_precision(later));
         assert_eq!(plan.events[0].position, 8);
@@ -326,7 +417,7 @@ mod tests {
             claiming("old", vec![release("held")]),
             claiming("b", vec![take("held"), release("never-held")]),
         ];
-        let plan = plan(Tail::empty(), context, &requests, Utc::now());
+        let plan = plan(Tail::empty(), context, &requests, Utc::now(), &Keyring::default());
         let refused: Vec<usize> = (0..requests.len()).filter(|&i| plan.outcomes[i].is_err()).collect();
         assert_eq!(refused, [1, 3]);
         assert!(
@@ -340,5 +431,65 @@ mod tests {
             ("x".to_owned(), Some("a".to_owned())),
         ]);
         assert_eq!(plan.claims, expected);
+    }
+
+    fn personal(stream: &str, subject: uuid::Uuid, erase: Vec<uuid::Uuid>) -> AppendRequest {
+        let mut request = request(stream, ExpectedVersion::Any, 1, None);
+        request.events[0].personal = Some(crate::Personal {
+            subject,
+            data: format!("{{\"name\":\"{stream}\"}}"),
+        });
+        request.erase = erase;
+        request
+    }
+
+    #[test]
+    fn a_subject_gets_one_key_and_an_erased_one_none_even_within_a_batch() {
+        let (known, new, gone) = (
+            uuid::Uuid::from_u128(1),
+            uuid::Uuid::from_u128(2),
+            uuid::Uuid::from_u128(3),
+        );
+        let keyring = Keyring::default();
+        let (key, _) = keyring.generate(known);
+        let context = BatchContext {
+            subjects: HashMap::from([(known, Some(key)), (gone, None)]),
+            ..BatchContext::default()
+        };
+        let requests = [
+            personal("a", known, vec![]),
+            personal("b", new, vec![]),
+            personal("c", new, vec![]),
+            personal("d", gone, vec![]),
+            // Erases `new` after sealing its own event; `e` comes after.
+            personal("x", new, vec![new]),
+            personal("e", new, vec![]),
+        ];
+        let touched = touched(&requests);
+        assert_eq!(touched.subjects, [known, new, gone]);
+        let plan = plan(Tail::empty(), context, &requests, Utc::now(), &keyring);
+        assert_eq!(plan.new_subjects.len(), 1, "one key for the new subject, made once");
+        assert_eq!(plan.new_subjects[0].0, new);
+        assert_eq!(plan.erased, BTreeSet::from([new]));
+        let opened: Vec<Option<&str>> = plan
+            .events
+            .iter()
+            .map(|e| e.sealed.as_ref().and_then(|s| s.opened.as_deref()))
+            .collect();
+        assert_eq!(
+            opened,
+            [
+                Some("{\"name\":\"a\"}"),
+                Some("{\"name\":\"b\"}"),
+                Some("{\"name\":\"c\"}"),
+                None,
+                Some("{\"name\":\"x\"}"),
+                None
+            ]
+        );
+        for event in &plan.events {
+            let sealed = event.sealed.as_ref().map(|s| s.stored.as_slice()).unwrap_or_default();
+            assert!(!sealed.windows(6).any(|w| w == b"\"name\""), "stored sealed");
+        }
     }
 }

@@ -26,6 +26,7 @@ use crate::claims;
 use crate::hook::{CommitHook, HookConnection};
 use crate::model::to_u64;
 use crate::plan::{self, BatchContext, Plan, StoredKey, Tail};
+use crate::seal::Keyring;
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -44,6 +45,7 @@ pub(crate) struct PostgresBackend {
     /// The schema that holds the log, as the notifications of its appends
     /// name it.
     schema: String,
+    keyring: Keyring,
 }
 
 /// The channel every append notifies (migration 0005).
@@ -101,6 +103,7 @@ impl PostgresBackend {
             writer,
             readers,
             schema,
+            keyring: crate::seal::Keyring::new(options.master_key.clone()),
         })
     }
 }
@@ -114,11 +117,20 @@ async fn connect_within(connect: &PgConnectOptions, wait: std::time::Duration) -
         .unwrap_or(Err(sqlx::Error::PoolTimedOut))
 }
 
+/// An event's columns, and its subject's key (none for an event without a
+/// personal part, or once the subject is erased).
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, schema_version, data, actor, \
-     occurred_at, recorded_at, correlation_id, causation_id, hash";
+     occurred_at, recorded_at, correlation_id, causation_id, hash, data_subject, sealed, \
+     (SELECT k.key FROM subject_keys k WHERE k.subject = events.data_subject) AS subject_key";
 
-fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+fn event_from_row(row: &PgRow, keyring: &Keyring) -> Result<RecordedEvent, StoreError> {
     let position = to_u64(row.try_get("position")?);
+    let sealed = keyring.open_row(
+        position,
+        row.try_get("data_subject")?,
+        row.try_get("sealed")?,
+        row.try_get("subject_key")?,
+    )?;
     let schema_version: i32 = row.try_get("schema_version")?;
     Ok(RecordedEvent {
         position,
@@ -136,6 +148,7 @@ fn event_from_row(row: &PgRow) -> Result<RecordedEvent, StoreError> {
         correlation_id: row.try_get("correlation_id")?,
         causation_id: row.try_get("causation_id")?,
         hash: row.try_get("hash")?,
+        sealed,
     })
 }
 
@@ -150,7 +163,11 @@ fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
     })
 }
 
-async fn load_context(conn: &mut PgConnection, requests: &[AppendRequest]) -> Result<(Tail, BatchContext), StoreError> {
+async fn load_context(
+    conn: &mut PgConnection,
+    requests: &[AppendRequest],
+    keyring: &Keyring,
+) -> Result<(Tail, BatchContext), StoreError> {
     let touched = plan::touched(requests);
     let mut context = BatchContext::default();
     // The tail rides along with each stream's version: one round trip. One
@@ -200,19 +217,59 @@ async fn load_context(conn: &mut PgConnection, requests: &[AppendRequest]) -> Re
             context.claims.insert(row.try_get("claim")?, row.try_get("stream_id")?);
         }
     }
+    if !touched.subjects.is_empty() {
+        let rows = sqlx::query("SELECT subject, key FROM subject_keys WHERE subject = ANY($1)")
+            .bind(&touched.subjects)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            let subject: Uuid = row.try_get("subject")?;
+            let key = match row.try_get::<Option<Vec<u8>>, _>("key")? {
+                Some(stored) => Some(keyring.unwrap_key(subject, &stored)?),
+                None => None,
+            };
+            context.subjects.insert(subject, key);
+        }
+    }
     Ok((tail, context))
 }
 
 async fn insert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error> {
     let Plan {
-        events, keys, claims, ..
+        events,
+        keys,
+        claims,
+        new_subjects,
+        erased,
+        ..
     } = plan;
+    if !new_subjects.is_empty() {
+        sqlx::query(
+            "INSERT INTO subject_keys (subject, key, created_at) \
+             SELECT s, k, now() FROM UNNEST($1::uuid[], $2::bytea[]) AS n(s, k)",
+        )
+        .bind(new_subjects.iter().map(|(subject, _)| *subject).collect::<Vec<_>>())
+        .bind(new_subjects.iter().map(|(_, key)| key.0.as_slice()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !erased.is_empty() {
+        sqlx::query(
+            "INSERT INTO subject_keys (subject, key, created_at, erased_at) \
+             SELECT s, NULL, now(), now() FROM UNNEST($1::uuid[]) AS n(s) \
+             ON CONFLICT (subject) DO UPDATE SET key = NULL, erased_at = excluded.erased_at",
+        )
+        .bind(erased.iter().copied().collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
     if !events.is_empty() {
         sqlx::query(
             "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
-             occurred_at, recorded_at, correlation_id, causation_id, hash) \
+             occurred_at, recorded_at, correlation_id, causation_id, hash, data_subject, sealed) \
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::text[], \
-             $7::text[], $8::timestamptz[], $9::timestamptz[], $10::uuid[], $11::uuid[], $12::text[])",
+             $7::text[], $8::timestamptz[], $9::timestamptz[], $10::uuid[], $11::uuid[], $12::text[], \
+             $13::uuid[], $14::bytea[])",
         )
         .bind(events.iter().map(|e| e.position as i64).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.stream_id.as_str()).collect::<Vec<_>>())
@@ -226,6 +283,18 @@ async fn insert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error>
         .bind(events.iter().map(|e| e.correlation_id).collect::<Vec<Option<Uuid>>>())
         .bind(events.iter().map(|e| e.causation_id).collect::<Vec<Option<Uuid>>>())
         .bind(events.iter().map(|e| e.hash.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.sealed.as_ref().map(|s| s.subject))
+                .collect::<Vec<Option<Uuid>>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.sealed.as_ref().map(|s| s.stored.as_slice()))
+                .collect::<Vec<Option<&[u8]>>>(),
+        )
         .execute(&mut *conn)
         .await?;
     }
@@ -269,12 +338,13 @@ async fn commit_with_hook(
     conn: &mut PgConnection,
     requests: &[AppendRequest],
     hook: Option<&dyn CommitHook>,
+    keyring: &Keyring,
 ) -> Result<(BatchOutcome, Option<u64>), StoreError> {
-    match commit_once(conn, requests, hook).await? {
+    match commit_once(conn, requests, hook, keyring).await? {
         Committed::Done(outcomes, covered) => Ok((outcomes, covered)),
         Committed::HookFailed(reason) => {
             tracing::warn!(%reason, "the commit hook failed; the events commit without it");
-            match commit_once(conn, requests, None).await? {
+            match commit_once(conn, requests, None, keyring).await? {
                 Committed::Done(outcomes, _) => Ok((outcomes, None)),
                 Committed::HookFailed(_) => unreachable!("no hook ran"),
             }
@@ -291,10 +361,11 @@ async fn commit_once(
     conn: &mut PgConnection,
     requests: &[AppendRequest],
     hook: Option<&dyn CommitHook>,
+    keyring: &Keyring,
 ) -> Result<Committed, StoreError> {
     let mut tx = conn.begin_with("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE").await?;
-    let (tail, context) = load_context(&mut tx, requests).await?;
-    let plan = plan::plan(tail, context, requests, Utc::now());
+    let (tail, context) = load_context(&mut tx, requests, keyring).await?;
+    let plan = plan::plan(tail, context, requests, Utc::now(), keyring);
     if let Err(error) = insert(&mut tx, &plan).await {
         let unique_violation = error.as_database_error().is_some_and(|e| e.is_unique_violation());
         return Err(StoreError::from_insert(error, unique_violation, requests));
@@ -382,7 +453,7 @@ impl Backend for PostgresBackend {
                 Some(conn) => conn,
                 slot => slot.insert(connect_within(&self.connect, self.connect_wait).await?),
             };
-            let committed = commit_with_hook(conn, requests, hook.map(|hook| hook.as_ref())).await;
+            let committed = commit_with_hook(conn, requests, hook.map(|hook| hook.as_ref()), &self.keyring).await;
             if committed.is_err() {
                 // Whatever failed may have been the connection itself.
                 *appender = None;
@@ -404,7 +475,7 @@ impl Backend for PostgresBackend {
                 .bind(from_version as i64)
                 .fetch_all(&self.readers)
                 .await?;
-            rows.iter().map(event_from_row).collect()
+            rows.iter().map(|row| event_from_row(row, &self.keyring)).collect()
         })
     }
 
@@ -416,7 +487,7 @@ impl Backend for PostgresBackend {
                 .bind(limit as i64)
                 .fetch_all(&self.readers)
                 .await?;
-            rows.iter().map(event_from_row).collect()
+            rows.iter().map(|row| event_from_row(row, &self.keyring)).collect()
         })
     }
 
@@ -447,7 +518,7 @@ impl Backend for PostgresBackend {
             }
             query.push(" ORDER BY position LIMIT ").push_bind(limit as i64);
             let rows = query.build().fetch_all(&self.readers).await?;
-            rows.iter().map(event_from_row).collect()
+            rows.iter().map(|row| event_from_row(row, &self.keyring)).collect()
         })
     }
 

@@ -22,6 +22,7 @@ use crate::claims;
 use crate::hook::CommitHook;
 use crate::model::to_u64;
 use crate::plan::StoredKey;
+use crate::seal::Keyring;
 use crate::sqlite_appender::Appender;
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
@@ -36,6 +37,7 @@ pub(crate) struct SqliteBackend {
     /// Everything else that writes (tokens, snapshots, migrations).
     writer: SqlitePool,
     readers: SqlitePool,
+    keyring: Keyring,
 }
 
 impl SqliteBackend {
@@ -61,17 +63,22 @@ impl SqliteBackend {
             .test_before_acquire(false)
             .connect_with(connect.clone().read_only(true))
             .await?;
-        let appender = Appender::open(connect.get_filename(), BUSY_TIMEOUT)?;
+        let keyring = Keyring::new(options.master_key.clone());
+        let appender = Appender::open(connect.get_filename(), BUSY_TIMEOUT, keyring.clone())?;
         Ok(Self {
             appender,
             writer,
             readers,
+            keyring,
         })
     }
 }
 
+/// An event's columns, and its subject's key (none for an event without a
+/// personal part, or once the subject is erased).
 const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, schema_version, data, actor, \
-     occurred_at, recorded_at, correlation_id, causation_id, hash";
+     occurred_at, recorded_at, correlation_id, causation_id, hash, data_subject, sealed, \
+     (SELECT key FROM subject_keys WHERE subject = events.data_subject) AS subject_key";
 
 pub(crate) fn format_time(time: DateTime<Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
@@ -96,8 +103,14 @@ fn parse_uuid(position: u64, raw: Option<String>) -> Result<Option<uuid::Uuid>, 
     .transpose()
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+fn event_from_row(row: &SqliteRow, keyring: &Keyring) -> Result<RecordedEvent, StoreError> {
     let position = to_u64(row.try_get("position")?);
+    let sealed = keyring.open_row(
+        position,
+        parse_uuid(position, row.try_get("data_subject")?)?,
+        row.try_get("sealed")?,
+        row.try_get("subject_key")?,
+    )?;
     Ok(RecordedEvent {
         position,
         stream_id: row.try_get("stream_id")?,
@@ -111,6 +124,7 @@ fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
         correlation_id: parse_uuid(position, row.try_get("correlation_id")?)?,
         causation_id: parse_uuid(position, row.try_get("causation_id")?)?,
         hash: row.try_get("hash")?,
+        sealed,
     })
 }
 
@@ -122,16 +136,17 @@ fn event_from_row(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
 #[derive(Debug)]
 pub struct BulkReader {
     conn: rusqlite::Connection,
+    keyring: Keyring,
 }
 
 impl BulkReader {
-    pub(crate) fn open(file: &std::path::Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+    pub(crate) fn open(file: &std::path::Path, busy_timeout: Duration, keyring: Keyring) -> Result<Self, StoreError> {
         let conn = rusqlite::Connection::open_with_flags(
             file,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(busy_timeout)?;
-        Ok(Self { conn })
+        Ok(Self { conn, keyring })
     }
 
     /// Up to `limit` events with a position above `after`, in position order.
@@ -143,6 +158,8 @@ impl BulkReader {
         let mut events = Vec::with_capacity(limit);
         while let Some(row) = rows.next()? {
             let position = to_u64(row.get(0)?);
+            let subject = parse_uuid(position, row.get(12)?)?;
+            let sealed = self.keyring.open_row(position, subject, row.get(13)?, row.get(14)?)?;
             events.push(RecordedEvent {
                 position,
                 stream_id: row.get(1)?,
@@ -156,6 +173,7 @@ impl BulkReader {
                 correlation_id: parse_uuid(position, row.get(9)?)?,
                 causation_id: parse_uuid(position, row.get(10)?)?,
                 hash: row.get(11)?,
+                sealed,
             });
         }
         Ok(events)
@@ -251,7 +269,7 @@ impl Backend for SqliteBackend {
                 .bind(from_version as i64)
                 .fetch_all(&self.readers)
                 .await?;
-            rows.iter().map(event_from_row).collect()
+            rows.iter().map(|row| event_from_row(row, &self.keyring)).collect()
         })
     }
 
@@ -263,13 +281,13 @@ impl Backend for SqliteBackend {
                 .bind(limit as i64)
                 .fetch_all(&self.readers)
                 .await?;
-            rows.iter().map(event_from_row).collect()
+            rows.iter().map(|row| event_from_row(row, &self.keyring)).collect()
         })
     }
 
     fn bulk_reader(&self) -> Result<Option<crate::BulkReader>, StoreError> {
         let file = self.readers.connect_options().get_filename().to_owned();
-        crate::BulkReader::open(&file, BUSY_TIMEOUT).map(Some)
+        crate::BulkReader::open(&file, BUSY_TIMEOUT, self.keyring.clone()).map(Some)
     }
 
     fn read_filtered<'a>(
@@ -299,7 +317,7 @@ impl Backend for SqliteBackend {
             }
             query.push(" ORDER BY position LIMIT ").push_bind(limit as i64);
             let rows = query.build().fetch_all(&self.readers).await?;
-            rows.iter().map(event_from_row).collect()
+            rows.iter().map(|row| event_from_row(row, &self.keyring)).collect()
         })
     }
 

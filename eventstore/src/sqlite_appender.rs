@@ -28,6 +28,7 @@ use crate::backend::BatchOutcome;
 use crate::hook::{CommitHook, HookConnection};
 use crate::model::to_u64;
 use crate::plan::{self, BatchContext, Plan, StoredKey, Tail};
+use crate::seal::Keyring;
 use crate::sqlite::{format_time, parse_time};
 use crate::{AppendRequest, StoreError};
 
@@ -65,13 +66,16 @@ impl std::fmt::Debug for Appender {
 
 impl Appender {
     /// Opens the append connection on `path` and starts its thread.
-    pub fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, busy_timeout: Duration, keyring: Keyring) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(busy_timeout)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)?;
+        // A destroyed key's bytes are overwritten in its page, not left in
+        // the page's free space (`fast`: where that costs no extra I/O).
+        conn.pragma_update(None, "secure_delete", "fast")?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
@@ -82,7 +86,7 @@ impl Appender {
                     // A panic (a bug, most likely in the hook) fails its
                     // batch, not every batch after it.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        commit(&mut conn, &job.requests, job.hook.as_deref())
+                        commit(&mut conn, &job.requests, job.hook.as_deref(), &keyring)
                     }))
                     .unwrap_or_else(|_| {
                         roll_back(&conn);
@@ -115,11 +119,16 @@ impl Appender {
 /// savepoint journals every page the hook first touches, about a tenth of
 /// this thread's work): if it fails, the whole batch is rolled back and
 /// committed again without it, as on PostgreSQL.
-fn commit(conn: &mut Connection, requests: &[AppendRequest], hook: Option<&dyn CommitHook>) -> Outcome {
-    match commit_once(conn, requests, hook) {
+fn commit(
+    conn: &mut Connection,
+    requests: &[AppendRequest],
+    hook: Option<&dyn CommitHook>,
+    keyring: &Keyring,
+) -> Outcome {
+    match commit_once(conn, requests, hook, keyring) {
         Err(Failure::Hook(reason)) => {
             tracing::warn!(%reason, "the commit hook failed; the events commit without it");
-            commit_once(conn, requests, None).map_err(Failure::into_error)
+            commit_once(conn, requests, None, keyring).map_err(Failure::into_error)
         }
         outcome => outcome.map_err(Failure::into_error),
     }
@@ -156,9 +165,10 @@ fn commit_once(
     conn: &mut Connection,
     requests: &[AppendRequest],
     hook: Option<&dyn CommitHook>,
+    keyring: &Keyring,
 ) -> Result<(BatchOutcome, Option<u64>), Failure> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let outcome = in_transaction(conn, requests, hook);
+    let outcome = in_transaction(conn, requests, hook, keyring);
     let outcome = outcome.and_then(|done| {
         conn.execute_batch("COMMIT")?;
         Ok(done)
@@ -184,9 +194,10 @@ fn in_transaction(
     conn: &mut Connection,
     requests: &[AppendRequest],
     hook: Option<&dyn CommitHook>,
+    keyring: &Keyring,
 ) -> Result<(BatchOutcome, Option<u64>), Failure> {
-    let (tail, context) = load_context(conn, requests)?;
-    let plan = plan::plan(tail, context, requests, Utc::now());
+    let (tail, context) = load_context(conn, requests, keyring)?;
+    let plan = plan::plan(tail, context, requests, Utc::now(), keyring);
     if let Err(error) = insert(conn, &plan) {
         let unique_violation = unique_violation(&error);
         return Err(StoreError::from_insert(error, unique_violation, requests).into());
@@ -203,7 +214,11 @@ fn in_transaction(
     Ok((plan.outcomes, covered))
 }
 
-fn load_context(conn: &Connection, requests: &[AppendRequest]) -> Result<(Tail, BatchContext), StoreError> {
+fn load_context(
+    conn: &Connection,
+    requests: &[AppendRequest],
+    keyring: &Keyring,
+) -> Result<(Tail, BatchContext), StoreError> {
     let tail = conn
         .prepare_cached("SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1")?
         .query_row([], |row| {
@@ -259,17 +274,44 @@ fn load_context(conn: &Connection, requests: &[AppendRequest]) -> Result<(Tail, 
             context.claims.insert(claim, stream);
         }
     }
+    let mut key = conn.prepare_cached("SELECT key FROM subject_keys WHERE subject = ?")?;
+    for subject in touched.subjects {
+        let stored = key
+            .query_row([subject.to_string()], |row| row.get::<_, Option<Vec<u8>>>(0))
+            .optional()?;
+        if let Some(stored) = stored {
+            let key = stored.map(|stored| keyring.unwrap_key(subject, &stored)).transpose()?;
+            context.subjects.insert(subject, key);
+        }
+    }
     Ok((tail, context))
 }
 
 fn insert(conn: &Connection, plan: &Plan) -> Result<(), rusqlite::Error> {
     let Plan {
-        events, keys, claims, ..
+        events,
+        keys,
+        claims,
+        new_subjects,
+        erased,
+        ..
     } = plan;
+    let now = format_time(Utc::now());
+    let mut new_key = conn.prepare_cached("INSERT INTO subject_keys (subject, key, created_at) VALUES (?, ?, ?)")?;
+    for (subject, key) in new_subjects {
+        new_key.execute(params![subject.to_string(), key.0, now])?;
+    }
+    let mut erase = conn.prepare_cached(
+        "INSERT INTO subject_keys (subject, key, created_at, erased_at) VALUES (?, NULL, ?, ?) \
+         ON CONFLICT (subject) DO UPDATE SET key = NULL, erased_at = excluded.erased_at",
+    )?;
+    for subject in erased {
+        erase.execute(params![subject.to_string(), now, now])?;
+    }
     let mut event = conn.prepare_cached(
         "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
-         occurred_at, recorded_at, correlation_id, causation_id, hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         occurred_at, recorded_at, correlation_id, causation_id, hash, data_subject, sealed) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     for e in events {
         event.execute(params![
@@ -285,6 +327,8 @@ fn insert(conn: &Connection, plan: &Plan) -> Result<(), rusqlite::Error> {
             e.correlation_id.map(|id| id.to_string()),
             e.causation_id.map(|id| id.to_string()),
             e.hash,
+            e.sealed.as_ref().map(|s| s.subject.to_string()),
+            e.sealed.as_ref().map(|s| s.stored.as_slice()),
         ])?;
     }
     let mut key = conn.prepare_cached(

@@ -36,6 +36,9 @@ pub struct StoreOptions {
     /// connection, or a new one to an unreachable server) before failing as
     /// unavailable: what bounds a request's wait during an outage.
     pub connect_wait: Duration,
+    /// Wraps every data subject's key where `subject_keys` stores it
+    /// (`seal`); without one the keys are stored as they are.
+    pub master_key: Option<crate::MasterKey>,
 }
 
 /// `StoreOptions::connect_wait` unless configured.
@@ -47,6 +50,7 @@ impl Default for StoreOptions {
             schema: None,
             read_connections_max: 8,
             connect_wait: CONNECT_WAIT_DEFAULT,
+            master_key: None,
         }
     }
 }
@@ -367,7 +371,19 @@ impl Store {
         let mut previous_hash = GENESIS_HASH.to_owned();
         let mut expected_position = 1;
         loop {
-            let batch = self.read_all(expected_position - 1, VERIFY_BATCH_EVENTS).await?;
+            let batch = match self.read_all(expected_position - 1, VERIFY_BATCH_EVENTS).await {
+                // A row that cannot be read as stored (a sealed part that
+                // no longer opens with its key, say) was altered too.
+                Err(StoreError::Corrupt { position, .. }) => {
+                    return Ok(VerifyReport {
+                        ok: false,
+                        events: expected_position - 1,
+                        first_bad_position: Some(position),
+                        head_hash: previous_hash,
+                    });
+                }
+                read => read?,
+            };
             let Some(last) = batch.last().map(|e| e.position) else {
                 break;
             };
@@ -441,14 +457,17 @@ fn validate(request: &AppendRequest) -> Result<(), StoreError> {
         if event.event_type.is_empty() || event.event_type.len() > IDENTIFIER_BYTES_MAX {
             return invalid(format!("an event type must be 1 to {IDENTIFIER_BYTES_MAX} bytes"));
         }
-        if event.data.len() > EVENT_DATA_BYTES_MAX {
+        let personal = event.personal.as_ref().map(|p| p.data.as_str());
+        let bytes = event.data.len() + personal.map_or(0, str::len);
+        if bytes > EVENT_DATA_BYTES_MAX {
             return invalid(format!(
-                "event data is {} bytes; the limit is {EVENT_DATA_BYTES_MAX}",
-                event.data.len()
+                "event data is {bytes} bytes; the limit is {EVENT_DATA_BYTES_MAX}"
             ));
         }
-        if serde_json::from_str::<serde::de::IgnoredAny>(&event.data).is_err() {
-            return invalid(format!("the data of a {} event is not JSON", event.event_type));
+        for part in std::iter::once(event.data.as_str()).chain(personal) {
+            if serde_json::from_str::<serde::de::IgnoredAny>(part).is_err() {
+                return invalid(format!("the data of a {} event is not JSON", event.event_type));
+            }
         }
         // Years outside 1..=9999 have no RFC 3339 form and would not sort.
         if !(1..=9999).contains(&chrono::Datelike::year(&event.occurred_at)) {

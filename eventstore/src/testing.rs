@@ -153,6 +153,98 @@ impl TestDatabase {
         }
     }
 
+    /// Every row of every table whose name starts with `prefix`, as text:
+    /// what the read models hold, however they are read.
+    pub async fn tables_text(&self, prefix: &str) -> Result<String, sqlx::Error> {
+        use sqlx::Row;
+        let mut out = String::new();
+        match self.kind {
+            BackendKind::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(?1)) = ?1",
+                )
+                .bind(prefix)
+                .fetch_all(&mut conn)
+                .await?;
+                for table in tables {
+                    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+                        .bind(&table)
+                        .fetch_all(&mut conn)
+                        .await?;
+                    let row = columns
+                        .iter()
+                        .map(|c| format!("COALESCE(CAST(\"{c}\" AS TEXT), '')"))
+                        .collect::<Vec<_>>()
+                        .join(" || ' ' || ");
+                    for line in sqlx::query(&format!("SELECT CAST(({row}) AS BLOB) FROM \"{table}\""))
+                        .fetch_all(&mut conn)
+                        .await?
+                    {
+                        let bytes: Vec<u8> = line.try_get(0)?;
+                        out.push_str(&format!("{table}: {}\n", String::from_utf8_lossy(&bytes)));
+                    }
+                }
+                conn.close().await?;
+            }
+            BackendKind::Postgres => {
+                let mut options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?;
+                if let Some(schema) = &self.options.schema {
+                    options = options.options([("search_path", schema.as_str())]);
+                }
+                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT table_name::text FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND starts_with(table_name, $1)",
+                )
+                .bind(prefix)
+                .fetch_all(&mut conn)
+                .await?;
+                for table in tables {
+                    for line in sqlx::query(&format!("SELECT t::text FROM \"{table}\" t"))
+                        .fetch_all(&mut conn)
+                        .await?
+                    {
+                        out.push_str(&format!("{table}: {}\n", line.try_get::<String, _>(0)?));
+                    }
+                }
+                conn.close().await?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every event's stored `data` and sealed part, as text (the sealed
+    /// bytes lossily): what someone reading the database's files would see.
+    pub async fn stored_event_text(&self) -> Result<Vec<String>, sqlx::Error> {
+        use sqlx::Row;
+        let sql = "SELECT data, sealed FROM events ORDER BY position";
+        let rows: Vec<(String, Option<Vec<u8>>)> = match self.kind {
+            BackendKind::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect::<Result<_, sqlx::Error>>()?
+            }
+            BackendKind::Postgres => {
+                let mut options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?;
+                if let Some(schema) = &self.options.schema {
+                    options = options.options([("search_path", schema.as_str())]);
+                }
+                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                let rows = sqlx::query(sql).fetch_all(&mut conn).await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .collect::<Result<_, sqlx::Error>>()?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(data, sealed)| format!("{data} {}", String::from_utf8_lossy(&sealed.unwrap_or_default())))
+            .collect())
+    }
+
     /// Makes every later COMMIT of an append fail, as a full disk or a broken
     /// database would, until `let_commits_through`: a trigger on each append
     /// breaks a foreign key that is checked only at COMMIT.

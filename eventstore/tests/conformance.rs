@@ -55,7 +55,87 @@ conformance!(
     a_commit_hook_that_fails_has_its_writes_undone_and_the_events_commit,
     racing_appends_for_one_claimed_value_exactly_one_wins_until_it_is_given_up,
     claims_of_an_older_log_are_filled_once_and_only_at_the_head_they_were_folded_to,
+    personal_parts_are_stored_sealed_and_read_as_erased_once_their_key_is_destroyed,
 );
+
+/// One event of `subject` whose personal part names `name`.
+fn personal(subject: Uuid, name: &str) -> AppendRequest {
+    let mut request = append(&format!("contact-{subject}"), ExpectedVersion::Any, 1);
+    request.events[0].personal = Some(eventstore::Personal {
+        subject,
+        data: format!(r#"{{"fields.name":"{name}"}}"#),
+    });
+    request
+}
+
+fn opened(events: &[RecordedEvent]) -> Vec<Option<String>> {
+    events
+        .iter()
+        .map(|e| e.sealed.as_ref().and_then(|s| s.opened.clone()))
+        .collect()
+}
+
+async fn personal_parts_are_stored_sealed_and_read_as_erased_once_their_key_is_destroyed(database: &TestDatabase) {
+    let store = database.open().await;
+    let (ada, grace) = (Uuid::now_v7(), Uuid::now_v7());
+    for request in [
+        personal(ada, "Ada Lovelace"),
+        personal(grace, "Grace Hopper"),
+        personal(ada, "Ada King"),
+    ] {
+        store.append(request).await.expect("append");
+    }
+    let log = whole_log(&store).await;
+    assert_eq!(
+        opened(&log),
+        [
+            Some(r#"{"fields.name":"Ada Lovelace"}"#.to_owned()),
+            Some(r#"{"fields.name":"Grace Hopper"}"#.to_owned()),
+            Some(r#"{"fields.name":"Ada King"}"#.to_owned())
+        ]
+    );
+    let stored = database.stored_event_text().await.expect("raw rows").join("\n");
+    for name in ["Ada", "Grace", "Lovelace"] {
+        assert!(!stored.contains(name), "{name} is stored in plain text");
+    }
+
+    // Erasing Ada: her events stay (the chain verifies), their personal
+    // parts read as erased on every read path; Grace's are untouched.
+    let mut erase = append(&format!("contact-{ada}"), ExpectedVersion::Any, 1);
+    erase.erase = vec![ada];
+    store.append(erase).await.expect("erase");
+    let log = whole_log(&store).await;
+    assert_eq!(
+        opened(&log),
+        [None, Some(r#"{"fields.name":"Grace Hopper"}"#.to_owned()), None, None]
+    );
+    assert!(
+        log[0].sealed.is_some() && log[2].sealed.is_some(),
+        "the sealed parts stay in the log"
+    );
+    let stream = store.read_stream(&format!("contact-{ada}"), 1).await.expect("stream");
+    assert_eq!(opened(&stream), [None, None, None]);
+    if let Some(mut bulk) = store.bulk_reader().expect("bulk reader") {
+        let all = bulk.read_all(0, 100).expect("bulk read");
+        assert_eq!(opened(&all), opened(&log));
+    }
+    // What is appended for her from now on is not kept either.
+    store
+        .append(personal(ada, "Ada again"))
+        .await
+        .expect("append after erasure");
+    let after = store.read_stream(&format!("contact-{ada}"), 4).await.expect("stream");
+    assert_eq!(opened(&after), [None]);
+    assert_verifies(&store, 5).await;
+    // And a reopened store reads the same.
+    store.close().await;
+    let reopened = database.open().await;
+    assert_eq!(
+        opened(&whole_log(&reopened).await)[1].as_deref(),
+        Some(r#"{"fields.name":"Grace Hopper"}"#)
+    );
+    assert_eq!(opened(&whole_log(&reopened).await)[4], None);
+}
 
 fn stream() -> String {
     format!("contact-{}", Uuid::now_v7())
@@ -68,6 +148,7 @@ fn event(n: usize) -> NewEvent {
         data: format!(r#"{{"n":{n},"note":"naïve café ✓"}}"#),
         occurred_at: Utc.with_ymd_and_hms(2025, 3, 14, 15, 9, 26).single().expect("valid")
             + chrono::Duration::microseconds(535_897),
+        personal: None,
     }
 }
 
@@ -82,6 +163,7 @@ fn append(stream_id: &str, expected: ExpectedVersion, n_events: usize) -> Append
         idempotency_key: None,
         request_hash: None,
         claims: Vec::new(),
+        erase: Vec::new(),
     }
 }
 

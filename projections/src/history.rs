@@ -55,13 +55,29 @@ pub struct HistoryEntry {
 }
 
 /// Reads a stored event, naming its position if it cannot be read.
+/// Its personal part is put back, or read as erased once its key is gone.
 pub fn decode(recorded: &RecordedEvent) -> Result<Event, ProjectionError> {
-    Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data).map_err(|e| {
-        ProjectionError::Unreadable {
-            position: recorded.position,
-            reason: e.to_string(),
-        }
+    Event::decode_parts(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.data,
+        personal_part(recorded),
+    )
+    .map_err(|e| ProjectionError::Unreadable {
+        position: recorded.position,
+        reason: e.to_string(),
     })
+}
+
+/// The personal part of a stored event, as `Event::decode_parts` takes it.
+pub fn personal_part(recorded: &RecordedEvent) -> domain::PersonalPart<'_> {
+    match &recorded.sealed {
+        None => domain::PersonalPart::None,
+        Some(sealed) => match &sealed.opened {
+            Some(opened) => domain::PersonalPart::Open(opened),
+            None => domain::PersonalPart::Erased,
+        },
+    }
 }
 
 /// Null, false, "", [] and {}: what a new record's unset fields hold.

@@ -21,7 +21,7 @@ mod tables;
 mod views;
 
 pub use as_of::AS_OF_CACHED;
-pub use history::{ActorRef, FieldChange, HistoryEntry, TimelineItem, decode, history, timeline};
+pub use history::{ActorRef, FieldChange, HistoryEntry, TimelineItem, decode, history, personal_part, timeline};
 pub use model::{
     AccountView, ContactView, CrmModel, DealClosing, DealView, EventRef, InteractionRef, InteractionView, Keys,
     MODEL_VERSION, RecordMeta, UserView,

@@ -58,7 +58,7 @@ use uuid::Uuid;
 /// Bumped whenever `apply`, the views or the tables change shape: read-model
 /// tables written by another version are refolded from the log aside and
 /// swapped in (`Projector::open`).
-pub const MODEL_VERSION: u32 = 12;
+pub const MODEL_VERSION: u32 = 13;
 
 /// Which event did something, when, and who did it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +99,16 @@ pub struct RecordMeta {
     pub updated_since_created: bool,
     pub interaction_count: u64,
     pub archived: bool,
+    /// The record's personal data was erased: by whom, when and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased: Option<Erasure>,
+}
+
+/// An erasure of a record's personal data (`ContactErased`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Erasure {
+    pub at: EventRef,
+    pub reason: String,
 }
 
 impl RecordMeta {
@@ -113,6 +123,7 @@ impl RecordMeta {
             updated_since_created: false,
             interaction_count: 0,
             archived: false,
+            erased: None,
         }
     }
 
@@ -327,6 +338,9 @@ pub struct Keys {
     /// interaction later in the batch names it, before its row exists or
     /// while the loaded row still names its old account.
     pub links: BTreeMap<Uuid, BTreeSet<Uuid>>,
+    /// Contacts whose interactions the batch rewrites (an erasure): every
+    /// interaction naming them is loaded, with the accounts they touched.
+    pub interactions_of: BTreeSet<Uuid>,
 }
 
 impl Keys {
@@ -339,6 +353,7 @@ impl Keys {
         self.interactions.extend(other.interactions);
         self.created.extend(other.created);
         self.via.extend(other.via);
+        self.interactions_of.extend(other.interactions_of);
         for (id, accounts) in other.links {
             self.links.entry(id).or_default().extend(accounts);
         }
@@ -395,7 +410,10 @@ impl CrmModel {
             Event::AccountCreated(_) | Event::AccountUpdated(_) | Event::AccountArchived(_) => {
                 self.apply_account(event, &at)
             }
-            Event::ContactCreated(_) | Event::ContactUpdated(_) | Event::ContactArchived(_) => {
+            Event::ContactCreated(_)
+            | Event::ContactUpdated(_)
+            | Event::ContactArchived(_)
+            | Event::ContactErased(_) => {
                 let id = event.record().1;
                 let before = self.customer_of(id);
                 self.apply_contact(event, &at);
@@ -533,7 +551,47 @@ impl CrmModel {
                     contact.meta.changed(at, false);
                 }
             }
+            Event::ContactErased(e) => self.erase_contact(e, at),
             _ => {}
+        }
+    }
+
+    /// An erasure: the contact's personal fields, and the summaries of the
+    /// interactions logged with it (wherever they are shown), read as
+    /// erased ones do (`domain::personal`), which is what a rebuild reads
+    /// from the log once the key is gone. The contact is archived with it.
+    fn erase_contact(&mut self, e: &domain::ContactErased, at: &EventRef) {
+        if let Some(contact) = self.contacts.get_mut(&e.contact_id) {
+            let fields = &mut contact.fields;
+            if let Ok(name) = domain::values::Name::parse(domain::ERASED) {
+                fields.name = name;
+            }
+            (fields.email, fields.phone, fields.title) = (None, None, None);
+            fields.custom.clear();
+            contact.meta.archived = true;
+            contact.meta.erased = Some(Erasure {
+                at: at.clone(),
+                reason: e.reason.to_string(),
+            });
+            contact.meta.changed(at, false);
+        }
+        let mut erased = BTreeSet::new();
+        for interaction in self.interactions.values_mut() {
+            if interaction.logged.contact_id == Some(e.contact_id) {
+                if let Ok(summary) = domain::values::Text::parse(domain::ERASED) {
+                    interaction.logged.summary = summary;
+                }
+                erased.insert(interaction.id);
+            }
+        }
+        for account in self.accounts.values_mut() {
+            if let Some(last) = account
+                .last_interaction
+                .as_mut()
+                .filter(|last| erased.contains(&last.id))
+            {
+                last.summary = domain::ERASED.to_owned();
+            }
         }
     }
 
@@ -686,6 +744,10 @@ impl CrmModel {
             }
             Event::ContactArchived(_) | Event::DealClosed(_) | Event::DealArchived(_) => {
                 keys.via.insert(id);
+            }
+            Event::ContactErased(_) => {
+                keys.via.insert(id);
+                keys.interactions_of.insert(id);
             }
             // Events that change no record but their own.
             Event::UserRegistered(_)

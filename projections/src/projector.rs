@@ -535,8 +535,12 @@ impl Projector {
             return report;
         };
         let mut held = entry.held.lock().await;
-        let current = match held.take() {
+        let updated = match held.take() {
             Some(kept) => self.update_as_of(kept, as_of).await?,
+            None => None,
+        };
+        let current = match updated {
+            Some(current) => current,
             None => {
                 let (dir, file, folded, read) = self.fold_as_of(as_of).await?;
                 let tables = Tables::open_scratch(&file).await?;
@@ -602,7 +606,11 @@ impl Projector {
             let Some(end) = batch.last().map(|recorded| recorded.position) else {
                 return Ok(Some(read));
             };
-            if batch.iter().any(|recorded| recorded.occurred_at <= date) {
+            // An erasure changes what earlier answers showed, too.
+            if batch
+                .iter()
+                .any(|recorded| recorded.occurred_at <= date || is_erasure(recorded))
+            {
                 return Ok(None);
             }
             read = end;
@@ -680,9 +688,17 @@ impl Projector {
 
     /// Folds into a kept fold as of `as_of` the events recorded since it
     /// read the log that had happened by then; passes over the others.
-    async fn update_as_of(&self, mut kept: FoldedAsOf, as_of: DateTime<Utc>) -> Result<FoldedAsOf, ProjectionError> {
+    /// `None` if an erasure was recorded since: the kept fold holds what
+    /// it erased (the erasure happened after `as_of`, so folding it on
+    /// would not take it out), and is dropped for a fold afresh, which
+    /// reads the erased values as erased.
+    async fn update_as_of(
+        &self,
+        mut kept: FoldedAsOf,
+        as_of: DateTime<Utc>,
+    ) -> Result<Option<FoldedAsOf>, ProjectionError> {
         if kept.read >= self.store.head().await? {
-            return Ok(kept);
+            return Ok(Some(kept));
         }
         let mut batches = read_ahead(
             self.store.clone(),
@@ -695,12 +711,15 @@ impl Projector {
         let mut folder = ScratchFolder::open(&kept.file, false)?;
         while let Some(batch) = batches.recv().await {
             let batch = batch?;
+            if batch.erasures {
+                return Ok(None);
+            }
             // The events passed over were never part of this fold: the
             // batch follows the last event folded.
             (folder, kept.folded) = fold_into_scratch(folder, kept.folded, batch.events).await?;
             kept.read = batch.last;
         }
-        Ok(kept)
+        Ok(Some(kept))
     }
 
     /// Answers a report: from the live tables measured at `now`, or, with
@@ -1075,6 +1094,8 @@ struct DecodedBatch {
     events: Vec<(RecordedEvent, Event)>,
     keys: Keys,
     last: u64,
+    /// Whether the batch read holds an erasure, passed over or not.
+    erasures: bool,
 }
 
 /// Reads and decodes the log after `position` in batches of `size` on a
@@ -1158,6 +1179,7 @@ fn decoded_batch(
     last: u64,
     occurred_until: Option<DateTime<Utc>>,
 ) -> Result<DecodedBatch, ProjectionError> {
+    let erasures = batch.iter().any(is_erasure);
     let events = batch
         .into_iter()
         .filter(|recorded| occurred_until.is_none_or(|until| recorded.occurred_at <= until))
@@ -1167,7 +1189,13 @@ fn decoded_batch(
         keys: keys_of(pairs(&events)),
         events,
         last,
+        erasures,
     })
+}
+
+/// An event that destroys personal data (its key went with its append).
+fn is_erasure(recorded: &RecordedEvent) -> bool {
+    recorded.event_type == "ContactErased"
 }
 
 fn decode_all(batch: &[RecordedEvent]) -> Result<Vec<(&RecordedEvent, Event)>, ProjectionError> {

@@ -824,6 +824,9 @@ async fn with_accounts(
 ) -> Result<Keys, ProjectionError> {
     let mut touched = keys.clone();
     touched.accounts.extend(accounts_reached(keys, model));
+    let (interactions, accounts) = erasure_reach(keys, model);
+    touched.interactions.extend(interactions);
+    touched.accounts.extend(accounts);
     let missing = Keys {
         accounts: touched
             .accounts
@@ -835,6 +838,23 @@ async fn with_accounts(
     };
     load_into(conn, prefix, &missing, model, loaded, None).await?;
     Ok(touched)
+}
+
+/// The interactions of the contacts a batch erases, as `model` holds them,
+/// and the accounts they touched (whose last interaction may be one).
+fn erasure_reach(keys: &Keys, model: &CrmModel) -> (BTreeSet<Uuid>, BTreeSet<Uuid>) {
+    if keys.interactions_of.is_empty() {
+        return Default::default();
+    }
+    let theirs: Vec<_> = model
+        .interactions
+        .values()
+        .filter(|i| i.logged.contact_id.is_some_and(|c| keys.interactions_of.contains(&c)))
+        .collect();
+    (
+        theirs.iter().map(|i| i.id).collect(),
+        theirs.iter().filter_map(|i| i.account_id).collect(),
+    )
 }
 
 /// The accounts a batch reaches through the contacts and deals it names
@@ -980,15 +1000,25 @@ impl AsideRows {
     ) -> Result<(), ProjectionError> {
         for writing in writing {
             copy_held(writing, &not_held(keys, &self.model), &mut self.model);
+            // The interactions of a contact being erased that are on their
+            // way to the tables: newer than what the tables hold.
+            if !keys.interactions_of.is_empty() {
+                let theirs = Keys {
+                    interactions: erasure_reach(keys, writing).0,
+                    ..Keys::default()
+                };
+                copy_held(writing, &not_held(&theirs, &self.model), &mut self.model);
+            }
         }
         let wanted = not_held(keys, &self.model);
         load_into(conn, self.prefix, &wanted, &mut self.model, &mut self.loaded, None).await?;
         // The accounts reached through the contacts and deals now held.
         if !writing.is_empty() {
-            let accounts = Keys {
+            let mut accounts = Keys {
                 accounts: accounts_reached(keys, &self.model),
                 ..Keys::default()
             };
+            accounts.accounts.extend(erasure_reach(keys, &self.model).1);
             for writing in writing {
                 copy_held(writing, &accounts, &mut self.model);
             }
@@ -1370,6 +1400,7 @@ fn not_held(keys: &Keys, model: &CrmModel) -> Keys {
         created: BTreeSet::new(),
         via: BTreeSet::new(),
         links: BTreeMap::new(),
+        interactions_of: keys.interactions_of.clone(),
     }
 }
 
@@ -1690,6 +1721,20 @@ async fn load_into(
                 continue;
             }
             add_row(model, loaded, &table, row)?;
+        }
+    }
+    // Every interaction of a contact being erased: those not held already
+    // (a row held is as new as any, or newer than the table's).
+    let contacts: Vec<&Uuid> = keys.interactions_of.iter().collect();
+    for chunk in contacts.chunks(ROWS_PER_STATEMENT_MAX) {
+        let placeholders = conn.dialect().parameters(1, chunk.len());
+        let sql = format!("SELECT id, view FROM {prefix}interactions WHERE contact_id IN ({placeholders})");
+        let binds = chunk.iter().map(|id| text(id)).collect();
+        for row in conn.fetch(&sql, binds, &[Kind::Text, Kind::Text]).await? {
+            let held = matches!(row.first(), Some(Cell::Text(Some(id))) if Uuid::parse_str(id).is_ok_and(|id| model.interactions.contains_key(&id)));
+            if !held {
+                add_row(model, loaded, "interactions", row)?;
+            }
         }
     }
     Ok(claimed)

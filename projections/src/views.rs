@@ -21,6 +21,12 @@ fn with_meta(id: Uuid, kind: RecordKind, fields: Value, meta: &RecordMeta) -> Va
     view.insert("last_touched_at".into(), json!(meta.last_touched_at));
     view.insert("interaction_count".into(), json!(meta.interaction_count));
     view.insert("archived".into(), json!(meta.archived));
+    if let Some(erased) = &meta.erased {
+        view.insert(
+            "erased".into(),
+            json!({"at": erased.at.occurred_at, "by": erased.at.actor, "reason": erased.reason, "position": erased.at.position}),
+        );
+    }
     Value::Object(view)
 }
 

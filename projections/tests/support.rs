@@ -20,6 +20,12 @@ pub fn append_request(recorded: &RecordedEvent) -> AppendRequest {
             schema_version: recorded.schema_version,
             data: recorded.data.clone(),
             occurred_at: recorded.occurred_at,
+            // An erased part (recorded after its subject's erasure) goes
+            // in as any other: the store seals it with no key.
+            personal: recorded.sealed.as_ref().map(|sealed| eventstore::Personal {
+                subject: sealed.subject,
+                data: sealed.opened.clone().unwrap_or_else(|| "{}".into()),
+            }),
         }],
         actor: recorded.actor.clone(),
         correlation_id: None,
@@ -27,6 +33,12 @@ pub fn append_request(recorded: &RecordedEvent) -> AppendRequest {
         idempotency_key: None,
         request_hash: None,
         claims: Vec::new(),
+        erase: match recorded.event_type.as_str() {
+            "ContactErased" => RecordKind::parse_stream_id(&recorded.stream_id)
+                .map(|(_, id)| vec![id])
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        },
     }
 }
 
@@ -43,6 +55,9 @@ pub fn days_ago(days: i64) -> DateTime<Utc> {
 pub struct History {
     pub log: Vec<RecordedEvent>,
     n_ids: u128,
+    /// Contacts erased so far: what is recorded for them after is sealed
+    /// with no key, as the store does.
+    erased: std::collections::BTreeSet<Uuid>,
 }
 
 fn input(value: Value) -> Input {
@@ -59,7 +74,7 @@ impl History {
         self.log
             .iter()
             .filter(|e| e.stream_id == kind.stream_id(id))
-            .map(|e| Event::decode(&e.event_type, e.schema_version, &e.data).expect("decodes"))
+            .map(|e| projections::decode(e).expect("decodes"))
             .collect()
     }
 
@@ -82,7 +97,16 @@ impl History {
                 correlation_id: None,
                 causation_id: None,
                 hash: GENESIS_HASH.into(),
+                // As a read while the key exists.
+                sealed: encoded.personal.map(|(subject, opened)| eventstore::Sealed {
+                    subject,
+                    stored: Vec::new(),
+                    opened: Some(opened).filter(|_| !self.erased.contains(&subject)),
+                }),
             });
+            if let Event::ContactErased(e) = &event {
+                self.erased.insert(e.contact_id);
+            }
         }
     }
 
@@ -187,6 +211,18 @@ impl History {
         }
     }
 
+    /// The log as it reads once the keys of the contacts erased in it are
+    /// gone: what a rebuild folds.
+    pub fn as_read_after_erasures(&self) -> Vec<RecordedEvent> {
+        let mut log = self.log.clone();
+        for recorded in &mut log {
+            if let Some(sealed) = recorded.sealed.as_mut().filter(|s| self.erased.contains(&s.subject)) {
+                sealed.opened = None;
+            }
+        }
+        log
+    }
+
     pub fn archive_contact(&mut self, id: Uuid, actor: &str, at: DateTime<Utc>) {
         self.decide::<Contact>(RecordKind::Contact, id, ContactCommand::ArchiveContact, actor, at);
     }
@@ -254,11 +290,12 @@ impl History {
     /// The model folded from the events that had happened by `until`.
     pub fn model_until(&self, until: Option<DateTime<Utc>>) -> CrmModel {
         let mut model = CrmModel::default();
-        for recorded in &self.log {
+        // As a store reads it: without what its erasures destroyed.
+        for recorded in &self.as_read_after_erasures() {
             if until.is_some_and(|t| recorded.occurred_at > t) {
                 continue;
             }
-            let event = Event::decode(&recorded.event_type, recorded.schema_version, &recorded.data).expect("decodes");
+            let event = projections::decode(recorded).expect("decodes");
             model.apply(recorded, &event);
         }
         model

@@ -280,6 +280,13 @@ impl App {
                 causation_id: None,
                 idempotency_key: actor.idempotency_key.clone(),
                 request_hash: actor.request_hash.clone(),
+                erase: events
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::ContactErased(erased) => Some(erased.contact_id),
+                        _ => None,
+                    })
+                    .collect(),
             };
             match self.store.append(request).await {
                 Ok(result) => {
@@ -466,6 +473,21 @@ impl App {
             }
             RecordKind::Interaction | RecordKind::User => Err(not_a_record(kind)),
         }
+    }
+
+    /// Erases a contact's personal data: its key is destroyed in the same
+    /// append as the `ContactErased` event (who, when, `reason`).
+    pub async fn erase_contact(
+        &self,
+        id: Uuid,
+        reason: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        let reason = domain::values::Text::parse(reason).map_err(|e| DomainError::field("reason", e))?;
+        let command = ContactCommand::EraseContact { reason };
+        self.execute::<Contact>(RecordKind::Contact, id, &command, None, actor, now)
+            .await
     }
 
     /// Records the last activity a previous system knew of on a record, at
@@ -715,12 +737,17 @@ fn not_a_record(kind: RecordKind) -> AppError {
     DomainError::InvalidState(format!("{kind} records are not created or changed this way")).into()
 }
 
-fn encode(event: &Event, occurred_at: DateTime<Utc>) -> NewEvent {
+/// An event as the log takes it, its personal fields apart for their
+/// subject's key.
+pub(crate) fn encode(event: &Event, occurred_at: DateTime<Utc>) -> NewEvent {
     let encoded = event.encode();
     NewEvent {
         event_type: encoded.event_type.into(),
         schema_version: encoded.schema_version,
         data: encoded.data,
         occurred_at,
+        personal: encoded
+            .personal
+            .map(|(subject, data)| eventstore::Personal { subject, data }),
     }
 }

@@ -11,6 +11,9 @@ use uuid::Uuid;
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub backend: &'static str,
+    /// Whether each event's personal fields were sealed (as the product
+    /// stores them) or appended in plain text (`--plain`, for comparison).
+    pub sealed: bool,
     pub clients: usize,
     pub events: usize,
     pub seconds: f64,
@@ -23,10 +26,11 @@ impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: {} clients appended {} events in {:.2}s: {:.0} events/s (append latency p50 {}µs, p99 {}µs)",
+            "{}: {} clients appended {} {} events in {:.2}s: {:.0} events/s (append latency p50 {}µs, p99 {}µs)",
             self.backend,
             self.clients,
             self.events,
+            if self.sealed { "sealed" } else { "plain" },
             self.seconds,
             self.events_per_second,
             self.latency_p50_micros,
@@ -35,21 +39,30 @@ impl std::fmt::Display for BenchReport {
     }
 }
 
-/// A contact-sized event (~600 bytes, like the figures in EVENT-STORE-NOTES).
-fn event(n: usize) -> NewEvent {
+/// A contact-sized event (~600 bytes, like the figures in EVENT-STORE-NOTES),
+/// for a contact of its own: its title and custom fields are personal, so
+/// each event is sealed with a new key (the costliest case: a key made and
+/// stored per event), unless `sealed` is false.
+fn event(n: usize, sealed: bool) -> Result<NewEvent, String> {
+    let contact_id = Uuid::now_v7();
     let data = serde_json::json!({
-        "contact_id": Uuid::now_v7(),
+        "contact_id": contact_id,
         "changes": {"title": format!("Head of Procurement {n}"), "custom": {"notes": "x".repeat(480)}}
     });
-    NewEvent {
-        event_type: "ContactUpdated".into(),
-        schema_version: 1,
-        data: data.to_string(),
-        occurred_at: Utc::now(),
+    let event = domain::Event::decode("ContactUpdated", 1, &data.to_string()).map_err(|e| e.to_string())?;
+    let mut new = crate::app::encode(&event, Utc::now());
+    if !sealed {
+        (new.data, new.personal) = (data.to_string(), None);
     }
+    Ok(new)
 }
 
-pub async fn append_throughput(store: &Store, clients: usize, appends: usize) -> Result<BenchReport, String> {
+pub async fn append_throughput(
+    store: &Store,
+    clients: usize,
+    appends: usize,
+    sealed: bool,
+) -> Result<BenchReport, String> {
     let started = std::time::Instant::now();
     let tasks: Vec<_> = (0..clients.max(1))
         .map(|_| {
@@ -60,13 +73,14 @@ pub async fn append_throughput(store: &Store, clients: usize, appends: usize) ->
                     let request = AppendRequest {
                         stream_id: format!("bench-{}", Uuid::now_v7()),
                         expected: ExpectedVersion::NoStream,
-                        events: vec![event(n)],
+                        events: vec![event(n, sealed)?],
                         actor: "bench".into(),
                         correlation_id: None,
                         causation_id: None,
                         idempotency_key: None,
                         request_hash: None,
                         claims: Vec::new(),
+                        erase: Vec::new(),
                     };
                     let sent = std::time::Instant::now();
                     store.append(request).await.map_err(|e| e.to_string())?;
@@ -85,6 +99,7 @@ pub async fn append_throughput(store: &Store, clients: usize, appends: usize) ->
     let percentile = |p: usize| latencies.get(latencies.len() * p / 100).map_or(0, Duration::as_micros);
     Ok(BenchReport {
         backend: store.backend_name(),
+        sealed,
         clients,
         events: latencies.len(),
         seconds,

@@ -181,6 +181,20 @@ enum Command {
     },
     /// Archive a record: it leaves lists and reports, its history stays.
     Archive { kind: RecordKind, id: Uuid },
+    /// Erase a contact's personal data (GDPR Art. 17): its key is destroyed,
+    /// every read model, report and export shows it erased, and the log
+    /// still verifies. Cannot be undone.
+    Erase {
+        /// `contact`: the only kind that holds a person's data.
+        kind: RecordKind,
+        id: Uuid,
+        /// Why (a request under Art. 17, say); must not name the person.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Everything held about a contact (GDPR Art. 15), as one JSON document:
+    /// its fields, every change with who made it, its timeline.
+    PersonalData { kind: RecordKind, id: Uuid },
     /// Move a deal to another pipeline stage.
     Stage { deal_id: Uuid, stage: String },
     /// Close a deal as won or lost.
@@ -280,6 +294,10 @@ enum Command {
         /// maximum are printed).
         #[arg(long, default_value_t = 5)]
         repeat: usize,
+        /// Append each event's personal fields in plain text instead of
+        /// sealed: what sealing costs, by comparison.
+        #[arg(long)]
+        plain: bool,
     },
 }
 
@@ -582,120 +600,132 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
         .collect();
     let actor = acting_user(&app, cli.acting_user).await?;
     let now = Utc::now();
-    let result =
-        match cli.command {
-            Command::User { command } => user(&app, command, &actor, now).await,
-            Command::Webhook { command } => webhook(&app.store, command, &actor).await,
-            Command::Serve {
-                addr,
-                demo,
-                contacts,
-                seed,
-                connections_max,
-                header_timeout_secs,
-                import_bytes_max,
-                import_rows_max,
-                webhooks,
-            } => {
-                let options = crate::serve::Options {
-                    connections: crate::http::ConnectionLimits {
-                        connections_max: connections_max.max(1),
-                        header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
-                    },
-                    webhooks: webhooks.options(),
-                    imports: crate::csv_io::Limits {
-                        bytes_max: import_bytes_max.max(1),
-                        rows_max: import_rows_max.max(1),
-                    },
-                };
-                serve(&app, addr, listener, demo.then_some((contacts, seed)), options).await
-            }
-            Command::Demo { contacts, seed, until } => demo(&store, contacts, seed, until).await,
-            Command::Import {
-                kind,
-                file,
-                map,
-                map_file,
-            } => {
-                let mapping = import_mapping(map.as_deref(), map_file.as_deref())?;
-                import_file(&app, kind, &file, &mapping, &actor).await
-            }
-            Command::Export { kind } => export(&store, kind, json).await,
-            Command::Create { kind, fields } => changed(app.create(kind, &parse_input(&fields)?, &actor, now).await),
-            Command::Update {
-                kind,
-                id,
-                fields,
-                if_version,
-            } => changed(
-                app.update(kind, id, &parse_input(&fields)?, if_version, &actor, now)
-                    .await,
-            ),
-            Command::Archive { kind, id } => changed(app.archive(kind, id, None, &actor, now).await),
-            Command::Stage { deal_id, stage } => changed(app.move_deal(deal_id, &stage, None, &actor, now).await),
-            Command::Close {
-                deal_id,
-                outcome,
-                reason,
-            } => changed(
-                app.close_deal(deal_id, &outcome, reason.as_deref(), None, &actor, now)
-                    .await,
-            ),
-            Command::Interaction { fields, occurred_at } => changed(
-                app.log_interaction(&parse_input(&fields)?, &actor, occurred_at.unwrap_or(now))
-                    .await,
-            ),
-            Command::Show { kind, id } => show(&app, kind, id).await,
-            Command::Events { after, limit } => events(&store, after, limit).await,
-            Command::Verify => verify(&store).await,
-            Command::Report {
-                report,
-                as_of,
-                every,
-                since,
-                scope,
-            } => {
-                let trend = every.zip(since);
-                run_report(&app, report, scope, as_of, trend, now).await
-            }
-            Command::History { kind, id } => history(&store, kind, id).await,
-            Command::Timeline { kind, id } => timeline(&store, kind, id).await,
-            Command::Audit {
+    let result = match cli.command {
+        Command::User { command } => user(&app, command, &actor, now).await,
+        Command::Webhook { command } => webhook(&app.store, command, &actor).await,
+        Command::Serve {
+            addr,
+            demo,
+            contacts,
+            seed,
+            connections_max,
+            header_timeout_secs,
+            import_bytes_max,
+            import_rows_max,
+            webhooks,
+        } => {
+            let options = crate::serve::Options {
+                connections: crate::http::ConnectionLimits {
+                    connections_max: connections_max.max(1),
+                    header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
+                },
+                webhooks: webhooks.options(),
+                imports: crate::csv_io::Limits {
+                    bytes_max: import_bytes_max.max(1),
+                    rows_max: import_rows_max.max(1),
+                },
+            };
+            serve(&app, addr, listener, demo.then_some((contacts, seed)), options).await
+        }
+        Command::Demo { contacts, seed, until } => demo(&store, contacts, seed, until).await,
+        Command::Import {
+            kind,
+            file,
+            map,
+            map_file,
+        } => {
+            let mapping = import_mapping(map.as_deref(), map_file.as_deref())?;
+            import_file(&app, kind, &file, &mapping, &actor).await
+        }
+        Command::Export { kind } => export(&store, kind, json).await,
+        Command::Create { kind, fields } => changed(app.create(kind, &parse_input(&fields)?, &actor, now).await),
+        Command::Update {
+            kind,
+            id,
+            fields,
+            if_version,
+        } => changed(
+            app.update(kind, id, &parse_input(&fields)?, if_version, &actor, now)
+                .await,
+        ),
+        Command::Archive { kind, id } => changed(app.archive(kind, id, None, &actor, now).await),
+        Command::Erase { kind, id, reason } => {
+            only_contacts(kind)?;
+            changed(app.erase_contact(id, &reason, &actor, now).await)
+        }
+        Command::PersonalData { kind, id } => {
+            only_contacts(kind)?;
+            personal_data(&store, id, now).await
+        }
+        Command::Stage { deal_id, stage } => changed(app.move_deal(deal_id, &stage, None, &actor, now).await),
+        Command::Close {
+            deal_id,
+            outcome,
+            reason,
+        } => changed(
+            app.close_deal(deal_id, &outcome, reason.as_deref(), None, &actor, now)
+                .await,
+        ),
+        Command::Interaction { fields, occurred_at } => changed(
+            app.log_interaction(&parse_input(&fields)?, &actor, occurred_at.unwrap_or(now))
+                .await,
+        ),
+        Command::Show { kind, id } => show(&app, kind, id).await,
+        Command::Events { after, limit } => events(&store, after, limit).await,
+        Command::Verify => verify(&store).await,
+        Command::Report {
+            report,
+            as_of,
+            every,
+            since,
+            scope,
+        } => {
+            let trend = every.zip(since);
+            run_report(&app, report, scope, as_of, trend, now).await
+        }
+        Command::History { kind, id } => history(&store, kind, id).await,
+        Command::Timeline { kind, id } => timeline(&store, kind, id).await,
+        Command::Audit {
+            actor,
+            recorded_since,
+            recorded_until,
+            occurred_since,
+            occurred_until,
+            after,
+            limit,
+        } => {
+            let filter = eventstore::LogFilter {
                 actor,
                 recorded_since,
                 recorded_until,
                 occurred_since,
                 occurred_until,
-                after,
-                limit,
-            } => {
-                let filter = eventstore::LogFilter {
-                    actor,
-                    recorded_since,
-                    recorded_until,
-                    occurred_since,
-                    occurred_until,
-                };
-                audit(&store, filter, after, limit).await
-            }
-            Command::Rebuild { rows_in_memory } => rebuild(&store, rows_in_memory).await,
-            Command::Bench {
-                reads: true, repeat, ..
-            } => crate::read_bench::read_side(&store, &app.rules.pipeline, repeat, now)
-                .await
-                .map(|report| Output {
-                    refused: false,
-                    text: report.to_string(),
-                    value: serde_json::to_value(&report).unwrap_or(Value::Null),
-                }),
-            Command::Bench { clients, appends, .. } => crate::bench::append_throughput(&store, clients, appends)
-                .await
-                .map(|report| Output {
-                    refused: false,
-                    text: report.to_string(),
-                    value: serde_json::to_value(&report).unwrap_or(Value::Null),
-                }),
-        };
+            };
+            audit(&store, filter, after, limit).await
+        }
+        Command::Rebuild { rows_in_memory } => rebuild(&store, rows_in_memory).await,
+        Command::Bench {
+            reads: true, repeat, ..
+        } => crate::read_bench::read_side(&store, &app.rules.pipeline, repeat, now)
+            .await
+            .map(|report| Output {
+                refused: false,
+                text: report.to_string(),
+                value: serde_json::to_value(&report).unwrap_or(Value::Null),
+            }),
+        Command::Bench {
+            clients,
+            appends,
+            plain,
+            ..
+        } => crate::bench::append_throughput(&store, clients, appends, !plain)
+            .await
+            .map(|report| Output {
+                refused: false,
+                text: report.to_string(),
+                value: serde_json::to_value(&report).unwrap_or(Value::Null),
+            }),
+    };
     store.close().await;
     result
 }
@@ -995,6 +1025,28 @@ async fn timeline(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, S
         refused: false,
         text: crate::render::timeline(&value, &people(&projector).await?),
         value: json!({"items": value}),
+    })
+}
+
+/// Personal data is a contact's: the other kinds hold none to erase or show.
+fn only_contacts(kind: RecordKind) -> Result<(), String> {
+    match kind {
+        RecordKind::Contact => Ok(()),
+        other => Err(format!(
+            "{other} records hold no personal data of their own; only a contact's is erased or shown"
+        )),
+    }
+}
+
+async fn personal_data(store: &Store, id: Uuid, now: chrono::DateTime<Utc>) -> Result<Output, String> {
+    let projector = projector(store).await?;
+    let value = crate::queries::personal_data(&projector, id, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Output {
+        refused: false,
+        text: serde_json::to_string_pretty(&value).unwrap_or_default(),
+        value,
     })
 }
 

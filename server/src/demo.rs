@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use domain::*;
-use eventstore::{AppendRequest, ExpectedVersion, NewEvent, Store};
+use eventstore::{AppendRequest, ExpectedVersion, Store};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -218,18 +218,7 @@ impl Builder {
             ExpectedVersion::Exact(*version)
         };
         *version += events.len() as u64;
-        let events = events
-            .iter()
-            .map(|event| {
-                let encoded = event.encode();
-                NewEvent {
-                    event_type: encoded.event_type.into(),
-                    schema_version: encoded.schema_version,
-                    data: encoded.data,
-                    occurred_at: at,
-                }
-            })
-            .collect();
+        let events = events.iter().map(|event| crate::app::encode(event, at)).collect();
         self.requests.push(AppendRequest {
             stream_id,
             expected,
@@ -240,6 +229,7 @@ impl Builder {
             idempotency_key: None,
             request_hash: None,
             claims: Vec::new(),
+            erase: Vec::new(),
         });
     }
 

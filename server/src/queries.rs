@@ -59,6 +59,34 @@ pub async fn timeline(projector: &Projector, kind: RecordKind, id: Uuid) -> Resu
     Ok(projections::timeline(kind, id, &events, &model)?)
 }
 
+/// Everything held about a contact (GDPR Art. 15): its fields as they
+/// stand, every change with who made it (from and to), and its timeline
+/// (changes and the interactions logged with it, by whom, of which
+/// department). Once erased, the document says so and holds no personal
+/// value.
+pub async fn personal_data(
+    projector: &Projector,
+    id: Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Value, QueryError> {
+    let kind = RecordKind::Contact;
+    let events = stream(projector, kind, id).await?;
+    covered(projector, &events).await?;
+    let model = projector.record_context(kind, id).await?;
+    let record = projector
+        .view(kind, id)
+        .await?
+        .ok_or(QueryError::NotFound { kind, id })?;
+    Ok(json!({
+        "subject": {"kind": kind, "id": id},
+        "generated_at": now,
+        "erased": record.get("erased").cloned().unwrap_or(Value::Null),
+        "record": record,
+        "history": projections::history(kind, id, &events, &model)?,
+        "timeline": projections::timeline(kind, id, &events, &model)?,
+    }))
+}
+
 /// A page of the audit: the events `filter` lets through after position
 /// `after`, each with who did it (name and department) and, for a change to
 /// a contact, account or deal, the fields it changed from and to (its

@@ -5,9 +5,20 @@ use eventstore::RecordedEvent;
 use projections::{ActorRef, CrmModel};
 use serde_json::{Value, json};
 
-/// An event as integrations read it: the envelope, and `data` as stored.
+/// An event as integrations read it: the envelope, and `data` as stored
+/// with its personal fields put back (or erased), `personal` naming its
+/// data subject. `hash` covers the stored form, personal part sealed.
 pub fn event_json(event: &RecordedEvent) -> Value {
-    let data: Value = serde_json::from_str(&event.data).unwrap_or(Value::Null);
+    // Its personal fields put back while their key exists, read as erased after.
+    let part = projections::personal_part(event);
+    let data: Value = domain::merge_personal(&event.event_type, &event.data, part)
+        .ok()
+        .and_then(|merged| serde_json::from_str(&merged).ok())
+        .unwrap_or(Value::Null);
+    let personal = event.sealed.as_ref().map(|sealed| match sealed.opened {
+        Some(_) => json!({"subject": sealed.subject, "erased": false}),
+        None => json!({"subject": sealed.subject, "erased": true}),
+    });
     json!({
         "position": event.position,
         "stream_id": event.stream_id,
@@ -21,6 +32,7 @@ pub fn event_json(event: &RecordedEvent) -> Value {
         "correlation_id": event.correlation_id,
         "causation_id": event.causation_id,
         "hash": event.hash,
+        "personal": personal,
     })
 }
 

@@ -59,6 +59,7 @@ on_both_backends!(
     a_trend_gives_each_dates_figures_as_its_report_as_of_then_does,
     sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged,
     sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models,
+    an_erased_contact_leaves_no_trace_of_its_personal_data_anywhere_and_the_log_verifies,
 );
 
 /// Slow or stalled clients (half a request's headers, then nothing) are cut
@@ -3482,4 +3483,204 @@ mod webhooks {
         };
         super::webhooks_deliver_every_wanted_event_through_failures_hangs_and_a_kill(database).await;
     }
+}
+
+/// The personal values of the contact the erasure test erases.
+const ERASED_VALUES: [&str; 6] = [
+    "Ada Lovelace",
+    "Lovelace",
+    "ada@analytical.example",
+    "countess@lovelace.example",
+    "447946001",
+    "Babbage",
+];
+
+/// Every answer a user reads about the store, as one text to search.
+async fn everything_served(server: &Server, contact: &str) -> String {
+    let mut seen = String::new();
+    for path in [
+        format!("/v1/contacts/{contact}"),
+        format!("/v1/contacts/{contact}/history"),
+        format!("/v1/contacts/{contact}/timeline"),
+        format!("/v1/contacts/{contact}/personal-data"),
+        "/v1/contacts?q=lovelace".into(),
+        "/v1/contacts?q=analytical".into(),
+        "/v1/contacts".into(),
+        "/v1/accounts".into(),
+        "/v1/events?after=0&limit=1000".into(),
+        "/v1/audit".into(),
+        "/v1/reports/data-quality".into(),
+        "/v1/reports/data-quality/stale".into(),
+        "/v1/reports/neglected-accounts".into(),
+        "/v1/reports/pipeline?as_of=2030-01-01T00:00:00Z".into(),
+        "/v1/reports/data-quality?as_of=2030-01-01T00:00:00Z".into(),
+    ] {
+        let (status, body) = server.admin(Method::GET, &path, None).await;
+        assert!(status.is_success(), "{path}: {status} {body}");
+        seen.push_str(&body.to_string());
+    }
+    for kind in ["contacts", "accounts", "deals"] {
+        seen.push_str(&server.export_csv(kind).await);
+    }
+    seen
+}
+
+fn assert_absent(text: &str, what: &str) {
+    for value in ERASED_VALUES {
+        assert!(!text.contains(value), "{value:?} is still in {what}");
+    }
+}
+
+async fn an_erased_contact_leaves_no_trace_of_its_personal_data_anywhere_and_the_log_verifies(server: &Server) {
+    let database = server.database.as_ref().expect("a test database");
+    let account = server
+        .create(
+            "accounts",
+            json!({"name": "Analytical Engines", "domain": "analytical.example"}),
+        )
+        .await;
+    let ada = server
+        .create(
+            "contacts",
+            json!({"name": "Ada Lovelace", "email": "ada@analytical.example", "phone": "+44 20 7946 0018",
+                   "title": "Countess", "account_id": id(&account), "lifecycle_stage": "customer",
+                   "custom": {"friend": "Babbage"}}),
+        )
+        .await;
+    let grace = server
+        .create(
+            "contacts",
+            json!({"name": "Grace Hopper", "email": "grace@cobol.example"}),
+        )
+        .await;
+    let path = format!("/v1/contacts/{}", id(&ada));
+    let (status, _) = server
+        .admin(
+            Method::PATCH,
+            &path,
+            Some(json!({"email": "countess@lovelace.example"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, call) = server
+        .admin(
+            Method::POST,
+            "/v1/interactions",
+            Some(json!({"kind": "call", "contact_id": id(&ada), "summary": "Ada Lovelace asked about Babbage"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{call}");
+    server
+        .create(
+            "deals",
+            json!({"title": "Difference engine", "account_id": id(&account), "amount": {"value_minor": 250000, "currency": "GBP"}}),
+        )
+        .await;
+
+    // Access: everything held about her, with who changed what.
+    let (status, document) = server.admin(Method::GET, &format!("{path}/personal-data"), None).await;
+    assert_eq!(status, StatusCode::OK, "{document}");
+    assert_eq!(document["record"]["email"], "countess@lovelace.example");
+    let text = document.to_string();
+    for held in [
+        "ada@analytical.example",
+        "countess@lovelace.example",
+        "Babbage",
+        "asked about",
+    ] {
+        assert!(
+            text.contains(held),
+            "{held} missing from the access document: {document}"
+        );
+    }
+    assert!(
+        document["history"].as_array().is_some_and(|h| h.len() >= 2),
+        "the creation and the change: {document}"
+    );
+    let (_, pipeline_before) = server.admin(Method::GET, "/v1/reports/pipeline", None).await;
+    // At rest, her values are sealed in the log.
+    let stored = database.stored_event_text().await.expect("raw events").join("\n");
+    assert_absent(&stored, "the stored events");
+
+    // The scans below do find her values while they are held.
+    let held = database.tables_text("rm_").await.expect("read models");
+    assert!(
+        held.contains("countess@lovelace.example") && held.contains("asked about Babbage"),
+        "{held}"
+    );
+    assert!(everything_served(server, &id(&ada)).await.contains("Ada Lovelace"));
+
+    // Erasure: admins only, with a reason.
+    let member = server.user("member").await;
+    let refused = server
+        .client
+        .post(format!("{}{path}/erase", server.base))
+        .bearer_auth(&member)
+        .json(&json!({"reason": "Art. 17 request"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let (status, problem) = server
+        .admin(Method::POST, &format!("{path}/erase"), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    let before = server.n_events().await;
+    let (status, erased) = server
+        .admin(
+            Method::POST,
+            &format!("{path}/erase"),
+            Some(json!({"reason": "Art. 17 request"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    assert_eq!(erased["erased"]["reason"], "Art. 17 request", "{erased}");
+    assert_eq!(erased["name"], "[erased]");
+    assert_eq!(server.n_events().await, before + 1, "one ContactErased event");
+    let (status, again) = server
+        .admin(Method::POST, &format!("{path}/erase"), Some(json!({"reason": "twice"})))
+        .await;
+    assert_eq!(
+        (status, server.n_events().await),
+        (StatusCode::OK, before + 1),
+        "{again}"
+    );
+    let (status, problem) = server.admin(Method::PATCH, &path, Some(json!({"name": "Ada"}))).await;
+    assert_eq!(status, StatusCode::GONE, "{problem}");
+
+    // Nowhere the product reads or serves, before and after a rebuild.
+    for moment in ["after the erasure", "after a rebuild"] {
+        assert_absent(
+            &everything_served(server, &id(&ada)).await,
+            &format!("the answers {moment}"),
+        );
+        assert_absent(
+            &database.tables_text("rm_").await.expect("read models"),
+            &format!("the read models {moment}"),
+        );
+        let (_, grace_now) = server
+            .admin(Method::GET, &format!("/v1/contacts/{}", id(&grace)), None)
+            .await;
+        assert_eq!(grace_now["email"], "grace@cobol.example", "others keep theirs {moment}");
+        let (_, pipeline) = server.admin(Method::GET, "/v1/reports/pipeline", None).await;
+        assert_eq!(
+            pipeline["totals"], pipeline_before["totals"],
+            "non-personal figures stay {moment}"
+        );
+        let (status, verified) = server.admin(Method::GET, "/v1/admin/verify", None).await;
+        assert_eq!(
+            (status, verified["ok"].clone()),
+            (StatusCode::OK, json!(true)),
+            "{verified}"
+        );
+        let (status, _) = server.admin(Method::POST, "/v1/admin/rebuild", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, account_now) = server
+        .admin(Method::GET, &format!("/v1/accounts/{}", id(&account)), None)
+        .await;
+    assert_eq!(
+        account_now["interaction_count"], 1,
+        "the call still counts: {account_now}"
+    );
 }

@@ -165,6 +165,7 @@ impl From<DomainError> for ApiError {
             DomainError::NotFound { .. } => Self::not_found(error.to_string()),
             DomainError::AlreadyExists { .. } => Self::new(StatusCode::CONFLICT, "already-exists", error.to_string()),
             DomainError::Archived { .. } => Self::new(StatusCode::CONFLICT, "archived", error.to_string()),
+            DomainError::Erased { .. } => Self::new(StatusCode::GONE, "erased", error.to_string()),
             DomainError::InvalidState(_) => Self::new(StatusCode::CONFLICT, "invalid-state", error.to_string()),
         }
     }

@@ -8,6 +8,7 @@ mod error;
 mod events;
 pub mod extract;
 pub mod metrics;
+mod personal;
 mod read;
 mod records;
 mod socket;
@@ -168,6 +169,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(records::close))
         .routes(routes!(records::log_interaction))
         .routes(routes!(records::get_interaction))
+        .routes(routes!(personal::erase))
+        .routes(routes!(personal::personal_data))
         .routes(routes!(read::history))
         .routes(routes!(read::timeline))
         .routes(routes!(read::audit))

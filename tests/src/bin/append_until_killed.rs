@@ -22,7 +22,8 @@ async fn main() -> Result<(), String> {
         .map(|_| {
             let store = store.clone();
             tokio::spawn(async move {
-                let stream_id = format!("contact-{}", uuid::Uuid::now_v7());
+                let subject = uuid::Uuid::now_v7();
+                let stream_id = format!("contact-{subject}");
                 for version in 0u64.. {
                     let request = AppendRequest {
                         stream_id: stream_id.clone(),
@@ -32,6 +33,11 @@ async fn main() -> Result<(), String> {
                             schema_version: 1,
                             data: format!(r#"{{"n":{version},"padding":"{}"}}"#, "x".repeat(400)),
                             occurred_at: Utc::now(),
+                            // Sealed with the stream's own key, made by its first append.
+                            personal: Some(eventstore::Personal {
+                                subject,
+                                data: format!(r#"{{"changes.name":"Person {version}"}}"#),
+                            }),
                         }],
                         actor: "crash-test".into(),
                         correlation_id: None,
@@ -39,6 +45,7 @@ async fn main() -> Result<(), String> {
                         idempotency_key: None,
                         request_hash: None,
                         claims: Vec::new(),
+                        erase: Vec::new(),
                     };
                     let result = store.append(request).await.map_err(|e| e.to_string())?;
                     let mut out = std::io::stdout().lock();
