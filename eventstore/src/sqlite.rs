@@ -103,11 +103,22 @@ fn parse_uuid(position: u64, raw: Option<String>) -> Result<Option<uuid::Uuid>, 
     .transpose()
 }
 
+/// A data subject as stored: the 16 bytes of its UUID.
+fn subject_of(position: u64, raw: Option<Vec<u8>>) -> Result<Option<uuid::Uuid>, StoreError> {
+    raw.map(|raw| {
+        uuid::Uuid::from_slice(&raw).map_err(|e| StoreError::Corrupt {
+            position,
+            reason: format!("data subject: {e}"),
+        })
+    })
+    .transpose()
+}
+
 fn event_from_row(row: &SqliteRow, keyring: &Keyring) -> Result<RecordedEvent, StoreError> {
     let position = to_u64(row.try_get("position")?);
     let sealed = keyring.open_row(
         position,
-        parse_uuid(position, row.try_get("data_subject")?)?,
+        subject_of(position, row.try_get("data_subject")?)?,
         row.try_get("sealed")?,
         row.try_get("subject_key")?,
     )?;
@@ -158,7 +169,7 @@ impl BulkReader {
         let mut events = Vec::with_capacity(limit);
         while let Some(row) = rows.next()? {
             let position = to_u64(row.get(0)?);
-            let subject = parse_uuid(position, row.get(12)?)?;
+            let subject = subject_of(position, row.get(12)?)?;
             let sealed = self.keyring.open_row(position, subject, row.get(13)?, row.get(14)?)?;
             events.push(RecordedEvent {
                 position,

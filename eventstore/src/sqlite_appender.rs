@@ -277,7 +277,7 @@ fn load_context(
     let mut key = conn.prepare_cached("SELECT key FROM subject_keys WHERE subject = ?")?;
     for subject in touched.subjects {
         let stored = key
-            .query_row([subject.to_string()], |row| row.get::<_, Option<Vec<u8>>>(0))
+            .query_row([subject.as_bytes().as_slice()], |row| row.get::<_, Option<Vec<u8>>>(0))
             .optional()?;
         if let Some(stored) = stored {
             let key = stored.map(|stored| keyring.unwrap_key(subject, &stored)).transpose()?;
@@ -299,14 +299,14 @@ fn insert(conn: &Connection, plan: &Plan) -> Result<(), rusqlite::Error> {
     let now = format_time(Utc::now());
     let mut new_key = conn.prepare_cached("INSERT INTO subject_keys (subject, key, created_at) VALUES (?, ?, ?)")?;
     for (subject, key) in new_subjects {
-        new_key.execute(params![subject.to_string(), key.0, now])?;
+        new_key.execute(params![subject.as_bytes().as_slice(), key.0, now])?;
     }
     let mut erase = conn.prepare_cached(
         "INSERT INTO subject_keys (subject, key, created_at, erased_at) VALUES (?, NULL, ?, ?) \
          ON CONFLICT (subject) DO UPDATE SET key = NULL, erased_at = excluded.erased_at",
     )?;
     for subject in erased {
-        erase.execute(params![subject.to_string(), now, now])?;
+        erase.execute(params![subject.as_bytes().as_slice(), now, now])?;
     }
     let mut event = conn.prepare_cached(
         "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
@@ -327,7 +327,7 @@ fn insert(conn: &Connection, plan: &Plan) -> Result<(), rusqlite::Error> {
             e.correlation_id.map(|id| id.to_string()),
             e.causation_id.map(|id| id.to_string()),
             e.hash,
-            e.sealed.as_ref().map(|s| s.subject.to_string()),
+            e.sealed.as_ref().map(|s| s.subject.as_bytes().to_vec()),
             e.sealed.as_ref().map(|s| s.stored.as_slice()),
         ])?;
     }

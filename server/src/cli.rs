@@ -31,6 +31,12 @@ pub struct Cli {
     /// answered 503 (a database that is down or unreachable).
     #[arg(long, global = true, env = "CRM_DATABASE_WAIT_SECS", default_value_t = eventstore::CONNECT_WAIT_DEFAULT.as_secs())]
     database_wait_secs: u64,
+    /// 64 hexadecimal digits that wrap every data subject's key where the
+    /// database stores it, so that a copy of the database alone opens no
+    /// personal data. Once a store has keys wrapped, it needs the same key
+    /// to open them.
+    #[arg(long, global = true, env = "CRM_MASTER_KEY", hide_env_values = true, value_parser = eventstore::MasterKey::from_hex)]
+    master_key: Option<eventstore::MasterKey>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -433,6 +439,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         database: DatabaseUrl(cli.database.clone()),
         schema: cli.schema.clone(),
         connect_wait: std::time::Duration::from_secs(cli.database_wait_secs.max(1)),
+        master_key: cli.master_key.clone(),
     };
     let json = cli.json;
     match execute(cli, &config).await {
@@ -491,6 +498,7 @@ async fn try_open(config: &Config) -> Result<Store, OpenFailure> {
     let options = StoreOptions {
         schema: config.schema.clone(),
         connect_wait: config.connect_wait,
+        master_key: config.master_key.clone(),
         ..StoreOptions::default()
     };
     let store = Store::open(&config.database.0, &options)

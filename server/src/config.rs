@@ -23,4 +23,6 @@ pub struct Config {
     pub schema: Option<String>,
     /// The longest a request waits for a database connection.
     pub connect_wait: std::time::Duration,
+    /// Wraps the personal-data keys (`CRM_MASTER_KEY`).
+    pub master_key: Option<eventstore::MasterKey>,
 }

@@ -615,3 +615,64 @@ fn a_report_with_every_prints_its_trend() {
     assert_eq!(refused.status.code(), Some(2), "--every needs --since");
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+#[test]
+fn a_contact_erased_from_the_command_line_is_gone_and_a_master_key_guards_the_keys() {
+    let database = TestDatabase::sqlite();
+    let key = "2a".repeat(32);
+    let with_key = |args: &[&str]| {
+        let mut all = vec!["--master-key", key.as_str()];
+        all.extend_from_slice(args);
+        crm(&database, &all)
+    };
+    let created = with_key(&[
+        "create",
+        "contact",
+        r#"{"name": "Ada Lovelace", "email": "ada@analytical.example"}"#,
+        "--json",
+    ]);
+    assert_eq!(
+        created.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let id = json(&created)["id"].as_str().expect("an id").to_owned();
+    let document = json(&with_key(&["personal-data", "contact", &id, "--json"]));
+    assert_eq!(document["record"]["email"], "ada@analytical.example", "{document}");
+
+    // Without the master key the store's keys do not open: a clear refusal.
+    let without = crm(&database, &["personal-data", "contact", &id]);
+    assert_ne!(without.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("CRM_MASTER_KEY"),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
+
+    let no_reason = with_key(&["erase", "contact", &id]);
+    assert_eq!(no_reason.status.code(), Some(2), "a reason is required");
+    let account = json(&with_key(&["create", "account", r#"{"name": "Acme"}"#, "--json"]));
+    let not_a_person = with_key(&[
+        "erase",
+        "account",
+        account["id"].as_str().unwrap_or_default(),
+        "--reason",
+        "x",
+    ]);
+    assert_eq!(not_a_person.status.code(), Some(1));
+    let erased = with_key(&["erase", "contact", &id, "--reason", "Art. 17 request", "--json"]);
+    assert_eq!(
+        erased.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    let document = with_key(&["personal-data", "contact", &id, "--json"]);
+    let text = String::from_utf8_lossy(&document.stdout);
+    assert!(!text.contains("Lovelace") && !text.contains("ada@"), "{text}");
+    assert_eq!(json(&document)["erased"]["reason"], "Art. 17 request");
+    let events = String::from_utf8_lossy(&with_key(&["events", "--json"]).stdout).into_owned();
+    assert!(!events.contains("Lovelace"), "{events}");
+    assert_eq!(with_key(&["verify"]).status.code(), Some(0));
+}
