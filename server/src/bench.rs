@@ -14,6 +14,8 @@ pub struct BenchReport {
     /// Whether each event's personal fields were sealed (as the product
     /// stores them) or appended in plain text (`--plain`, for comparison).
     pub sealed: bool,
+    /// How many contacts the events are about (0: a new one each).
+    pub subjects: usize,
     pub clients: usize,
     pub events: usize,
     pub seconds: f64,
@@ -40,11 +42,10 @@ impl std::fmt::Display for BenchReport {
 }
 
 /// A contact-sized event (~600 bytes, like the figures in EVENT-STORE-NOTES),
-/// for a contact of its own: its title and custom fields are personal, so
-/// each event is sealed with a new key (the costliest case: a key made and
-/// stored per event), unless `sealed` is false.
-fn event(n: usize, sealed: bool) -> Result<NewEvent, String> {
-    let contact_id = Uuid::now_v7();
+/// for `contact_id`: its title and custom fields are personal, so it is
+/// sealed with that contact's key (made by its first event), unless
+/// `sealed` is false.
+fn event(n: usize, sealed: bool, contact_id: Uuid) -> Result<NewEvent, String> {
     let data = serde_json::json!({
         "contact_id": contact_id,
         "changes": {"title": format!("Head of Procurement {n}"), "custom": {"notes": "x".repeat(480)}}
@@ -62,7 +63,19 @@ pub async fn append_throughput(
     clients: usize,
     appends: usize,
     sealed: bool,
+    subjects: usize,
 ) -> Result<BenchReport, String> {
+    // With `subjects`, the events are about that many contacts, each key
+    // made once (as updates of known people are); without, each event is
+    // about a new one (the costliest case: a key made and stored per event).
+    let pool: Vec<Uuid> = (0..subjects).map(|_| Uuid::now_v7()).collect();
+    let mut drawn = 0usize;
+    let mut subject = move || {
+        drawn += 1;
+        pool.get(drawn % pool.len().max(1))
+            .copied()
+            .unwrap_or_else(Uuid::now_v7)
+    };
     // Every client's requests are made before the clock starts: what is
     // timed is the store, not the encoding of the events.
     let mut prepared = Vec::with_capacity(clients.max(1));
@@ -72,7 +85,7 @@ pub async fn append_throughput(
             requests.push(AppendRequest {
                 stream_id: format!("bench-{}", Uuid::now_v7()),
                 expected: ExpectedVersion::NoStream,
-                events: vec![event(n, sealed)?],
+                events: vec![event(n, sealed, subject())?],
                 actor: "bench".into(),
                 correlation_id: None,
                 causation_id: None,
@@ -110,6 +123,7 @@ pub async fn append_throughput(
     Ok(BenchReport {
         backend: store.backend_name(),
         sealed,
+        subjects,
         clients,
         events: latencies.len(),
         seconds,

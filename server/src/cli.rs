@@ -304,6 +304,10 @@ enum Command {
         /// sealed: what sealing costs, by comparison.
         #[arg(long)]
         plain: bool,
+        /// The events are about this many contacts, each key made once;
+        /// 0: each event is about a new contact (a key made per event).
+        #[arg(long, default_value_t = 0)]
+        subjects: usize,
     },
 }
 
@@ -725,8 +729,9 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
             clients,
             appends,
             plain,
+            subjects,
             ..
-        } => crate::bench::append_throughput(&store, clients, appends, !plain)
+        } => crate::bench::append_throughput(&store, clients, appends, !plain, subjects)
             .await
             .map(|report| Output {
                 refused: false,
