@@ -12,6 +12,9 @@ use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, Sto
 /// The head of the log (0 when empty), in SQL both databases read alike.
 pub(crate) const HEAD_SQL: &str = "SELECT COALESCE(MAX(position), 0) FROM events";
 
+/// The first position whose personal fields are sealed (migration 0007).
+pub(crate) const SEALED_FROM_SQL: &str = "SELECT COALESCE(MIN(sealed_from), 1) FROM store_format";
+
 /// One outcome per request of a committed batch, in request order.
 pub type BatchOutcome = Vec<Result<AppendResult, StoreError>>;
 
@@ -86,6 +89,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The stream that holds `claim`, if any.
     fn claim_holder<'a>(&'a self, claim: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    /// The first position whose personal fields the log holds sealed: 1,
+    /// unless the store was made before they were (its earlier events hold
+    /// them in plain text, out of erasure's reach).
+    fn sealed_from(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Whether the log predates claims and their values still wait to be
     /// filled in (`fill_claims`).

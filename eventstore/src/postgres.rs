@@ -622,6 +622,15 @@ impl Backend for PostgresBackend {
         })
     }
 
+    fn sealed_from(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let from: i64 = sqlx::query_scalar(crate::backend::SEALED_FROM_SQL)
+                .fetch_one(&self.readers)
+                .await?;
+            Ok(to_u64(from.max(1)))
+        })
+    }
+
     fn claims_unfilled(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let rows: i64 = sqlx::query_scalar(claims::UNFILLED).fetch_one(&self.readers).await?;

@@ -353,6 +353,11 @@ impl Store {
     }
 
     /// Whether the log predates claims and its owner has yet to fill them in.
+    /// The first position whose personal fields are sealed (see `Backend::sealed_from`).
+    pub async fn sealed_from(&self) -> Result<u64, StoreError> {
+        self.inner.backend.sealed_from().await
+    }
+
     pub async fn claims_unfilled(&self) -> Result<bool, StoreError> {
         self.inner.backend.claims_unfilled().await
     }

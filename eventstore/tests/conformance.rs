@@ -77,6 +77,11 @@ fn opened(events: &[RecordedEvent]) -> Vec<Option<String>> {
 
 async fn personal_parts_are_stored_sealed_and_read_as_erased_once_their_key_is_destroyed(database: &TestDatabase) {
     let store = database.open().await;
+    assert_eq!(
+        store.sealed_from().await.expect("format"),
+        1,
+        "a new store seals from its first event"
+    );
     let (ada, grace) = (Uuid::now_v7(), Uuid::now_v7());
     for request in [
         personal(ada, "Ada Lovelace"),

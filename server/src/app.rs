@@ -485,6 +485,15 @@ impl App {
         now: DateTime<Utc>,
     ) -> Result<Outcome, AppError> {
         let reason = domain::values::Text::parse(reason).map_err(|e| DomainError::field("reason", e))?;
+        let sealed_from = self.store.sealed_from().await?;
+        if sealed_from > 1 {
+            return Err(DomainError::InvalidState(format!(
+                "this store was made before personal data was sealed: events 1 to {} hold it in plain text, \
+                 where erasure cannot reach; export the records and import them into a new store",
+                sealed_from - 1
+            ))
+            .into());
+        }
         let command = ContactCommand::EraseContact { reason };
         self.execute::<Contact>(RecordKind::Contact, id, &command, None, actor, now)
             .await

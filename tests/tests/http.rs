@@ -3683,4 +3683,25 @@ async fn an_erased_contact_leaves_no_trace_of_its_personal_data_anywhere_and_the
         account_now["interaction_count"], 1,
         "the call still counts: {account_now}"
     );
+
+    // A store made before sealing holds its first events in plain text:
+    // erasure there is refused, and says why.
+    database
+        .execute_raw("UPDATE store_format SET sealed_from = 3")
+        .await
+        .expect("play an older store");
+    let before = server.n_events().await;
+    let (status, problem) = server
+        .admin(
+            Method::POST,
+            &format!("/v1/contacts/{}/erase", id(&grace)),
+            Some(json!({"reason": "Art. 17 request"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.contains("plain text")),
+        "{problem}"
+    );
+    assert_eq!(server.n_events().await, before, "nothing appended");
 }
