@@ -165,8 +165,11 @@ impl Event {
     pub fn encode(&self) -> EncodedEvent {
         let event_type = self.event_type();
         let tagged = serde_json::to_value(self).expect("events serialise: all keys are strings");
-        let mut data = match tagged.get("data") {
-            Some(Value::Object(data)) => data.clone(),
+        let mut data = match tagged {
+            Value::Object(mut tagged) => match tagged.remove("data") {
+                Some(Value::Object(data)) => data,
+                _ => serde_json::Map::new(),
+            },
             _ => serde_json::Map::new(),
         };
         let personal = self.data_subject().and_then(|subject| {

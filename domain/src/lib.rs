@@ -40,6 +40,8 @@ pub use event::{DecodeError, EncodedEvent, Event};
 pub use input::{DomainName, FromInput, Input, TAG_CHARS_MAX, Tag};
 pub use interaction::{Direction, Interaction, InteractionCommand, InteractionKind, InteractionLogged};
 pub use kind::RecordKind;
-pub use personal::{ERASED, PersonalPart, merge as merge_personal};
+pub use personal::{
+    ERASED, PersonalPart, erased_name, erased_text, merge as merge_personal, merged as merged_personal,
+};
 pub use user::{Role, User, UserCommand, UserRegistered};
 pub use values::{CallingCode, Pipeline, StageDefinition, StageName};

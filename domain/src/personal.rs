@@ -27,6 +27,16 @@ use crate::Event;
 /// What an erased text reads as.
 pub const ERASED: &str = "[erased]";
 
+/// `ERASED` as a name: what an erased contact's or user's name reads as.
+pub fn erased_name() -> crate::values::Name {
+    crate::values::Name::parse(ERASED).expect("the erased placeholder is a valid name")
+}
+
+/// `ERASED` as a text: what an erased interaction's summary reads as.
+pub fn erased_text() -> crate::values::Text {
+    crate::values::Text::parse(ERASED).expect("the erased placeholder is a valid text")
+}
+
 /// How an erased value reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Erased {
@@ -145,6 +155,11 @@ pub fn merge(event_type: &str, data: &str, part: PersonalPart<'_>) -> Result<Str
     if part == PersonalPart::None {
         return Ok(data.to_owned());
     }
+    Ok(merged(event_type, data, part)?.to_string())
+}
+
+/// `merge`, as the JSON value it makes.
+pub fn merged(event_type: &str, data: &str, part: PersonalPart<'_>) -> Result<Value, String> {
     let Value::Object(mut data) = serde_json::from_str(data).map_err(|e| e.to_string())? else {
         return Err("the data is not an object".into());
     };
@@ -170,7 +185,7 @@ pub fn merge(event_type: &str, data: &str, part: PersonalPart<'_>) -> Result<Str
             None => {}
         }
     }
-    Ok(Value::Object(data).to_string())
+    Ok(Value::Object(data))
 }
 
 #[cfg(test)]
@@ -205,6 +220,11 @@ mod tests {
         assert_eq!(erased["fields"]["custom"], json!({}));
         assert_eq!(erased["fields"]["tags"], json!(["vip"]));
         Ok(())
+    }
+
+    #[test]
+    fn the_erased_placeholder_is_a_name_and_a_text() {
+        assert_eq!((erased_name().as_str(), erased_text().as_str()), (ERASED, ERASED));
     }
 
     #[test]

@@ -236,8 +236,9 @@ impl Keyring {
             None => None,
             Some(key) => {
                 let key = self.unwrap_key(subject, &key)?;
-                let opened = open_with(&key.cipher(), subject, &stored)
-                    .filter(|_| stored.first() == Some(&SEALED_FORMAT))
+                let opened = (stored.first() == Some(&SEALED_FORMAT))
+                    .then(|| open_with(&key.cipher(), subject, &stored))
+                    .flatten()
                     .ok_or_else(|| StoreError::Corrupt {
                         position,
                         reason: "the personal part does not open with its subject's key".into(),

@@ -120,14 +120,19 @@ impl TestDatabase {
             .expect("the test database opens")
     }
 
-    /// A PostgreSQL session that runs `sql` and stays open until dropped:
-    /// for tests that play another process holding a session-level lock.
-    pub async fn session(&self, sql: &str) -> Result<Session, sqlx::Error> {
+    /// A connection of its own to the test's PostgreSQL schema.
+    async fn postgres_connection(&self) -> Result<sqlx::PgConnection, sqlx::Error> {
         let mut options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?;
         if let Some(schema) = &self.options.schema {
             options = options.options([("search_path", schema.as_str())]);
         }
-        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::PgConnection::connect_with(&options).await
+    }
+
+    /// A PostgreSQL session that runs `sql` and stays open until dropped:
+    /// for tests that play another process holding a session-level lock.
+    pub async fn session(&self, sql: &str) -> Result<Session, sqlx::Error> {
+        let mut conn = self.postgres_connection().await?;
         sqlx::raw_sql(sql).execute(&mut conn).await?;
         Ok(Session(conn))
     }
@@ -142,11 +147,7 @@ impl TestDatabase {
                 conn.close().await
             }
             BackendKind::Postgres => {
-                let mut options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?;
-                if let Some(schema) = &self.options.schema {
-                    options = options.options([("search_path", schema.as_str())]);
-                }
-                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                let mut conn = self.postgres_connection().await?;
                 sqlx::raw_sql(sql).execute(&mut conn).await?;
                 conn.close().await
             }
@@ -188,11 +189,7 @@ impl TestDatabase {
                 conn.close().await?;
             }
             BackendKind::Postgres => {
-                let mut options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?;
-                if let Some(schema) = &self.options.schema {
-                    options = options.options([("search_path", schema.as_str())]);
-                }
-                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                let mut conn = self.postgres_connection().await?;
                 let tables: Vec<String> = sqlx::query_scalar(
                     "SELECT table_name::text FROM information_schema.tables \
                      WHERE table_schema = current_schema() AND starts_with(table_name, $1)",
@@ -228,11 +225,7 @@ impl TestDatabase {
                     .collect::<Result<_, sqlx::Error>>()?
             }
             BackendKind::Postgres => {
-                let mut options = sqlx::postgres::PgConnectOptions::from_str(&self.url)?;
-                if let Some(schema) = &self.options.schema {
-                    options = options.options([("search_path", schema.as_str())]);
-                }
-                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                let mut conn = self.postgres_connection().await?;
                 let rows = sqlx::query(sql).fetch_all(&mut conn).await?;
                 rows.iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))

@@ -563,9 +563,7 @@ impl CrmModel {
     fn erase_contact(&mut self, e: &domain::ContactErased, at: &EventRef) {
         if let Some(contact) = self.contacts.get_mut(&e.contact_id) {
             let fields = &mut contact.fields;
-            if let Ok(name) = domain::values::Name::parse(domain::ERASED) {
-                fields.name = name;
-            }
+            fields.name = domain::erased_name();
             (fields.email, fields.phone, fields.title) = (None, None, None);
             fields.custom.clear();
             contact.meta.archived = true;
@@ -578,9 +576,7 @@ impl CrmModel {
         let mut erased = BTreeSet::new();
         for interaction in self.interactions.values_mut() {
             if interaction.logged.contact_id == Some(e.contact_id) {
-                if let Ok(summary) = domain::values::Text::parse(domain::ERASED) {
-                    interaction.logged.summary = summary;
-                }
+                interaction.logged.summary = domain::erased_text();
                 erased.insert(interaction.id);
             }
         }

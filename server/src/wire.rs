@@ -11,10 +11,11 @@ use serde_json::{Value, json};
 pub fn event_json(event: &RecordedEvent) -> Value {
     // Its personal fields put back while their key exists, read as erased after.
     let part = projections::personal_part(event);
-    let data: Value = domain::merge_personal(&event.event_type, &event.data, part)
-        .ok()
-        .and_then(|merged| serde_json::from_str(&merged).ok())
-        .unwrap_or(Value::Null);
+    let data = match part {
+        domain::PersonalPart::None => serde_json::from_str(&event.data).ok(),
+        part => domain::merged_personal(&event.event_type, &event.data, part).ok(),
+    }
+    .unwrap_or(Value::Null);
     let personal = event.sealed.as_ref().map(|sealed| match sealed.opened {
         Some(_) => json!({"subject": sealed.subject, "erased": false}),
         None => json!({"subject": sealed.subject, "erased": true}),
