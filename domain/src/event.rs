@@ -28,13 +28,14 @@ use crate::contact::{ContactArchived, ContactCreated, ContactErased, ContactUpda
 use crate::deal::{DealArchived, DealClosed, DealCreated, DealStageChanged, DealUpdated};
 use crate::interaction::InteractionLogged;
 use crate::personal::{self, PersonalPart};
-use crate::user::UserRegistered;
+use crate::user::{UserErased, UserRegistered};
 use crate::values::ExternalId;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum Event {
     UserRegistered(UserRegistered),
+    UserErased(UserErased),
     AccountCreated(AccountCreated),
     AccountUpdated(AccountUpdated),
     AccountArchived(AccountArchived),
@@ -92,6 +93,7 @@ impl Event {
     pub fn event_type(&self) -> &'static str {
         match self {
             Self::UserRegistered(_) => "UserRegistered",
+            Self::UserErased(_) => "UserErased",
             Self::AccountCreated(_) => "AccountCreated",
             Self::AccountUpdated(_) => "AccountUpdated",
             Self::AccountArchived(_) => "AccountArchived",
@@ -113,6 +115,7 @@ impl Event {
     pub fn record(&self) -> (RecordKind, Uuid) {
         match self {
             Self::UserRegistered(e) => (RecordKind::User, e.user_id),
+            Self::UserErased(e) => (RecordKind::User, e.user_id),
             Self::AccountCreated(e) => (RecordKind::Account, e.account_id),
             Self::AccountUpdated(e) => (RecordKind::Account, e.account_id),
             Self::AccountArchived(e) => (RecordKind::Account, e.account_id),
@@ -145,9 +148,11 @@ impl Event {
             Self::AccountArchived(_) | Self::ContactArchived(_) | Self::ContactErased(_) | Self::DealArchived(_) => {
                 Some(None)
             }
-            Self::UserRegistered(_) | Self::DealStageChanged(_) | Self::DealClosed(_) | Self::ActivityImported(_) => {
-                None
-            }
+            Self::UserRegistered(_)
+            | Self::UserErased(_)
+            | Self::DealStageChanged(_)
+            | Self::DealClosed(_)
+            | Self::ActivityImported(_) => None,
         }
     }
 
@@ -155,9 +160,9 @@ impl Event {
     pub fn current_schema_version(event_type: &str) -> Option<u32> {
         match event_type {
             "DealCreated" => Some(2),
-            "UserRegistered" | "AccountCreated" | "AccountUpdated" | "AccountArchived" | "ContactCreated"
-            | "ContactUpdated" | "ContactArchived" | "ContactErased" | "DealUpdated" | "DealStageChanged"
-            | "DealClosed" | "DealArchived" | "InteractionLogged" | "ActivityImported" => Some(1),
+            "UserRegistered" | "UserErased" | "AccountCreated" | "AccountUpdated" | "AccountArchived"
+            | "ContactCreated" | "ContactUpdated" | "ContactArchived" | "ContactErased" | "DealUpdated"
+            | "DealStageChanged" | "DealClosed" | "DealArchived" | "InteractionLogged" | "ActivityImported" => Some(1),
             _ => None,
         }
     }

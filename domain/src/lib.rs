@@ -41,7 +41,7 @@ pub use input::{DomainName, FromInput, Input, TAG_CHARS_MAX, Tag};
 pub use interaction::{Direction, Interaction, InteractionCommand, InteractionKind, InteractionLogged};
 pub use kind::RecordKind;
 pub use personal::{
-    ERASED, PersonalPart, erased_name, erased_text, merge as merge_personal, merged as merged_personal,
+    ERASED, ERASURES, PersonalPart, erased_name, erased_text, merge as merge_personal, merged as merged_personal,
 };
-pub use user::{Role, User, UserCommand, UserRegistered};
+pub use user::{Role, User, UserCommand, UserErased, UserRegistered};
 pub use values::{CallingCode, Pipeline, StageDefinition, StageName};

@@ -106,7 +106,20 @@ pub enum PersonalPart<'a> {
     Erased,
 }
 
+/// The event types that erase a data subject's personal data: their append
+/// destroys the subject's key (`Event::erased_subject`).
+pub const ERASURES: [&str; 2] = ["ContactErased", "UserErased"];
+
 impl Event {
+    /// The data subject whose key this event's append destroys.
+    pub fn erased_subject(&self) -> Option<Uuid> {
+        match self {
+            Self::ContactErased(e) => Some(e.contact_id),
+            Self::UserErased(e) => Some(e.user_id),
+            _ => None,
+        }
+    }
+
     /// The person this event's personal fields are about, if it has any.
     pub fn data_subject(&self) -> Option<Uuid> {
         match self {

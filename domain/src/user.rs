@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::values::{EmailAddress, Name};
+use crate::values::{EmailAddress, Name, Text};
 use crate::{Aggregate, DomainError, Event, Rules};
 
 /// What a user may do: `admin` everything, `member` read and write records,
@@ -49,6 +49,17 @@ pub struct UserRegistered {
     pub email: Option<EmailAddress>,
 }
 
+/// The user's personal data (name, email) was erased, its key destroyed
+/// with this event's append: someone who has left asked under GDPR Art. 17,
+/// say. Who did it and when are the event's own; `reason` must not name the
+/// person. The user's id, department and role stay, so every event they
+/// caused still counts for their department; the user acts no more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserErased {
+    pub user_id: Uuid,
+    pub reason: Text,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserCommand {
     RegisterUser {
@@ -58,11 +69,16 @@ pub enum UserCommand {
         role: String,
         email: Option<String>,
     },
+    EraseUser {
+        reason: Text,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct User {
     pub registered: Option<UserRegistered>,
+    /// Erased: the user's name and email are gone and it acts no more.
+    pub erased: bool,
     pub version: u64,
 }
 
@@ -70,13 +86,27 @@ impl Aggregate for User {
     type Command = UserCommand;
 
     fn decide(&self, command: &UserCommand, _rules: &Rules) -> Result<Vec<Event>, DomainError> {
-        let UserCommand::RegisterUser {
-            user_id,
-            name,
-            department,
-            role,
-            email,
-        } = command;
+        let (user_id, name, department, role, email) = match command {
+            UserCommand::RegisterUser {
+                user_id,
+                name,
+                department,
+                role,
+                email,
+            } => (user_id, name, department, role, email),
+            UserCommand::EraseUser { reason } => {
+                let Some(registered) = &self.registered else {
+                    return Err(DomainError::NotFound { kind: "user" });
+                };
+                if self.erased {
+                    return Ok(vec![]);
+                }
+                return Ok(vec![Event::UserErased(UserErased {
+                    user_id: registered.user_id,
+                    reason: reason.clone(),
+                })]);
+            }
+        };
         if self.registered.is_some() {
             return Err(DomainError::AlreadyExists { kind: "user" });
         }
@@ -99,10 +129,12 @@ impl Aggregate for User {
     }
 
     fn evolve(&mut self, event: &Event) {
-        if let Event::UserRegistered(registered) = event {
-            self.registered = Some(registered.clone());
-            self.version += 1;
+        match event {
+            Event::UserRegistered(registered) => self.registered = Some(registered.clone()),
+            Event::UserErased(_) => self.erased = true,
+            _ => return,
         }
+        self.version += 1;
     }
 
     fn version(&self) -> u64 {

@@ -75,8 +75,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Stores a new API token.
     fn save_token<'a>(&'a self, token: &'a TokenRecord) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Marks a token revoked; false if no unrevoked token has this id.
-    fn revoke_token<'a>(&'a self, token_id: &'a str, at: DateTime<Utc>) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Marks the unrevoked tokens `which` names revoked; how many there were.
+    fn revoke_tokens<'a>(&'a self, which: Tokens<'a>, at: DateTime<Utc>) -> BoxFuture<'a, Result<u64, StoreError>>;
 
     /// The token with this public id, revoked or not.
     fn find_token<'a>(&'a self, token_id: &'a str) -> BoxFuture<'a, Result<Option<TokenRecord>, StoreError>>;
@@ -107,4 +107,23 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Closes the connections after in-flight work.
     fn close(&self) -> BoxFuture<'_, ()>;
+}
+
+/// The tokens a revocation reaches.
+#[derive(Debug, Clone, Copy)]
+pub enum Tokens<'a> {
+    /// The one with this public id.
+    Id(&'a str),
+    /// Every token of this user.
+    OfUser(&'a str),
+}
+
+impl Tokens<'_> {
+    /// The `api_tokens` column that names them, and its value.
+    pub fn column(self) -> (&'static str, String) {
+        match self {
+            Self::Id(id) => ("token_id", id.to_owned()),
+            Self::OfUser(user_id) => ("user_id", user_id.to_owned()),
+        }
+    }
 }

@@ -86,6 +86,8 @@ pub(crate) struct Touched {
     pub claims: Vec<String>,
     /// Data subjects whose personal parts the batch seals or whose keys it destroys.
     pub subjects: Vec<uuid::Uuid>,
+    /// Of those, the ones whose personal parts it seals.
+    pub sealing: BTreeSet<uuid::Uuid>,
 }
 
 pub(crate) fn touched(requests: &[AppendRequest]) -> Touched {
@@ -96,21 +98,21 @@ pub(crate) fn touched(requests: &[AppendRequest]) -> Touched {
         .flat_map(|r| &r.claims)
         .map(|(Claim::Take(value) | Claim::Release(value))| value)
         .collect();
+    let sealing: BTreeSet<uuid::Uuid> = requests
+        .iter()
+        .flat_map(|r| r.events.iter().filter_map(|e| e.personal.as_ref()).map(|p| p.subject))
+        .collect();
     let subjects: BTreeSet<uuid::Uuid> = requests
         .iter()
-        .flat_map(|r| {
-            r.events
-                .iter()
-                .filter_map(|e| e.personal.as_ref())
-                .map(|p| p.subject)
-                .chain(r.erase.iter().copied())
-        })
+        .flat_map(|r| r.erase.iter().copied())
+        .chain(sealing.iter().copied())
         .collect();
     Touched {
         streams: streams.into_iter().cloned().collect(),
         keys: keys.into_iter().cloned().collect(),
         claims: claims.into_iter().cloned().collect(),
         subjects: subjects.into_iter().collect(),
+        sealing,
     }
 }
 
@@ -125,6 +127,9 @@ pub(crate) struct Plan {
     pub new_subjects: Vec<(uuid::Uuid, crate::seal::StoredKey)>,
     /// Subjects whose keys the batch destroys.
     pub erased: BTreeSet<uuid::Uuid>,
+    /// Every subject the batch named, with its key once the batch has
+    /// committed (`None`: erased): for the appender's `KeyCache`.
+    pub subjects: HashMap<uuid::Uuid, Option<SubjectKey>>,
     /// One outcome per request, in request order.
     pub outcomes: Vec<Result<AppendResult, StoreError>>,
 }
@@ -144,12 +149,14 @@ pub(crate) fn plan(
         claims: BTreeMap::new(),
         new_subjects: Vec::new(),
         erased: BTreeSet::new(),
+        subjects: HashMap::new(),
         outcomes: Vec::with_capacity(requests.len()),
     };
     for request in requests {
         let outcome = plan_one(&mut tail, &mut context, &mut plan, request, recorded_at, keyring);
         plan.outcomes.push(outcome);
     }
+    plan.subjects = context.subjects;
     plan
 }
 

@@ -21,12 +21,12 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use crate::backend::{Backend, BatchOutcome, HEAD_SQL};
+use crate::backend::{Backend, BatchOutcome, HEAD_SQL, Tokens};
 use crate::claims;
 use crate::hook::{CommitHook, HookConnection};
 use crate::model::to_u64;
 use crate::plan::{self, BatchContext, Plan, StoredKey, Tail};
-use crate::seal::Keyring;
+use crate::seal::{KEY_CACHE_SUBJECTS, KeyCache, Keyring};
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -36,7 +36,7 @@ pub(crate) struct PostgresBackend {
     /// The append connection, held by the writer task alone: no pool to
     /// check it out of, no ping before each commit. Dropped after a failed
     /// commit, so a restarted server is met with a new connection.
-    appender: tokio::sync::Mutex<Option<PgConnection>>,
+    appender: tokio::sync::Mutex<Appending>,
     /// How long a new connection may take before the server counts as unreachable.
     connect_wait: std::time::Duration,
     /// Everything else that writes (tokens, snapshots, migrations).
@@ -46,6 +46,12 @@ pub(crate) struct PostgresBackend {
     /// name it.
     schema: String,
     keyring: Keyring,
+}
+
+/// What the writer task holds between commits.
+struct Appending {
+    conn: Option<PgConnection>,
+    keys: KeyCache,
 }
 
 /// The channel every append notifies (migration 0005).
@@ -98,7 +104,10 @@ impl PostgresBackend {
             .await?;
         Ok(Self {
             connect,
-            appender: tokio::sync::Mutex::new(None),
+            appender: tokio::sync::Mutex::new(Appending {
+                conn: None,
+                keys: KeyCache::new(KEY_CACHE_SUBJECTS),
+            }),
             connect_wait: options.connect_wait,
             writer,
             readers,
@@ -167,36 +176,87 @@ async fn load_context(
     conn: &mut PgConnection,
     requests: &[AppendRequest],
     keyring: &Keyring,
+    keys: &mut KeyCache,
 ) -> Result<(Tail, BatchContext), StoreError> {
     let touched = plan::touched(requests);
     let mut context = BatchContext::default();
-    // The tail rides along with each stream's version: one round trip. One
-    // index lookup per stream. (`stream_id = ANY($1) GROUP BY` looks
-    // equivalent, but once PostgreSQL switches the prepared statement to a
-    // generic plan it scans the whole table: commits slowed linearly with
-    // the log's size.)
+    // The subjects whose keys the cache holds (if no erasure has been
+    // committed since: known once the count below is read), and the rest,
+    // looked up in the same round trip.
+    let mut cached = Vec::new();
+    let mut unknown = Vec::new();
+    for &subject in &touched.subjects {
+        match keys.get(&subject) {
+            Some(key) => cached.push((subject, key)),
+            None => unknown.push(subject),
+        }
+    }
+    // One round trip: each stream's version (one index lookup per stream;
+    // `stream_id = ANY($1) GROUP BY` looks equivalent, but once PostgreSQL
+    // switches the prepared statement to a generic plan it scans the whole
+    // table: commits slowed linearly with the log's size), the stored keys
+    // of the subjects not cached, and the tail with the erasure count.
     let rows = sqlx::query(
-        "SELECT s.stream_id, \
+        "SELECT 0 AS part, s.stream_id, \
          COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.stream_id), 0) AS version, \
-         t.position, t.hash, t.recorded_at \
+         NULL::uuid AS subject, NULL::bytea AS key, \
+         NULL::bigint AS position, NULL::text AS hash, NULL::timestamptz AS recorded_at, NULL::bigint AS erasures \
          FROM UNNEST($1::text[]) AS s(stream_id) \
+         UNION ALL \
+         SELECT 1, NULL, NULL, k.subject, k.key, NULL, NULL, NULL, NULL \
+         FROM subject_keys k WHERE k.subject = ANY($2::uuid[]) \
+         UNION ALL \
+         SELECT 2, NULL, NULL, NULL, NULL, t.position, t.hash, t.recorded_at, f.erasures \
+         FROM store_format f \
          LEFT JOIN (SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1) AS t ON TRUE",
     )
     .bind(&touched.streams)
+    .bind(&unknown)
     .fetch_all(&mut *conn)
     .await?;
     let mut tail = Tail::empty();
+    let mut erasures = None;
     for row in rows {
-        if let Some(position) = row.try_get::<Option<i64>, _>("position")? {
-            tail = Tail {
-                position: to_u64(position),
-                hash: row.try_get("hash")?,
-                recorded_at: Some(row.try_get("recorded_at")?),
-            };
+        match row.try_get::<i32, _>("part")? {
+            0 => {
+                context
+                    .stream_versions
+                    .insert(row.try_get("stream_id")?, to_u64(row.try_get("version")?));
+            }
+            1 => {
+                let subject: Uuid = row.try_get("subject")?;
+                let key = row.try_get::<Option<Vec<u8>>, _>("key")?;
+                let key = key.map(|stored| keyring.unwrap_key(subject, &stored)).transpose()?;
+                context.subjects.insert(subject, key);
+            }
+            _ => {
+                erasures = Some(row.try_get::<i64, _>("erasures")?);
+                if let Some(position) = row.try_get::<Option<i64>, _>("position")? {
+                    tail = Tail {
+                        position: to_u64(position),
+                        hash: row.try_get("hash")?,
+                        recorded_at: Some(row.try_get("recorded_at")?),
+                    };
+                }
+            }
         }
-        context
-            .stream_versions
-            .insert(row.try_get("stream_id")?, to_u64(row.try_get("version")?));
+    }
+    let erasures = erasures.ok_or_else(|| StoreError::Internal("the store_format table has lost its row".into()))?;
+    if keys.check(erasures) {
+        context.subjects.extend(cached);
+    } else if !cached.is_empty() {
+        // An erasure was committed since those keys were cached.
+        let subjects: Vec<Uuid> = cached.into_iter().map(|(subject, _)| subject).collect();
+        let rows = sqlx::query("SELECT subject, key FROM subject_keys WHERE subject = ANY($1)")
+            .bind(&subjects)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            let subject: Uuid = row.try_get("subject")?;
+            let key = row.try_get::<Option<Vec<u8>>, _>("key")?;
+            let key = key.map(|stored| keyring.unwrap_key(subject, &stored)).transpose()?;
+            context.subjects.insert(subject, key);
+        }
     }
     if !touched.keys.is_empty() {
         let rows = sqlx::query("SELECT * FROM idempotency_keys WHERE idempotency_key = ANY($1)")
@@ -217,20 +277,6 @@ async fn load_context(
             context.claims.insert(row.try_get("claim")?, row.try_get("stream_id")?);
         }
     }
-    if !touched.subjects.is_empty() {
-        let rows = sqlx::query("SELECT subject, key FROM subject_keys WHERE subject = ANY($1)")
-            .bind(&touched.subjects)
-            .fetch_all(&mut *conn)
-            .await?;
-        for row in rows {
-            let subject: Uuid = row.try_get("subject")?;
-            let key = match row.try_get::<Option<Vec<u8>>, _>("key")? {
-                Some(stored) => Some(keyring.unwrap_key(subject, &stored)?),
-                None => None,
-            };
-            context.subjects.insert(subject, key);
-        }
-    }
     Ok((tail, context))
 }
 
@@ -243,20 +289,11 @@ async fn insert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error>
         erased,
         ..
     } = plan;
-    if !new_subjects.is_empty() {
-        sqlx::query(
-            "INSERT INTO subject_keys (subject, key, created_at) \
-             SELECT s, k, now() FROM UNNEST($1::uuid[], $2::bytea[]) AS n(s, k)",
-        )
-        .bind(new_subjects.iter().map(|(subject, _)| *subject).collect::<Vec<_>>())
-        .bind(new_subjects.iter().map(|(_, key)| key.0.as_slice()).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
-    }
     if !erased.is_empty() {
         sqlx::query(
-            "INSERT INTO subject_keys (subject, key, created_at, erased_at) \
-             SELECT s, NULL, now(), now() FROM UNNEST($1::uuid[]) AS n(s) \
+            "WITH counted AS (UPDATE store_format SET erasures = erasures + 1) \
+             INSERT INTO subject_keys (subject, key, erased_at) \
+             SELECT s, NULL, now() FROM UNNEST($1::uuid[]) AS n(s) \
              ON CONFLICT (subject) DO UPDATE SET key = NULL, erased_at = excluded.erased_at",
         )
         .bind(erased.iter().copied().collect::<Vec<_>>())
@@ -265,7 +302,11 @@ async fn insert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error>
     }
     if !events.is_empty() {
         sqlx::query(
-            "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
+            // The keys of subjects first named here go in the same
+            // statement: no round trip of their own.
+            "WITH new_keys AS (INSERT INTO subject_keys (subject, key) \
+             SELECT s, k FROM UNNEST($15::uuid[], $16::bytea[]) AS n(s, k)) \
+             INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \
              occurred_at, recorded_at, correlation_id, causation_id, hash, data_subject, sealed) \
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::int[], $6::text[], \
              $7::text[], $8::timestamptz[], $9::timestamptz[], $10::uuid[], $11::uuid[], $12::text[], \
@@ -295,6 +336,8 @@ async fn insert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error>
                 .map(|e| e.sealed.as_ref().map(|s| s.stored.as_slice()))
                 .collect::<Vec<Option<&[u8]>>>(),
         )
+        .bind(new_subjects.iter().map(|(subject, _)| *subject).collect::<Vec<_>>())
+        .bind(new_subjects.iter().map(|(_, key)| key.0.as_slice()).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     }
@@ -339,12 +382,13 @@ async fn commit_with_hook(
     requests: &[AppendRequest],
     hook: Option<&dyn CommitHook>,
     keyring: &Keyring,
+    keys: &mut KeyCache,
 ) -> Result<(BatchOutcome, Option<u64>), StoreError> {
-    match commit_once(conn, requests, hook, keyring).await? {
+    match commit_once(conn, requests, hook, keyring, keys).await? {
         Committed::Done(outcomes, covered) => Ok((outcomes, covered)),
         Committed::HookFailed(reason) => {
             tracing::warn!(%reason, "the commit hook failed; the events commit without it");
-            match commit_once(conn, requests, None, keyring).await? {
+            match commit_once(conn, requests, None, keyring, keys).await? {
                 Committed::Done(outcomes, _) => Ok((outcomes, None)),
                 Committed::HookFailed(_) => unreachable!("no hook ran"),
             }
@@ -362,9 +406,10 @@ async fn commit_once(
     requests: &[AppendRequest],
     hook: Option<&dyn CommitHook>,
     keyring: &Keyring,
+    keys: &mut KeyCache,
 ) -> Result<Committed, StoreError> {
     let mut tx = conn.begin_with("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE").await?;
-    let (tail, context) = load_context(&mut tx, requests, keyring).await?;
+    let (tail, context) = load_context(&mut tx, requests, keyring, keys).await?;
     let plan = plan::plan(tail, context, requests, Utc::now(), keyring);
     if let Err(error) = insert(&mut tx, &plan).await {
         let unique_violation = error.as_database_error().is_some_and(|e| e.is_unique_violation());
@@ -386,6 +431,7 @@ async fn commit_once(
         _ => None,
     };
     tx.commit().await?;
+    keys.committed(plan.subjects, !plan.erased.is_empty());
     Ok(Committed::Done(plan.outcomes, covered))
 }
 
@@ -449,14 +495,15 @@ impl Backend for PostgresBackend {
     ) -> BoxFuture<'a, Result<(BatchOutcome, Option<u64>), StoreError>> {
         Box::pin(async move {
             let mut appender = self.appender.lock().await;
-            let conn = match &mut *appender {
+            let Appending { conn, keys } = &mut *appender;
+            let conn = match conn {
                 Some(conn) => conn,
                 slot => slot.insert(connect_within(&self.connect, self.connect_wait).await?),
             };
-            let committed = commit_with_hook(conn, requests, hook.map(|hook| hook.as_ref()), &self.keyring).await;
+            let committed = commit_with_hook(conn, requests, hook.map(|hook| hook.as_ref()), &self.keyring, keys).await;
             if committed.is_err() {
                 // Whatever failed may have been the connection itself.
-                *appender = None;
+                appender.conn = None;
             }
             committed
         })
@@ -568,14 +615,16 @@ impl Backend for PostgresBackend {
         })
     }
 
-    fn revoke_token<'a>(&'a self, token_id: &'a str, at: DateTime<Utc>) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn revoke_tokens<'a>(&'a self, which: Tokens<'a>, at: DateTime<Utc>) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE token_id = $2 AND revoked_at IS NULL")
+            let (column, value) = which.column();
+            let statement = format!("UPDATE api_tokens SET revoked_at = $1 WHERE {column} = $2 AND revoked_at IS NULL");
+            let done = sqlx::query(&statement)
                 .bind(at)
-                .bind(token_id)
+                .bind(value)
                 .execute(&self.readers)
                 .await?;
-            Ok(done.rows_affected() == 1)
+            Ok(done.rows_affected())
         })
     }
 

@@ -17,7 +17,7 @@ use futures_util::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
-use crate::backend::{Backend, BatchOutcome, HEAD_SQL};
+use crate::backend::{Backend, BatchOutcome, HEAD_SQL, Tokens};
 use crate::claims;
 use crate::hook::CommitHook;
 use crate::model::to_u64;
@@ -379,14 +379,16 @@ impl Backend for SqliteBackend {
         })
     }
 
-    fn revoke_token<'a>(&'a self, token_id: &'a str, at: DateTime<Utc>) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn revoke_tokens<'a>(&'a self, which: Tokens<'a>, at: DateTime<Utc>) -> BoxFuture<'a, Result<u64, StoreError>> {
         Box::pin(async move {
-            let done = sqlx::query("UPDATE api_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL")
+            let (column, value) = which.column();
+            let statement = format!("UPDATE api_tokens SET revoked_at = ? WHERE {column} = ? AND revoked_at IS NULL");
+            let done = sqlx::query(&statement)
                 .bind(format_time(at))
-                .bind(token_id)
+                .bind(value)
                 .execute(&self.writer)
                 .await?;
-            Ok(done.rows_affected() == 1)
+            Ok(done.rows_affected())
         })
     }
 

@@ -28,7 +28,7 @@ use crate::backend::BatchOutcome;
 use crate::hook::{CommitHook, HookConnection};
 use crate::model::to_u64;
 use crate::plan::{self, BatchContext, Plan, StoredKey, Tail};
-use crate::seal::Keyring;
+use crate::seal::{KEY_CACHE_SUBJECTS, KeyCache, Keyring, SubjectKey};
 use crate::sqlite::{format_time, parse_time};
 use crate::{AppendRequest, StoreError};
 
@@ -82,11 +82,12 @@ impl Appender {
             .name("crm-sqlite-append".into())
             .spawn(move || {
                 let mut conn = conn;
+                let mut keys = KeyCache::new(KEY_CACHE_SUBJECTS);
                 while let Ok(job) = queue.recv() {
                     // A panic (a bug, most likely in the hook) fails its
                     // batch, not every batch after it.
                     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        commit(&mut conn, &job.requests, job.hook.as_deref(), &keyring)
+                        commit(&mut conn, &job.requests, job.hook.as_deref(), &keyring, &mut keys)
                     }))
                     .unwrap_or_else(|_| {
                         roll_back(&conn);
@@ -124,11 +125,12 @@ fn commit(
     requests: &[AppendRequest],
     hook: Option<&dyn CommitHook>,
     keyring: &Keyring,
+    keys: &mut KeyCache,
 ) -> Outcome {
-    match commit_once(conn, requests, hook, keyring) {
+    match commit_once(conn, requests, hook, keyring, keys) {
         Err(Failure::Hook(reason)) => {
             tracing::warn!(%reason, "the commit hook failed; the events commit without it");
-            commit_once(conn, requests, None, keyring).map_err(Failure::into_error)
+            commit_once(conn, requests, None, keyring, keys).map_err(Failure::into_error)
         }
         outcome => outcome.map_err(Failure::into_error),
     }
@@ -166,17 +168,38 @@ fn commit_once(
     requests: &[AppendRequest],
     hook: Option<&dyn CommitHook>,
     keyring: &Keyring,
+    keys: &mut KeyCache,
 ) -> Result<(BatchOutcome, Option<u64>), Failure> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
-    let outcome = in_transaction(conn, requests, hook, keyring);
+    let outcome = in_transaction(conn, requests, hook, keyring, keys);
     let outcome = outcome.and_then(|done| {
         conn.execute_batch("COMMIT")?;
         Ok(done)
     });
-    if outcome.is_err() {
-        roll_back(conn);
+    match outcome {
+        Ok(Done {
+            outcomes,
+            covered,
+            subjects,
+            erased,
+        }) => {
+            keys.committed(subjects, erased);
+            Ok((outcomes, covered))
+        }
+        Err(failure) => {
+            roll_back(conn);
+            Err(failure)
+        }
     }
-    outcome
+}
+
+/// A transaction that is ready to commit: its outcomes, how far the hook
+/// got, and the subjects' keys for the cache once it has committed.
+struct Done {
+    outcomes: BatchOutcome,
+    covered: Option<u64>,
+    subjects: std::collections::HashMap<uuid::Uuid, Option<SubjectKey>>,
+    erased: bool,
 }
 
 /// Ends the transaction a failed append left open, if any. The failure is
@@ -195,8 +218,9 @@ fn in_transaction(
     requests: &[AppendRequest],
     hook: Option<&dyn CommitHook>,
     keyring: &Keyring,
-) -> Result<(BatchOutcome, Option<u64>), Failure> {
-    let (tail, context) = load_context(conn, requests, keyring)?;
+    keys: &mut KeyCache,
+) -> Result<Done, Failure> {
+    let (tail, context) = load_context(conn, requests, keyring, keys)?;
     let plan = plan::plan(tail, context, requests, Utc::now(), keyring);
     if let Err(error) = insert(conn, &plan) {
         let unique_violation = unique_violation(&error);
@@ -211,14 +235,28 @@ fn in_transaction(
         }
         _ => None,
     };
-    Ok((plan.outcomes, covered))
+    Ok(Done {
+        outcomes: plan.outcomes,
+        covered,
+        erased: !plan.erased.is_empty(),
+        subjects: plan.subjects,
+    })
 }
 
 fn load_context(
     conn: &Connection,
     requests: &[AppendRequest],
     keyring: &Keyring,
+    keys: &mut KeyCache,
 ) -> Result<(Tail, BatchContext), StoreError> {
+    let erasures: i64 = conn
+        .prepare_cached("SELECT erasures FROM store_format")?
+        .query_row([], |row| row.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::Internal("the store_format table has lost its row".into()))?;
+    if !keys.check(erasures) {
+        tracing::debug!("an erasure was committed: the cached keys are forgotten");
+    }
     let tail = conn
         .prepare_cached("SELECT position, hash, recorded_at FROM events ORDER BY position DESC LIMIT 1")?
         .query_row([], |row| {
@@ -275,7 +313,23 @@ fn load_context(
         }
     }
     let mut key = conn.prepare_cached("SELECT key FROM subject_keys WHERE subject = ?")?;
+    // A subject the cache does not hold is most often one the log has not
+    // named before (a new contact): its key is made and stored at once,
+    // one statement; only if a row is there already is it looked up.
+    let mut new_key =
+        conn.prepare_cached("INSERT INTO subject_keys (subject, key) VALUES (?, ?) ON CONFLICT (subject) DO NOTHING")?;
     for subject in touched.subjects {
+        if let Some(known) = keys.get(&subject) {
+            context.subjects.insert(subject, known);
+            continue;
+        }
+        if touched.sealing.contains(&subject) {
+            let (made, stored) = keyring.generate(subject);
+            if new_key.execute(params![subject.as_bytes().as_slice(), stored.0])? == 1 {
+                context.subjects.insert(subject, Some(made));
+                continue;
+            }
+        }
         let stored = key
             .query_row([subject.as_bytes().as_slice()], |row| row.get::<_, Option<Vec<u8>>>(0))
             .optional()?;
@@ -297,16 +351,20 @@ fn insert(conn: &Connection, plan: &Plan) -> Result<(), rusqlite::Error> {
         ..
     } = plan;
     let now = format_time(Utc::now());
-    let mut new_key = conn.prepare_cached("INSERT INTO subject_keys (subject, key, created_at) VALUES (?, ?, ?)")?;
+    let mut new_key = conn.prepare_cached("INSERT INTO subject_keys (subject, key) VALUES (?, ?)")?;
     for (subject, key) in new_subjects {
-        new_key.execute(params![subject.as_bytes().as_slice(), key.0, now])?;
+        new_key.execute(params![subject.as_bytes().as_slice(), key.0])?;
     }
     let mut erase = conn.prepare_cached(
-        "INSERT INTO subject_keys (subject, key, created_at, erased_at) VALUES (?, NULL, ?, ?) \
+        "INSERT INTO subject_keys (subject, key, erased_at) VALUES (?, NULL, ?) \
          ON CONFLICT (subject) DO UPDATE SET key = NULL, erased_at = excluded.erased_at",
     )?;
     for subject in erased {
-        erase.execute(params![subject.as_bytes().as_slice(), now, now])?;
+        erase.execute(params![subject.as_bytes().as_slice(), now])?;
+    }
+    if !erased.is_empty() {
+        conn.prepare_cached("UPDATE store_format SET erasures = erasures + 1")?
+            .execute([])?;
     }
     let mut event = conn.prepare_cached(
         "INSERT INTO events (position, stream_id, version, event_type, schema_version, data, actor, \

@@ -8,8 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use tokio::sync::{Mutex, oneshot, watch};
+use uuid::Uuid;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Tokens};
 use crate::hash::{GENESIS_HASH, event_hash};
 use crate::hook::{CommitHook, HookSlot};
 use crate::model::{
@@ -307,9 +308,22 @@ impl Store {
     /// Revokes a token: it authenticates nobody from now on. False if no
     /// unrevoked token has this id.
     pub async fn revoke_token(&self, token_id: &str) -> Result<bool, StoreError> {
+        let revoked = self
+            .inner
+            .backend
+            .revoke_tokens(Tokens::Id(token_id), crate::to_stored_precision(chrono::Utc::now()))
+            .await?;
+        Ok(revoked == 1)
+    }
+
+    /// Revokes every token of a user; how many were still valid.
+    pub async fn revoke_tokens_of(&self, user_id: Uuid) -> Result<u64, StoreError> {
         self.inner
             .backend
-            .revoke_token(token_id, crate::to_stored_precision(chrono::Utc::now()))
+            .revoke_tokens(
+                Tokens::OfUser(&user_id.to_string()),
+                crate::to_stored_precision(chrono::Utc::now()),
+            )
             .await
     }
 

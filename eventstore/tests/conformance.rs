@@ -56,6 +56,7 @@ conformance!(
     racing_appends_for_one_claimed_value_exactly_one_wins_until_it_is_given_up,
     claims_of_an_older_log_are_filled_once_and_only_at_the_head_they_were_folded_to,
     personal_parts_are_stored_sealed_and_read_as_erased_once_their_key_is_destroyed,
+    an_erasure_by_another_server_reaches_this_ones_next_append,
 );
 
 /// One event of `subject` whose personal part names `name`.
@@ -140,6 +141,75 @@ async fn personal_parts_are_stored_sealed_and_read_as_erased_once_their_key_is_d
         Some(r#"{"fields.name":"Grace Hopper"}"#)
     );
     assert_eq!(opened(&whole_log(&reopened).await)[4], None);
+}
+
+/// A hook that keeps the personal parts each commit shows it, as the read
+/// models would fold them.
+#[derive(Default)]
+struct ShownParts(std::sync::Mutex<Vec<Option<String>>>);
+
+impl eventstore::CommitHook for ShownParts {
+    fn in_transaction<'a>(
+        &'a self,
+        _conn: eventstore::HookConnection<'a>,
+        events: &'a [RecordedEvent],
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<u64>, String>> {
+        Box::pin(async move {
+            self.0.lock().map_err(|e| e.to_string())?.extend(opened(events));
+            Ok(None)
+        })
+    }
+
+    fn committed(&self, _covered: Option<u64>) {}
+}
+
+/// A server keeps the keys it has used; an erasure committed by another
+/// server (or by `crm erase` in another process) must reach it before it
+/// seals again, or it would seal with the destroyed key and show its hook
+/// (the read models) the person's data in plain text.
+async fn an_erasure_by_another_server_reaches_this_ones_next_append(database: &TestDatabase) {
+    let here = database.open().await;
+    let shown = std::sync::Arc::new(ShownParts::default());
+    here.set_commit_hook(shown.clone());
+    let there = database.shared().open().await;
+    let (ada, grace) = (Uuid::now_v7(), Uuid::now_v7());
+    for request in [personal(ada, "Ada Lovelace"), personal(grace, "Grace Hopper")] {
+        here.append(request).await.expect("append");
+    }
+    let mut erase = append(&format!("contact-{ada}"), ExpectedVersion::Any, 1);
+    erase.erase = vec![ada];
+    there.append(erase).await.expect("erased on the other server");
+    for request in [personal(ada, "Ada again"), personal(grace, "Grace again")] {
+        here.append(request).await.expect("append after the other's erasure");
+    }
+    assert_eq!(
+        *shown.0.lock().expect("not poisoned"),
+        [
+            Some(r#"{"fields.name":"Ada Lovelace"}"#.to_owned()),
+            Some(r#"{"fields.name":"Grace Hopper"}"#.to_owned()),
+            None,
+            Some(r#"{"fields.name":"Grace again"}"#.to_owned()),
+        ],
+        "Ada's new part is sealed for nobody; Grace's key is read again and still opens"
+    );
+    let log = whole_log(&there).await;
+    assert_eq!(
+        opened(&log),
+        [
+            None,
+            Some(r#"{"fields.name":"Grace Hopper"}"#.to_owned()),
+            None,
+            None,
+            Some(r#"{"fields.name":"Grace again"}"#.to_owned()),
+        ]
+    );
+    // And an erasure on this server is in its own cache at once.
+    let mut erase = append(&format!("contact-{grace}"), ExpectedVersion::Any, 1);
+    erase.erase = vec![grace];
+    here.append(erase).await.expect("erased here");
+    here.append(personal(grace, "Grace once more")).await.expect("append");
+    assert_eq!(shown.0.lock().expect("not poisoned").last(), Some(&None));
+    assert_verifies(&here, 7).await;
 }
 
 fn stream() -> String {

@@ -104,7 +104,7 @@ pub struct RecordMeta {
     pub erased: Option<Erasure>,
 }
 
-/// An erasure of a record's personal data (`ContactErased`).
+/// An erasure of a record's personal data (`ContactErased`, `UserErased`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Erasure {
     pub at: EventRef,
@@ -200,6 +200,9 @@ pub struct UserView {
     pub registered_at: DateTime<Utc>,
     /// Latest business time of any event this user caused.
     pub last_activity_at: Option<DateTime<Utc>>,
+    /// The user's personal data was erased: by whom, when and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased: Option<Erasure>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -407,6 +410,7 @@ impl CrmModel {
         }
         match event {
             Event::UserRegistered(e) => self.register_user(e, &at),
+            Event::UserErased(e) => self.erase_user(e, &at),
             Event::AccountCreated(_) | Event::AccountUpdated(_) | Event::AccountArchived(_) => {
                 self.apply_account(event, &at)
             }
@@ -495,7 +499,22 @@ impl CrmModel {
             email: e.email.as_ref().map(|e| e.as_str().to_owned()),
             registered_at: at.occurred_at,
             last_activity_at: None,
+            erased: None,
         });
+    }
+
+    /// A user's erasure: the name and email read as erased ones do
+    /// (`domain::personal`); the department and role stay, so what the
+    /// user did still counts for the department.
+    fn erase_user(&mut self, e: &domain::UserErased, at: &EventRef) {
+        if let Some(user) = self.users.get_mut(&e.user_id) {
+            user.name = domain::ERASED.to_owned();
+            user.email = None;
+            user.erased = Some(Erasure {
+                at: at.clone(),
+                reason: e.reason.to_string(),
+            });
+        }
     }
 
     /// Account events: the view and its stale clock.
@@ -747,6 +766,7 @@ impl CrmModel {
             }
             // Events that change no record but their own.
             Event::UserRegistered(_)
+            | Event::UserErased(_)
             | Event::AccountCreated(_)
             | Event::AccountUpdated(_)
             | Event::AccountArchived(_)

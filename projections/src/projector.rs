@@ -1195,7 +1195,7 @@ fn decoded_batch(
 
 /// An event that destroys personal data (its key went with its append).
 fn is_erasure(recorded: &RecordedEvent) -> bool {
-    recorded.event_type == "ContactErased"
+    domain::ERASURES.contains(&recorded.event_type.as_str())
 }
 
 fn decode_all(batch: &[RecordedEvent]) -> Result<Vec<(&RecordedEvent, Event)>, ProjectionError> {

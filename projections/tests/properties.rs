@@ -42,6 +42,8 @@ enum Op {
     ArchiveContact(u8),
     /// Erases a contact's personal data.
     EraseContact(u8),
+    /// Erases a user's personal data (the user's events stay theirs).
+    EraseUser(u8),
     Deal {
         account: u8,
         owner: u8,
@@ -89,7 +91,11 @@ fn op() -> impl Strategy<Value = Op> {
 /// `op`, and now and then an erasure (kept apart so that the fixed
 /// histories `op` generates stay as they were).
 fn op_or_erasure() -> impl Strategy<Value = Op> {
-    prop_oneof![19 => op(), 1 => any::<u8>().prop_map(Op::EraseContact)]
+    prop_oneof![
+        38 => op(),
+        2 => any::<u8>().prop_map(Op::EraseContact),
+        1 => any::<u8>().prop_map(Op::EraseUser),
+    ]
 }
 
 fn pick(ids: &[Uuid], n: u8) -> Option<Uuid> {
@@ -182,6 +188,18 @@ fn play(ops: &[(Op, u16)]) -> History {
                         contact,
                         ContactCommand::EraseContact { reason },
                         &actor,
+                        at,
+                    );
+                }
+            }
+            Op::EraseUser(n) => {
+                if let Some(user) = pick(&users, *n) {
+                    let reason = domain::values::Text::parse("left the company").expect("a reason");
+                    let _ = history.try_decide::<User>(
+                        RecordKind::User,
+                        user,
+                        UserCommand::EraseUser { reason },
+                        "system",
                         at,
                     );
                 }
@@ -466,7 +484,9 @@ proptest! {
         drop(runtime);
         // Unless an erasure was appended since: the kept fold held what it
         // erased, so the second ask folds afresh.
-        let erased_since = history.log[split..].iter().any(|e| e.event_type == "ContactErased");
+        let erased_since = history.log[split..]
+            .iter()
+            .any(|e| domain::ERASURES.contains(&e.event_type.as_str()));
         prop_assert_eq!(folds, 1 + u64::from(erased_since), "the second ask updates the first fold");
         let pure = reports_json(&history.model_until(Some(cut)), &every_report(cut), cut);
         prop_assert_eq!(json!(reports).to_string(), json!(pure).to_string());

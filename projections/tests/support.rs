@@ -33,11 +33,12 @@ pub fn append_request(recorded: &RecordedEvent) -> AppendRequest {
         idempotency_key: None,
         request_hash: None,
         claims: Vec::new(),
-        erase: match recorded.event_type.as_str() {
-            "ContactErased" => RecordKind::parse_stream_id(&recorded.stream_id)
+        erase: if domain::ERASURES.contains(&recorded.event_type.as_str()) {
+            RecordKind::parse_stream_id(&recorded.stream_id)
                 .map(|(_, id)| vec![id])
-                .unwrap_or_default(),
-            _ => Vec::new(),
+                .unwrap_or_default()
+        } else {
+            Vec::new()
         },
     }
 }
@@ -55,7 +56,7 @@ pub fn days_ago(days: i64) -> DateTime<Utc> {
 pub struct History {
     pub log: Vec<RecordedEvent>,
     n_ids: u128,
-    /// Contacts erased so far: what is recorded for them after is sealed
+    /// Subjects erased so far: what is recorded for them after is sealed
     /// with no key, as the store does.
     erased: std::collections::BTreeSet<Uuid>,
 }
@@ -104,8 +105,8 @@ impl History {
                     opened: Some(opened).filter(|_| !self.erased.contains(&subject)),
                 }),
             });
-            if let Event::ContactErased(e) = &event {
-                self.erased.insert(e.contact_id);
+            if let Some(subject) = event.erased_subject() {
+                self.erased.insert(subject);
             }
         }
     }
@@ -211,7 +212,7 @@ impl History {
         }
     }
 
-    /// The log as it reads once the keys of the contacts erased in it are
+    /// The log as it reads once the keys of the subjects erased in it are
     /// gone: what a rebuild folds.
     pub fn as_read_after_erasures(&self) -> Vec<RecordedEvent> {
         let mut log = self.log.clone();

@@ -148,14 +148,15 @@ impl App {
         }
     }
 
-    /// A registered user's name and role, or `None` for an unknown id.
+    /// A registered user's name and role, or `None` for an unknown id or
+    /// an erased user.
     pub async fn registered_user(&self, user_id: Uuid) -> Result<Option<Registered>, AppError> {
         let cached = self.users.get(&user_id);
         if cached.is_some() {
             return Ok(cached);
         }
         let user: User = self.load(RecordKind::User, user_id).await?;
-        let Some(registered) = user.registered.map(|u| Registered {
+        let Some(registered) = user.registered.filter(|_| !user.erased).map(|u| Registered {
             name: u.name.to_string(),
             role: u.role,
         }) else {
@@ -280,13 +281,7 @@ impl App {
                 causation_id: None,
                 idempotency_key: actor.idempotency_key.clone(),
                 request_hash: actor.request_hash.clone(),
-                erase: events
-                    .iter()
-                    .filter_map(|e| match e {
-                        Event::ContactErased(erased) => Some(erased.contact_id),
-                        _ => None,
-                    })
-                    .collect(),
+                erase: events.iter().filter_map(Event::erased_subject).collect(),
             };
             match self.store.append(request).await {
                 Ok(result) => {
@@ -484,6 +479,41 @@ impl App {
         actor: &Actor,
         now: DateTime<Utc>,
     ) -> Result<Outcome, AppError> {
+        let reason = self.erasure_reason(reason).await?;
+        let command = ContactCommand::EraseContact { reason };
+        self.execute::<Contact>(RecordKind::Contact, id, &command, None, actor, now)
+            .await
+    }
+
+    /// Erases a user's personal data (name, email) as `erase_contact` does
+    /// a contact's, and revokes the user's tokens: an erased user acts no
+    /// more. An admin cannot erase themselves (another admin must).
+    pub async fn erase_user(
+        &self,
+        id: Uuid,
+        reason: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        let reason = self.erasure_reason(reason).await?;
+        if actor.id == id.to_string() {
+            return Err(DomainError::InvalidState(
+                "you cannot erase yourself: another admin must, so that someone can still administer the store".into(),
+            )
+            .into());
+        }
+        let command = UserCommand::EraseUser { reason };
+        let outcome = self
+            .execute::<User>(RecordKind::User, id, &command, None, actor, now)
+            .await?;
+        self.store.revoke_tokens_of(id).await?;
+        self.users.remove(&id);
+        Ok(outcome)
+    }
+
+    /// An erasure's reason, checked; refused on a store whose first events
+    /// hold personal data in plain text, out of erasure's reach.
+    async fn erasure_reason(&self, reason: &str) -> Result<domain::values::Text, AppError> {
         let reason = domain::values::Text::parse(reason).map_err(|e| DomainError::field("reason", e))?;
         let sealed_from = self.store.sealed_from().await?;
         if sealed_from > 1 {
@@ -494,9 +524,7 @@ impl App {
             ))
             .into());
         }
-        let command = ContactCommand::EraseContact { reason };
-        self.execute::<Contact>(RecordKind::Contact, id, &command, None, actor, now)
-            .await
+        Ok(reason)
     }
 
     /// Records the last activity a previous system knew of on a record, at
@@ -591,8 +619,8 @@ impl App {
     }
 
     /// Fails with a field error unless `id` names a live record of `kind`:
-    /// one that exists and is not archived. Nothing new may point at a
-    /// record that was deleted.
+    /// one that exists and is not archived (nor, a user, erased). Nothing
+    /// new may point at a record that was deleted.
     async fn require(&self, kind: RecordKind, id: Option<Uuid>, field: &str) -> Result<(), AppError> {
         let Some(id) = id else { return Ok(()) };
         let live = match kind {
@@ -605,7 +633,10 @@ impl App {
                 .load::<Deal>(kind, id)
                 .await
                 .map(|d| d.fields.is_some() && !d.archived)?,
-            RecordKind::User => self.load::<User>(kind, id).await?.registered.is_some(),
+            RecordKind::User => self
+                .load::<User>(kind, id)
+                .await
+                .map(|u| u.registered.is_some() && !u.erased)?,
             RecordKind::Interaction => self.load::<Interaction>(kind, id).await?.logged.is_some(),
         };
         if !live {

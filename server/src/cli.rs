@@ -187,11 +187,12 @@ enum Command {
     },
     /// Archive a record: it leaves lists and reports, its history stays.
     Archive { kind: RecordKind, id: Uuid },
-    /// Erase a contact's personal data (GDPR Art. 17): its key is destroyed,
-    /// every read model, report and export shows it erased, and the log
-    /// still verifies. Cannot be undone.
+    /// Erase a contact's or a user's personal data (GDPR Art. 17): its key
+    /// is destroyed, every read model, report and export shows it erased,
+    /// and the log still verifies; an erased user's tokens are revoked.
+    /// Cannot be undone.
     Erase {
-        /// `contact`: the only kind that holds a person's data.
+        /// `contact` or `user`: the kinds that hold a person's data.
         kind: RecordKind,
         id: Uuid,
         /// Why (a request under Art. 17, say); must not name the person.
@@ -661,10 +662,13 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
                 .await,
         ),
         Command::Archive { kind, id } => changed(app.archive(kind, id, None, &actor, now).await),
-        Command::Erase { kind, id, reason } => {
-            only_contacts(kind)?;
-            changed(app.erase_contact(id, &reason, &actor, now).await)
-        }
+        Command::Erase { kind, id, reason } => match kind {
+            RecordKind::Contact => changed(app.erase_contact(id, &reason, &actor, now).await),
+            RecordKind::User => changed(app.erase_user(id, &reason, &actor, now).await),
+            other => Err(format!(
+                "{other} records hold no personal data of their own; a contact's or a user's is erased"
+            )),
+        },
         Command::PersonalData { kind, id } => {
             only_contacts(kind)?;
             personal_data(&store, id, now).await
@@ -913,6 +917,9 @@ async fn user(app: &App, command: UserCommand, actor: &Actor, now: chrono::DateT
             if user.registered.is_none() {
                 return Err(format!("no user has the id {user_id}"));
             }
+            if user.erased {
+                return Err(format!("user {user_id} was erased: it acts no more"));
+            }
             (user_id, None)
         }
     };
@@ -1041,13 +1048,17 @@ async fn timeline(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, S
     })
 }
 
-/// Personal data is a contact's: the other kinds hold none to erase or show.
+/// The access document gathers a contact's data; a user's is its name and
+/// email (`GET /v1/users`), and the other kinds hold none.
 fn only_contacts(kind: RecordKind) -> Result<(), String> {
     match kind {
         RecordKind::Contact => Ok(()),
-        other => Err(format!(
-            "{other} records hold no personal data of their own; only a contact's is erased or shown"
-        )),
+        RecordKind::User => Err(
+            "a user's personal data is its name and email, as `GET /v1/users` lists them; \
+             the access document is a contact's"
+                .into(),
+        ),
+        other => Err(format!("{other} records hold no personal data of their own")),
     }
 }
 

@@ -617,7 +617,7 @@ fn a_report_with_every_prints_its_trend() {
 }
 
 #[test]
-fn a_contact_erased_from_the_command_line_is_gone_and_a_master_key_guards_the_keys() {
+fn a_contact_and_a_user_erased_from_the_command_line_are_gone_and_a_master_key_guards_the_keys() {
     let database = TestDatabase::sqlite();
     let key = "2a".repeat(32);
     let with_key = |args: &[&str]| {
@@ -674,5 +674,40 @@ fn a_contact_erased_from_the_command_line_is_gone_and_a_master_key_guards_the_ke
     assert_eq!(json(&document)["erased"]["reason"], "Art. 17 request");
     let events = String::from_utf8_lossy(&with_key(&["events", "--json"]).stdout).into_owned();
     assert!(!events.contains("Lovelace"), "{events}");
+    assert_eq!(with_key(&["verify"]).status.code(), Some(0));
+
+    // A user is a data subject too: erased, it acts no more.
+    let added = with_key(&[
+        "user",
+        "add",
+        "--name",
+        "Ursula Franklin",
+        "--department",
+        "Support",
+        "--role",
+        "member",
+        "--json",
+    ]);
+    assert_eq!(
+        added.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let user = json(&added)["id"].as_str().expect("a user id").to_owned();
+    let erased = with_key(&["erase", "user", &user, "--reason", "left the company", "--json"]);
+    assert_eq!(
+        (erased.status.code(), json(&erased)["changed"].clone()),
+        (Some(0), serde_json::json!(true)),
+        "{}",
+        String::from_utf8_lossy(&erased.stderr)
+    );
+    let events = String::from_utf8_lossy(&with_key(&["events", "--json"]).stdout).into_owned();
+    assert!(
+        !events.contains("Franklin") && events.contains("UserErased"),
+        "{events}"
+    );
+    let token = with_key(&["user", "token", &user]);
+    assert_eq!(token.status.code(), Some(1), "an erased user gets no token");
     assert_eq!(with_key(&["verify"]).status.code(), Some(0));
 }

@@ -60,6 +60,7 @@ on_both_backends!(
     sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged,
     sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models,
     an_erased_contact_leaves_no_trace_of_its_personal_data_anywhere_and_the_log_verifies,
+    an_erased_user_leaves_no_trace_acts_no_more_and_their_work_still_counts,
 );
 
 /// Slow or stalled clients (half a request's headers, then nothing) are cut
@@ -3704,4 +3705,202 @@ async fn an_erased_contact_leaves_no_trace_of_its_personal_data_anywhere_and_the
         "{problem}"
     );
     assert_eq!(server.n_events().await, before, "nothing appended");
+}
+
+/// The personal values of the user the user-erasure test erases.
+const ERASED_USER_VALUES: [&str; 3] = ["Ursula Franklin", "Franklin", "ursula@crm.example"];
+
+async fn an_erased_user_leaves_no_trace_acts_no_more_and_their_work_still_counts(server: &Server) {
+    let database = server.database.as_ref().expect("a test database");
+    let (status, ursula) = server
+        .admin(
+            Method::POST,
+            "/v1/users",
+            Some(json!({"name": "Ursula Franklin", "department": "Support", "role": "member", "email": "ursula@crm.example"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ursula}");
+    let (user_id, token) = (id(&ursula), ursula["token"].as_str().expect("a token").to_owned());
+    let account = server.create("accounts", json!({"name": "Looms Ltd"})).await;
+    let (status, _, contact) = server
+        .call(
+            Method::POST,
+            "/v1/contacts",
+            Some(&token),
+            Some(json!({"name": "Joseph Jacquard", "account_id": id(&account), "owner_id": user_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{contact}");
+    let (status, _, call) = server
+        .call(
+            Method::POST,
+            "/v1/interactions",
+            Some(&token),
+            Some(json!({"kind": "call", "contact_id": id(&contact), "summary": "renewal"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{call}");
+    let paths = [
+        "/v1/users".to_owned(),
+        "/v1/audit".to_owned(),
+        format!("/v1/contacts/{}/history", id(&contact)),
+        format!("/v1/contacts/{}/timeline", id(&contact)),
+        format!("/v1/contacts/{}/personal-data", id(&contact)),
+        "/v1/events?after=0&limit=1000".to_owned(),
+        "/v1/reports/owners".to_owned(),
+        "/v1/reports/data-quality".to_owned(),
+        "/v1/reports/owners?as_of=2030-01-01T00:00:00Z".to_owned(),
+    ];
+    assert!(
+        served_text(server, &paths).await.contains("ursula@crm.example"),
+        "the scan finds her while held"
+    );
+    let stored = database.stored_event_text().await.expect("raw events").join("\n");
+    for value in ERASED_USER_VALUES {
+        assert!(!stored.contains(value), "{value:?} is sealed in the log");
+    }
+    let owned_before = owned_by(server, &user_id).await;
+    assert_eq!(
+        owned_before
+            .as_ref()
+            .map(|(department, contacts, _)| (department.clone(), contacts.clone())),
+        Some((json!("Support"), json!(1))),
+        "the owners report counts her contact"
+    );
+
+    // An admin cannot erase themselves; a member cannot erase anyone.
+    let (_, users) = server.admin(Method::GET, "/v1/users", None).await;
+    let me = users["items"]
+        .as_array()
+        .and_then(|all| all.iter().find(|u| u["role"] == "admin"))
+        .map(id)
+        .expect("the first admin is listed");
+    let before = server.n_events().await;
+    let (status, problem) = server
+        .admin(
+            Method::POST,
+            &format!("/v1/users/{me}/erase"),
+            Some(json!({"reason": "leaving"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    let (status, _, _) = server
+        .call(
+            Method::POST,
+            &format!("/v1/users/{me}/erase"),
+            Some(&token),
+            Some(json!({"reason": "leaving"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, problem) = server
+        .admin(
+            Method::POST,
+            &format!("/v1/users/{}/erase", uuid_like_nobody()),
+            Some(json!({"reason": "Art. 17 request"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert_eq!(server.n_events().await, before, "refusals append nothing");
+
+    let (status, erased) = server
+        .admin(
+            Method::POST,
+            &format!("/v1/users/{user_id}/erase"),
+            Some(json!({"reason": "Art. 17 request"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    assert_eq!(
+        (
+            &erased["name"],
+            &erased["email"],
+            &erased["department"],
+            &erased["erased"]["reason"]
+        ),
+        (
+            &json!("[erased]"),
+            &Value::Null,
+            &json!("Support"),
+            &json!("Art. 17 request")
+        ),
+        "{erased}"
+    );
+    assert_eq!(server.n_events().await, before + 1, "one UserErased event");
+    let (status, _) = server
+        .admin(
+            Method::POST,
+            &format!("/v1/users/{user_id}/erase"),
+            Some(json!({"reason": "twice"})),
+        )
+        .await;
+    assert_eq!((status, server.n_events().await), (StatusCode::OK, before + 1));
+
+    // She acts no more, and nothing new can be given to her.
+    let (status, _, _) = server.call(Method::GET, "/v1/contacts", Some(&token), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "her token is revoked");
+    let (status, problem) = server
+        .admin(
+            Method::POST,
+            "/v1/contacts",
+            Some(json!({"name": "Marie Jacquard", "owner_id": user_id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+
+    for moment in ["after the erasure", "after a rebuild"] {
+        let seen = served_text(server, &paths).await;
+        let tables = database.tables_text("rm_").await.expect("read models");
+        for value in ERASED_USER_VALUES {
+            assert!(!seen.contains(value), "{value:?} is still served {moment}");
+            assert!(
+                !tables.contains(value),
+                "{value:?} is still in the read models {moment}"
+            );
+        }
+        assert_eq!(
+            owned_by(server, &user_id).await,
+            owned_before,
+            "what she owned still counts for Support {moment}"
+        );
+        let (_, contact_now) = server
+            .admin(Method::GET, &format!("/v1/contacts/{}", id(&contact)), None)
+            .await;
+        assert_eq!(
+            contact_now["owner_id"],
+            json!(user_id),
+            "the records she owned stay hers {moment}"
+        );
+        let (status, _) = server.admin(Method::POST, "/v1/admin/rebuild", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}
+
+/// A user's line in the owners report: (department, contacts, records owned).
+async fn owned_by(server: &Server, user_id: &str) -> Option<(Value, Value, Value)> {
+    let (_, report) = server.admin(Method::GET, "/v1/reports/owners", None).await;
+    let line = report["owners"]
+        .as_array()
+        .and_then(|lines| lines.iter().find(|line| line["owner"]["id"] == json!(user_id)).cloned())?;
+    Some((
+        line["owner"]["department"].clone(),
+        line["contacts"].clone(),
+        line["records_owned"].clone(),
+    ))
+}
+
+/// The answers to `paths`, as one text to search.
+async fn served_text(server: &Server, paths: &[String]) -> String {
+    let mut seen = String::new();
+    for path in paths {
+        let (status, body) = server.admin(Method::GET, path, None).await;
+        assert!(status.is_success(), "{path}: {status} {body}");
+        seen.push_str(&body.to_string());
+    }
+    seen
+}
+
+/// An id no record has.
+fn uuid_like_nobody() -> &'static str {
+    "00000000-0000-7000-8000-000000000000"
 }

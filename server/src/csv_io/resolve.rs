@@ -28,7 +28,7 @@ const CANDIDATES_PAGE: usize = 200;
 #[derive(Default)]
 pub(super) struct Resolver {
     remembered: std::sync::Mutex<HashMap<(RecordKind, String), Uuid>>,
-    /// Every user, read once per import: (id, name, email).
+    /// Every user not erased, read once per import: (id, name, email).
     users: tokio::sync::OnceCell<Vec<(Uuid, String, Option<String>)>>,
 }
 
@@ -46,6 +46,7 @@ impl Resolver {
                     model
                         .users
                         .values()
+                        .filter(|u| u.erased.is_none())
                         .map(|u| (u.id, u.name.clone(), u.email.clone()))
                         .collect(),
                 )

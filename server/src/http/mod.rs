@@ -170,6 +170,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(records::log_interaction))
         .routes(routes!(records::get_interaction))
         .routes(routes!(personal::erase))
+        .routes(routes!(personal::erase_user))
         .routes(routes!(personal::personal_data))
         .routes(routes!(read::history))
         .routes(routes!(read::timeline))

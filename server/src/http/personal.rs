@@ -1,4 +1,5 @@
-//! Personal data (GDPR): erasing a contact's, and everything held about one.
+//! Personal data (GDPR): erasing a contact's or a user's, and everything
+//! held about a contact.
 
 use axum::Json;
 use axum::extract::State;
@@ -25,6 +26,59 @@ pub async fn erase(
     admin: Admin,
     JsonObject(input): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
+    erase_subject(&state, RecordKind::Contact, id, &admin, &input).await?;
+    let view = state.projector.view(RecordKind::Contact, id).await?;
+    view.map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no contact has the id {id}")))
+}
+
+#[utoipa::path(post, path = "/v1/users/{id}/erase", tag = "personal data",
+    params(("id" = Uuid, Path)),
+    request_body(content = Object, description = "{\"reason\": \"why (must not name the person)\"}"),
+    responses((status = 200, description = "the user as `/v1/users` lists it, erased: name and email gone, `erased` saying who, when and why; the user's tokens are revoked; erasing again changes nothing", body = Object),
+              (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem),
+              (status = 409, description = "an admin cannot erase themselves", body = super::error::Problem),
+              (status = 422, body = super::error::Problem)),
+    security(("bearer" = [])))]
+/// A user's department and role stay, so what they did still counts for
+/// their department in every report.
+pub async fn erase_user(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    admin: Admin,
+    JsonObject(input): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    erase_subject(&state, RecordKind::User, id, &admin, &input).await?;
+    let users = state.projector.users().await?;
+    users
+        .users
+        .get(&id)
+        .map(|user| Json(super::admin::user_json(user)))
+        .ok_or_else(|| ApiError::not_found(format!("no user has the id {id}")))
+}
+
+/// Erases the contact's or user's personal data, for the reason `input`
+/// gives, and waits until the read models show it.
+async fn erase_subject(
+    state: &AppState,
+    kind: RecordKind,
+    id: Uuid,
+    admin: &Admin,
+    input: &serde_json::Map<String, Value>,
+) -> Result<(), ApiError> {
+    let reason = reason(input)?;
+    let outcome = match kind {
+        RecordKind::User => state.app.erase_user(id, reason, &admin.actor, Utc::now()).await?,
+        _ => state.app.erase_contact(id, reason, &admin.actor, Utc::now()).await?,
+    };
+    if let Some(appended) = outcome.appended {
+        state.projector.wait_until(appended.last_position).await?;
+    }
+    Ok(())
+}
+
+/// An erasure's one parameter: why.
+fn reason(input: &serde_json::Map<String, Value>) -> Result<&str, ApiError> {
     let mut unknown: Vec<domain::FieldError> = input
         .keys()
         .filter(|key| *key != "reason")
@@ -41,16 +95,10 @@ pub async fn erase(
             None
         }
     };
-    let (Some(reason), true) = (reason, unknown.is_empty()) else {
-        return Err(ApiError::validation(unknown));
-    };
-    let outcome = state.app.erase_contact(id, reason, &admin.actor, Utc::now()).await?;
-    if let Some(appended) = outcome.appended {
-        state.projector.wait_until(appended.last_position).await?;
+    match (reason, unknown.is_empty()) {
+        (Some(reason), true) => Ok(reason),
+        _ => Err(ApiError::validation(unknown)),
     }
-    let view = state.projector.view(RecordKind::Contact, id).await?;
-    view.map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no contact has the id {id}")))
 }
 
 #[utoipa::path(get, path = "/v1/contacts/{id}/personal-data", tag = "personal data",
