@@ -14,13 +14,48 @@
 //! in, by the live catch-up's own write path (`fold_rows`, on a
 //! `ScratchFolder`, as a trend folds).
 //! Nothing is ever answered from a fold that misses an event it should hold.
+//!
+//! An auditor asks the other question too: what did the system show at T,
+//! the events *recorded* by T (`Cut::Recorded`). Its fold is kept the same
+//! way; an event recorded after T is passed over whenever it happened, so a
+//! kept answer holds until an erasure.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
+use eventstore::RecordedEvent;
 
 use crate::tables::Tables;
+
+/// Where a report as of a moment cuts the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// What had happened by then: the events whose `occurred_at` is at or
+    /// before it (business time, backfills included).
+    Happened(DateTime<Utc>),
+    /// What the system had recorded by then: the events whose
+    /// `recorded_at` is at or before it (system time), as the reports
+    /// showed at that moment.
+    Recorded(DateTime<Utc>),
+}
+
+impl Cut {
+    /// The moment the report measures ages from.
+    pub fn at(self) -> DateTime<Utc> {
+        match self {
+            Self::Happened(at) | Self::Recorded(at) => at,
+        }
+    }
+
+    /// Whether the fold cut here holds `recorded`.
+    pub fn holds(self, recorded: &RecordedEvent) -> bool {
+        match self {
+            Self::Happened(at) => recorded.occurred_at <= at,
+            Self::Recorded(at) => recorded.recorded_at <= at,
+        }
+    }
+}
 
 /// Dates whose folds a process keeps by default (each a scratch SQLite
 /// file, about as large as the read-model tables were then).
@@ -43,7 +78,7 @@ pub(crate) struct AsOfCache {
 /// halfway is never put back, and the next ask folds from the start.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    as_of: DateTime<Utc>,
+    cut: Cut,
     pub(crate) held: tokio::sync::Mutex<Option<FoldedAsOf>>,
 }
 
@@ -95,19 +130,19 @@ impl AsOfCache {
         }
     }
 
-    /// The place of `as_of`'s fold, made if there is none (dropping the
-    /// least recently asked date past the capacity); none when nothing is
+    /// The place of the fold cut at `cut`, made if there is none (dropping
+    /// the least recently asked past the capacity); none when nothing is
     /// kept.
-    pub(crate) fn entry(&self, as_of: DateTime<Utc>) -> Option<Arc<Entry>> {
+    pub(crate) fn entry(&self, cut: Cut) -> Option<Arc<Entry>> {
         if self.capacity == 0 {
             return None;
         }
         // A panic while this lock is held cannot leave the list half made.
         let mut entries = self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = match entries.iter().position(|entry| entry.as_of == as_of) {
+        let entry = match entries.iter().position(|entry| entry.cut == cut) {
             Some(n) => entries.remove(n),
             None => Arc::new(Entry {
-                as_of,
+                cut,
                 held: tokio::sync::Mutex::new(None),
             }),
         };
@@ -117,6 +152,19 @@ impl AsOfCache {
             entries.remove(0);
         }
         Some(entry)
+    }
+
+    /// Drops every kept fold and trend answer (their scratch files go as
+    /// soon as nobody reads them).
+    pub(crate) fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        self.trends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     pub(crate) fn count_fold(&self) {

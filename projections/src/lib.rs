@@ -20,7 +20,7 @@ mod sums;
 mod tables;
 mod views;
 
-pub use as_of::AS_OF_CACHED;
+pub use as_of::{AS_OF_CACHED, Cut};
 pub use history::{ActorRef, FieldChange, HistoryEntry, TimelineItem, decode, history, personal_part, timeline};
 pub use model::{
     AccountView, ContactView, CrmModel, DealClosing, DealView, EventRef, InteractionRef, InteractionView, Keys,

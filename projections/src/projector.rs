@@ -30,7 +30,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use uuid::Uuid;
 
 use crate::ProjectionError;
-use crate::as_of::{AsOfCache, FoldedAsOf};
+use crate::as_of::{AsOfCache, Cut, FoldedAsOf};
 use crate::history::decode;
 use crate::model::{CrmModel, Keys, MODEL_VERSION};
 use crate::schema::{ACCOUNTS, CONTACTS, DEALS, INTERACTIONS, USERS};
@@ -462,10 +462,18 @@ impl Projector {
     /// are not kept: no report reads them. One fold at a time per process
     /// (`AS_OF_FOLDS_MAX`); the files live in the system's temporary
     /// directory (`TMPDIR`) and are removed with the answer.
-    pub async fn as_of(&self, as_of: DateTime<Utc>) -> Result<AsOf, ProjectionError> {
-        let (dir, file, _, _) = self.fold_as_of(as_of).await?;
+    pub async fn as_of(&self, cut: Cut) -> Result<AsOf, ProjectionError> {
+        let (dir, file, _, _) = self.fold_as_of(cut).await?;
         let tables = Tables::open_scratch(&file).await?;
         Ok(AsOf { tables, _dir: dir })
+    }
+
+    /// Drops the folds and trend answers this process keeps: after an
+    /// erasure, so that no scratch file on disk holds what it erased until
+    /// the next ask would have dropped it. (Another server's kept folds go
+    /// at their next ask, which sees the erasure in the log.)
+    pub fn forget_kept_folds(&self) {
+        self.as_of_cache.clear();
     }
 
     /// Reports as of a date folded from the start of the log: those a
@@ -504,14 +512,12 @@ impl Projector {
         Ok((turn, dir, file, writer))
     }
 
-    /// `as_of`'s fold into a scratch file: its directory, the file, and the
-    /// positions of the last event folded and the last one read.
-    async fn fold_as_of(
-        &self,
-        as_of: DateTime<Utc>,
-    ) -> Result<(tempfile::TempDir, std::path::PathBuf, u64, u64), ProjectionError> {
+    /// The fold of the log cut at `cut` into a scratch file: its directory,
+    /// the file, and the positions of the last event folded and the last
+    /// one read.
+    async fn fold_as_of(&self, cut: Cut) -> Result<(tempfile::TempDir, std::path::PathBuf, u64, u64), ProjectionError> {
         let (_turn, dir, file, writer) = self.scratch("as-of").await?;
-        let batches = read_ahead(self.store.clone(), 0, self.options.rebuild_batch_events, Some(as_of));
+        let batches = read_ahead(self.store.clone(), 0, self.options.rebuild_batch_events, Some(cut));
         let rows_max = self.options.rebuild_rows_max;
         let (folded, read) = tokio::task::spawn_blocking(move || fold_scratch(writer, batches, rows_max))
             .await
@@ -526,23 +532,24 @@ impl Projector {
         &self,
         config: &domain::Pipeline,
         request: &crate::reports::ReportRequest,
-        as_of: DateTime<Utc>,
+        cut: Cut,
     ) -> Result<Value, ProjectionError> {
-        let Some(entry) = self.as_of_cache.entry(as_of) else {
-            let then = self.as_of(as_of).await?;
+        let as_of = cut.at();
+        let Some(entry) = self.as_of_cache.entry(cut) else {
+            let then = self.as_of(cut).await?;
             let report = then.report(config, request, as_of).await;
             then.close().await;
             return report;
         };
         let mut held = entry.held.lock().await;
         let updated = match held.take() {
-            Some(kept) => self.update_as_of(kept, as_of).await?,
+            Some(kept) => self.update_as_of(kept, cut).await?,
             None => None,
         };
         let current = match updated {
             Some(current) => current,
             None => {
-                let (dir, file, folded, read) = self.fold_as_of(as_of).await?;
+                let (dir, file, folded, read) = self.fold_as_of(cut).await?;
                 let tables = Tables::open_scratch(&file).await?;
                 FoldedAsOf {
                     tables,
@@ -680,23 +687,19 @@ impl Projector {
         for ((as_of, request), (answer, missed)) in asks.iter().zip(answers.into_iter().zip(missed)) {
             reports.push(match answer {
                 Some(answer) if !missed => answer,
-                _ => self.report_as_of(config, request, *as_of).await?,
+                _ => self.report_as_of(config, request, Cut::Happened(*as_of)).await?,
             });
         }
         Ok((reports, read))
     }
 
-    /// Folds into a kept fold as of `as_of` the events recorded since it
-    /// read the log that had happened by then; passes over the others.
-    /// `None` if an erasure was recorded since: the kept fold holds what
-    /// it erased (the erasure happened after `as_of`, so folding it on
-    /// would not take it out), and is dropped for a fold afresh, which
-    /// reads the erased values as erased.
-    async fn update_as_of(
-        &self,
-        mut kept: FoldedAsOf,
-        as_of: DateTime<Utc>,
-    ) -> Result<Option<FoldedAsOf>, ProjectionError> {
+    /// Folds into a kept fold cut at `cut` the events recorded since it
+    /// read the log that the cut holds; passes over the others. `None` if
+    /// an erasure was recorded since: the kept fold holds what it erased
+    /// (the erasure is past the cut, so folding it on would not take it
+    /// out), and is dropped for a fold afresh, which reads the erased
+    /// values as erased.
+    async fn update_as_of(&self, mut kept: FoldedAsOf, cut: Cut) -> Result<Option<FoldedAsOf>, ProjectionError> {
         if kept.read >= self.store.head().await? {
             return Ok(Some(kept));
         }
@@ -704,7 +707,7 @@ impl Projector {
             self.store.clone(),
             kept.read,
             self.options.rebuild_batch_events,
-            Some(as_of),
+            Some(cut),
         );
         // A short fold as a rule (the events recorded since the last ask):
         // no rows kept between its batches.
@@ -723,20 +726,26 @@ impl Projector {
     }
 
     /// Answers a report: from the live tables measured at `now`, or, with
-    /// `as_of`, from the model folded up to then, put in tables of its own
-    /// and read by the same queries.
+    /// `cut`, from the log folded up to there (what had happened by a
+    /// moment, or what had been recorded by it), put in tables of its own
+    /// and read by the same queries. An answer cut at what was recorded
+    /// says so (`as_recorded`, the moment) beside its `as_of`.
     pub async fn report(
         &self,
         config: &domain::Pipeline,
         request: &crate::reports::ReportRequest,
-        as_of: Option<DateTime<Utc>>,
+        cut: Option<Cut>,
         now: DateTime<Utc>,
     ) -> Result<Value, ProjectionError> {
-        let Some(as_of) = as_of else {
+        let Some(cut) = cut else {
             self.catch_up().await?;
             return self.tables.report(config, request, now).await;
         };
-        self.report_as_of(config, request, as_of).await
+        let mut report = self.report_as_of(config, request, cut).await?;
+        if let (Cut::Recorded(at), Value::Object(fields)) = (cut, &mut report) {
+            fields.insert("as_recorded".into(), serde_json::json!(at));
+        }
+        Ok(report)
     }
 
     /// The view of one contact, account, deal or interaction.
@@ -1100,18 +1109,18 @@ struct DecodedBatch {
 
 /// Reads and decodes the log after `position` in batches of `size` on a
 /// task of its own, up to two batches ahead of the consumer, until the log
-/// ends (or the consumer goes away). With `occurred_until`, only the events
-/// that had happened by then are kept (a batch may then hold none).
+/// ends (or the consumer goes away). With `cut`, only the events it holds
+/// are kept (a batch may then hold none).
 fn read_ahead(
     store: Store,
     mut position: u64,
     size: usize,
-    occurred_until: Option<DateTime<Utc>>,
+    cut: Option<Cut>,
 ) -> mpsc::Receiver<Result<DecodedBatch, ProjectionError>> {
     let (sender, receiver) = mpsc::channel(2);
     match store.bulk_reader() {
         Ok(Some(reader)) => {
-            tokio::task::spawn_blocking(move || read_ahead_natively(reader, position, size, occurred_until, sender));
+            tokio::task::spawn_blocking(move || read_ahead_natively(reader, position, size, cut, sender));
             return receiver;
         }
         Ok(None) => {}
@@ -1133,7 +1142,7 @@ fn read_ahead(
             let Some(last) = batch.last().map(|e| e.position) else {
                 return;
             };
-            let batch = decoded_batch(batch, last, occurred_until);
+            let batch = decoded_batch(batch, last, cut);
             let failed = batch.is_err();
             if sender.send(batch).await.is_err() || failed {
                 return;
@@ -1149,7 +1158,7 @@ fn read_ahead_natively(
     mut reader: eventstore::BulkReader,
     mut position: u64,
     size: usize,
-    occurred_until: Option<DateTime<Utc>>,
+    cut: Option<Cut>,
     sender: mpsc::Sender<Result<DecodedBatch, ProjectionError>>,
 ) {
     loop {
@@ -1163,7 +1172,7 @@ fn read_ahead_natively(
         let Some(last) = batch.last().map(|e| e.position) else {
             return;
         };
-        let batch = decoded_batch(batch, last, occurred_until);
+        let batch = decoded_batch(batch, last, cut);
         let failed = batch.is_err();
         if sender.blocking_send(batch).is_err() || failed {
             return;
@@ -1172,17 +1181,13 @@ fn read_ahead_natively(
     }
 }
 
-/// Decodes the events of a batch read up to `last` that had happened by
-/// `occurred_until` (all without it), with the keys of the rows they need.
-fn decoded_batch(
-    batch: Vec<RecordedEvent>,
-    last: u64,
-    occurred_until: Option<DateTime<Utc>>,
-) -> Result<DecodedBatch, ProjectionError> {
+/// Decodes the events of a batch read up to `last` that `cut` holds (all
+/// without it), with the keys of the rows they need.
+fn decoded_batch(batch: Vec<RecordedEvent>, last: u64, cut: Option<Cut>) -> Result<DecodedBatch, ProjectionError> {
     let erasures = batch.iter().any(is_erasure);
     let events = batch
         .into_iter()
-        .filter(|recorded| occurred_until.is_none_or(|until| recorded.occurred_at <= until))
+        .filter(|recorded| cut.is_none_or(|cut| cut.holds(recorded)))
         .map(|recorded| decode(&recorded).map(|event| (recorded, event)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(DecodedBatch {

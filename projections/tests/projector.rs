@@ -92,7 +92,7 @@ fn small_batches() -> ProjectorOptions {
 /// Everything the live tables hold, as one model.
 /// What a report as of `as_of` reads: the records then.
 async fn model_as_of(projector: &Projector, as_of: chrono::DateTime<chrono::Utc>) -> CrmModel {
-    let then = projector.as_of(as_of).await.expect("as of");
+    let then = projector.as_of(projections::Cut::Happened(as_of)).await.expect("as of");
     let model = then.model().await.expect("read the scratch tables");
     then.close().await;
     model
@@ -214,13 +214,43 @@ async fn the_projector_agrees_with_the_pure_fold(database: TestDatabase) {
     let mut reports_then = Vec::new();
     for request in every_report(cut) {
         let report = restarted
-            .report(&Pipeline::default(), &request, Some(cut), day0())
+            .report(
+                &Pipeline::default(),
+                &request,
+                Some(projections::Cut::Happened(cut)),
+                day0(),
+            )
             .await;
         reports_then.push(report.expect("a report as of the cut"));
     }
     let pure_then =
         tokio::task::block_in_place(|| reports_json(&history.model_until(Some(cut)), &every_report(cut), cut));
     assert_eq!(json!(reports_then), json!(pure_then));
+}
+
+/// An erasure drops the folds kept for past dates at once (their scratch
+/// files hold what it erased): the next ask folds afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgetting_the_kept_folds_makes_the_next_ask_fold_afresh() {
+    let database = TestDatabase::sqlite();
+    let store = database.open().await;
+    let history = history();
+    append_all(&store, &history, 0..history.log.len()).await;
+    let projector = Projector::open_with(store.clone(), small_batches())
+        .await
+        .expect("open");
+    let cut = Some(projections::Cut::Happened(days_ago(100)));
+    let request = &every_report(days_ago(100))[0];
+    let pipeline = Pipeline::default();
+    let ask = || projector.report(&pipeline, request, cut, day0());
+    let first = ask().await.expect("a report");
+    ask().await.expect("a report");
+    assert_eq!(projector.as_of_folds(), 1, "the second ask reads the kept fold");
+    projector.forget_kept_folds();
+    assert_eq!(ask().await.expect("a report"), first);
+    assert_eq!(projector.as_of_folds(), 2, "forgotten, it is folded again");
+    projector.close().await;
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

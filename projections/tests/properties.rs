@@ -19,8 +19,8 @@ mod support;
 
 use chrono::{DateTime, Duration, Utc};
 use domain::*;
-use projections::CrmModel;
 use projections::reports::{PageRequest, QualityList, ReportRequest, Scope};
+use projections::{CrmModel, Cut};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use support::{History, append_request, day0, every_report, reports_json, thresholds};
@@ -427,10 +427,11 @@ proptest! {
     }
 }
 
-/// Asks every report as of `cut` over the log's first `split` events (the
-/// folds are kept), appends the rest, and asks again: the answers of the
-/// second ask, and how many folds were made from the start of the log.
-async fn as_of_asked_twice(history: &History, split: usize, cut: DateTime<Utc>) -> (Vec<Value>, u64) {
+/// Asks every report cut at `cut` (made once the log's first `split`
+/// events are appended) over those events (the folds are kept), appends
+/// the rest, and asks again: the answers of the second ask, how many folds
+/// were made from the start of the log, and the cut.
+async fn as_of_asked_twice(history: &History, split: usize, cut: impl Fn() -> Cut) -> (Vec<Value>, u64, Cut) {
     let database = eventstore::testing::TestDatabase::sqlite();
     let store = database.open().await;
     let mut requests = history.log.iter().map(append_request);
@@ -450,9 +451,12 @@ async fn as_of_asked_twice(history: &History, split: usize, cut: DateTime<Utc>) 
     let projector = projections::Projector::open_with(store.clone(), options)
         .await
         .expect("open");
+    let cut = cut();
+    // What is appended next is recorded after the cut.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let ask = || async {
         let mut reports = Vec::new();
-        for request in every_report(cut) {
+        for request in every_report(cut.at()) {
             let report = projector
                 .report(&Pipeline::default(), &request, Some(cut), day0())
                 .await;
@@ -468,7 +472,7 @@ async fn as_of_asked_twice(history: &History, split: usize, cut: DateTime<Utc>) 
     let folds = projector.as_of_folds();
     projector.close().await;
     store.close().await;
-    (reports, folds)
+    (reports, folds, cut)
 }
 
 proptest! {
@@ -480,7 +484,7 @@ proptest! {
         let split = split.index(history.log.len() + 1);
         let cut = day0() - Duration::days(days_back);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let (reports, folds) = runtime.block_on(as_of_asked_twice(&history, split, cut));
+        let (reports, folds, _) = runtime.block_on(as_of_asked_twice(&history, split, || Cut::Happened(cut)));
         drop(runtime);
         // Unless an erasure was appended since: the kept fold held what it
         // erased, so the second ask folds afresh.
@@ -489,6 +493,32 @@ proptest! {
             .any(|e| domain::ERASURES.contains(&e.event_type.as_str()));
         prop_assert_eq!(folds, 1 + u64::from(erased_since), "the second ask updates the first fold");
         let pure = reports_json(&history.model_until(Some(cut)), &every_report(cut), cut);
+        prop_assert_eq!(json!(reports).to_string(), json!(pure).to_string());
+    }
+
+    #[test]
+    fn as_recorded_is_the_fold_of_what_the_log_held_then_whenever_it_happened(ops in prop::collection::vec((op_or_erasure(), any::<u16>()), 1..80), split in any::<prop::sample::Index>()) {
+        let history = play(&ops);
+        let split = split.index(history.log.len() + 1);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let (reports, folds, cut) = runtime.block_on(as_of_asked_twice(&history, split, || {
+            Cut::Recorded(eventstore::to_stored_precision(chrono::Utc::now()))
+        }));
+        drop(runtime);
+        let erased_since = history.log[split..]
+            .iter()
+            .any(|e| domain::ERASURES.contains(&e.event_type.as_str()));
+        prop_assert_eq!(folds, 1 + u64::from(erased_since), "the second ask passes over what came after");
+        // The log's first `split` events, whatever their business time, as
+        // read once the log's erasures have destroyed their keys.
+        let mut prefix = CrmModel::default();
+        for recorded in &history.as_read_after_erasures()[..split] {
+            prefix.apply(recorded, &decode(recorded));
+        }
+        let mut pure = reports_json(&prefix, &every_report(cut.at()), cut.at());
+        for report in &mut pure {
+            report["as_recorded"] = json!(cut.at());
+        }
         prop_assert_eq!(json!(reports).to_string(), json!(pure).to_string());
     }
 }

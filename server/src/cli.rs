@@ -60,6 +60,19 @@ pub struct Cli {
         value_name = "NAMES"
     )]
     expected_departments: Vec<String>,
+    /// Networks webhook deliveries may reach besides public addresses,
+    /// comma-separated CIDRs or addresses ("10.20.0.0/16,127.0.0.1"). By
+    /// default private, loopback, link-local and other special-purpose
+    /// addresses are refused, so a subscription cannot make the server
+    /// reach what only it can reach (a metadata service, a local database).
+    #[arg(
+        long,
+        global = true,
+        env = "CRM_WEBHOOK_ALLOW_NETWORKS",
+        value_delimiter = ',',
+        value_name = "NETWORKS"
+    )]
+    webhook_allow_networks: Vec<String>,
     /// The user id recorded as the actor of changes made from the command line.
     #[arg(long = "as", global = true, env = "CRM_ACTOR", value_name = "USER_ID")]
     acting_user: Option<Uuid>,
@@ -94,9 +107,10 @@ fn millis(duration: std::time::Duration) -> u64 {
 }
 
 impl WebhookArgs {
-    fn options(&self) -> crate::webhooks::Options {
+    fn options(&self, reach: crate::webhooks::Reach) -> crate::webhooks::Options {
         let ms = std::time::Duration::from_millis;
         crate::webhooks::Options {
+            reach,
             timeout: ms(self.webhook_timeout_ms.max(1)),
             retry_min: ms(self.webhook_retry_min_ms.max(1)),
             retry_max: ms(self.webhook_retry_max_ms.max(self.webhook_retry_min_ms.max(1))),
@@ -237,6 +251,11 @@ enum Command {
         /// folds the events that had happened by then.
         #[arg(long, global = true, value_parser = crate::moment::parse_end)]
         as_of: Option<chrono::DateTime<Utc>>,
+        /// Report as the system showed it at this time (RFC 3339, or a
+        /// date: as of its end): folds the events recorded by then,
+        /// whenever they happened.
+        #[arg(long, global = true, value_parser = crate::moment::parse_end, conflicts_with_all = ["as_of", "every"])]
+        as_recorded: Option<chrono::DateTime<Utc>>,
         /// A trend instead: the report's figures at the end of every day,
         /// week or month from --since to --as-of (default now), each exact
         /// as of then; printed as CSV (JSON with --json).
@@ -612,10 +631,12 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
         .filter(|d| !d.is_empty())
         .collect();
     let actor = acting_user(&app, cli.acting_user).await?;
+    let reach = crate::webhooks::Reach::allowing(&cli.webhook_allow_networks)
+        .map_err(|e| format!("--webhook-allow-networks: {e}"))?;
     let now = Utc::now();
     let result = match cli.command {
         Command::User { command } => user(&app, command, &actor, now).await,
-        Command::Webhook { command } => webhook(&app.store, command, &actor).await,
+        Command::Webhook { command } => webhook(&app.store, command, &actor, &reach).await,
         Command::Serve {
             addr,
             demo,
@@ -632,7 +653,7 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
                     connections_max: connections_max.max(1),
                     header_timeout: std::time::Duration::from_secs(header_timeout_secs.max(1)),
                 },
-                webhooks: webhooks.options(),
+                webhooks: webhooks.options(reach),
                 imports: crate::csv_io::Limits {
                     bytes_max: import_bytes_max.max(1),
                     rows_max: import_rows_max.max(1),
@@ -692,12 +713,18 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
         Command::Report {
             report,
             as_of,
+            as_recorded,
             every,
             since,
             scope,
         } => {
             let trend = every.zip(since);
-            run_report(&app, report, scope, as_of, trend, now).await
+            let cut = match (as_of, as_recorded) {
+                (_, Some(at)) => Some(projections::Cut::Recorded(at)),
+                (Some(at), None) => Some(projections::Cut::Happened(at)),
+                (None, None) => None,
+            };
+            run_report(&app, report, scope, cut, trend, now).await
         }
         Command::History { kind, id } => history(&store, kind, id).await,
         Command::Timeline { kind, id } => timeline(&store, kind, id).await,
@@ -760,7 +787,12 @@ async fn acting_user(app: &App, user_id: Option<Uuid>) -> Result<Actor, String> 
     Ok(actor)
 }
 
-async fn webhook(store: &Store, command: WebhookCommand, actor: &Actor) -> Result<Output, String> {
+async fn webhook(
+    store: &Store,
+    command: WebhookCommand,
+    actor: &Actor,
+    reach: &crate::webhooks::Reach,
+) -> Result<Output, String> {
     use crate::webhooks::{NewSubscription, Subscription, Table};
     let table = Table::open(store.url(), store.schema(), store.connect_wait())
         .await
@@ -813,7 +845,7 @@ async fn webhook(store: &Store, command: WebhookCommand, actor: &Actor) -> Resul
                 input.insert("after".into(), json!(after));
             }
             let head = store.head().await.map_err(|e| e.to_string())?;
-            let new = NewSubscription::parse(&input, head, &actor.id).map_err(|errors| {
+            let new = NewSubscription::parse(&input, head, &actor.id, reach).map_err(|errors| {
                 let fields: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
                 fields.join("; ")
             })?;
@@ -1235,7 +1267,7 @@ async fn run_report(
     app: &App,
     report: ReportKind,
     scope: ReportScope,
-    as_of: Option<chrono::DateTime<Utc>>,
+    cut: Option<projections::Cut>,
     trend: Option<(String, chrono::DateTime<Utc>)>,
     now: chrono::DateTime<Utc>,
 ) -> Result<Output, String> {
@@ -1324,7 +1356,7 @@ async fn run_report(
     };
     if let Some((every, since)) = trend {
         let every = crate::trend::Every::parse(Some(&every))?;
-        let to = as_of.unwrap_or(now);
+        let to = cut.map_or(now, projections::Cut::at);
         let series = crate::trend::series(since, to, every)?;
         let asks = series
             .iter()
@@ -1344,7 +1376,7 @@ async fn run_report(
         });
     }
     let value = projector
-        .report(&app.rules.pipeline, &request, as_of, now)
+        .report(&app.rules.pipeline, &request, cut, now)
         .await
         .map_err(|e| e.to_string())?;
     Ok(Output {
@@ -1535,14 +1567,29 @@ fn init_logging(serving: bool) {
 /// The whole `crm` program: parse arguments (clap exits with 2 on bad
 /// usage), set up logging, run, and turn the outcome into an exit code.
 pub async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error, std::env::args().any(|arg| arg == "--json")),
+    };
     init_logging(cli.is_serve());
     run(cli).await
 }
 
-/// Parses arguments; clap itself exits with 2 on bad usage.
-pub fn parse() -> Cli {
-    Cli::parse()
+/// Bad usage exits with 2, as clap does; with `--json` the message is the
+/// JSON every other error is (`{"error": ...}`, on standard output), so a
+/// script reads one shape whatever went wrong. Help and the version print
+/// as they always do.
+fn usage_error(error: &clap::Error, json: bool) -> ExitCode {
+    let code = u8::try_from(error.exit_code()).unwrap_or(2);
+    // Help and the version go to standard output, with 0.
+    if !json || !error.use_stderr() {
+        let _ = error.print();
+        return ExitCode::from(code);
+    }
+    let message = error.render().to_string();
+    let message = message.trim().trim_start_matches("error: ");
+    println!("{}", json!({ "error": message }));
+    ExitCode::from(code)
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ pub async fn read_side(
     figures.push(
         measure("pipeline as of a year ago", 1, || async {
             projector
-                .report(pipeline, &request, Some(then), then)
+                .report(pipeline, &request, Some(projections::Cut::Happened(then)), then)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -223,7 +223,7 @@ pub async fn read_side(
     figures.push(
         measure("pipeline as of a year ago, asked again", repeat, || async {
             projector
-                .report(pipeline, &request, Some(then), then)
+                .report(pipeline, &request, Some(projections::Cut::Happened(then)), then)
                 .await
                 .map_err(|e| e.to_string())
         })

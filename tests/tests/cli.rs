@@ -652,6 +652,15 @@ fn a_contact_and_a_user_erased_from_the_command_line_are_gone_and_a_master_key_g
 
     let no_reason = with_key(&["erase", "contact", &id]);
     assert_eq!(no_reason.status.code(), Some(2), "a reason is required");
+    let no_reason = with_key(&["erase", "contact", &id, "--json"]);
+    assert_eq!(no_reason.status.code(), Some(2));
+    assert!(
+        json(&no_reason)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--reason")),
+        "with --json a usage error is JSON too: {}",
+        String::from_utf8_lossy(&no_reason.stdout)
+    );
     let account = json(&with_key(&["create", "account", r#"{"name": "Acme"}"#, "--json"]));
     let not_a_person = with_key(&[
         "erase",

@@ -57,6 +57,7 @@ on_both_backends!(
     external_ids_stay_unique_among_live_records_across_servers_imports_and_an_upgrade,
     the_openapi_document_lists_every_route,
     a_trend_gives_each_dates_figures_as_its_report_as_of_then_does,
+    as_recorded_shows_what_the_system_held_then_and_as_of_what_had_happened,
     sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged,
     sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models,
     an_erased_contact_leaves_no_trace_of_its_personal_data_anywhere_and_the_log_verifies,
@@ -2906,6 +2907,67 @@ async fn sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models(s
     );
 }
 
+/// The auditor's two questions about a moment: what had happened by then
+/// (`as_of`, business time: a backfill recorded later counts) and what the
+/// system showed then (`as_recorded`: only what was recorded by then).
+async fn as_recorded_shows_what_the_system_held_then_and_as_of_what_had_happened(server: &Server) {
+    create_contact(server, "Recorded before").await;
+    let then = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let imported = server
+        .import_csv("contacts", "name,created_at\nBackfilled,2026-01-10T09:00:00Z\n".into())
+        .await;
+    assert_eq!(imported["created"], 1, "{imported}");
+    let records = |report: &Value| report["summary"]["records"].clone();
+    let ask = |query: String| async move {
+        let (status, report) = server
+            .admin(Method::GET, &format!("/v1/reports/data-quality?{query}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{query}: {report}");
+        report
+    };
+    let happened = ask(format!("as_of={then}")).await;
+    assert_eq!(
+        records(&happened),
+        json!(2),
+        "the backfill had happened by then: {happened}"
+    );
+    assert!(happened.get("as_recorded").is_none(), "{happened}");
+    let shown = ask(format!("as_recorded={then}")).await;
+    assert_eq!(records(&shown), json!(1), "it was recorded after: {shown}");
+    assert_eq!(
+        shown["as_recorded"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
+        chrono::DateTime::parse_from_rfc3339(&then).ok(),
+        "the answer says which question it answers: {shown}"
+    );
+    let (_, pipeline) = server
+        .admin(Method::GET, &format!("/v1/reports/pipeline?as_recorded={then}"), None)
+        .await;
+    assert!(pipeline["totals"].is_object(), "every report takes it: {pipeline}");
+    // Asked again, after more is recorded: the same answer.
+    create_contact(server, "Recorded after").await;
+    assert_eq!(records(&ask(format!("as_recorded={then}")).await), json!(1));
+    assert_eq!(
+        records(&ask("as_recorded=2020-01-01".into()).await),
+        json!(0),
+        "a date: its end"
+    );
+    let (status, problem) = server
+        .admin(
+            Method::GET,
+            &format!("/v1/reports/data-quality?as_of={then}&as_recorded={then}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert!(
+        problem["detail"].as_str().is_some_and(|d| d.contains("give one")),
+        "{problem}"
+    );
+}
+
 async fn a_trend_gives_each_dates_figures_as_its_report_as_of_then_does(server: &Server) {
     // Three contacts created in three months of an old system, one deal.
     let imported = server
@@ -3065,7 +3127,7 @@ async fn the_openapi_document_lists_every_route(server: &Server) {
         .admin(
             Method::POST,
             "/v1/webhooks",
-            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+            Some(json!({"url": "https://hooks.example.com/hook"})),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{made}");
@@ -3290,7 +3352,12 @@ const WEBHOOK_ARGS: [&str; 10] = [
 /// position kept, and resumed from there.
 async fn webhooks_deliver_every_wanted_event_through_failures_hangs_and_a_kill(database: TestDatabase) {
     let receiver = Receiver::start().await;
-    let mut server = Server::start_with_args(database, None, &WEBHOOK_ARGS).await;
+    let args: Vec<&str> = WEBHOOK_ARGS
+        .iter()
+        .copied()
+        .chain(["--webhook-allow-networks", "127.0.0.1"])
+        .collect();
+    let mut server = Server::start_with_args(database, None, &args).await;
     let member = server.user("member").await;
 
     let good = json!({"url": receiver.url, "kinds": ["contact"], "secret": WEBHOOK_SECRET});
@@ -3376,7 +3443,7 @@ async fn webhooks_deliver_every_wanted_event_through_failures_hangs_and_a_kill(d
         .await;
     let admin = server.admin.clone();
     let database = server.kill();
-    server = Server::start_with_args(database, Some(admin), &WEBHOOK_ARGS).await;
+    server = Server::start_with_args(database, Some(admin), &args).await;
     create_contact(&server, "Donald").await;
     let wanted = contact_positions(&server).await;
     let received = receiver
@@ -3468,6 +3535,102 @@ async fn webhooks_deliver_every_wanted_event_through_failures_hangs_and_a_kill(d
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = server.admin(Method::GET, &format!("/v1/webhooks/{id}"), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The newest delivery attempt of a subscription, once it has one.
+async fn last_attempt(server: &Server, id: &str) -> Value {
+    for _ in 0..200 {
+        let (_, log) = server
+            .admin(Method::GET, &format!("/v1/webhooks/{id}/deliveries"), None)
+            .await;
+        if let Some(newest) = log["items"].get(0) {
+            return newest.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("subscription {id} made no attempt");
+}
+
+/// Webhooks reach private, loopback and link-local addresses only where
+/// the server allows them: refused when subscribed (an address in the URL,
+/// localhost), and at delivery, for an address and for a name as it
+/// resolves, once the server no longer allows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_reach_private_addresses_only_where_the_server_allows_them() {
+    let receiver = Receiver::start().await;
+    let by_name = receiver.url.replace("127.0.0.1", "localhost");
+    let mut server = Server::start_with_args(TestDatabase::sqlite(), None, &WEBHOOK_ARGS).await;
+    for url in [
+        receiver.url.as_str(),
+        by_name.as_str(),
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::ffff:10.0.0.1]/hook",
+    ] {
+        let (status, problem) = server
+            .admin(Method::POST, "/v1/webhooks", Some(json!({"url": url})))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{url}: {problem}");
+        assert!(
+            problem["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--webhook-allow-networks")),
+            "{url}: {problem}"
+        );
+    }
+
+    let allowing: Vec<&str> = WEBHOOK_ARGS
+        .iter()
+        .copied()
+        .chain(["--webhook-allow-networks", "127.0.0.0/8,::1"])
+        .collect();
+    let admin = server.admin.clone();
+    server = Server::start_with_args(server.kill(), Some(admin.clone()), &allowing).await;
+    let mut ids = Vec::new();
+    for url in [&receiver.url, &by_name] {
+        let (status, made) = server
+            .admin(
+                Method::POST,
+                "/v1/webhooks",
+                Some(json!({"url": url, "kinds": ["contact"], "secret": WEBHOOK_SECRET})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{url}: {made}");
+        ids.push(made["id"].as_str().expect("an id").to_owned());
+    }
+    create_contact(&server, "Ada").await;
+    let first = *contact_positions(&server).await.last().expect("a contact event");
+    receiver
+        .until("the contact, by address and by name", |got| {
+            got.iter().filter(|r| r.answered_ok && r.position == first).count() == 2
+        })
+        .await;
+
+    // The same subscriptions on a server that no longer allows loopback.
+    server = Server::start_with_args(server.kill(), Some(admin), &WEBHOOK_ARGS).await;
+    let received = receiver.received().len();
+    create_contact(&server, "Grace").await;
+    for id in &ids {
+        let attempt = last_attempt_after(&server, id, first).await;
+        assert!(
+            attempt["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not a public address")),
+            "{attempt}"
+        );
+    }
+    assert_eq!(receiver.received().len(), received, "nothing reached the receiver");
+}
+
+/// The newest delivery attempt of a subscription for an event after `after`.
+async fn last_attempt_after(server: &Server, id: &str, after: u64) -> Value {
+    for _ in 0..200 {
+        let attempt = last_attempt(server, id).await;
+        if attempt["position"].as_u64().is_some_and(|p| p > after) {
+            return attempt;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("subscription {id} made no attempt after position {after}");
 }
 
 mod webhooks {

@@ -73,6 +73,7 @@ async fn erase_subject(
     };
     if let Some(appended) = outcome.appended {
         state.projector.wait_until(appended.last_position).await?;
+        state.projector.forget_kept_folds();
     }
     Ok(())
 }

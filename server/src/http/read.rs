@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use eventstore::LogFilter;
+use projections::Cut;
 use projections::reports::{
     DepartmentRules, PageRequest, QualityList, QualityThresholds, REPORT_PAGE_DEFAULT, REPORT_PAGE_MAX, ReportRequest,
     Scope,
@@ -100,6 +101,11 @@ pub struct ReportQuery {
     /// measures ages from it.
     #[serde(default, deserialize_with = "crate::moment::end")]
     pub as_of: Option<DateTime<Utc>>,
+    /// Report as the system showed it at this time (RFC 3339, or a date: as
+    /// of its end, UTC): folds the events recorded by then, whenever they
+    /// happened, and measures ages from it. Not with `as_of`.
+    #[serde(default, deserialize_with = "crate::moment::end")]
+    pub as_recorded: Option<DateTime<Utc>>,
     /// pipeline: the period figures (deals created, won, lost, slipped,
     /// win rate) from this time (or a date: from its start, UTC) to `as_of`.
     #[serde(default, deserialize_with = "crate::moment::start")]
@@ -136,6 +142,19 @@ pub struct ReportQuery {
 }
 
 impl ReportQuery {
+    /// Where the report cuts the log, if it is not the live report.
+    pub(super) fn cut(&self) -> Result<Option<Cut>, ApiError> {
+        match (self.as_of, self.as_recorded) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "as_of (what had happened by then) and as_recorded (what had been recorded by then) \
+                 ask two questions: give one",
+            )),
+            (Some(at), None) => Ok(Some(Cut::Happened(at))),
+            (None, Some(at)) => Ok(Some(Cut::Recorded(at))),
+            (None, None) => Ok(None),
+        }
+    }
+
     pub(super) fn thresholds(&self) -> QualityThresholds {
         let defaults = QualityThresholds::default();
         QualityThresholds {
@@ -177,13 +196,9 @@ impl ReportQuery {
     }
 }
 
-async fn report(
-    state: &AppState,
-    request: ReportRequest,
-    as_of: Option<DateTime<Utc>>,
-) -> Result<Json<Value>, ApiError> {
+async fn report(state: &AppState, request: ReportRequest, cut: Option<Cut>) -> Result<Json<Value>, ApiError> {
     let pipeline = &state.app.rules.pipeline;
-    let value = state.projector.report(pipeline, &request, as_of, Utc::now()).await?;
+    let value = state.projector.report(pipeline, &request, cut, Utc::now()).await?;
     Ok(Json(value))
 }
 
@@ -201,7 +216,7 @@ pub async fn pipeline(
         page: query.page(false)?,
         from: query.from,
     };
-    report(&state, request, query.as_of).await
+    report(&state, request, query.cut()?).await
 }
 
 #[utoipa::path(get, path = "/v1/reports/data-quality", tag = "reports", params(ReportQuery),
@@ -218,7 +233,7 @@ pub async fn data_quality(
         scope: query.scope()?,
         page: query.page(false)?,
     };
-    report(&state, request, query.as_of).await
+    report(&state, request, query.cut()?).await
 }
 
 #[utoipa::path(get, path = "/v1/reports/data-quality/{list}", tag = "reports",
@@ -243,7 +258,7 @@ pub async fn data_quality_list(
         scope: query.scope()?,
         page: query.page(true)?,
     };
-    report(&state, request, query.as_of).await
+    report(&state, request, query.cut()?).await
 }
 
 #[utoipa::path(get, path = "/v1/reports/neglected-accounts", tag = "reports", params(ReportQuery),
@@ -264,7 +279,7 @@ pub async fn neglected_accounts(
         scope: query.scope()?,
         page: query.page(true)?,
     };
-    report(&state, request, query.as_of).await
+    report(&state, request, query.cut()?).await
 }
 
 #[utoipa::path(get, path = "/v1/reports/owners", tag = "reports", params(ReportQuery),
@@ -280,5 +295,5 @@ pub async fn owners(
         thresholds: query.thresholds(),
         scope: query.scope()?,
     };
-    report(&state, request, query.as_of).await
+    report(&state, request, query.cut()?).await
 }

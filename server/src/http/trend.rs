@@ -60,6 +60,7 @@ impl TrendQuery {
     fn report_query(&self) -> ReportQuery {
         ReportQuery {
             as_of: None,
+            as_recorded: None,
             from: None,
             stale_days: self.stale_days,
             never_updated_days: self.never_updated_days,

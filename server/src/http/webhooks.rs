@@ -59,7 +59,7 @@ pub struct DeliveryPage {
 }
 
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks",
-    request_body(content = Object, description = "{\"url\": \"https://...\", \"event_types\"?: [\"ContactCreated\", ...] (default every type), \"kinds\"?: [\"contact\", \"account\", \"deal\", \"interaction\", \"user\"] (default every kind), \"secret\"?: at least 16 characters (default: one is made), \"description\"?, \"after\"?: a log position to start after (default: the head, so only new events)}"),
+    request_body(content = Object, description = "{\"url\": \"https://...\" (a public address, or one the server allows with --webhook-allow-networks), \"event_types\"?: [\"ContactCreated\", ...] (default every type), \"kinds\"?: [\"contact\", \"account\", \"deal\", \"interaction\", \"user\"] (default every kind), \"secret\"?: at least 16 characters (default: one is made), \"description\"?, \"after\"?: a log position to start after (default: the head, so only new events)}"),
     responses((status = 201, description = "the subscription, with its `secret` (shown this once)", body = CreatedSubscription),
               (status = 403, body = super::error::Problem), (status = 422, body = super::error::Problem)),
     security(("bearer" = [])))]
@@ -70,7 +70,8 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedSubscription>), ApiError> {
     let dispatcher = dispatcher(&state)?;
     let head = state.app.store.head().await?;
-    let new = crate::webhooks::NewSubscription::parse(&input, head, &admin.actor.id).map_err(ApiError::validation)?;
+    let new = crate::webhooks::NewSubscription::parse(&input, head, &admin.actor.id, dispatcher.reach())
+        .map_err(ApiError::validation)?;
     let subscription = dispatcher.table().create(&new, Utc::now()).await?;
     dispatcher.wake();
     let body = CreatedSubscription {

@@ -68,6 +68,8 @@ impl Dispatcher {
             .timeout(options.timeout)
             .connect_timeout(options.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(super::reach::Guarded::shared(&options.reach))
             .user_agent(concat!("crm-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| WebhookError::Client(e.to_string()))?;
@@ -83,6 +85,11 @@ impl Dispatcher {
 
     pub fn table(&self) -> &Table {
         &self.table
+    }
+
+    /// The addresses this server's deliveries may connect to.
+    pub fn reach(&self) -> &super::Reach {
+        &self.options.reach
     }
 
     /// Looks for due subscriptions now rather than at the next tick.
@@ -261,8 +268,24 @@ impl Dispatcher {
 
     /// One attempt to post `event` to the subscription's URL.
     async fn send(&self, subscription: &Subscription, event: &RecordedEvent, number: u32) -> Attempt {
-        let body = crate::wire::event_json(event).to_string();
         let at = Utc::now();
+        // An address in the URL is not resolved, so the resolver cannot
+        // refuse it: checked here (a name as the resolver resolves it).
+        let refused = reqwest::Url::parse(&subscription.url)
+            .map_err(|e| format!("the URL does not parse: {e}"))
+            .and_then(|url| self.options.reach.refusal_of_address(&url).map_or(Ok(()), Err));
+        if let Err(why) = refused {
+            return Attempt {
+                position: event.position,
+                number,
+                event_type: event.event_type.clone(),
+                at,
+                status: None,
+                error: Some(format!("refused: {why}")),
+                millis: 0,
+            };
+        }
+        let body = crate::wire::event_json(event).to_string();
         let timestamp = at.timestamp();
         let signature = sign(&subscription.secret, timestamp, body.as_bytes());
         let started = Instant::now();

@@ -10,12 +10,14 @@
 //! kept, to be resumed from there.
 
 mod deliver;
+mod reach;
 mod request;
 mod table;
 
 use std::time::Duration;
 
 pub use deliver::{Dispatcher, backoff, sign};
+pub use reach::Reach;
 pub use table::{Delivery, NewSubscription, Subscription, Table, WebhookError};
 
 /// How deliveries are made.
@@ -32,6 +34,8 @@ pub struct Options {
     /// How long a server's hold on a subscription lasts unless renewed: a
     /// server that dies mid-delivery is taken over after this.
     pub lease: Duration,
+    /// The addresses deliveries may connect to (`reach`).
+    pub reach: Reach,
 }
 
 impl Default for Options {
@@ -45,6 +49,7 @@ impl Default for Options {
             retry_max: Duration::from_secs(3_600),
             attempts_max: 20,
             lease: Duration::from_secs(30),
+            reach: Reach::default(),
         }
     }
 }

@@ -17,7 +17,10 @@ impl NewSubscription {
     /// `event_types`, `kinds`, `secret` (one is made if none is given),
     /// `description` and `after` (a log position up to `head`; the head by
     /// default). Every bad field is named at once.
-    pub fn parse(input: &Input, head: u64, created_by: &str) -> Result<Self, Vec<FieldError>> {
+    /// A URL whose host `reach` refuses (an address in it, or
+    /// `localhost`) is refused here; other names when a delivery resolves
+    /// them.
+    pub fn parse(input: &Input, head: u64, created_by: &str, reach: &super::Reach) -> Result<Self, Vec<FieldError>> {
         let mut errors: Vec<FieldError> = input
             .keys()
             .filter(|k| !FIELDS.contains(&k.as_str()))
@@ -25,7 +28,11 @@ impl NewSubscription {
             .collect();
         let url = input.get("url").and_then(Value::as_str).unwrap_or_default().trim();
         match reqwest::Url::parse(url) {
-            Ok(parsed) if ["http", "https"].contains(&parsed.scheme()) && parsed.host().is_some() => {}
+            Ok(parsed) if ["http", "https"].contains(&parsed.scheme()) && parsed.host().is_some() => {
+                if let Some(why) = reach.refusal_of_url(&parsed) {
+                    errors.push(FieldError::new("url", why));
+                }
+            }
             Ok(_) => errors.push(FieldError::new("url", "must be an http:// or https:// URL with a host")),
             Err(error) => errors.push(FieldError::new("url", format!("is not a URL: {error}"))),
         }
