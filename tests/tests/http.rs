@@ -2794,32 +2794,52 @@ async fn sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged(s
     let Some(mut own) = Server::of_its_own_like(server).await else {
         return;
     };
-    let requests: Vec<_> = (0..40)
-        .map(|n| {
-            let request = own
-                .client
-                .post(format!("{}/v1/accounts", own.base))
-                .bearer_auth(&own.admin)
-                .json(&json!({"name": format!("Account {n}")}));
+    // Writers that keep the server busy; SIGTERM comes once some of their
+    // creates are answered (not after a fixed pause, which a loaded machine
+    // can spend before the first request even arrives), so others are in
+    // flight when it does.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let (client, base, admin) = (own.client.clone(), own.base.clone(), own.admin.clone());
+            let answered = std::sync::Arc::clone(&answered);
             tokio::spawn(async move {
-                let response = request.send().await.ok()?;
-                if response.status() != StatusCode::CREATED {
-                    return None;
+                let mut acknowledged = Vec::new();
+                for n in 0..10_000 {
+                    let request = client
+                        .post(format!("{base}/v1/accounts"))
+                        .bearer_auth(&admin)
+                        .json(&json!({"name": format!("Writer {writer} account {n}")}));
+                    let Ok(response) = request.send().await else { break };
+                    if response.status() != StatusCode::CREATED {
+                        break;
+                    }
+                    match response.json::<Value>().await {
+                        Ok(view) => acknowledged.push(id(&view)),
+                        Err(_) => break,
+                    }
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                response.json::<Value>().await.ok().map(|view| id(&view))
+                acknowledged
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    for _ in 0..1_000 {
+        if answered.load(std::sync::atomic::Ordering::Relaxed) >= 16 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (database, status) = tokio::task::block_in_place(|| own.terminate());
     assert!(status.success(), "a clean exit on SIGTERM: {status}");
     let mut acknowledged = Vec::new();
-    for request in requests {
-        acknowledged.extend(request.await.expect("task"));
+    for writer in writers {
+        acknowledged.extend(writer.await.expect("task"));
     }
     assert!(
-        !acknowledged.is_empty(),
-        "some requests were acknowledged before the shutdown"
+        acknowledged.len() >= 16,
+        "the writers were answered before the shutdown: {}",
+        acknowledged.len()
     );
     let restarted = Server::start_with(database, Some(own.admin.clone())).await;
     for account in &acknowledged {
