@@ -389,17 +389,26 @@ impl Store {
     pub async fn verify(&self) -> Result<VerifyReport, StoreError> {
         let mut previous_hash = GENESIS_HASH.to_owned();
         let mut expected_position = 1;
+        // A row that cannot be read as stored (a sealed part that no
+        // longer opens with its key, say) was altered too. An event before
+        // it in the same read may be the first bad one, so from there the
+        // log is read one event at a time up to the row that fails.
+        let mut one_by_one = false;
         loop {
-            let batch = match self.read_all(expected_position - 1, VERIFY_BATCH_EVENTS).await {
-                // A row that cannot be read as stored (a sealed part that
-                // no longer opens with its key, say) was altered too.
-                Err(StoreError::Corrupt { position, .. }) => {
+            let size = if one_by_one { 1 } else { VERIFY_BATCH_EVENTS };
+            let batch = match self.read_all(expected_position - 1, size).await {
+                Err(StoreError::Corrupt { position, .. }) if one_by_one => {
                     return Ok(VerifyReport {
                         ok: false,
                         events: expected_position - 1,
-                        first_bad_position: Some(position),
+                        // A gap before the row that fails comes first.
+                        first_bad_position: Some(expected_position.min(position)),
                         head_hash: previous_hash,
                     });
+                }
+                Err(StoreError::Corrupt { .. }) => {
+                    one_by_one = true;
+                    continue;
                 }
                 read => read?,
             };

@@ -273,10 +273,26 @@ impl TestDatabase {
     pub fn tamper_sql(&self, position: u64, data: &str) -> String {
         let update = format!("UPDATE events SET data = '{data}' WHERE position = {position};");
         match self.kind {
-            BackendKind::Sqlite => format!("DROP TRIGGER events_refuse_update; {update}"),
+            BackendKind::Sqlite => format!("DROP TRIGGER IF EXISTS events_refuse_update; {update}"),
             BackendKind::Postgres => {
                 format!("ALTER TABLE events DISABLE TRIGGER USER; {update} ALTER TABLE events ENABLE TRIGGER USER;")
             }
+        }
+    }
+
+    /// The SQL that overwrites an event's sealed part with zeros behind
+    /// the store's back: it no longer opens.
+    pub fn sealed_tamper_sql(&self, position: u64) -> String {
+        match self.kind {
+            BackendKind::Sqlite => format!(
+                "DROP TRIGGER IF EXISTS events_refuse_update; \
+                 UPDATE events SET sealed = zeroblob(length(sealed)) WHERE position = {position};"
+            ),
+            BackendKind::Postgres => format!(
+                "ALTER TABLE events DISABLE TRIGGER USER; \
+                 UPDATE events SET sealed = decode(repeat('00', length(sealed)), 'hex') WHERE position = {position}; \
+                 ALTER TABLE events ENABLE TRIGGER USER;"
+            ),
         }
     }
 

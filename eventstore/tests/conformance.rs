@@ -43,6 +43,7 @@ conformance!(
     the_database_refuses_update_and_delete,
     verify_names_the_position_of_an_altered_event,
     verify_names_the_position_of_a_removed_event,
+    verify_names_the_first_bad_position_before_a_sealed_part_that_no_longer_opens,
     an_idempotent_retry_returns_the_first_result_and_writes_nothing,
     reopening_the_store_keeps_everything,
     invalid_appends_are_refused_and_change_nothing,
@@ -641,6 +642,38 @@ async fn verify_names_the_position_of_an_altered_event(database: &TestDatabase) 
     assert!(!report.ok);
     assert_eq!(report.first_bad_position, Some(3));
     assert_eq!(report.events, 2, "the events before the altered one are good");
+}
+
+/// A sealed part that no longer opens is a bad position, but an event
+/// altered before it in the same read is the first one.
+async fn verify_names_the_first_bad_position_before_a_sealed_part_that_no_longer_opens(database: &TestDatabase) {
+    let store = database.open().await;
+    for n in 0..5 {
+        store
+            .append(personal(Uuid::now_v7(), &format!("Person {n}")))
+            .await
+            .expect("append");
+    }
+    assert_verifies(&store, 5).await;
+    database
+        .execute_raw(&database.sealed_tamper_sql(4))
+        .await
+        .expect("spoil a sealed part behind the store's back");
+    let report = store.verify().await.expect("verify runs");
+    assert_eq!(
+        (report.ok, report.first_bad_position, report.events),
+        (false, Some(4), 3)
+    );
+    database
+        .execute_raw(&database.tamper_sql(2, r#"{"n":9}"#))
+        .await
+        .expect("alter an earlier event too");
+    let report = store.verify().await.expect("verify runs");
+    assert_eq!(
+        (report.ok, report.first_bad_position, report.events),
+        (false, Some(2), 1),
+        "the altered event comes first"
+    );
 }
 
 async fn verify_names_the_position_of_a_removed_event(database: &TestDatabase) {
