@@ -213,8 +213,9 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// Everything held about a contact (GDPR Art. 15), as one JSON document:
-    /// its fields, every change with who made it, its timeline.
+    /// Everything held about a person (GDPR Art. 15), as one JSON document:
+    /// a contact's fields, every change with who made it, its timeline; a
+    /// user's name, email, department and role, and what the user did.
     PersonalData { kind: RecordKind, id: Uuid },
     /// Move a deal to another pipeline stage.
     Stage { deal_id: Uuid, stage: String },
@@ -690,10 +691,7 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
                 "{other} records hold no personal data of their own; a contact's or a user's is erased"
             )),
         },
-        Command::PersonalData { kind, id } => {
-            only_contacts(kind)?;
-            personal_data(&store, id, now).await
-        }
+        Command::PersonalData { kind, id } => personal_data(&store, kind, id, now).await,
         Command::Stage { deal_id, stage } => changed(app.move_deal(deal_id, &stage, None, &actor, now).await),
         Command::Close {
             deal_id,
@@ -1081,24 +1079,21 @@ async fn timeline(store: &Store, kind: RecordKind, id: Uuid) -> Result<Output, S
 }
 
 /// The access document gathers a contact's data; a user's is its name and
-/// email (`GET /v1/users`), and the other kinds hold none.
-fn only_contacts(kind: RecordKind) -> Result<(), String> {
-    match kind {
-        RecordKind::Contact => Ok(()),
-        RecordKind::User => Err(
-            "a user's personal data is its name and email, as `GET /v1/users` lists them; \
-             the access document is a contact's"
-                .into(),
-        ),
-        other => Err(format!("{other} records hold no personal data of their own")),
-    }
-}
-
-async fn personal_data(store: &Store, id: Uuid, now: chrono::DateTime<Utc>) -> Result<Output, String> {
+/// The access document of a contact or a user; the other kinds hold no
+/// personal data of their own.
+async fn personal_data(
+    store: &Store,
+    kind: RecordKind,
+    id: Uuid,
+    now: chrono::DateTime<Utc>,
+) -> Result<Output, String> {
     let projector = projector(store).await?;
-    let value = crate::queries::personal_data(&projector, id, now)
-        .await
-        .map_err(|e| e.to_string())?;
+    let value = match kind {
+        RecordKind::Contact => crate::queries::personal_data(&projector, id, now).await,
+        RecordKind::User => crate::queries::user_personal_data(&projector, id, now).await,
+        other => return Err(format!("{other} records hold no personal data of their own")),
+    }
+    .map_err(|e| e.to_string())?;
     Ok(Output {
         refused: false,
         text: serde_json::to_string_pretty(&value).unwrap_or_default(),

@@ -87,6 +87,36 @@ pub async fn personal_data(
     }))
 }
 
+/// The events of a user's activity the access document lists; the rest
+/// is paged by `/v1/audit?actor_id=` from its `next_cursor`.
+pub const USER_ACTIVITY_LISTED: usize = 100;
+
+/// Everything held about a user: the user as `/v1/users` lists it (name,
+/// email, department, role, or the erasure), and the first page of what the
+/// user did, each event with the fields it changed.
+pub async fn user_personal_data(
+    projector: &Projector,
+    id: Uuid,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Value, QueryError> {
+    let kind = RecordKind::User;
+    let users = projector.users().await?;
+    let user = users.users.get(&id).ok_or(QueryError::NotFound { kind, id })?;
+    let filter = LogFilter {
+        actor: Some(id.to_string()),
+        ..LogFilter::default()
+    };
+    let (activity, next_cursor) = audit(projector, &filter, 0, USER_ACTIVITY_LISTED).await?;
+    let record = crate::wire::user_json(user);
+    Ok(json!({
+        "subject": {"kind": kind, "id": id},
+        "generated_at": now,
+        "erased": record.get("erased").cloned().unwrap_or(Value::Null),
+        "record": record,
+        "activity": {"items": activity, "next_cursor": next_cursor},
+    }))
+}
+
 /// A page of the audit: the events `filter` lets through after position
 /// `after`, each with who did it (name and department) and, for a change to
 /// a contact, account or deal, the fields it changed from and to (its

@@ -716,6 +716,12 @@ fn a_contact_and_a_user_erased_from_the_command_line_are_gone_and_a_master_key_g
         !events.contains("Franklin") && events.contains("UserErased"),
         "{events}"
     );
+    let document = json(&with_key(&["personal-data", "user", &user, "--json"]));
+    assert_eq!(
+        (&document["record"]["name"], &document["erased"]["reason"]),
+        (&serde_json::json!("[erased]"), &serde_json::json!("left the company")),
+        "{document}"
+    );
     let token = with_key(&["user", "token", &user]);
     assert_eq!(token.status.code(), Some(1), "an erased user gets no token");
     assert_eq!(with_key(&["verify"]).status.code(), Some(0));

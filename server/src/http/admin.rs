@@ -65,21 +65,8 @@ pub async fn create_user(
     security(("bearer" = [])))]
 pub async fn list_users(State(state): State<AppState>, _reader: Reader) -> Result<Json<Value>, ApiError> {
     let model = state.projector.users().await?;
-    let users: Vec<Value> = model.users.values().map(user_json).collect();
+    let users: Vec<Value> = model.users.values().map(crate::wire::user_json).collect();
     Ok(Json(json!({ "items": users })))
-}
-
-/// A user as `/v1/users` lists it; an erased one says who erased it, when
-/// and why.
-pub(super) fn user_json(user: &projections::UserView) -> Value {
-    let mut value = json!({"id": user.id, "name": user.name, "department": user.department, "role": user.role, "email": user.email, "last_activity_at": user.last_activity_at});
-    if let (Some(erased), Value::Object(object)) = (&user.erased, &mut value) {
-        object.insert(
-            "erased".into(),
-            json!({"at": erased.at.occurred_at, "by": erased.at.actor, "reason": erased.reason, "position": erased.at.position}),
-        );
-    }
-    value
 }
 
 #[utoipa::path(post, path = "/v1/admin/rebuild", tag = "admin",

@@ -172,6 +172,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(personal::erase))
         .routes(routes!(personal::erase_user))
         .routes(routes!(personal::personal_data))
+        .routes(routes!(personal::user_personal_data))
         .routes(routes!(read::history))
         .routes(routes!(read::timeline))
         .routes(routes!(read::audit))

@@ -1,5 +1,5 @@
 //! Personal data (GDPR): erasing a contact's or a user's, and everything
-//! held about a contact.
+//! held about one.
 
 use axum::Json;
 use axum::extract::State;
@@ -53,7 +53,7 @@ pub async fn erase_user(
     users
         .users
         .get(&id)
-        .map(|user| Json(super::admin::user_json(user)))
+        .map(|user| Json(crate::wire::user_json(user)))
         .ok_or_else(|| ApiError::not_found(format!("no user has the id {id}")))
 }
 
@@ -115,4 +115,21 @@ pub async fn personal_data(
     _admin: Admin,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(queries::personal_data(&state.projector, id, Utc::now()).await?))
+}
+
+#[utoipa::path(get, path = "/v1/users/{id}/personal-data", tag = "personal data",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "{subject, generated_at, erased, record, activity: {items, next_cursor}}: the user as `/v1/users` lists it, and the first page of what the user did (as `/v1/audit?actor_id=` pages it on)", body = Object),
+              (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem)),
+    security(("bearer" = [])))]
+/// Admins only, as a contact's: a person who works with the system may ask
+/// too.
+pub async fn user_personal_data(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    _admin: Admin,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        queries::user_personal_data(&state.projector, id, Utc::now()).await?,
+    ))
 }
