@@ -500,10 +500,12 @@ struct Output {
     refused: bool,
 }
 
+/// Prints an answer; one with neither a value nor a text was written as
+/// it was made (an export).
 fn print(output: &Output, json: bool) {
-    if json {
+    if json && !(output.value.is_null() && output.text.is_empty()) {
         println!("{}", output.value);
-    } else if !output.text.is_empty() {
+    } else if !json && !output.text.is_empty() {
         println!("{}", output.text);
     }
 }
@@ -1026,25 +1028,28 @@ async fn export(store: &Store, kind: RecordKind, json: bool) -> Result<Output, S
     use std::io::Write as _;
     let projector = projector(store).await?;
     let mut chunks = std::pin::pin!(crate::csv_io::export(projector, kind));
-    if json {
-        let mut csv = Vec::new();
-        while let Some(chunk) = chunks.try_next().await.map_err(|e| e.to_string())? {
-            csv.extend(chunk);
-        }
-        let text = String::from_utf8(csv).map_err(|e| e.to_string())?;
-        return Ok(Output {
-            refused: false,
-            value: json!({"csv": text}),
-            text: String::new(),
-        });
-    }
-    // Written as it is read: a page of records in memory at a time.
+    let failed = |e: std::io::Error| format!("cannot write the export: {e}");
+    // Written as it is read: a page of records in memory at a time; with
+    // --json as the object `{"csv": "..."}`, its text escaped chunk by chunk.
     let mut out = std::io::stdout().lock();
-    while let Some(chunk) = chunks.try_next().await.map_err(|e| e.to_string())? {
-        out.write_all(&chunk)
-            .map_err(|e| format!("cannot write the export: {e}"))?;
+    if json {
+        out.write_all(b"{\"csv\":\"").map_err(failed)?;
     }
-    out.flush().map_err(|e| format!("cannot write the export: {e}"))?;
+    while let Some(chunk) = chunks.try_next().await.map_err(|e| e.to_string())? {
+        if json {
+            // Each chunk is whole CSV records, so whole characters.
+            let text = std::str::from_utf8(&chunk).map_err(|e| e.to_string())?;
+            let quoted = serde_json::to_string(text).map_err(|e| e.to_string())?;
+            let escaped = quoted.get(1..quoted.len() - 1).unwrap_or_default();
+            out.write_all(escaped.as_bytes()).map_err(failed)?;
+        } else {
+            out.write_all(&chunk).map_err(failed)?;
+        }
+    }
+    if json {
+        out.write_all(b"\"}\n").map_err(failed)?;
+    }
+    out.flush().map_err(failed)?;
     Ok(Output {
         refused: false,
         value: Value::Null,

@@ -421,6 +421,13 @@ fn hubspot_and_salesforce_exports_migrate_with_their_mapping_files() {
     let records = |kind: &str| -> Vec<std::collections::HashMap<String, String>> {
         let output = crm(&database, &["export", kind]);
         assert!(output.status.success());
+        // With --json, the same CSV as the one string of `{"csv": ...}`.
+        let wrapped = json(&crm(&database, &["export", kind, "--json"]));
+        assert_eq!(
+            wrapped["csv"].as_str().map(str::as_bytes),
+            Some(output.stdout.as_slice()),
+            "{kind}"
+        );
         let mut reader = csv::Reader::from_reader(output.stdout.as_slice());
         reader.deserialize().map(|row| row.expect("a CSV row")).collect()
     };
