@@ -174,6 +174,11 @@ enum Command {
         /// A mapping file: one "Column=field" per line (examples in import-maps/).
         #[arg(long)]
         map_file: Option<std::path::PathBuf>,
+        /// Name the rows whose new contact or account looks like a duplicate
+        /// of a live record (same email, phone, name within an account or
+        /// domain); they are imported either way.
+        #[arg(long)]
+        warn_duplicates: bool,
     },
     /// Export the current records of a kind as CSV to standard output.
     Export { kind: RecordKind },
@@ -670,9 +675,10 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
             file,
             map,
             map_file,
+            warn_duplicates,
         } => {
             let mapping = import_mapping(map.as_deref(), map_file.as_deref())?;
-            import_file(&app, kind, &file, &mapping, &actor).await
+            import_file(&app, kind, &file, &mapping, &actor, warn_duplicates).await
         }
         Command::Export { kind } => export(&store, kind, json).await,
         Command::Create { kind, fields } => changed(app.create(kind, &parse_input(&fields)?, &actor, now).await),
@@ -1194,6 +1200,7 @@ async fn import_file(
     file: &std::path::Path,
     mapping: &crate::csv_io::Mapping,
     actor: &Actor,
+    warn_duplicates: bool,
 ) -> Result<Output, String> {
     use crate::csv_io::ImportError;
     let reader = std::fs::File::open(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
@@ -1210,6 +1217,7 @@ async fn import_file(
             rows_max: u64::MAX,
         },
         actor,
+        warn_duplicates,
     };
     let report = crate::csv_io::import(app, &projector, request, received, |report| {
         bar.set_position(report.rows)

@@ -2639,6 +2639,39 @@ async fn a_write_that_makes_a_likely_duplicate_goes_through_and_names_it(server:
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "an unknown warning is refused");
+
+    // An import names the rows whose new record looks like a duplicate.
+    let post = |query: &'static str, csv: &'static str| async move {
+        let response = server
+            .client
+            .post(format!("{}/v1/import/contacts{query}", server.base))
+            .bearer_auth(&server.admin)
+            .body(csv)
+            .send()
+            .await
+            .expect("answer");
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let csv = "name,email\nAda Again,Ada@Example.com\nEdsger,edsger@example.com\n";
+    let (status, report) = post("?warn=duplicates", csv).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["created"], 2, "imported either way: {report}");
+    let listed = report["possible_duplicates"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "{report}");
+    assert_eq!(listed[0]["line"], 2, "{report}");
+    let named: Vec<&Value> = listed[0]["records"]
+        .as_array()
+        .map(|records| records.iter().map(|r| &r["id"]).collect())
+        .unwrap_or_default();
+    assert!(
+        named.contains(&&first["id"]) && named.contains(&&second["id"]),
+        "both earlier Adas, by email: {report}"
+    );
+    let (_, unasked) = post("", "name,email\nAda Thrice,ada@example.com\n").await;
+    assert!(unasked.get("possible_duplicates").is_none(), "{unasked}");
+    let (status, _) = post("?warn=all", "name\nX\n").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 async fn import_export_import_round_trips_and_a_reimport_changes_nothing(server: &Server) {

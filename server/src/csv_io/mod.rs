@@ -73,6 +73,27 @@ pub struct ImportReport {
     /// Columns of the file left out: named so by the mapping, or feeding no
     /// field of an import that had a mapping.
     pub ignored_columns: Vec<String>,
+    /// With the duplicate warning asked for: rows whose new record shares
+    /// an email, phone, name within an account or domain with a live one
+    /// (the row is imported either way); the first `ERRORS_LISTED_MAX`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub possible_duplicates: Option<Vec<LineDuplicates>>,
+}
+
+/// A row of an import whose new record looks like a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LineDuplicates {
+    pub line: u64,
+    /// The record the row made.
+    pub id: uuid::Uuid,
+    /// The live records it shares a value with, and which.
+    pub records: Vec<PossibleDuplicate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct PossibleDuplicate {
+    pub id: uuid::Uuid,
+    pub reason: String,
 }
 
 impl ImportReport {
@@ -376,7 +397,7 @@ async fn holder(app: &App, kind: RecordKind, external_id: &str) -> Result<Option
 }
 
 enum Effect {
-    Created,
+    Created(uuid::Uuid),
     Updated,
     Unchanged,
 }
@@ -388,6 +409,9 @@ pub struct ImportRequest<'a> {
     pub mapping: &'a Mapping,
     pub limits: Limits,
     pub actor: &'a Actor,
+    /// Name the likely duplicates each new contact or account makes
+    /// (`ImportReport::possible_duplicates`); a lookup per created row.
+    pub warn_duplicates: bool,
 }
 
 /// Imports the rows `parse_rows` sends, one command per row. `progress`
@@ -404,6 +428,7 @@ pub async fn import(
         mapping,
         limits,
         actor,
+        warn_duplicates,
     } = request;
     let refused = |message: String| {
         ImportError::Header(HeaderProblem {
@@ -485,21 +510,49 @@ pub async fn import(
                 if let Some(before) = before {
                     let _ = before.await;
                 }
-                let outcome = import_row(app, projector, resolver, row).await;
+                let outcome = match import_row(app, projector, resolver, row).await {
+                    Ok(Effect::Created(id)) if warn_duplicates => projector
+                        .likely_duplicates(kind, id, DUPLICATES_NAMED_MAX)
+                        .await
+                        .map(|shared| (Effect::Created(id), shared))
+                        .map_err(|e| RowError::Failed(e.into())),
+                    other => other.map(|effect| (effect, Vec::new())),
+                };
                 let _ = done.send(());
                 Step::Row(line, outcome)
             })
         })
         .buffered(ROWS_AT_ONCE);
+    if warn_duplicates {
+        report.possible_duplicates = Some(Vec::new());
+    }
     let mut steps = std::pin::pin!(steps);
     while let Some(step) = steps.next().await {
         match step {
             Step::Row(line, outcome) => {
                 report.rows += 1;
                 match outcome {
-                    Ok(Effect::Created) => report.created += 1,
-                    Ok(Effect::Updated) => report.updated += 1,
-                    Ok(Effect::Unchanged) => report.unchanged += 1,
+                    Ok((Effect::Created(id), shared)) => {
+                        report.created += 1;
+                        if let Some(listed) = report.possible_duplicates.as_mut()
+                            && !shared.is_empty()
+                            && listed.len() < ERRORS_LISTED_MAX
+                        {
+                            listed.push(LineDuplicates {
+                                line,
+                                id,
+                                records: shared
+                                    .into_iter()
+                                    .map(|(id, reason)| PossibleDuplicate {
+                                        id,
+                                        reason: reason.to_owned(),
+                                    })
+                                    .collect(),
+                            });
+                        }
+                    }
+                    Ok((Effect::Updated, _)) => report.updated += 1,
+                    Ok((Effect::Unchanged, _)) => report.unchanged += 1,
                     Err(RowError::Refused(message)) => report.refused(LineError { line, message }),
                     Err(RowError::Failed(error)) => return Err(error.into()),
                 }
@@ -525,9 +578,16 @@ pub async fn import(
 /// Rows of one import written at once.
 const ROWS_AT_ONCE: usize = 32;
 
+/// Likely duplicates named per created row, at most, per rule.
+const DUPLICATES_NAMED_MAX: usize = 10;
+
+/// The live records a new one shares a value with, and which rule says so.
+type Duplicates = Vec<(uuid::Uuid, &'static str)>;
+
 /// What one parsed item came to, in file order.
 enum Step {
-    Row(u64, Result<Effect, RowError>),
+    /// A row, with the likely duplicates of the record it created.
+    Row(u64, Result<(Effect, Duplicates), RowError>),
     Bad(LineError),
     Broken(String),
     TooMany,
@@ -647,7 +707,7 @@ async fn import_row(app: &App, projector: &Projector, resolver: &Resolver, row: 
         changed |= import_activity(app, projector, kind, outcome.id, actor, at.min(now)).await?;
     }
     Ok(match (existing, changed) {
-        (None, _) => Effect::Created,
+        (None, _) => Effect::Created(outcome.id),
         (Some(_), true) => Effect::Updated,
         (Some(_), false) => Effect::Unchanged,
     })

@@ -35,6 +35,10 @@ pub struct ImportParams {
     /// A column mapping: `First Name+Last Name=name,Email=email,Company Name=account`
     /// (entries by comma or new line, as in a mapping file).
     map: Option<String>,
+    /// `duplicates`: the report names the rows whose new contact or account
+    /// shares an email, phone, name within an account or domain with a live
+    /// record, in `possible_duplicates` (imported either way).
+    warn: Option<String>,
 }
 
 /// How often a streamed import reports its progress.
@@ -75,7 +79,7 @@ impl<T> Drop for AbortOnDrop<T> {
 #[utoipa::path(post, path = "/v1/import/{kind}", tag = "admin",
     params(("kind" = String, Path, description = "contacts, accounts, deals or interactions"), ImportParams),
     request_body(content = String, content_type = "text/csv", description = "a header row naming the columns, then one record per row"),
-    responses((status = 200, description = "{\"rows\", \"created\", \"updated\", \"unchanged\", \"failed\", \"errors\": [{\"line\", \"message\"}], \"ignored_columns\"}. With `Accept: application/x-ndjson`, one JSON line a second as it goes, `{\"progress\": {rows, created, updated, unchanged, failed}}`, then `{\"report\": ...}` or `{\"problem\": ...}` (what the status would have said)", body = csv_io::ImportReport),
+    responses((status = 200, description = "{\"rows\", \"created\", \"updated\", \"unchanged\", \"failed\", \"errors\": [{\"line\", \"message\"}], \"ignored_columns\"} (with `warn=duplicates`, also \"possible_duplicates\": [{\"line\", \"id\", \"records\": [{\"id\", \"reason\"}]}]). With `Accept: application/x-ndjson`, one JSON line a second as it goes, `{\"progress\": {rows, created, updated, unchanged, failed}}`, then `{\"report\": ...}` or `{\"problem\": ...}` (what the status would have said)", body = csv_io::ImportReport),
               (status = 400, description = "a header (or mapping) that explains no column, or a column it does not know: `understood_columns`, `not_understood_columns`; nothing was imported", body = super::error::Problem),
               (status = 403, body = super::error::Problem), (status = 404, body = super::error::Problem),
               (status = 413, description = "more bytes or rows than the server's caps: `imported` reports the rows before the cap, which stay imported", body = super::error::Problem)),
@@ -92,6 +96,15 @@ pub async fn import(
     let mapping = match &params.map {
         Some(text) => csv_io::Mapping::parse(text).map_err(|e| ApiError::bad_request(format!("map: {e}")))?,
         None => csv_io::Mapping::default(),
+    };
+    let warn_duplicates = match params.warn.as_deref() {
+        None => false,
+        Some("duplicates") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "warn={other:?}: the only warning there is is warn=duplicates"
+            )));
+        }
     };
     let limits = state.imports;
     let declared = headers
@@ -129,6 +142,7 @@ pub async fn import(
             mapping: &mapping,
             limits,
             actor: &admin.actor,
+            warn_duplicates,
         };
         let imported = csv_io::import(&state.app, &state.projector, request, received, |report| {
             progress.send_replace(Some(Progress::from(report)));
