@@ -118,12 +118,12 @@ pub enum Tokens<'a> {
     OfUser(&'a str),
 }
 
-impl Tokens<'_> {
+impl<'a> Tokens<'a> {
     /// The `api_tokens` column that names them, and its value.
-    pub fn column(self) -> (&'static str, String) {
+    pub fn column(self) -> (&'static str, &'a str) {
         match self {
-            Self::Id(id) => ("token_id", id.to_owned()),
-            Self::OfUser(user_id) => ("user_id", user_id.to_owned()),
+            Self::Id(id) => ("token_id", id),
+            Self::OfUser(user_id) => ("user_id", user_id),
         }
     }
 }

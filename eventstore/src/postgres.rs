@@ -26,7 +26,7 @@ use crate::claims;
 use crate::hook::{CommitHook, HookConnection};
 use crate::model::to_u64;
 use crate::plan::{self, BatchContext, Plan, StoredKey, Tail};
-use crate::seal::{KEY_CACHE_SUBJECTS, KeyCache, Keyring};
+use crate::seal::{KEY_CACHE_SUBJECTS, KeyCache, Keyring, SubjectKey};
 use crate::{AppendRequest, AppendResult, LogFilter, RecordedEvent, Snapshot, StoreError, StoreOptions, TokenRecord};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -172,6 +172,14 @@ fn key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
     })
 }
 
+/// A row's `subject` and its `key` unwrapped (`None`: erased).
+fn subject_key(row: &PgRow, keyring: &Keyring) -> Result<(Uuid, Option<SubjectKey>), StoreError> {
+    let subject: Uuid = row.try_get("subject")?;
+    let key = row.try_get::<Option<Vec<u8>>, _>("key")?;
+    let key = key.map(|stored| keyring.unwrap_key(subject, &stored)).transpose()?;
+    Ok((subject, key))
+}
+
 async fn load_context(
     conn: &mut PgConnection,
     requests: &[AppendRequest],
@@ -224,9 +232,7 @@ async fn load_context(
                     .insert(row.try_get("stream_id")?, to_u64(row.try_get("version")?));
             }
             1 => {
-                let subject: Uuid = row.try_get("subject")?;
-                let key = row.try_get::<Option<Vec<u8>>, _>("key")?;
-                let key = key.map(|stored| keyring.unwrap_key(subject, &stored)).transpose()?;
+                let (subject, key) = subject_key(&row, keyring)?;
                 context.subjects.insert(subject, key);
             }
             _ => {
@@ -252,9 +258,7 @@ async fn load_context(
             .fetch_all(&mut *conn)
             .await?;
         for row in rows {
-            let subject: Uuid = row.try_get("subject")?;
-            let key = row.try_get::<Option<Vec<u8>>, _>("key")?;
-            let key = key.map(|stored| keyring.unwrap_key(subject, &stored)).transpose()?;
+            let (subject, key) = subject_key(&row, keyring)?;
             context.subjects.insert(subject, key);
         }
     }

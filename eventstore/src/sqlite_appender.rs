@@ -351,6 +351,9 @@ fn insert(conn: &Connection, plan: &Plan) -> Result<(), rusqlite::Error> {
         ..
     } = plan;
     let now = format_time(Utc::now());
+    // Keys the plan made for subjects `load_context` gave none: on SQLite
+    // there are none, since it stores a new subject's key as it looks, but
+    // a key that sealed an event must never go unstored.
     let mut new_key = conn.prepare_cached("INSERT INTO subject_keys (subject, key) VALUES (?, ?)")?;
     for (subject, key) in new_subjects {
         new_key.execute(params![subject.as_bytes().as_slice(), key.0])?;

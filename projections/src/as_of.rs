@@ -41,6 +41,21 @@ pub enum Cut {
 }
 
 impl Cut {
+    /// The cut a report asks for with `as_of` or `as_recorded` (neither:
+    /// the live report); both at once ask two questions and are refused.
+    pub fn asked(as_of: Option<DateTime<Utc>>, as_recorded: Option<DateTime<Utc>>) -> Result<Option<Self>, String> {
+        match (as_of, as_recorded) {
+            (Some(_), Some(_)) => Err(
+                "as_of (what had happened by then) and as_recorded (what had been recorded \
+                 by then) ask two questions: give one"
+                    .into(),
+            ),
+            (Some(at), None) => Ok(Some(Self::Happened(at))),
+            (None, Some(at)) => Ok(Some(Self::Recorded(at))),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The moment the report measures ages from.
     pub fn at(self) -> DateTime<Utc> {
         match self {
@@ -165,6 +180,14 @@ impl AsOfCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+    }
+
+    /// The cuts whose folds are kept.
+    pub(crate) fn kept(&self) -> usize {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     pub(crate) fn count_fold(&self) {

@@ -27,11 +27,11 @@ pub use model::{
     MODEL_VERSION, RecordMeta, UserView,
 };
 pub use projector::{
-    AS_OF_FOLDS_MAX, AsOf, FOLD_BATCH_EVENTS, LIVE_POLL, Projector, ProjectorOptions, REBUILD_BATCH_EVENTS,
-    REBUILD_ROWS_MAX, RebuildReport,
+    AS_OF_FOLDS_MAX, AsOf, DUPLICATES_NAMED_MAX, FOLD_BATCH_EVENTS, LIVE_POLL, Projector, ProjectorOptions,
+    REBUILD_BATCH_EVENTS, REBUILD_ROWS_MAX, RebuildReport,
 };
 pub use tables::{ListFilter, side_pool};
-pub use views::{interaction_view, record_fields, record_view, view_of};
+pub use views::{erasure_json, interaction_view, record_fields, record_view, view_of};
 
 /// Why a read model could not be brought up to date.
 #[derive(Debug, thiserror::Error)]

@@ -118,7 +118,7 @@ pub struct Projector {
     /// Turns of the as-of folds (`AS_OF_FOLDS_MAX`).
     as_of_turns: tokio::sync::Semaphore,
     /// The folds of reports as of a date kept for the next ask.
-    as_of_cache: AsOfCache,
+    as_of_cache: Arc<AsOfCache>,
     /// The projector lease, once this process took it: of all processes on
     /// the database, the one that folds what the live tables lack.
     lease: Mutex<Option<HeldLock>>,
@@ -131,6 +131,10 @@ impl std::fmt::Debug for Projector {
             .finish_non_exhaustive()
     }
 }
+
+/// Likely duplicates a warning (a write's answer, an import's report)
+/// names of one record, at most, per rule.
+pub const DUPLICATES_NAMED_MAX: usize = 10;
 
 impl Projector {
     /// Opens the read-model tables in the log's database and folds in what
@@ -206,11 +210,12 @@ impl Projector {
         };
         let applied = Arc::new(watch::channel(position).0);
         let written = Arc::new(WrittenViews::default());
+        let as_of_cache = Arc::new(AsOfCache::new(options.as_of_cached));
         store.set_commit_hook(Arc::new(LiveFold {
             applied: Arc::clone(&applied),
             written: Arc::clone(&written),
+            as_of_cache: Arc::clone(&as_of_cache),
         }));
-        let as_of_cache = AsOfCache::new(options.as_of_cached);
         let projector = Arc::new(Self {
             store,
             tables,
@@ -468,12 +473,9 @@ impl Projector {
         Ok(AsOf { tables, _dir: dir })
     }
 
-    /// Drops the folds and trend answers this process keeps: after an
-    /// erasure, so that no scratch file on disk holds what it erased until
-    /// the next ask would have dropped it. (Another server's kept folds go
-    /// at their next ask, which sees the erasure in the log.)
-    pub fn forget_kept_folds(&self) {
-        self.as_of_cache.clear();
+    /// The dates (and recorded moments) whose folds this process keeps.
+    pub fn kept_folds(&self) -> usize {
+        self.as_of_cache.kept()
     }
 
     /// Reports as of a date folded from the start of the log: those a
@@ -838,7 +840,8 @@ impl Projector {
     /// Live records that look like duplicates of the contact or account
     /// `id` (the duplicates report's rules: the same email, phone, or name
     /// within one account; an account's domain), each with the reason, at
-    /// most `limit` per rule. A deal or interaction has none.
+    /// most `limit` per rule (a warning names `DUPLICATES_NAMED_MAX`). A
+    /// deal or interaction has none.
     pub async fn likely_duplicates(
         &self,
         kind: RecordKind,
@@ -1235,6 +1238,11 @@ fn pairs<'a, R: std::borrow::Borrow<RecordedEvent> + 'a>(
 struct LiveFold {
     applied: Arc<watch::Sender<u64>>,
     written: Arc<WrittenViews>,
+    /// The folds this process keeps as of past dates: an erasure it commits
+    /// drops them at once, so that no scratch file on disk holds what it
+    /// erased until the next ask would have dropped it. (Another server's
+    /// kept folds go at their next ask, which sees the erasure in the log.)
+    as_of_cache: Arc<AsOfCache>,
 }
 
 /// Views of records as each append left them, kept from the moment the
@@ -1292,6 +1300,11 @@ impl CommitHook for LiveFold {
             let Some(first) = events.first().map(|e| e.position) else {
                 return Ok(None);
             };
+            // Before the fold, which may fail while the events still
+            // commit; should they not, a fold afresh is all it costs.
+            if events.iter().any(is_erasure) {
+                self.as_of_cache.clear();
+            }
             let decoded = decode_all(events).map_err(|e| e.to_string())?;
             let keys = keys_of(pairs(&decoded));
             let conn: &mut dyn Exec = match conn {

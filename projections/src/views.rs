@@ -6,7 +6,7 @@ use domain::RecordKind;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::model::{CrmModel, RecordMeta};
+use crate::model::{CrmModel, Erasure, RecordMeta};
 
 fn with_meta(id: Uuid, kind: RecordKind, fields: Value, meta: &RecordMeta) -> Value {
     let mut view = Map::new();
@@ -22,12 +22,15 @@ fn with_meta(id: Uuid, kind: RecordKind, fields: Value, meta: &RecordMeta) -> Va
     view.insert("interaction_count".into(), json!(meta.interaction_count));
     view.insert("archived".into(), json!(meta.archived));
     if let Some(erased) = &meta.erased {
-        view.insert(
-            "erased".into(),
-            json!({"at": erased.at.occurred_at, "by": erased.at.actor, "reason": erased.reason, "position": erased.at.position}),
-        );
+        view.insert("erased".into(), erasure_json(erased));
     }
     Value::Object(view)
+}
+
+/// An erasure as a record's (or a user's) view shows it: who, when, why,
+/// and the position of its event.
+pub fn erasure_json(erased: &Erasure) -> Value {
+    json!({"at": erased.at.occurred_at, "by": erased.at.actor, "reason": erased.reason, "position": erased.at.position})
 }
 
 /// The fields of a record as history compares them: its own fields, plus

@@ -228,13 +228,14 @@ async fn the_projector_agrees_with_the_pure_fold(database: TestDatabase) {
     assert_eq!(json!(reports_then), json!(pure_then));
 }
 
-/// An erasure drops the folds kept for past dates at once (their scratch
-/// files hold what it erased): the next ask folds afresh.
+/// An erasure this process commits drops the folds kept for past dates at
+/// once (their scratch files hold what it erased), before any ask: the
+/// next ask folds afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forgetting_the_kept_folds_makes_the_next_ask_fold_afresh() {
+async fn an_erasure_drops_the_kept_folds_at_once() {
     let database = TestDatabase::sqlite();
     let store = database.open().await;
-    let history = history();
+    let mut history = history();
     append_all(&store, &history, 0..history.log.len()).await;
     let projector = Projector::open_with(store.clone(), small_batches())
         .await
@@ -243,12 +244,29 @@ async fn forgetting_the_kept_folds_makes_the_next_ask_fold_afresh() {
     let request = &every_report(days_ago(100))[0];
     let pipeline = Pipeline::default();
     let ask = || projector.report(&pipeline, request, cut, day0());
-    let first = ask().await.expect("a report");
     ask().await.expect("a report");
-    assert_eq!(projector.as_of_folds(), 1, "the second ask reads the kept fold");
-    projector.forget_kept_folds();
-    assert_eq!(ask().await.expect("a report"), first);
-    assert_eq!(projector.as_of_folds(), 2, "forgotten, it is folded again");
+    ask().await.expect("a report");
+    assert_eq!(
+        (projector.as_of_folds(), projector.kept_folds()),
+        (1, 1),
+        "the second ask reads the kept fold"
+    );
+    let contact = *history.model().contacts.keys().next().expect("a contact");
+    let before = history.log.len();
+    let reason = domain::values::Text::parse("asked to be forgotten").expect("a reason");
+    history
+        .try_decide::<domain::Contact>(
+            RecordKind::Contact,
+            contact,
+            domain::ContactCommand::EraseContact { reason },
+            "system",
+            day0(),
+        )
+        .expect("erased");
+    append_all(&store, &history, before..history.log.len()).await;
+    assert_eq!(projector.kept_folds(), 0, "dropped with the erasure's commit");
+    ask().await.expect("a report");
+    assert_eq!(projector.as_of_folds(), 2, "folded afresh");
     projector.close().await;
     store.close().await;
 }

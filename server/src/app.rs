@@ -470,9 +470,29 @@ impl App {
         }
     }
 
+    /// Erases a person's personal data: a contact's (`erase_contact`) or a
+    /// user's (`erase_user`); the other kinds hold none of their own.
+    pub async fn erase(
+        &self,
+        kind: RecordKind,
+        id: Uuid,
+        reason: &str,
+        actor: &Actor,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, AppError> {
+        match kind {
+            RecordKind::Contact => self.erase_contact(id, reason, actor, now).await,
+            RecordKind::User => self.erase_user(id, reason, actor, now).await,
+            other => Err(DomainError::InvalidState(format!(
+                "{other} records hold no personal data of their own; a contact's or a user's is erased"
+            ))
+            .into()),
+        }
+    }
+
     /// Erases a contact's personal data: its key is destroyed in the same
     /// append as the `ContactErased` event (who, when, `reason`).
-    pub async fn erase_contact(
+    async fn erase_contact(
         &self,
         id: Uuid,
         reason: &str,
@@ -488,13 +508,7 @@ impl App {
     /// Erases a user's personal data (name, email) as `erase_contact` does
     /// a contact's, and revokes the user's tokens: an erased user acts no
     /// more. An admin cannot erase themselves (another admin must).
-    pub async fn erase_user(
-        &self,
-        id: Uuid,
-        reason: &str,
-        actor: &Actor,
-        now: DateTime<Utc>,
-    ) -> Result<Outcome, AppError> {
+    async fn erase_user(&self, id: Uuid, reason: &str, actor: &Actor, now: DateTime<Utc>) -> Result<Outcome, AppError> {
         let reason = self.erasure_reason(reason).await?;
         if actor.id == id.to_string() {
             return Err(DomainError::InvalidState(

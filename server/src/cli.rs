@@ -692,13 +692,7 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
                 .await,
         ),
         Command::Archive { kind, id } => changed(app.archive(kind, id, None, &actor, now).await),
-        Command::Erase { kind, id, reason } => match kind {
-            RecordKind::Contact => changed(app.erase_contact(id, &reason, &actor, now).await),
-            RecordKind::User => changed(app.erase_user(id, &reason, &actor, now).await),
-            other => Err(format!(
-                "{other} records hold no personal data of their own; a contact's or a user's is erased"
-            )),
-        },
+        Command::Erase { kind, id, reason } => changed(app.erase(kind, id, &reason, &actor, now).await),
         Command::PersonalData { kind, id } => personal_data(&store, kind, id, now).await,
         Command::Stage { deal_id, stage } => changed(app.move_deal(deal_id, &stage, None, &actor, now).await),
         Command::Close {
@@ -725,11 +719,7 @@ async fn execute(cli: Cli, config: &Config) -> Result<Output, String> {
             scope,
         } => {
             let trend = every.zip(since);
-            let cut = match (as_of, as_recorded) {
-                (_, Some(at)) => Some(projections::Cut::Recorded(at)),
-                (Some(at), None) => Some(projections::Cut::Happened(at)),
-                (None, None) => None,
-            };
+            let cut = projections::Cut::asked(as_of, as_recorded)?;
             run_report(&app, report, scope, cut, trend, now).await
         }
         Command::History { kind, id } => history(&store, kind, id).await,

@@ -57,10 +57,7 @@ pub fn audit_json(model: &CrmModel, event: &RecordedEvent) -> Value {
 pub fn user_json(user: &projections::UserView) -> Value {
     let mut value = json!({"id": user.id, "name": user.name, "department": user.department, "role": user.role, "email": user.email, "last_activity_at": user.last_activity_at});
     if let (Some(erased), Value::Object(object)) = (&user.erased, &mut value) {
-        object.insert(
-            "erased".into(),
-            json!({"at": erased.at.occurred_at, "by": erased.at.actor, "reason": erased.reason, "position": erased.at.position}),
-        );
+        object.insert("erased".into(), projections::erasure_json(erased));
     }
     value
 }

@@ -2831,32 +2831,7 @@ async fn sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged(s
     // creates are answered (not after a fixed pause, which a loaded machine
     // can spend before the first request even arrives), so others are in
     // flight when it does.
-    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let writers: Vec<_> = (0..8)
-        .map(|writer| {
-            let (client, base, admin) = (own.client.clone(), own.base.clone(), own.admin.clone());
-            let answered = std::sync::Arc::clone(&answered);
-            tokio::spawn(async move {
-                let mut acknowledged = Vec::new();
-                for n in 0..10_000 {
-                    let request = client
-                        .post(format!("{base}/v1/accounts"))
-                        .bearer_auth(&admin)
-                        .json(&json!({"name": format!("Writer {writer} account {n}")}));
-                    let Ok(response) = request.send().await else { break };
-                    if response.status() != StatusCode::CREATED {
-                        break;
-                    }
-                    match response.json::<Value>().await {
-                        Ok(view) => acknowledged.push(id(&view)),
-                        Err(_) => break,
-                    }
-                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                acknowledged
-            })
-        })
-        .collect();
+    let (writers, answered) = keep_creating(&own, "accounts");
     for _ in 0..1_000 {
         if answered.load(std::sync::atomic::Ordering::Relaxed) >= 16 {
             break;
@@ -2891,24 +2866,28 @@ async fn sigterm_lets_in_flight_requests_finish_and_loses_nothing_acknowledged(s
     );
 }
 
-/// Writers create contacts without pause; the server is SIGKILLed under
-/// them. Every create that was answered 201 must be in the log and in the
-/// read models after a restart (they commit in one transaction), and the
-/// read models must agree with a rebuild from the log.
-async fn sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models(server: &Server) {
-    let Some(mut own) = Server::of_its_own_like(server).await else {
-        return;
-    };
-    let writers: Vec<_> = (0..8)
+/// Eight writers creating `kind` records on `server` without pause, each
+/// until a create is not answered 201 (or after 10,000), handing back the
+/// ids it was answered; and the count of answers so far.
+fn keep_creating(
+    server: &Server,
+    kind: &'static str,
+) -> (
+    Vec<tokio::task::JoinHandle<Vec<String>>>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writers = (0..8)
         .map(|writer| {
-            let (client, base, admin) = (own.client.clone(), own.base.clone(), own.admin.clone());
+            let (client, base, admin) = (server.client.clone(), server.base.clone(), server.admin.clone());
+            let answered = std::sync::Arc::clone(&answered);
             tokio::spawn(async move {
                 let mut acknowledged = Vec::new();
                 for n in 0..10_000 {
                     let request = client
-                        .post(format!("{base}/v1/contacts"))
+                        .post(format!("{base}/v1/{kind}"))
                         .bearer_auth(&admin)
-                        .json(&json!({"name": format!("Writer {writer} contact {n}")}));
+                        .json(&json!({"name": format!("Writer {writer} {kind} {n}")}));
                     let Ok(response) = request.send().await else { break };
                     if response.status() != StatusCode::CREATED {
                         break;
@@ -2917,11 +2896,24 @@ async fn sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models(s
                         Ok(view) => acknowledged.push(id(&view)),
                         Err(_) => break,
                     }
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 acknowledged
             })
         })
         .collect();
+    (writers, answered)
+}
+
+/// Writers create contacts without pause; the server is SIGKILLed under
+/// them. Every create that was answered 201 must be in the log and in the
+/// read models after a restart (they commit in one transaction), and the
+/// read models must agree with a rebuild from the log.
+async fn sigkill_mid_write_loses_no_acknowledged_write_from_log_or_read_models(server: &Server) {
+    let Some(mut own) = Server::of_its_own_like(server).await else {
+        return;
+    };
+    let (writers, _) = keep_creating(&own, "contacts");
     tokio::time::sleep(Duration::from_millis(400)).await;
     let database = tokio::task::block_in_place(|| own.kill());
     let mut acknowledged = Vec::new();

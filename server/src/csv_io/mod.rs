@@ -512,7 +512,7 @@ pub async fn import(
                 }
                 let outcome = match import_row(app, projector, resolver, row).await {
                     Ok(Effect::Created(id)) if warn_duplicates => projector
-                        .likely_duplicates(kind, id, DUPLICATES_NAMED_MAX)
+                        .likely_duplicates(kind, id, projections::DUPLICATES_NAMED_MAX)
                         .await
                         .map(|shared| (Effect::Created(id), shared))
                         .map_err(|e| RowError::Failed(e.into())),
@@ -577,9 +577,6 @@ pub async fn import(
 
 /// Rows of one import written at once.
 const ROWS_AT_ONCE: usize = 32;
-
-/// Likely duplicates named per created row, at most, per rule.
-const DUPLICATES_NAMED_MAX: usize = 10;
 
 /// The live records a new one shares a value with, and which rule says so.
 type Duplicates = Vec<(uuid::Uuid, &'static str)>;

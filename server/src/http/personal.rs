@@ -66,14 +66,12 @@ async fn erase_subject(
     admin: &Admin,
     input: &serde_json::Map<String, Value>,
 ) -> Result<(), ApiError> {
-    let reason = reason(input)?;
-    let outcome = match kind {
-        RecordKind::User => state.app.erase_user(id, reason, &admin.actor, Utc::now()).await?,
-        _ => state.app.erase_contact(id, reason, &admin.actor, Utc::now()).await?,
-    };
+    let outcome = state
+        .app
+        .erase(kind, id, reason(input)?, &admin.actor, Utc::now())
+        .await?;
     if let Some(appended) = outcome.appended {
         state.projector.wait_until(appended.last_position).await?;
-        state.projector.forget_kept_folds();
     }
     Ok(())
 }

@@ -144,15 +144,7 @@ pub struct ReportQuery {
 impl ReportQuery {
     /// Where the report cuts the log, if it is not the live report.
     pub(super) fn cut(&self) -> Result<Option<Cut>, ApiError> {
-        match (self.as_of, self.as_recorded) {
-            (Some(_), Some(_)) => Err(ApiError::bad_request(
-                "as_of (what had happened by then) and as_recorded (what had been recorded by then) \
-                 ask two questions: give one",
-            )),
-            (Some(at), None) => Ok(Some(Cut::Happened(at))),
-            (None, Some(at)) => Ok(Some(Cut::Recorded(at))),
-            (None, None) => Ok(None),
-        }
+        Cut::asked(self.as_of, self.as_recorded).map_err(ApiError::bad_request)
     }
 
     pub(super) fn thresholds(&self) -> QualityThresholds {

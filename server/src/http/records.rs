@@ -86,16 +86,22 @@ pub struct WriteParams {
 
 impl WriteParams {
     fn reply(&self, status: StatusCode) -> Result<Reply, ApiError> {
-        match self.warn.as_deref() {
-            None => Ok(status.into()),
-            Some("duplicates") => Ok(Reply {
-                status,
-                duplicates: true,
-            }),
-            Some(other) => Err(ApiError::bad_request(format!(
-                "warn={other:?}: the only warning there is is warn=duplicates"
-            ))),
-        }
+        Ok(Reply {
+            status,
+            duplicates: warns_of_duplicates(self.warn.as_deref())?,
+        })
+    }
+}
+
+/// A `warn` parameter (of a write or an import): whether it asks for the
+/// likely duplicates; anything but `duplicates` is refused.
+pub(super) fn warns_of_duplicates(warn: Option<&str>) -> Result<bool, ApiError> {
+    match warn {
+        None => Ok(false),
+        Some("duplicates") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "warn={other:?}: the only warning there is is warn=duplicates"
+        ))),
     }
 }
 
@@ -115,7 +121,7 @@ async fn written(state: &AppState, reply: Reply, outcome: Outcome) -> Result<Res
     if reply.duplicates && outcome.appended.is_some() {
         let shared = state
             .projector
-            .likely_duplicates(outcome.kind, outcome.id, DUPLICATES_NAMED_MAX)
+            .likely_duplicates(outcome.kind, outcome.id, projections::DUPLICATES_NAMED_MAX)
             .await?;
         if !shared.is_empty()
             && let Some(object) = view.as_object_mut()
@@ -129,9 +135,6 @@ async fn written(state: &AppState, reply: Reply, outcome: Outcome) -> Result<Res
     }
     Ok(record_response(reply.status, outcome.kind, outcome.id, view))
 }
-
-/// Likely duplicates a write's answer names, at most, per rule.
-const DUPLICATES_NAMED_MAX: usize = 10;
 
 /// The response the first request got: the record as it stood right after
 /// that append, folded from its own stream. Nothing is appended.

@@ -97,15 +97,7 @@ pub async fn import(
         Some(text) => csv_io::Mapping::parse(text).map_err(|e| ApiError::bad_request(format!("map: {e}")))?,
         None => csv_io::Mapping::default(),
     };
-    let warn_duplicates = match params.warn.as_deref() {
-        None => false,
-        Some("duplicates") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "warn={other:?}: the only warning there is is warn=duplicates"
-            )));
-        }
-    };
+    let warn_duplicates = super::records::warns_of_duplicates(params.warn.as_deref())?;
     let limits = state.imports;
     let declared = headers
         .get(header::CONTENT_LENGTH)

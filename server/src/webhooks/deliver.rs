@@ -269,29 +269,44 @@ impl Dispatcher {
     /// One attempt to post `event` to the subscription's URL.
     async fn send(&self, subscription: &Subscription, event: &RecordedEvent, number: u32) -> Attempt {
         let at = Utc::now();
+        let started = Instant::now();
+        let (status, error) = match self.post(subscription, event, number, at).await {
+            Ok(status) => (Some(status), None),
+            Err((status, why)) => (status, Some(why)),
+        };
+        Attempt {
+            position: event.position,
+            number,
+            event_type: event.event_type.clone(),
+            at,
+            status,
+            error,
+            millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Posts `event`, signed at `at`: the receiver's 2xx status, or the
+    /// status it answered instead (if any) and why the attempt failed.
+    async fn post(
+        &self,
+        subscription: &Subscription,
+        event: &RecordedEvent,
+        number: u32,
+        at: DateTime<Utc>,
+    ) -> Result<u16, (Option<u16>, String)> {
         // An address in the URL is not resolved, so the resolver cannot
         // refuse it: checked here (a name as the resolver resolves it).
-        let refused = reqwest::Url::parse(&subscription.url)
-            .map_err(|e| format!("the URL does not parse: {e}"))
-            .and_then(|url| self.options.reach.refusal_of_address(&url).map_or(Ok(()), Err));
-        if let Err(why) = refused {
-            return Attempt {
-                position: event.position,
-                number,
-                event_type: event.event_type.clone(),
-                at,
-                status: None,
-                error: Some(format!("refused: {why}")),
-                millis: 0,
-            };
+        let url = reqwest::Url::parse(&subscription.url)
+            .map_err(|e| (None, format!("refused: the URL does not parse: {e}")))?;
+        if let Some(why) = self.options.reach.refusal_of_address(&url) {
+            return Err((None, format!("refused: {why}")));
         }
         let body = crate::wire::event_json(event).to_string();
         let timestamp = at.timestamp();
         let signature = sign(&subscription.secret, timestamp, body.as_bytes());
-        let started = Instant::now();
         let sent = self
             .client
-            .post(&subscription.url)
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("Crm-Delivery-Id", event.position.to_string())
             .header("Crm-Subscription-Id", &subscription.id)
@@ -302,30 +317,17 @@ impl Dispatcher {
             .body(body)
             .send()
             .await;
-        let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (status, error) = match sent {
-            Ok(response) if response.status().is_success() => (Some(response.status().as_u16()), None),
-            Ok(response) => (
+        match sent {
+            Ok(response) if response.status().is_success() => Ok(response.status().as_u16()),
+            Ok(response) => Err((
                 Some(response.status().as_u16()),
-                Some(format!("the receiver answered {}", response.status())),
-            ),
-            Err(error) if error.is_timeout() => (
+                format!("the receiver answered {}", response.status()),
+            )),
+            Err(error) if error.is_timeout() => Err((
                 None,
-                Some(format!("no answer within {} ms", self.options.timeout.as_millis())),
-            ),
-            Err(error) => (
-                None,
-                Some(format!("cannot reach the receiver: {}", without_url(&error))),
-            ),
-        };
-        Attempt {
-            position: event.position,
-            number,
-            event_type: event.event_type.clone(),
-            at,
-            status,
-            error,
-            millis,
+                format!("no answer within {} ms", self.options.timeout.as_millis()),
+            )),
+            Err(error) => Err((None, format!("cannot reach the receiver: {}", without_url(&error)))),
         }
     }
 }
